@@ -1,0 +1,188 @@
+/**
+ * The embedded MQTT broker (Aedes over TCP) with the device rules of the contract [C-TOPIC]:
+ * - CONNECT: username = device id = client id, password = token. Unknown device or wrong token →
+ *   CONNACK 4 "bad username or password"; revoked → 5 "not authorized"; client id ≠ username → 2.
+ * - PUBLISH: a device may publish only to `devices/{own id}/telemetry` (anything else closes the connection:
+ *   MQTT 3.1.1 has no negative PUBACK); the retain flag of telemetry is cleared.
+ * - SUBSCRIBE: only `devices/{own id}/errors` and `devices/{own id}/commands`; anything else gets 0x80.
+ * - `devices/{id}/status` is retained and kept by the platform from connect/disconnect.
+ * Telemetry goes to `onMessage` from the `published` hook, so a QoS 1 PUBACK leaves only after ingest took it.
+ */
+import net from 'node:net';
+import { Aedes, type AedesPublishPacket, type Client } from 'aedes';
+import { TOPICS, parseDeviceTopic, type DeviceStatus } from '../ingest/contract.ts';
+import type { DeviceMeta } from '../ingest/index.ts';
+import type { DeviceStore } from '../registry/index.ts';
+import type { LiveBus } from '../platform/bus.ts';
+import { silentLogger, type Logger } from '../platform/logger.ts';
+import type { Metrics } from '../platform/metrics.ts';
+
+export interface BrokerOptions {
+  host: string;
+  /** 0 = any free port. */
+  port: number;
+  drainTimeoutMs: number;
+}
+
+export interface BrokerDeps {
+  devices: Pick<DeviceStore, 'checkToken' | 'touch'>;
+  /** A message of an authenticated device on one of its own topics (kind = last topic level). */
+  onMessage: (device: DeviceMeta, kind: string, payload: Buffer) => void;
+  bus?: LiveBus;
+  metrics?: Metrics;
+  logger?: Logger;
+}
+
+export interface Broker {
+  start(): Promise<{ host: string; port: number }>;
+  stop(): Promise<void>;
+  /** Publishes as the platform (no client: not subject to device rules). */
+  publish(topic: string, payload: string | Buffer, opts?: { qos?: 0 | 1; retain?: boolean }): Promise<void>;
+  /** Closes the connection of a device, if it is connected. */
+  disconnect(deviceId: string): boolean;
+  isOnline(deviceId: string): boolean;
+  onlineCount(): number;
+  readonly aedes: Aedes;
+}
+
+type AuthError = Error & { returnCode: number };
+const authError = (message: string, returnCode: number): AuthError => Object.assign(new Error(message), { returnCode });
+
+export async function createBroker(opts: BrokerOptions, deps: BrokerDeps): Promise<Broker> {
+  const log = deps.logger ?? silentLogger;
+  const metrics = deps.metrics;
+  const devices = new WeakMap<Client, DeviceMeta>();
+  const online = new Map<string, Client>();
+
+  const aedes = await Aedes.createBroker({
+    drainTimeout: opts.drainTimeoutMs,
+    authenticate(client, username, password, done) {
+      const id = username ?? '';
+      const reject = (reason: string, code: number, message: string) => {
+        metrics?.mqttAuthFailures.inc({ reason });
+        log.info({ clientId: client.id, username: id, reason }, 'MQTT connection refused');
+        done(authError(message, code), null);
+      };
+      if (!id || !password) return reject('missing-credentials', 4, 'bad username or password');
+      if (client.id !== id) return reject('client-id-mismatch', 2, 'client id must equal the device id');
+      deps.devices.checkToken(id, password.toString('utf8')).then(
+        (check) => {
+          if (check.result === 'unknown') return reject('unknown-device', 4, 'bad username or password');
+          if (check.result === 'wrong') return reject('wrong-token', 4, 'bad username or password');
+          if (check.result === 'revoked') return reject('revoked', 5, 'device revoked');
+          devices.set(client, { id: check.device.id, family: check.device.family, zone: check.device.zone });
+          done(null, true);
+        },
+        (err: Error) => {
+          log.error({ err: err.message }, 'registry lookup failed');
+          done(authError('server unavailable', 3), null);
+        },
+      );
+    },
+    authorizePublish(client, packet, cb) {
+      if (!client) return cb(null); // the platform itself
+      const device = devices.get(client);
+      if (device && packet.topic === TOPICS.telemetry(device.id)) {
+        packet.retain = false; // telemetry is a stream, not state: never kept by the broker
+        return cb(null);
+      }
+      metrics?.mqttUnauthorized.inc({ action: 'publish' });
+      log.warn({ device: client.id, topic: packet.topic }, 'publish refused: not the device’s own telemetry topic');
+      cb(new Error(`publish to ${packet.topic} not allowed`));
+    },
+    authorizeSubscribe(client, sub, cb) {
+      const device = devices.get(client);
+      if (device && (sub.topic === TOPICS.errors(device.id) || sub.topic === `devices/${device.id}/commands`)) {
+        return cb(null, sub);
+      }
+      metrics?.mqttUnauthorized.inc({ action: 'subscribe' });
+      log.warn({ device: client.id, topic: sub.topic }, 'subscription refused');
+      cb(null, null); // SUBACK 0x80 for this topic; the connection stays
+    },
+    published(packet: AedesPublishPacket, client: Client | null, cb) {
+      if (!client) return cb();
+      const device = devices.get(client);
+      const t = parseDeviceTopic(packet.topic);
+      if (device && t && t.id === device.id) {
+        try {
+          deps.onMessage(device, t.kind, packet.payload as Buffer);
+        } catch (err) {
+          // A bug in a handler must never take the broker down or lose the connection's other messages.
+          log.error({ err, device: device.id }, 'message handler failed');
+        }
+      }
+      cb();
+    },
+  });
+
+  const publish = (topic: string, payload: string | Buffer, o: { qos?: 0 | 1; retain?: boolean } = {}) =>
+    new Promise<void>((resolve, reject) =>
+      aedes.publish(
+        { cmd: 'publish', topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, qos: o.qos ?? 0, retain: o.retain ?? false, dup: false },
+        (err) => (err ? reject(err) : resolve()),
+      ),
+    );
+
+  const setStatus = (device: DeviceMeta, state: DeviceStatus['state']) => {
+    const at = new Date();
+    const status: DeviceStatus = { state, at: at.toISOString() };
+    publish(TOPICS.status(device.id), JSON.stringify(status), { qos: 1, retain: true }).catch((err: Error) =>
+      log.warn({ err: err.message, device: device.id }, 'cannot publish status'),
+    );
+    deps.devices.touch(device.id, at).catch(() => undefined);
+    deps.bus?.emit('status', { device: device.id, family: device.family, zone: device.zone, ...status });
+  };
+
+  aedes.on('client', (client) => {
+    const device = devices.get(client);
+    if (!device) return;
+    online.set(device.id, client);
+    metrics?.mqttConnections.set(online.size);
+    log.debug({ device: device.id }, 'device online');
+    setStatus(device, 'online');
+  });
+  aedes.on('clientDisconnect', (client) => {
+    const device = devices.get(client);
+    if (!device || online.get(device.id) !== client) return;
+    online.delete(device.id);
+    metrics?.mqttConnections.set(online.size);
+    log.debug({ device: device.id }, 'device offline');
+    if (!aedes.closed) setStatus(device, 'offline');
+  });
+  aedes.on('clientError', (client, err) => log.debug({ device: client.id, err: err.message }, 'client error'));
+  aedes.on('connectionError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'connection error'));
+
+  const server = net.createServer((socket) => aedes.handle(socket));
+  let stopped = false;
+
+  return {
+    aedes,
+    publish,
+    isOnline: (id) => online.has(id),
+    onlineCount: () => online.size,
+    disconnect(id) {
+      const c = online.get(id);
+      c?.close();
+      return !!c;
+    },
+    start() {
+      return new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(opts.port, opts.host, () => {
+          server.off('error', reject);
+          const a = server.address() as net.AddressInfo;
+          log.info({ host: a.address, port: a.port }, 'MQTT broker listening');
+          resolve({ host: a.address, port: a.port });
+        });
+      });
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        aedes.close();
+      });
+    },
+  };
+}

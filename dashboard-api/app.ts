@@ -1,0 +1,92 @@
+/**
+ * The Express app, built apart from listen() so that tests can use it on any server. Every route's params,
+ * query and body are validated by its schema; every error leaves as application/problem+json with a stable
+ * code, and unexpected ones are logged and answered with a generic 500 (no stack traces to clients).
+ */
+import { timingSafeEqual } from 'node:crypto';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { Ajv, type ValidateFunction } from 'ajv';
+import addFormats from 'ajv-formats';
+import { ERROR_CODES, PlatformError, type ErrorCode } from '../platform/errors.ts';
+import { silentLogger, type Logger } from '../platform/logger.ts';
+import type { Metrics } from '../platform/metrics.ts';
+import { buildOpenApi } from './openapi.ts';
+import { createRoutes, type ApiDeps } from './routes.ts';
+
+export function createApp(deps: ApiDeps, opts: { metrics?: Metrics; logger?: Logger; version?: string } = {}): express.Express {
+  const log = opts.logger ?? silentLogger;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('query parser', 'simple');
+  app.use((_req, res, next) => {
+    res.set({ 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer', 'x-frame-options': 'DENY' });
+    next();
+  });
+  app.use(express.json({ limit: '64kb' }));
+
+  const ajv = new Ajv({ allErrors: true, coerceTypes: true, useDefaults: true, strict: false });
+  addFormats.default(ajv);
+  const routes = createRoutes(deps);
+  const openapi = buildOpenApi(routes, { version: opts.version ?? '0.0.0' });
+  const adminToken = Buffer.from(deps.adminToken);
+
+  for (const r of routes) {
+    const checks: [keyof Pick<Request, 'params' | 'query' | 'body'>, ValidateFunction][] = [];
+    if (r.params) checks.push(['params', ajv.compile(r.params)]);
+    if (r.query) checks.push(['query', ajv.compile(r.query)]);
+    if (r.body) checks.push(['body', ajv.compile(r.body)]);
+    const validate = (req: Request, _res: Response, next: NextFunction) => {
+      const errors: string[] = [];
+      for (const [part, v] of checks) {
+        // Express 5 re-parses req.query on every read: validate (and coerce) a copy, then pin it.
+        const value = part === 'query' ? { ...req.query } : part === 'body' ? (req.body ?? {}) : req[part];
+        if (!v(value)) for (const e of v.errors ?? []) errors.push(`${part}${e.instancePath.replaceAll('/', '.')} ${e.message}`);
+        else if (part === 'query') Object.defineProperty(req, 'query', { value, writable: true, configurable: true });
+        else if (part === 'body') req.body = value;
+      }
+      if (errors.length) return next(new PlatformError('CP_API_VALIDATION', 'the request breaks its schema', { details: errors }));
+      next();
+    };
+    const guard = (req: Request, _res: Response, next: NextFunction) => {
+      if (!r.admin) return next();
+      const m = /^Bearer (.+)$/.exec(req.get('authorization') ?? '');
+      const given = Buffer.from(m?.[1] ?? '');
+      if (!m || given.length !== adminToken.length || !timingSafeEqual(given, adminToken)) {
+        return next(new PlatformError('CP_API_UNAUTHORIZED', 'a valid admin bearer token is required'));
+      }
+      next();
+    };
+    app[r.method](r.path, guard, validate, r.handler);
+  }
+
+  app.get('/api/v1/openapi.json', (_req, res) => res.json(openapi));
+  app.get('/metrics', async (_req, res) => {
+    if (!opts.metrics) return res.status(404).end();
+    res.type(opts.metrics.registry.contentType).send(await opts.metrics.registry.metrics());
+  });
+  app.use((_req, _res, next) => next(new PlatformError('CP_API_NOT_FOUND', 'no such route')));
+  // One final error handler: deliberate errors pass through with their code, the rest become a logged 500.
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    let code: ErrorCode;
+    let detail: string;
+    let errors: unknown;
+    if (err instanceof PlatformError) {
+      code = err.code;
+      detail = err.message;
+      errors = err.details;
+    } else if ((err as { type?: string }).type === 'entity.parse.failed' || (err as { type?: string }).type === 'entity.too.large') {
+      code = 'CP_API_VALIDATION';
+      detail = (err as Error).message;
+    } else {
+      code = 'CP_API_INTERNAL';
+      detail = 'internal error';
+      log.error({ err, method: req.method, url: req.originalUrl }, 'request failed');
+    }
+    const status = ERROR_CODES[code].status;
+    res
+      .status(status)
+      .type('application/problem+json')
+      .json({ type: `urn:citypulse:error:${code}`, title: ERROR_CODES[code].text, status, code, detail, ...(errors ? { errors } : {}) });
+  });
+  return app;
+}

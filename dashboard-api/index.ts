@@ -1,0 +1,6 @@
+/** Public face of the dashboard API: REST (Express 5) and live data (socket.io) on one port. */
+export { createDashboardApi } from './server.ts';
+export type { DashboardApi, DashboardApiOptions } from './server.ts';
+export { createApp } from './app.ts';
+export type { ApiDeps, HealthReport } from './routes.ts';
+export type { ClientToServer, ServerToClient, SubscribeAck, Subscription } from './live.ts';

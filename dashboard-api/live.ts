@@ -1,0 +1,126 @@
+/**
+ * Live data over socket.io [C-SOCKET]. A client emits `subscribe` with a device, a zone, a family or nothing
+ * (everything); the ack carries a snapshot of the latest values and online states of what it subscribed to;
+ * then it receives every `reading` and `status` as ingested, and `rejected` for its scope.
+ *
+ * Fan-out costs one emit per event (socket.io encodes once and sends to the union of rooms), whatever the
+ * number of sockets: rooms `all`, `device:<id>`, `zone:<id>`, `family:<name>`.
+ */
+import type http from 'node:http';
+import { Ajv } from 'ajv';
+import { Server, type Socket } from 'socket.io';
+import { FAMILIES, type EnrichedReading, type Family } from '../ingest/index.ts';
+import type { BusEvents, LiveBus, StatusEvent } from '../platform/bus.ts';
+import { silentLogger, type Logger } from '../platform/logger.ts';
+import type { Metrics } from '../platform/metrics.ts';
+
+export const SUBSCRIPTION_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    device: { type: 'string', maxLength: 64 },
+    zone: { type: 'string', maxLength: 64 },
+    family: { type: 'string', enum: FAMILIES },
+  },
+  maxProperties: 1,
+} as const;
+
+export interface Subscription {
+  device?: string;
+  zone?: string;
+  family?: Family;
+}
+
+/** What a `subscribe` ack carries. */
+export interface SubscribeAck {
+  ok: boolean;
+  error?: string;
+  room?: string;
+  snapshot?: { readings: EnrichedReading[]; statuses: StatusEvent[] };
+}
+
+/** Socket events the server emits [C-SOCKET]. */
+export interface ServerToClient {
+  reading: (r: EnrichedReading) => void;
+  status: (s: StatusEvent) => void;
+  rejected: (r: BusEvents['rejected'][0]) => void;
+  /** Sent before the server shuts down. */
+  offline: (info: { reason: string }) => void;
+}
+export interface ClientToServer {
+  subscribe: (sub: Subscription, ack: (a: SubscribeAck) => void) => void;
+  unsubscribe: (sub: Subscription, ack?: (a: { ok: boolean }) => void) => void;
+}
+
+/** Latest reading and status per device, kept from the bus (the snapshot source). */
+export class LatestValues {
+  readonly readings = new Map<string, EnrichedReading>();
+  readonly statuses = new Map<string, StatusEvent>();
+  matching(sub: Subscription): { readings: EnrichedReading[]; statuses: StatusEvent[] } {
+    const match = (x: { device: string; zone: string; family: string }) =>
+      (!sub.device || x.device === sub.device) && (!sub.zone || x.zone === sub.zone) && (!sub.family || x.family === sub.family);
+    if (sub.device) {
+      const r = this.readings.get(sub.device);
+      const s = this.statuses.get(sub.device);
+      return { readings: r ? [r] : [], statuses: s ? [s] : [] };
+    }
+    return { readings: [...this.readings.values()].filter(match), statuses: [...this.statuses.values()].filter(match) };
+  }
+}
+
+const roomOf = (s: Subscription) => (s.device ? `device:${s.device}` : s.zone ? `zone:${s.zone}` : s.family ? `family:${s.family}` : 'all');
+const roomsFor = (x: { device: string; zone: string; family: string }) => ['all', `device:${x.device}`, `zone:${x.zone}`, `family:${x.family}`];
+
+export function attachLive(
+  httpServer: http.Server,
+  deps: { bus: LiveBus; latest: LatestValues; metrics?: Metrics; logger?: Logger },
+): { io: Server<ClientToServer, ServerToClient>; close(): Promise<void> } {
+  const log = deps.logger ?? silentLogger;
+  const io = new Server<ClientToServer, ServerToClient>(httpServer, { serveClient: false, maxHttpBufferSize: 64 * 1024 });
+  const ajv = new Ajv({ allErrors: true });
+  const validSub = ajv.compile<Subscription>(SUBSCRIPTION_SCHEMA);
+
+  const onReading = (r: EnrichedReading) => {
+    deps.latest.readings.set(r.device, r);
+    io.to(roomsFor(r)).emit('reading', r);
+  };
+  const onStatus = (s: StatusEvent) => {
+    deps.latest.statuses.set(s.device, s);
+    io.to(roomsFor(s)).emit('status', s);
+  };
+  const onRejected = (r: BusEvents['rejected'][0]) => io.to(roomsFor(r)).emit('rejected', r);
+  deps.bus.on('reading', onReading);
+  deps.bus.on('status', onStatus);
+  deps.bus.on('rejected', onRejected);
+
+  io.on('connection', (socket: Socket<ClientToServer, ServerToClient>) => {
+    deps.metrics?.socketClients.set(io.engine.clientsCount);
+    socket.on('disconnect', () => deps.metrics?.socketClients.set(io.engine.clientsCount));
+    socket.on('subscribe', (sub, ack) => {
+      if (typeof ack !== 'function') return;
+      const s = sub ?? {};
+      if (!validSub(s)) {
+        return ack({ ok: false, error: `invalid subscription: ${ajv.errorsText(validSub.errors)}; give one of device, zone, family, or none` });
+      }
+      const room = roomOf(s);
+      void socket.join(room);
+      ack({ ok: true, room, snapshot: deps.latest.matching(s) });
+    });
+    socket.on('unsubscribe', (sub, ack) => {
+      if (sub && validSub(sub)) void socket.leave(roomOf(sub));
+      if (typeof ack === 'function') ack({ ok: true });
+    });
+  });
+
+  return {
+    io,
+    async close() {
+      deps.bus.off('reading', onReading);
+      deps.bus.off('status', onStatus);
+      deps.bus.off('rejected', onRejected);
+      io.emit('offline', { reason: 'server shutting down' });
+      await new Promise<void>((resolve) => io.close(() => resolve()));
+      log.debug('socket.io closed');
+    },
+  };
+}

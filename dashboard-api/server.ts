@@ -1,0 +1,60 @@
+/**
+ * The dashboard API server: Express (REST) and socket.io (live) on one HTTP port.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createApp } from './app.ts';
+import { attachLive, LatestValues } from './live.ts';
+import type { ApiDeps } from './routes.ts';
+import type { LiveBus } from '../platform/bus.ts';
+import { silentLogger, type Logger } from '../platform/logger.ts';
+import type { Metrics } from '../platform/metrics.ts';
+
+export interface DashboardApiOptions {
+  host: string;
+  /** 0 = any free port. */
+  port: number;
+}
+
+export interface DashboardApi {
+  start(): Promise<{ host: string; port: number }>;
+  stop(): Promise<void>;
+  readonly latest: LatestValues;
+}
+
+export function createDashboardApi(
+  opts: DashboardApiOptions,
+  deps: Omit<ApiDeps, 'latest'> & { bus: LiveBus; metrics?: Metrics; logger?: Logger; version?: string },
+): DashboardApi {
+  const log = deps.logger ?? silentLogger;
+  const latest = new LatestValues();
+  const app = createApp({ ...deps, latest }, { metrics: deps.metrics, logger: log, version: deps.version });
+  const server = http.createServer(app);
+  // Idle keep-alive sockets must not hold stop() open.
+  server.keepAliveTimeout = 5000;
+  const live = attachLive(server, { bus: deps.bus, latest, metrics: deps.metrics, logger: log });
+  let started = false;
+  let stopped = false;
+  return {
+    latest,
+    start() {
+      return new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(opts.port, opts.host, () => {
+          server.off('error', reject);
+          started = true;
+          const a = server.address() as AddressInfo;
+          log.info({ host: a.address, port: a.port }, 'API and socket.io listening');
+          resolve({ host: a.address, port: a.port });
+        });
+      });
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await live.close(); // tells clients "offline" first, then closes sockets (and the HTTP server)
+      if (started && server.listening) await new Promise<void>((r) => server.close(() => r()));
+      server.closeAllConnections();
+    },
+  };
+}

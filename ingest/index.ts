@@ -1,0 +1,10 @@
+/** Public face of ingest: the device contract (it validates it) and the stream processor. */
+export * from './contract.ts';
+export { createIngest } from './ingest.ts';
+export type { Ingest, IngestDeps, IngestOptions, IngestState } from './ingest.ts';
+export { createInfluxClient, ensureDatabase } from './influx-admin.ts';
+export { InfluxWriter } from './influx-writer.ts';
+export type { InfluxTarget, PendingPoint, WriterOptions, WriterState } from './influx-writer.ts';
+export type { DeadLetter, DeadLetterStore } from './dead-letters.ts';
+export type { DeviceMeta } from './validate.ts';
+export { toLine } from './line-protocol.ts';

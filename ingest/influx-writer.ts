@@ -1,0 +1,310 @@
+/**
+ * Batching InfluxDB writer over the v1 HTTP API (`POST /write?db=&rp=&precision=ms`), which InfluxDB 1.x
+ * serves natively and 2.x/3.x through their v1 compatibility layer.
+ *
+ * - Batches are bounded by size (`batchSize` points) and age (`batchMaxAgeMs`), at most `writeConcurrency`
+ *   requests in flight (more overloads InfluxDB 1.6: HTTP 500 "error syncing wal").
+ * - Unavailable (network error, timeout, 5xx, 404 database not found): the batch goes back to the front of
+ *   the queue and is retried with exponential back-off; readings keep being accepted into the buffer.
+ * - Rejected (400): a partial write keeps the good points, the offending ones are dead-lettered with
+ *   InfluxDB's reason; any other 400 is bisected until the bad points are isolated and dead-lettered, so one
+ *   bad point never blocks the rest and is never retried forever.
+ * - The buffer is bounded (`maxBufferedPoints`): past it the oldest batch is dropped, counted in metrics and
+ *   logged as an error. (Issue 3 replaces this in-memory buffer with a durable log.)
+ */
+import http from 'node:http';
+import https from 'node:https';
+import type { EnrichedReading, Family } from './contract.ts';
+import { toLine } from './line-protocol.ts';
+import type { Metrics } from '../platform/metrics.ts';
+import type { Logger } from '../platform/logger.ts';
+import { silentLogger } from '../platform/logger.ts';
+
+export interface InfluxTarget {
+  /** Base URL, e.g. http://127.0.0.1:8086 */
+  url: string;
+  database: string;
+  retentionPolicy: string;
+  username?: string;
+  password?: string;
+}
+
+export interface WriterOptions {
+  batchSize: number;
+  batchMaxAgeMs: number;
+  writeConcurrency: number;
+  maxBufferedPoints: number;
+  retryMaxDelayMs: number;
+  /** Request timeout, ms (a timed-out batch is retried; a replay overwrites itself). */
+  requestTimeoutMs?: number;
+}
+
+/** A point waiting to be written. */
+export interface PendingPoint {
+  line: string;
+  family: Family;
+  device: string;
+}
+
+export interface WriterDeps {
+  metrics?: Metrics;
+  logger?: Logger;
+  /** Points InfluxDB refused for good, with its reason (dead-letter them). */
+  onRejected?: (points: PendingPoint[], reason: string) => void;
+  /** Called when InfluxDB answers "database not found" (a fresh or wiped server): create it again. */
+  onDatabaseMissing?: () => Promise<void>;
+}
+
+export interface WriterState {
+  buffered: number;
+  inFlight: number;
+  /** False from the first failed request until the next successful one. */
+  healthy: boolean;
+  lastError?: string;
+  lastSuccessAt?: string;
+  stored: number;
+  dropped: number;
+  rejected: number;
+}
+
+type Outcome = { kind: 'ok' } | { kind: 'unavailable'; reason: string; missingDb?: boolean } | { kind: 'rejected'; reason: string };
+
+export class InfluxWriter {
+  private open: PendingPoint[] = [];
+  private readonly ready: PendingPoint[][] = [];
+  private readyPoints = 0;
+  private inFlight = 0;
+  private ageTimer: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryAt = 0;
+  private retryDelay = 0;
+  private readonly agent: http.Agent;
+  private readonly writePath: string;
+  private readonly log: Logger;
+  private readonly st: WriterState = { buffered: 0, inFlight: 0, healthy: true, stored: 0, dropped: 0, rejected: 0 };
+  private idleWaiters: (() => void)[] = [];
+  private stopped = false;
+
+  constructor(
+    private readonly target: InfluxTarget,
+    private readonly opts: WriterOptions,
+    private readonly deps: WriterDeps = {},
+  ) {
+    const u = new URL(target.url);
+    const params = new URLSearchParams({ db: target.database, rp: target.retentionPolicy, precision: 'ms' });
+    if (target.username) {
+      params.set('u', target.username);
+      params.set('p', target.password ?? '');
+    }
+    this.writePath = `${u.pathname.replace(/\/$/, '')}/write?${params}`;
+    const Agent = u.protocol === 'https:' ? https.Agent : http.Agent;
+    this.agent = new Agent({ keepAlive: true, maxSockets: opts.writeConcurrency + 1 });
+    this.log = deps.logger ?? silentLogger;
+  }
+
+  /** Queues one reading. Never blocks and never throws; see the class comment for what happens next. */
+  write(r: EnrichedReading): void {
+    this.open.push({ line: toLine(r), family: r.family, device: r.device });
+    if (this.open.length >= this.opts.batchSize) this.seal();
+    else if (!this.ageTimer) this.ageTimer = setTimeout(() => this.seal(), this.opts.batchMaxAgeMs);
+  }
+
+  state(): WriterState {
+    return { ...this.st, buffered: this.readyPoints + this.open.length, inFlight: this.inFlight };
+  }
+
+  /** Resolves true once everything queued so far is written (or refused), false after `timeoutMs`. */
+  async flush(timeoutMs = 30000): Promise<boolean> {
+    this.seal();
+    if (this.isIdle()) return true;
+    return new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => {
+        this.idleWaiters = this.idleWaiters.filter((w) => w !== done);
+        resolve(false);
+      }, timeoutMs);
+      const done = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      this.idleWaiters.push(done);
+    });
+  }
+
+  /** Flushes for at most `timeoutMs`, then stops; what could not be written is logged with its count. */
+  async stop(timeoutMs = 10000): Promise<void> {
+    if (this.stopped) return;
+    const flushed = await this.flush(timeoutMs);
+    this.stopped = true;
+    clearTimeout(this.ageTimer);
+    clearTimeout(this.retryTimer);
+    if (!flushed) {
+      const lost = this.readyPoints + this.open.length;
+      this.log.error({ lost }, 'InfluxDB writer stopped with unwritten points');
+    }
+    this.agent.destroy();
+  }
+
+  private isIdle(): boolean {
+    return this.readyPoints === 0 && this.open.length === 0 && this.inFlight === 0;
+  }
+
+  private seal(): void {
+    clearTimeout(this.ageTimer);
+    this.ageTimer = undefined;
+    if (this.open.length) {
+      this.ready.push(this.open);
+      this.readyPoints += this.open.length;
+      this.open = [];
+      this.enforceBound();
+    }
+    this.pump();
+  }
+
+  private enforceBound(): void {
+    while (this.readyPoints > this.opts.maxBufferedPoints && this.ready.length > 1) {
+      const dropped = this.ready.shift() as PendingPoint[];
+      this.readyPoints -= dropped.length;
+      this.st.dropped += dropped.length;
+      this.deps.metrics?.readingsDropped.inc(dropped.length);
+      this.log.error(
+        { dropped: dropped.length, buffered: this.readyPoints, maxBufferedPoints: this.opts.maxBufferedPoints },
+        'write buffer full while InfluxDB is unavailable: oldest readings dropped',
+      );
+    }
+    this.deps.metrics?.bufferedPoints.set(this.readyPoints);
+  }
+
+  private pump(): void {
+    if (this.stopped) return;
+    while (this.inFlight < this.opts.writeConcurrency && this.ready.length && Date.now() >= this.retryAt) {
+      const batch = this.ready.shift() as PendingPoint[];
+      this.readyPoints -= batch.length;
+      this.inFlight++;
+      void this.send(batch);
+    }
+    if (this.isIdle()) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  private async send(batch: PendingPoint[]): Promise<void> {
+    const started = process.hrtime.bigint();
+    const outcome = await this.post(batch.map((p) => p.line).join('\n'));
+    this.inFlight--;
+    const m = this.deps.metrics;
+    m?.writeLatency.observe(Number(process.hrtime.bigint() - started) / 1e9);
+    if (outcome.kind === 'ok') {
+      this.succeeded(batch);
+    } else if (outcome.kind === 'unavailable') {
+      m?.influxErrors.inc({ kind: 'unavailable' });
+      this.ready.unshift(batch);
+      this.readyPoints += batch.length;
+      this.failed(outcome.reason);
+      if (outcome.missingDb && this.deps.onDatabaseMissing) {
+        await this.deps.onDatabaseMissing().catch((err: Error) => this.log.warn({ err: err.message }, 'cannot create database'));
+      }
+    } else {
+      m?.influxErrors.inc({ kind: 'rejected' });
+      this.rejected(batch, outcome.reason);
+    }
+    this.deps.metrics?.bufferedPoints.set(this.readyPoints);
+    this.pump();
+  }
+
+  private succeeded(batch: PendingPoint[]): void {
+    this.st.stored += batch.length;
+    this.st.lastSuccessAt = new Date().toISOString();
+    if (!this.st.healthy) this.log.info({ buffered: this.readyPoints }, 'InfluxDB writes succeed again');
+    this.st.healthy = true;
+    this.retryDelay = 0;
+    this.retryAt = 0;
+    const m = this.deps.metrics;
+    if (m) {
+      m.writeBatchSize.observe(batch.length);
+      const perFamily = new Map<Family, number>();
+      for (const p of batch) perFamily.set(p.family, (perFamily.get(p.family) ?? 0) + 1);
+      for (const [family, n] of perFamily) m.readingsStored.inc({ family }, n);
+    }
+  }
+
+  private failed(reason: string): void {
+    if (this.st.healthy) this.log.error({ reason, buffered: this.readyPoints }, 'InfluxDB unavailable: buffering and retrying');
+    this.st.healthy = false;
+    this.st.lastError = reason;
+    this.retryDelay = Math.min(this.retryDelay ? this.retryDelay * 2 : 100, this.opts.retryMaxDelayMs);
+    this.retryAt = Date.now() + this.retryDelay;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.pump(), this.retryDelay);
+  }
+
+  private rejected(batch: PendingPoint[], reason: string): void {
+    const partial = /partial write/.test(reason);
+    if (partial) {
+      // InfluxDB stored the good points of the batch; find the ones its message names.
+      const conflict = /input field \\?"([^"\\]+)\\?" on measurement \\?"([^"\\]+)\\?"/.exec(reason);
+      const bad = conflict
+        ? batch.filter((p) => p.line.startsWith(`${conflict[2]},`) && new RegExp(`[ ,]${conflict[1]}=`).test(p.line))
+        : [];
+      this.giveUp(bad, reason);
+      const good = batch.length - bad.length;
+      if (good > 0) this.succeeded(batch.filter((p) => !bad.includes(p)));
+      if (!conflict) this.log.warn({ reason, points: batch.length }, 'InfluxDB partial write: some points dropped by the server');
+    } else if (batch.length === 1) {
+      this.giveUp(batch, reason);
+    } else {
+      // Nothing of the batch was stored: split it until the bad points stand alone.
+      const mid = batch.length >> 1;
+      this.ready.unshift(batch.slice(0, mid), batch.slice(mid));
+      this.readyPoints += batch.length;
+    }
+  }
+
+  private giveUp(points: PendingPoint[], reason: string): void {
+    if (!points.length) return;
+    this.st.rejected += points.length;
+    this.log.warn({ reason, points: points.length }, 'InfluxDB refused points: dead-lettered');
+    this.deps.onRejected?.(points, reason);
+  }
+
+  private post(body: string): Promise<Outcome> {
+    const u = new URL(this.target.url);
+    const mod = u.protocol === 'https:' ? https : http;
+    return new Promise<Outcome>((resolve) => {
+      const req = mod.request(
+        {
+          host: u.hostname,
+          port: u.port || (u.protocol === 'https:' ? 443 : 80),
+          method: 'POST',
+          path: this.writePath,
+          agent: this.agent,
+          headers: { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) },
+          timeout: this.opts.requestTimeoutMs ?? 10000,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const status = res.statusCode ?? 0;
+            if (status >= 200 && status < 300) return resolve({ kind: 'ok' });
+            const text = Buffer.concat(chunks).toString('utf8');
+            let reason = text;
+            try {
+              reason = (JSON.parse(text) as { error?: string }).error ?? text;
+            } catch {
+              /* plain-text body */
+            }
+            reason = `HTTP ${status}: ${reason}`.slice(0, 2000);
+            if (status === 400) resolve({ kind: 'rejected', reason });
+            else resolve({ kind: 'unavailable', reason, missingDb: status === 404 && /database not found/.test(reason) });
+          });
+          res.on('error', (err) => resolve({ kind: 'unavailable', reason: err.message }));
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error('request timed out')));
+      req.on('error', (err) => resolve({ kind: 'unavailable', reason: (err as NodeJS.ErrnoException).code ?? err.message }));
+      req.end(body);
+    });
+  }
+}

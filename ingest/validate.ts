@@ -1,0 +1,156 @@
+/**
+ * Parses and validates a telemetry payload against the contract. Validators are compiled once per family at
+ * start-up (`createReadingParser`), never per message.
+ */
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import addFormats from 'ajv-formats';
+import { FAMILIES, READING_SCHEMAS, type AnyReading, type EnrichedReading, type Family } from './contract.ts';
+import type { ErrorCode } from '../platform/errors.ts';
+
+export interface DeviceMeta {
+  id: string;
+  family: Family;
+  zone: string;
+}
+
+export interface Rejection {
+  code: ErrorCode;
+  reason: string;
+  /** Index in an array payload; absent when the whole message is rejected. */
+  index?: number;
+  path?: string;
+  /** What is kept in the dead-letter store: the raw message, or the one reading. */
+  payload: string;
+}
+
+export interface ParseResult {
+  readings: EnrichedReading[];
+  rejections: Rejection[];
+  /** Readings the message carried (valid + invalid), for the received counter. */
+  total: number;
+}
+
+/** Oldest and newest observation times accepted: InfluxDB stores 1677..2262, devices with drifting clocks
+ *  send nonsense; anything outside is rejected with a reason rather than stored at a wrong place in time. */
+const MIN_TIME = Date.UTC(2000, 0, 1);
+const MAX_FUTURE_MS = 24 * 3600 * 1000;
+
+export function createReadingParser(opts: { maxReadingsPerMessage: number }) {
+  const ajv = new Ajv({ allErrors: false, strict: true });
+  addFormats.default(ajv, ['date-time']);
+  const validators = Object.fromEntries(
+    FAMILIES.map((f) => [f, ajv.compile<AnyReading>(READING_SCHEMAS[f])]),
+  ) as Record<Family, ValidateFunction<AnyReading>>;
+  /** Last receive time given per device, so time-less readings never share a timestamp (they would overwrite). */
+  const lastReceiveTime = new Map<string, number>();
+
+  function receiveTime(device: string, now: number): number {
+    const last = lastReceiveTime.get(device) ?? 0;
+    const t = now > last ? now : last + 1;
+    lastReceiveTime.set(device, t);
+    return t;
+  }
+
+  return function parse(device: DeviceMeta, payload: Buffer, receivedAt: number): ParseResult {
+    let data: unknown;
+    const text = payload.toString('utf8');
+    try {
+      data = JSON.parse(text);
+    } catch (err) {
+      return whole('CP_INGEST_BAD_JSON', `payload is not JSON: ${(err as Error).message}`, text);
+    }
+    const items = Array.isArray(data) ? data : [data];
+    if (items.length > opts.maxReadingsPerMessage) {
+      return whole(
+        'CP_INGEST_TOO_MANY_READINGS',
+        `${items.length} readings in one message; at most ${opts.maxReadingsPerMessage}`,
+        text,
+        items.length,
+      );
+    }
+    if (items.length === 0) return whole('CP_INGEST_BAD_SHAPE', 'empty array: no reading', text);
+    const validate = validators[device.family];
+    const readings: EnrichedReading[] = [];
+    const rejections: Rejection[] = [];
+    const seenTimes = new Set<number>();
+    const single = !Array.isArray(data);
+    items.forEach((item: unknown, i) => {
+      const index = single ? undefined : i;
+      const reject = (code: ErrorCode, reason: string, path?: string) => {
+        const r: Rejection = { code, reason, payload: single ? text : JSON.stringify(item) };
+        if (index !== undefined) r.index = index;
+        if (path) r.path = path;
+        rejections.push(r);
+      };
+      if (item === null || typeof item !== 'object' || Array.isArray(item)) {
+        reject('CP_INGEST_BAD_SHAPE', `a reading must be a JSON object, got ${item === null ? 'null' : Array.isArray(item) ? 'array' : typeof item}`);
+        return;
+      }
+      if (!validate(item)) {
+        const errs = validate.errors ?? [];
+        const e = (errs.find((x) => x.keyword === 'anyOf') ?? errs[0]) as ErrorObject;
+        reject('CP_INGEST_INVALID_READING', describe(e), e.instancePath || undefined);
+        return;
+      }
+      const obj = item as Record<string, unknown>;
+      const explicit = obj.dateObserved ?? (device.family === 'traffic' ? obj.dateObservedTo : undefined);
+      let time: number;
+      if (explicit === undefined) time = receiveTime(device.id, receivedAt);
+      else {
+        time = typeof explicit === 'number' ? explicit : Date.parse(explicit as string);
+        if (!(time >= MIN_TIME && time <= receivedAt + MAX_FUTURE_MS)) {
+          reject(
+            'CP_INGEST_INVALID_READING',
+            `observation time ${String(explicit)} is outside the accepted window (2000-01-01 .. now + 24 h)`,
+            '/dateObserved',
+          );
+          return;
+        }
+        if (seenTimes.has(time)) {
+          reject('CP_INGEST_INVALID_READING', `another reading of this message has the same observation time ${String(explicit)}`, '/dateObserved');
+          return;
+        }
+      }
+      seenTimes.add(time);
+      readings.push({ device: device.id, family: device.family, zone: device.zone, time, fields: flatten(obj) });
+    });
+    return { readings, rejections, total: items.length };
+  };
+}
+
+function whole(code: ErrorCode, reason: string, payload: string, total = 1): ParseResult {
+  return { readings: [], rejections: [{ code, reason, payload }], total };
+}
+
+const TIME_KEYS = new Set(['dateObserved', 'dateObservedFrom', 'dateObservedTo']);
+
+/** Contract object → flat InfluxDB fields: a nested object `x: { k: v }` becomes field `x_k` (FIELD_KINDS follows the same rule). */
+function flatten(obj: Record<string, unknown>): Record<string, number | boolean | string> {
+  const out: Record<string, number | boolean | string> = {};
+  for (const k in obj) {
+    if (TIME_KEYS.has(k)) continue;
+    const v = obj[k];
+    if (v !== null && typeof v === 'object') {
+      for (const [sub, sv] of Object.entries(v)) out[`${k}_${sub}`] = sv as number;
+    } else out[k] = v as number | boolean | string;
+  }
+  return out;
+}
+
+function describe(e: ErrorObject): string {
+  const where = e.instancePath ? e.instancePath.slice(1).replaceAll('/', '.') : 'reading';
+  switch (e.keyword) {
+    case 'additionalProperties':
+      return `${where}: unknown field '${(e.params as { additionalProperty: string }).additionalProperty}'`;
+    case 'required':
+      return `${where}: missing field '${(e.params as { missingProperty: string }).missingProperty}'`;
+    case 'minProperties':
+      return `${where}: carries no measurement field`;
+    case 'anyOf':
+      return `${where}: must be an ISO 8601 date-time with offset or epoch milliseconds`;
+    case 'enum':
+      return `${where} ${e.message}: ${(e.params as { allowedValues: unknown[] }).allowedValues.join(', ')}`;
+    default:
+      return `${where} ${e.message}`;
+  }
+}

@@ -1,0 +1,264 @@
+/**
+ * One schema for every option of the platform. The loader reads an optional JSON file, applies environment
+ * overrides whose names derive from the schema paths (`broker.port` → CITYPULSE_BROKER_PORT), fills defaults,
+ * coerces env strings, reports every error at once with its path, and returns a deep-frozen object.
+ * Components never read this module: they take plain options objects built from its result.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { Ajv } from 'ajv';
+import type { FromSchema } from 'json-schema-to-ts';
+import { PlatformError } from './errors.ts';
+
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+const port = (description: string, def: number) =>
+  ({ type: 'integer', minimum: 0, maximum: 65535, default: def, description }) as const;
+const componentLevel = (name: string) =>
+  ({ type: 'string', enum: [...LEVELS, ''], default: '', description: `Log level of ${name}; empty = log.level` }) as const;
+
+export const CONFIG_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    dataDir: {
+      type: 'string',
+      default: 'data',
+      description: 'Folder for the device registry (SQLite), dead letters and the local InfluxDB; relative to the working directory',
+    },
+    cityProfile: {
+      type: 'string',
+      default: 'cities/bac-giang.json',
+      description: 'City profile (zones with names, shapes, centre; demo fleet sizes), relative to the working directory',
+    },
+    broker: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        host: { type: 'string', default: '127.0.0.1', description: 'MQTT listen address; 0.0.0.0 to accept field devices' },
+        port: port('MQTT TCP port (0 = any free port)', 1883),
+        drainTimeoutMs: {
+          type: 'integer',
+          // aedes stalls fan-out to every client behind one stalled socket until this runs out (default 60 s):
+          // a short bound keeps one dead cellular link from freezing the platform's own publishes.
+          minimum: 1000,
+          maximum: 60000,
+          default: 10000,
+          description: 'Drop a client whose socket does not drain within this time, ms',
+        },
+      },
+    },
+    api: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        host: { type: 'string', default: '127.0.0.1', description: 'HTTP/socket.io listen address' },
+        port: port('HTTP/socket.io port (0 = any free port)', 8080),
+        adminToken: {
+          type: 'string',
+          default: '',
+          description:
+            'Bearer token for provisioning and revoking devices; empty = generated at first start, saved in dataDir/admin-token and printed once',
+        },
+      },
+    },
+    influx: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        url: {
+          type: 'string',
+          default: '',
+          description: 'InfluxDB v1 HTTP API base URL (1.x, or 2.x/3.x v1 compatibility); empty = run a local InfluxDB',
+        },
+        database: { type: 'string', pattern: '^[A-Za-z0-9_]+$', default: 'citypulse', description: 'Database name' },
+        retentionPolicy: { type: 'string', pattern: '^[A-Za-z0-9_]+$', default: 'raw', description: 'Retention policy for raw readings' },
+        retentionDuration: {
+          type: 'string',
+          pattern: '^(INF|[0-9]+[hdw])$',
+          default: '90d',
+          description: 'How long raw readings are kept (InfluxDB duration: 90d, 52w, INF)',
+        },
+        username: { type: 'string', default: '', description: 'InfluxDB user (empty = no auth)' },
+        password: { type: 'string', default: '', description: 'InfluxDB password' },
+        localPort: port('Port of the local InfluxDB started when url is empty (0 = any free port)', 8086),
+      },
+    },
+    ingest: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        batchSize: {
+          type: 'integer',
+          minimum: 1,
+          // InfluxDB 1.x sizing guidance: 5,000-10,000 points a request; larger batches hit its body limits.
+          maximum: 10000,
+          default: 5000,
+          description: 'Points per InfluxDB write request at most',
+        },
+        batchMaxAgeMs: {
+          type: 'integer',
+          minimum: 1,
+          maximum: 10000,
+          default: 200,
+          description: 'A reading waits at most this long before its batch is written, ms',
+        },
+        writeConcurrency: {
+          type: 'integer',
+          minimum: 1,
+          // More requests in flight overload InfluxDB 1.6 (HTTP 500 "error syncing wal"); 2 was measured best.
+          maximum: 4,
+          default: 2,
+          description: 'InfluxDB write requests in flight at most',
+        },
+        maxBufferedPoints: {
+          type: 'integer',
+          minimum: 1000,
+          default: 500000,
+          description: 'Points held in memory while InfluxDB is slow or down; beyond it the oldest are dropped, counted and logged',
+        },
+        retryMaxDelayMs: {
+          type: 'integer',
+          minimum: 100,
+          default: 5000,
+          description: 'Longest back-off between retries of a failed write, ms',
+        },
+        maxReadingsPerMessage: {
+          type: 'integer',
+          minimum: 1,
+          maximum: 10000,
+          default: 1000,
+          description: 'Readings one telemetry message may carry; a longer array is rejected whole',
+        },
+        deadLetterLimit: {
+          type: 'integer',
+          minimum: 100,
+          default: 10000,
+          description: 'Dead-letter records kept (oldest removed beyond it)',
+        },
+      },
+    },
+    log: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        level: { type: 'string', enum: LEVELS, default: 'info', description: 'Default log level' },
+        broker: componentLevel('broker'),
+        ingest: componentLevel('ingest'),
+        api: componentLevel('dashboard-api'),
+        registry: componentLevel('registry'),
+        influx: componentLevel('the InfluxDB writer and local server'),
+      },
+    },
+    simulate: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        enabled: { type: 'boolean', default: true, description: '`citypulse start` also runs a simulated city' },
+        airQuality: { type: 'integer', minimum: -1, default: -1, description: 'Simulated air stations (-1 = city profile fleet)' },
+        traffic: { type: 'integer', minimum: -1, default: -1, description: 'Simulated traffic counters (-1 = city profile fleet)' },
+        streetLight: { type: 'integer', minimum: -1, default: -1, description: 'Simulated street lights (-1 = city profile fleet)' },
+        intervalScale: {
+          type: 'number',
+          exclusiveMinimum: 0,
+          default: 1,
+          description: 'Multiplies every device report interval (0.1 = ten times faster)',
+        },
+        seed: { type: 'integer', default: 1, description: 'Random seed: the same seed gives the same fleet and values' },
+        qos: { type: 'integer', enum: [0, 1], default: 1, description: 'MQTT QoS of simulated telemetry' },
+      },
+    },
+  },
+} as const;
+
+export type Config = FromSchema<typeof CONFIG_SCHEMA>;
+
+/** A partial config, as a file or a test gives it. */
+export type ConfigInput = { [K in keyof Config]?: Config[K] extends object ? Partial<Config[K]> : Config[K] };
+
+export const ENV_PREFIX = 'CITYPULSE_';
+
+/** Every option as a flat row: path, env var, default, description (the README table is built from this). */
+export function describeOptions(): { path: string; env: string; default: unknown; description: string }[] {
+  const rows: { path: string; env: string; default: unknown; description: string }[] = [];
+  const walk = (props: Record<string, any>, prefix: string[]) => {
+    for (const [key, s] of Object.entries(props)) {
+      const p = [...prefix, key];
+      if (s.type === 'object') walk(s.properties, p);
+      else rows.push({ path: p.join('.'), env: envName(p), default: s.default, description: s.description });
+    }
+  };
+  walk(CONFIG_SCHEMA.properties, []);
+  return rows;
+}
+
+function envName(p: string[]): string {
+  return ENV_PREFIX + p.map((k) => k.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()).join('_');
+}
+
+/**
+ * Loads the configuration. Order: defaults < file (CITYPULSE_CONFIG or `file`) < environment < `overrides`.
+ * Throws PlatformError CP_CONFIG_INVALID carrying every error (path and message).
+ */
+export function loadConfig(
+  opts: { file?: string; env?: NodeJS.ProcessEnv; overrides?: ConfigInput } = {},
+): Readonly<Config> {
+  const env = opts.env ?? process.env;
+  const file = opts.file ?? env[`${ENV_PREFIX}CONFIG`];
+  let data: Record<string, any> = {};
+  if (file) {
+    try {
+      data = JSON.parse(readFileSync(path.resolve(file), 'utf8'));
+    } catch (err) {
+      throw new PlatformError('CP_CONFIG_FILE', `cannot read config file ${file}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  const unknownEnv: string[] = [];
+  const known = new Map(describeOptions().map((o) => [o.env, o.path]));
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith(ENV_PREFIX) || name === `${ENV_PREFIX}CONFIG` || value === undefined) continue;
+    const p = known.get(name);
+    if (!p) {
+      unknownEnv.push(name);
+      continue;
+    }
+    setPath(data, p.split('.'), value);
+  }
+  for (const [section, values] of Object.entries(opts.overrides ?? {})) {
+    if (values && typeof values === 'object') data[section] = { ...(data[section] ?? {}), ...values };
+    else data[section] = values;
+  }
+  const ajv = new Ajv({ allErrors: true, useDefaults: true, coerceTypes: true, strict: true });
+  const validate = ajv.compile(CONFIG_SCHEMA);
+  const errors: string[] = unknownEnv.map((n) => `${n}: unknown environment variable`);
+  if (!validate(data)) {
+    for (const e of validate.errors ?? []) {
+      const where = e.instancePath ? e.instancePath.slice(1).replaceAll('/', '.') : '(root)';
+      const extra = e.keyword === 'additionalProperties' ? ` '${(e.params as any).additionalProperty}'` : '';
+      errors.push(`${where}: ${e.message}${extra}`);
+    }
+  }
+  if (errors.length) {
+    throw new PlatformError('CP_CONFIG_INVALID', `invalid configuration:\n  ${errors.join('\n  ')}`, { details: errors });
+  }
+  return deepFreeze(data as Config);
+}
+
+function setPath(obj: Record<string, any>, p: string[], value: unknown): void {
+  let o = obj;
+  for (const k of p.slice(0, -1)) o = o[k] ??= {};
+  o[p[p.length - 1] as string] = value;
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object') {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}

@@ -1,0 +1,37 @@
+/**
+ * Coded errors of every area, CP_<AREA>_<WHAT>. Each code is documented in README.md (a test checks it).
+ * Codes are never reused for another meaning; a retired code stays listed here with `retired: true`.
+ */
+export const ERROR_CODES = {
+  CP_CONFIG_FILE: { status: 500, text: 'The configuration file cannot be read or parsed' },
+  CP_CONFIG_INVALID: { status: 500, text: 'The configuration breaks its schema (every error is listed)' },
+  CP_INFLUX_UNAVAILABLE: { status: 503, text: 'InfluxDB cannot be reached or refused the request' },
+  CP_REGISTRY_DEVICE_EXISTS: { status: 409, text: 'A device with this id is already provisioned' },
+  CP_REGISTRY_DEVICE_NOT_FOUND: { status: 404, text: 'No device with this id' },
+  CP_REGISTRY_UNKNOWN_ZONE: { status: 400, text: 'The zone is not in the city profile' },
+  CP_INGEST_BAD_JSON: { status: 400, text: 'The telemetry payload is not valid UTF-8 JSON' },
+  CP_INGEST_BAD_SHAPE: { status: 400, text: 'The payload is neither a reading object nor an array of them' },
+  CP_INGEST_TOO_MANY_READINGS: { status: 400, text: 'The array carries more readings than ingest.maxReadingsPerMessage' },
+  CP_INGEST_INVALID_READING: { status: 400, text: "A reading breaks its family's schema (the reason names the field)" },
+  CP_INGEST_STORE_REJECTED: { status: 400, text: 'InfluxDB refused the point (for example a field type conflict)' },
+  CP_INGEST_BUFFER_OVERFLOW: { status: 503, text: 'InfluxDB was unavailable for so long that the in-memory buffer overflowed' },
+  CP_API_VALIDATION: { status: 400, text: 'The request breaks its schema (the details list every error)' },
+  CP_API_UNAUTHORIZED: { status: 401, text: 'A bearer token is required, or the one given is wrong' },
+  CP_API_NOT_FOUND: { status: 404, text: 'No such route or resource' },
+  CP_API_INTERNAL: { status: 500, text: 'An unexpected error; logged on the server, never shown to the client' },
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class PlatformError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly details?: unknown;
+  constructor(code: ErrorCode, message: string, opts: { cause?: unknown; details?: unknown } = {}) {
+    super(message, { cause: opts.cause });
+    this.name = 'PlatformError';
+    this.code = code;
+    this.status = ERROR_CODES[code].status;
+    this.details = opts.details;
+  }
+}

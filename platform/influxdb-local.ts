@@ -1,0 +1,302 @@
+/**
+ * Run a private InfluxDB 1.x server (`influxd`) as a child process, for dev mode and tests.
+ *
+ * The Debian package's own service config listens on all interfaces and shares one data
+ * directory, so instead each instance gets its own directory, its own config bound to one
+ * host, and free ports for both the HTTP API and the RPC (backup) listener, which lets
+ * several instances (parallel test files) run side by side.
+ */
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { constants as fsConstants } from 'node:fs';
+import { access, mkdir, open, readFile, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { delimiter, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+/** A running private InfluxDB. The caller owns it and must call `stop()`. */
+export interface LocalInflux {
+  /** Base URL of the v1 HTTP API, e.g. `http://127.0.0.1:41234` (no trailing slash). */
+  url: string;
+  /** HTTP API port. */
+  port: number;
+  /** Process id of the `influxd` child. */
+  pid: number;
+  /** Absolute directory holding meta/, data/, wal/, influxdb.conf and influxd.log. */
+  dir: string;
+  /** Stops the server: SIGTERM, up to 10 s grace, then SIGKILL. Safe to call more than once. */
+  stop(): Promise<void>;
+}
+
+/** Options for {@link startLocalInflux}. */
+export interface StartLocalInfluxOptions {
+  /** Directory for this instance's data, config and log; created if missing, reused if present. */
+  dir: string;
+  /** HTTP port; 0 or undefined picks a free one. */
+  port?: number;
+  /** Interface to bind both listeners to (default 127.0.0.1). */
+  host?: string;
+  /** How long to wait for `/ping` to answer 204 (default 30000 ms). */
+  readyTimeoutMs?: number;
+  /** Receives progress messages (install, start, ready). */
+  log?: (msg: string) => void;
+}
+
+const INSTALL_HINT =
+  'install the Debian packages as root: DEBIAN_FRONTEND=noninteractive apt-get install -y influxdb influxdb-client';
+
+const STOP_GRACE_MS = 10_000;
+const PING_INTERVAL_MS = 50;
+
+/**
+ * Returns the path of `influxd`, installing the Debian packages `influxdb` and
+ * `influxdb-client` with apt-get when it is missing and we run as root.
+ * Installing starts no service in a container; on a systemd host the package's own
+ * service may start, which this module does not rely on or touch.
+ * @throws Error naming the packages to install when not root or when apt-get fails.
+ */
+export async function ensureInfluxInstalled(log: (msg: string) => void = () => {}): Promise<string> {
+  const found = await findInfluxd();
+  if (found) return found;
+
+  if (process.getuid?.() !== 0) {
+    throw new Error(`influxd (InfluxDB 1.x) not found on PATH or at /usr/bin/influxd; ${INSTALL_HINT}`);
+  }
+
+  // Try without `apt-get update` first: when the package lists are already there, this
+  // saves a network round trip; a stale or empty list makes install fail, then we update.
+  const install = ['install', '-y', '--no-install-recommends', 'influxdb', 'influxdb-client'];
+  log('influxd not found; installing influxdb influxdb-client with apt-get');
+  try {
+    await runApt(install);
+  } catch {
+    log('apt-get install failed; running apt-get update and retrying');
+    try {
+      await runApt(['update']);
+      await runApt(install);
+    } catch (err) {
+      throw new Error(`installing InfluxDB failed (${(err as Error).message}); ${INSTALL_HINT}`, { cause: err });
+    }
+  }
+
+  const installed = await findInfluxd();
+  if (!installed) throw new Error(`apt-get reported success but influxd is still missing; ${INSTALL_HINT}`);
+  log(`installed ${installed}`);
+  return installed;
+}
+
+/**
+ * Starts `influxd run` with a generated config in `opts.dir` and resolves once `/ping`
+ * answers 204. Calls {@link ensureInfluxInstalled} first, so on a fresh machine running
+ * as root this may install InfluxDB.
+ * @throws Error with the tail of influxd.log when the process exits or is not ready in time,
+ *   or when a fixed `port` is already in use.
+ */
+export async function startLocalInflux(opts: StartLocalInfluxOptions): Promise<LocalInflux> {
+  const log = opts.log ?? (() => {});
+  const host = opts.host ?? '127.0.0.1';
+  const influxd = await ensureInfluxInstalled(log);
+  const dir = resolve(opts.dir);
+  await Promise.all(['meta', 'data', 'wal'].map((sub) => mkdir(join(dir, sub), { recursive: true })));
+
+  // Ports picked free can be taken by someone else before influxd binds them (the RPC port
+  // always is picked, the HTTP port when none is given); retry with new ones in that case only.
+  for (let attempt = 1; ; attempt++) {
+    // A fixed port is checked up front because otherwise our readiness poll could be answered
+    // by the InfluxDB already holding it while our own process dies on the bind error.
+    if (opts.port && !(await isPortFree(host, opts.port))) {
+      throw new Error(`cannot start InfluxDB: port ${opts.port} on ${host} is already in use`);
+    }
+    try {
+      return await startOnce(influxd, dir, host, opts.port || (await freePort(host)), opts, log);
+    } catch (err) {
+      if (attempt >= 3 || !/address already in use/i.test((err as Error).message)) throw err;
+      log(`a port was taken before influxd bound it; retrying (attempt ${attempt + 1})`);
+    }
+  }
+}
+
+async function startOnce(
+  influxd: string,
+  dir: string,
+  host: string,
+  port: number,
+  opts: StartLocalInfluxOptions,
+  log: (msg: string) => void,
+): Promise<LocalInflux> {
+  const rpcPort = await freePort(host);
+  const configPath = join(dir, 'influxdb.conf');
+  await writeFile(configPath, renderConfig(dir, host, port, rpcPort));
+
+  const logPath = join(dir, 'influxd.log');
+  const logFile = await open(logPath, 'a');
+  // The log is kept across restarts in a reused dir; errors quote only this run's part.
+  const logStart = (await logFile.stat()).size;
+  let child: ChildProcess;
+  try {
+    // Not detached: Ctrl-C on the terminal reaches influxd too, so a dev session leaves nothing behind.
+    child = spawn(influxd, ['run', '-config', configPath], { stdio: ['ignore', logFile.fd, logFile.fd] });
+  } finally {
+    await logFile.close(); // the child holds its own copy of the descriptor
+  }
+
+  let exitInfo: string | undefined;
+  const exited = new Promise<void>((res) => {
+    child.once('exit', (code, signal) => {
+      exitInfo = signal ? `signal ${signal}` : `code ${code}`;
+      res();
+    });
+    // spawn failure (e.g. EACCES) emits 'error' and possibly no 'exit'.
+    child.once('error', (err) => {
+      exitInfo ??= `spawn error: ${err.message}`;
+      res();
+    });
+  });
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> =>
+    (stopping ??= (async () => {
+      if (exitInfo !== undefined) return;
+      child.kill('SIGTERM');
+      // The grace timer is cancelled on exit, or it would hold the event loop open for 10 s.
+      const grace = new AbortController();
+      const graceful = await Promise.race([
+        exited.then(() => true),
+        sleep(STOP_GRACE_MS, false, { signal: grace.signal }).catch(() => false),
+      ]);
+      grace.abort();
+      if (!graceful) {
+        log(`influxd pid ${child.pid} ignored SIGTERM for ${STOP_GRACE_MS} ms; sending SIGKILL`);
+        child.kill('SIGKILL');
+        await exited;
+      }
+    })());
+
+  const urlHost = host.includes(':') ? `[${host}]` : host;
+  const url = `http://${urlHost}:${port}`;
+  log(`starting influxd (pid ${child.pid}) on ${url}, dir ${dir}`);
+
+  const started = Date.now();
+  const deadline = started + (opts.readyTimeoutMs ?? 30_000);
+  for (;;) {
+    if (exitInfo !== undefined) {
+      throw new Error(`influxd exited during start-up (${exitInfo}); ${await logTail(logPath, logStart)}`);
+    }
+    // Require our child to still be alive after the 204, so a foreign server on the port can't fool us.
+    if ((await ping(url)) && exitInfo === undefined) break;
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`influxd not ready on ${url} after ${opts.readyTimeoutMs ?? 30_000} ms; ${await logTail(logPath, logStart)}`);
+    }
+    await sleep(PING_INTERVAL_MS);
+  }
+  log(`influxd ready on ${url} in ${Date.now() - started} ms`);
+
+  return { url, port, pid: child.pid!, dir, stop };
+}
+
+/** InfluxDB 1.x config for one private instance. Unlisted settings keep influxd's defaults. */
+function renderConfig(dir: string, host: string, port: number, rpcPort: number): string {
+  // JSON string literals are valid TOML basic strings (paths with quotes or backslashes stay intact).
+  const s = (v: string) => JSON.stringify(v);
+  const bind = (p: number) => s(`${host.includes(':') ? `[${host}]` : host}:${p}`);
+  return `# Generated by citypulse platform/influxdb-local.ts; rewritten on every start.
+# Debian's 1.6.7 build reads reporting-enabled, upstream 1.x reads reporting-disabled; unknown keys are ignored.
+reporting-enabled = false
+reporting-disabled = true
+bind-address = ${bind(rpcPort)}
+
+[meta]
+  dir = ${s(join(dir, 'meta'))}
+
+[data]
+  dir = ${s(join(dir, 'data'))}
+  wal-dir = ${s(join(dir, 'wal'))}
+  index-version = "inmem"
+  query-log-enabled = false
+
+[monitor]
+  store-enabled = false
+
+[http]
+  enabled = true
+  bind-address = ${bind(port)}
+  auth-enabled = false
+  log-enabled = false
+
+[logging]
+  suppress-logo = true
+
+[continuous_queries]
+  enabled = true
+`;
+}
+
+/** True when GET /ping answers 204; any network error or other status means "not yet". */
+async function ping(url: string): Promise<boolean> {
+  try {
+    const res = await fetch(`${url}/ping`, { signal: AbortSignal.timeout(1000) });
+    await res.body?.cancel();
+    return res.status === 204;
+  } catch {
+    return false;
+  }
+}
+
+/** Asks the OS for a free port by listening on port 0 and closing again. */
+function freePort(host: string): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once('error', rej);
+    srv.listen(0, host, () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === 'object' && addr ? res(addr.port) : rej(new Error('no port assigned'))));
+    });
+  });
+}
+
+function isPortFree(host: string, port: number): Promise<boolean> {
+  return new Promise((res) => {
+    const srv = createServer();
+    srv.once('error', () => res(false));
+    srv.listen(port, host, () => srv.close(() => res(true)));
+  });
+}
+
+async function findInfluxd(): Promise<string | undefined> {
+  const dirs = [...(process.env.PATH ?? '').split(delimiter).filter(Boolean), '/usr/bin'];
+  for (const d of dirs) {
+    const candidate = join(d, 'influxd');
+    try {
+      await access(candidate, fsConstants.X_OK);
+      return candidate;
+    } catch {
+      // not here; keep looking
+    }
+  }
+  return undefined;
+}
+
+function runApt(args: string[]): Promise<void> {
+  return new Promise((res, rej) => {
+    execFile(
+      'apt-get',
+      args,
+      { env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }, maxBuffer: 64 * 1024 * 1024 },
+      (err, _stdout, stderr) => {
+        if (!err) return res();
+        const tail = String(stderr).trim().split('\n').slice(-5).join(' | ');
+        rej(new Error(`apt-get ${args[0]} failed: ${tail || err.message}`));
+      },
+    );
+  });
+}
+
+async function logTail(logPath: string, fromByte: number): Promise<string> {
+  try {
+    const text = (await readFile(logPath)).subarray(fromByte).toString('utf8');
+    const lines = text.trimEnd().split('\n').slice(-20).join('\n');
+    return `last lines of ${logPath}:\n${lines}`;
+  } catch {
+    return `no log at ${logPath}`;
+  }
+}

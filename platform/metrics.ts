@@ -1,0 +1,77 @@
+/**
+ * Prometheus metrics of one platform instance. A registry per instance (not prom-client's global one), so
+ * that tests can run several platforms in one process.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export type Metrics = ReturnType<typeof createMetrics>;
+
+export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
+  const registry = new Registry();
+  // Default metrics include nodejs_eventloop_lag_seconds and resident memory.
+  if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'citypulse_' });
+  const reg = [registry];
+  return {
+    registry,
+    mqttConnections: new Gauge({ name: 'citypulse_mqtt_connections', help: 'Authenticated MQTT clients connected now', registers: reg }),
+    mqttAuthFailures: new Counter({
+      name: 'citypulse_mqtt_auth_failures_total',
+      help: 'Refused MQTT connections by reason',
+      labelNames: ['reason'] as const,
+      registers: reg,
+    }),
+    mqttUnauthorized: new Counter({
+      name: 'citypulse_mqtt_unauthorized_total',
+      help: 'Refused publishes and subscriptions of authenticated devices',
+      labelNames: ['action'] as const,
+      registers: reg,
+    }),
+    readingsReceived: new Counter({
+      name: 'citypulse_readings_received_total',
+      help: 'Readings received in telemetry messages, per family',
+      labelNames: ['family'] as const,
+      registers: reg,
+    }),
+    readingsRejected: new Counter({
+      name: 'citypulse_readings_rejected_total',
+      help: 'Readings or messages rejected (dead-lettered), per family and error code',
+      labelNames: ['family', 'code'] as const,
+      registers: reg,
+    }),
+    readingsStored: new Counter({
+      name: 'citypulse_readings_stored_total',
+      help: 'Readings confirmed stored by InfluxDB, per family',
+      labelNames: ['family'] as const,
+      registers: reg,
+    }),
+    readingsDropped: new Counter({
+      name: 'citypulse_readings_dropped_total',
+      help: 'Readings dropped because the in-memory write buffer overflowed during an InfluxDB outage',
+      registers: reg,
+    }),
+    writeBatchSize: new Histogram({
+      name: 'citypulse_influx_batch_points',
+      help: 'Points per InfluxDB write request',
+      buckets: [1, 10, 100, 500, 1000, 2500, 5000, 10000],
+      registers: reg,
+    }),
+    writeLatency: new Histogram({
+      name: 'citypulse_influx_write_seconds',
+      help: 'InfluxDB write request latency',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: reg,
+    }),
+    influxErrors: new Counter({
+      name: 'citypulse_influx_errors_total',
+      help: 'Failed InfluxDB write requests by kind (unavailable, rejected)',
+      labelNames: ['kind'] as const,
+      registers: reg,
+    }),
+    bufferedPoints: new Gauge({
+      name: 'citypulse_influx_buffered_points',
+      help: 'Points waiting to be written to InfluxDB',
+      registers: reg,
+    }),
+    socketClients: new Gauge({ name: 'citypulse_socket_clients', help: 'socket.io clients connected now', registers: reg }),
+  };
+}

@@ -1,0 +1,202 @@
+/**
+ * Device registry: identity, family, zone, location and a salted hash of the device token.
+ *
+ * `DeviceStore` is the interface a server database can implement later; `SqliteDeviceStore` keeps devices
+ * in an embedded SQLite file (better-sqlite3, synchronous, microseconds a query).
+ *
+ * Tokens are 192 random bits, shown once. The platform keeps salt + SHA-256(salt ‖ token) only. A fast hash
+ * is enough for a random secret of that length (no dictionary to search) and keeps a reconnect storm of
+ * thousands of devices cheap; a memory-hard function is for human passwords (operators, issue 4).
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import Database from 'better-sqlite3';
+import { DEVICE_ID_PATTERN, FAMILIES, type Family } from '../ingest/contract.ts';
+import { PlatformError } from '../platform/errors.ts';
+import type { GeoPoint } from './city-profile.ts';
+
+export interface Device {
+  id: string;
+  family: Family;
+  zone: string;
+  location: GeoPoint;
+  name?: string;
+  /** ISO 8601 */
+  createdAt: string;
+  /** ISO 8601; set once the device is revoked (it can never connect again). */
+  revokedAt?: string;
+  /** ISO 8601 of the last connect or disconnect seen. */
+  lastSeenAt?: string;
+}
+
+export interface ProvisionRequest {
+  /** Generated (`<family prefix>-<8 chars>`) when absent. */
+  id?: string;
+  family: Family;
+  zone: string;
+  location: GeoPoint;
+  name?: string;
+}
+
+export type TokenCheck =
+  | { result: 'ok'; device: Device }
+  | { result: 'unknown' }
+  | { result: 'wrong' }
+  | { result: 'revoked'; device: Device };
+
+export interface DeviceFilter {
+  family?: Family;
+  zone?: string;
+  includeRevoked?: boolean;
+}
+
+export interface DeviceStore {
+  /** Adds a device and returns its token, which is never stored in clear and cannot be shown again. */
+  provision(req: ProvisionRequest): Promise<{ device: Device; token: string }>;
+  get(id: string): Promise<Device | undefined>;
+  list(filter?: DeviceFilter): Promise<Device[]>;
+  checkToken(id: string, token: string): Promise<TokenCheck>;
+  /** Issues a new token; the old one stops working. */
+  rotateToken(id: string): Promise<string>;
+  revoke(id: string): Promise<Device>;
+  touch(id: string, at: Date): Promise<void>;
+  close(): Promise<void>;
+}
+
+const ID_RE = new RegExp(DEVICE_ID_PATTERN);
+const PREFIX: Record<Family, string> = { airQuality: 'aq', traffic: 'tf', streetLight: 'sl' };
+
+interface Row {
+  id: string;
+  family: Family;
+  zone: string;
+  lat: number;
+  lon: number;
+  name: string | null;
+  created_at: string;
+  revoked_at: string | null;
+  last_seen_at: string | null;
+  token_salt: Buffer;
+  token_hash: Buffer;
+}
+
+export class SqliteDeviceStore implements DeviceStore {
+  private readonly db: Database.Database;
+  private readonly stmt;
+
+  /** `file` may be ':memory:'. `zoneExists` rejects devices placed outside the city profile. */
+  constructor(
+    file: string,
+    private readonly zoneExists: (zone: string) => boolean = () => true,
+  ) {
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.exec(`CREATE TABLE IF NOT EXISTS devices (
+      id TEXT PRIMARY KEY, family TEXT NOT NULL, zone TEXT NOT NULL, lat REAL NOT NULL, lon REAL NOT NULL,
+      name TEXT, created_at TEXT NOT NULL, revoked_at TEXT, last_seen_at TEXT,
+      token_salt BLOB NOT NULL, token_hash BLOB NOT NULL)`);
+    this.stmt = {
+      insert: this.db.prepare(
+        `INSERT INTO devices (id, family, zone, lat, lon, name, created_at, token_salt, token_hash)
+         VALUES (@id, @family, @zone, @lat, @lon, @name, @created_at, @token_salt, @token_hash)`,
+      ),
+      get: this.db.prepare<[string], Row>('SELECT * FROM devices WHERE id = ?'),
+      all: this.db.prepare<[], Row>('SELECT * FROM devices ORDER BY id'),
+      setToken: this.db.prepare('UPDATE devices SET token_salt = ?, token_hash = ? WHERE id = ?'),
+      revoke: this.db.prepare('UPDATE devices SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
+      touch: this.db.prepare('UPDATE devices SET last_seen_at = ? WHERE id = ?'),
+    };
+  }
+
+  async provision(req: ProvisionRequest): Promise<{ device: Device; token: string }> {
+    if (!FAMILIES.includes(req.family)) throw new TypeError(`unknown family ${req.family}`);
+    if (!this.zoneExists(req.zone)) {
+      throw new PlatformError('CP_REGISTRY_UNKNOWN_ZONE', `zone ${req.zone} is not in the city profile`);
+    }
+    const id = req.id ?? `${PREFIX[req.family]}-${randomBytes(5).toString('hex')}`;
+    if (!ID_RE.test(id)) throw new TypeError(`device id must match ${DEVICE_ID_PATTERN}`);
+    const token = randomBytes(24).toString('base64url');
+    const salt = randomBytes(16);
+    const createdAt = new Date().toISOString();
+    try {
+      this.stmt.insert.run({
+        id,
+        family: req.family,
+        zone: req.zone,
+        lat: req.location.lat,
+        lon: req.location.lon,
+        name: req.name ?? null,
+        created_at: createdAt,
+        token_salt: salt,
+        token_hash: hashToken(salt, token),
+      });
+    } catch (err) {
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
+        throw new PlatformError('CP_REGISTRY_DEVICE_EXISTS', `device ${id} already exists`, { cause: err });
+      }
+      throw err;
+    }
+    return { device: (await this.get(id)) as Device, token };
+  }
+
+  async get(id: string): Promise<Device | undefined> {
+    const row = this.stmt.get.get(id);
+    return row && toDevice(row);
+  }
+
+  async list(filter: DeviceFilter = {}): Promise<Device[]> {
+    return this.stmt
+      .all.all()
+      .filter(
+        (r) =>
+          (!filter.family || r.family === filter.family) &&
+          (!filter.zone || r.zone === filter.zone) &&
+          (filter.includeRevoked || !r.revoked_at),
+      )
+      .map(toDevice);
+  }
+
+  async checkToken(id: string, token: string): Promise<TokenCheck> {
+    const row = this.stmt.get.get(id);
+    if (!row) return { result: 'unknown' };
+    const expected = row.token_hash;
+    const actual = hashToken(row.token_salt, token);
+    if (!timingSafeEqual(expected, actual)) return { result: 'wrong' };
+    if (row.revoked_at) return { result: 'revoked', device: toDevice(row) };
+    return { result: 'ok', device: toDevice(row) };
+  }
+
+  async rotateToken(id: string): Promise<string> {
+    const token = randomBytes(24).toString('base64url');
+    const salt = randomBytes(16);
+    const r = this.stmt.setToken.run(salt, hashToken(salt, token), id);
+    if (r.changes === 0) throw new PlatformError('CP_REGISTRY_DEVICE_NOT_FOUND', `no device ${id}`);
+    return token;
+  }
+
+  async revoke(id: string): Promise<Device> {
+    this.stmt.revoke.run(new Date().toISOString(), id);
+    const d = await this.get(id);
+    if (!d) throw new PlatformError('CP_REGISTRY_DEVICE_NOT_FOUND', `no device ${id}`);
+    return d;
+  }
+
+  async touch(id: string, at: Date): Promise<void> {
+    this.stmt.touch.run(at.toISOString(), id);
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+}
+
+function hashToken(salt: Buffer, token: string): Buffer {
+  return createHash('sha256').update(salt).update(token, 'utf8').digest();
+}
+
+function toDevice(r: Row): Device {
+  const d: Device = { id: r.id, family: r.family, zone: r.zone, location: { lat: r.lat, lon: r.lon }, createdAt: r.created_at };
+  if (r.name) d.name = r.name;
+  if (r.revoked_at) d.revokedAt = r.revoked_at;
+  if (r.last_seen_at) d.lastSeenAt = r.last_seen_at;
+  return d;
+}

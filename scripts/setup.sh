@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what the project needs and is missing: npm packages from the lockfile, and the Debian packages
+# influxdb + influxdb-client (time series), mosquitto-clients (an independent MQTT client for tests).
+# Idempotent and quick when everything is there. Used by `npm start`, `npm test` and .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v influxd >/dev/null 2>&1 || need+=(influxdb influxdb-client)
+command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "citypulse: missing Debian packages: ${need[*]} (run as root, or: sudo apt-get install -y ${need[*]})" >&2
+    exit 1
+  fi
+  echo "citypulse: installing ${need[*]} ..." >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null; }
+fi
+
+# npm ci when node_modules is missing or older than the lockfile.
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "citypulse: installing npm packages (npm ci) ..." >&2
+  npm ci --no-audit --no-fund --loglevel=error >&2
+fi

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite: type check, then every test file under test/ (real InfluxDB, broker, clients).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+echo "== type check"
+npx tsc --noEmit -p .
+echo "== tests"
+shopt -s nullglob
+files=(test/*.test.ts)
+exec node --import tsx --test --test-concurrency=2 --test-timeout=120000 "${files[@]}"
