@@ -216,6 +216,20 @@ export function createRoutes(d: ApiDeps): RouteDef[] {
       },
     },
     {
+      method: 'post',
+      path: '/api/v1/devices/:id/token',
+      summary: 'Issue a new token (shown once); the old one stops working and the device is disconnected',
+      tag: 'devices',
+      admin: true,
+      params: idParams,
+      responses: { 200: { description: 'the new token', schema: { type: 'object', properties: { token: { type: 'string' } } } }, 401: problem, 404: problem },
+      handler: async (req, res) => {
+        const token = await d.devices.rotateToken(req.params.id as string);
+        d.presence.disconnect(req.params.id as string);
+        res.json({ token });
+      },
+    },
+    {
       method: 'get',
       path: '/api/v1/devices/:id/readings',
       summary: 'A device’s readings over a time range, aggregated per window (mean of numbers, last of enums)',

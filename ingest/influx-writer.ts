@@ -242,15 +242,21 @@ export class InfluxWriter {
   private rejected(batch: PendingPoint[], reason: string): void {
     const partial = /partial write/.test(reason);
     if (partial) {
-      // InfluxDB stored the good points of the batch; find the ones its message names.
+      // InfluxDB stored the good points of the batch; find the ones its message names: a field type conflict
+      // names measurement and field, a parse error quotes the line.
       const conflict = /input field \\?"([^"\\]+)\\?" on measurement \\?"([^"\\]+)\\?"/.exec(reason);
-      const bad = conflict
-        ? batch.filter((p) => p.line.startsWith(`${conflict[2]},`) && new RegExp(`[ ,]${conflict[1]}=`).test(p.line))
-        : [];
+      const unparsed = new Set([...reason.matchAll(/unable to parse '([^']*)'/g)].map((m) => m[1]));
+      const bad = batch.filter(
+        (p) =>
+          unparsed.has(p.line) ||
+          (conflict && p.line.startsWith(`${conflict[2]},`) && new RegExp(`[ ,]${conflict[1]}=`).test(p.line)),
+      );
       this.giveUp(bad, reason);
-      const good = batch.length - bad.length;
-      if (good > 0) this.succeeded(batch.filter((p) => !bad.includes(p)));
-      if (!conflict) this.log.warn({ reason, points: batch.length }, 'InfluxDB partial write: some points dropped by the server');
+      if (bad.length < batch.length) this.succeeded(batch.filter((p) => !bad.includes(p)));
+      const dropped = Number(/dropped=(\d+)/.exec(reason)?.[1] ?? bad.length);
+      if (dropped > bad.length) {
+        this.log.warn({ reason, dropped, identified: bad.length }, 'InfluxDB partial write dropped points it did not name');
+      }
     } else if (batch.length === 1) {
       this.giveUp(batch, reason);
     } else {

@@ -133,8 +133,13 @@ async function startOnce(
   const logStart = (await logFile.stat()).size;
   let child: ChildProcess;
   try {
-    // Not detached: Ctrl-C on the terminal reaches influxd too, so a dev session leaves nothing behind.
-    child = spawn(influxd, ['run', '-config', configPath], { stdio: ['ignore', logFile.fd, logFile.fd] });
+    // Detached (own process group): Ctrl-C on the terminal must reach only the platform, which flushes its
+    // buffered readings into this InfluxDB before stopping it. A platform killed outright leaves influxd
+    // behind; the pid file lets the next start in the same dir end it (killStale).
+    await killStale(join(dir, 'influxd.pid'), configPath, log);
+    child = spawn(influxd, ['run', '-config', configPath], { stdio: ['ignore', logFile.fd, logFile.fd], detached: true });
+    child.unref();
+    if (child.pid) await writeFile(join(dir, 'influxd.pid'), `${child.pid}\n`);
   } finally {
     await logFile.close(); // the child holds its own copy of the descriptor
   }
@@ -192,6 +197,17 @@ async function startOnce(
   log(`influxd ready on ${url} in ${Date.now() - started} ms`);
 
   return { url, port, pid: child.pid!, dir, stop };
+}
+
+/** Ends an influxd left running by an earlier platform process on the same dir (checked by its command line). */
+async function killStale(pidFile: string, configPath: string, log: (msg: string) => void): Promise<void> {
+  const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+  if (!pid) return;
+  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  if (!cmdline.includes('influxd') || !cmdline.includes(configPath)) return;
+  log(`ending influxd pid ${pid} left running by an earlier start`);
+  process.kill(pid, 'SIGTERM');
+  for (let i = 0; i < 200 && (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')); i++) await sleep(50);
 }
 
 /** InfluxDB 1.x config for one private instance. Unlisted settings keep influxd's defaults. */
@@ -295,7 +311,7 @@ async function logTail(logPath: string, fromByte: number): Promise<string> {
   try {
     const text = (await readFile(logPath)).subarray(fromByte).toString('utf8');
     const lines = text.trimEnd().split('\n').slice(-20).join('\n');
-    return `last lines of ${logPath}:\n${lines}`;
+    return lines ? `last lines of ${logPath}:\n${lines}` : `${logPath} is empty`;
   } catch {
     return `no log at ${logPath}`;
   }

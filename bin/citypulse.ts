@@ -1,0 +1,247 @@
+#!/usr/bin/env -S node --import tsx
+/**
+ * citypulse command line.
+ *
+ *   citypulse start [--config FILE] [--no-simulate]   platform + (by default) a simulated city, in one process
+ *   citypulse simulate --api URL --token ADMIN_TOKEN [--mqtt URL] [--air N] [--traffic N] [--lights N]
+ *                      [--seed N] [--scale X] [--qos 0|1] [--duration SECONDS]
+ *                                                    a fleet against a running platform (REST provisioning)
+ *   citypulse provision --family F --zone Z --lat LAT --lon LON [--id ID] [--name NAME]
+ *   citypulse devices [--family F] [--zone Z] [--all]
+ *   citypulse revoke ID
+ *   citypulse options                                 every configuration option, default and variable
+ *
+ * provision/devices/revoke work on the registry in dataDir (config or CITYPULSE_DATA_DIR).
+ */
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { loadConfig, describeOptions, type Config } from '../platform/config.ts';
+import { createPlatform } from '../platform/platform.ts';
+import { PlatformError } from '../platform/errors.ts';
+import { SqliteDeviceStore, loadCityProfile, type CityProfile, type ProvisionRequest } from '../registry/index.ts';
+import { FAMILIES, type Family } from '../ingest/index.ts';
+import { createFleet, formatProgress, type Fleet } from '../simulators/index.ts';
+
+const [command = 'help', ...rest] = process.argv.slice(2);
+
+async function main(): Promise<number> {
+  switch (command) {
+    case 'start':
+      return start();
+    case 'simulate':
+      return simulate();
+    case 'provision':
+      return provision();
+    case 'devices':
+      return devices();
+    case 'revoke':
+      return revoke();
+    case 'options':
+      for (const o of describeOptions()) console.log(`${o.env.padEnd(36)} ${JSON.stringify(o.default).padEnd(26)} ${o.description}`);
+      return 0;
+    default:
+      console.log(HELP);
+      return command === 'help' || command === '--help' ? 0 : 2;
+  }
+}
+
+const HELP = `usage: citypulse <start|simulate|provision|devices|revoke|options> [options]
+  start      run the platform (broker, ingest, API; a local InfluxDB unless influx.url is set) and a simulated city
+  simulate   run a simulated fleet against a running platform (--api URL --token ADMIN_TOKEN)
+  provision  add a device to the registry and print its token (shown once)
+  devices    list devices
+  revoke     revoke a device
+  options    list every configuration option with its default and environment variable`;
+
+function config(values: { config?: string }): Readonly<Config> {
+  return loadConfig({ file: values.config });
+}
+
+async function start(): Promise<number> {
+  const { values } = parseArgs({ args: rest, options: { config: { type: 'string' }, 'no-simulate': { type: 'boolean' } } });
+  const cfg = config(values);
+  const platform = createPlatform(cfg);
+  let fleet: Fleet | undefined;
+  let progressTimer: NodeJS.Timeout | undefined;
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`\n${signal}: stopping (flushing readings to InfluxDB)…\n`);
+    clearInterval(progressTimer);
+    await fleet?.stop();
+    await platform.stop();
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+
+  const addr = await platform.start();
+  const out = process.stderr;
+  out.write(`\ncitypulse is running\n  API + socket.io  ${addr.api}   (OpenAPI: ${addr.api}/api/v1/openapi.json, health: ${addr.api}/api/v1/health)\n  MQTT             ${addr.mqtt}\n  InfluxDB         ${addr.influx}   (database ${cfg.influx.database})\n  metrics          ${addr.api}/metrics\n`);
+  if (platform.adminTokenCreated) out.write(`  admin token      ${platform.adminToken}   (shown once; kept in ${path.join(cfg.dataDir, 'admin-token')})\n`);
+
+  if (cfg.simulate.enabled && !values['no-simulate']) {
+    const { devices, profile } = platform.parts;
+    fleet = createFleet({
+      mqttUrl: addr.mqtt,
+      profile,
+      counts: fleetCounts(cfg, profile),
+      seed: cfg.simulate.seed,
+      intervalScale: cfg.simulate.intervalScale,
+      qos: cfg.simulate.qos as 0 | 1,
+      credentialsFile: path.join(cfg.dataDir, 'simulator-credentials.json'),
+      provision: (req: ProvisionRequest) => devices.provision(req),
+      rotateToken: (id: string) => devices.rotateToken(id),
+    });
+    await fleet.start();
+    const f = fleet;
+    out.write(`  simulated city   ${profile.name.en}: ${f.progress().devices} devices\n\n`);
+    progressTimer = setInterval(() => out.write(`${out.isTTY ? '\r' : ''}${formatProgress(f.progress())}${out.isTTY ? '   ' : '\n'}`), out.isTTY ? 1000 : 10000);
+  }
+  out.write('Ctrl+C to stop.\n');
+  return new Promise<number>(() => undefined); // runs until a signal
+}
+
+function fleetCounts(cfg: Readonly<Config>, profile: CityProfile): Record<Family, number> {
+  const pick = (n: number, f: Family) => (n >= 0 ? n : (profile.fleet?.[f] ?? 0));
+  return {
+    airQuality: pick(cfg.simulate.airQuality, 'airQuality'),
+    traffic: pick(cfg.simulate.traffic, 'traffic'),
+    streetLight: pick(cfg.simulate.streetLight, 'streetLight'),
+  };
+}
+
+async function simulate(): Promise<number> {
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      api: { type: 'string', default: 'http://127.0.0.1:8080' },
+      mqtt: { type: 'string' },
+      token: { type: 'string', default: process.env.CITYPULSE_API_ADMIN_TOKEN ?? '' },
+      air: { type: 'string' },
+      traffic: { type: 'string' },
+      lights: { type: 'string' },
+      seed: { type: 'string', default: '1' },
+      scale: { type: 'string', default: '1' },
+      qos: { type: 'string', default: '1' },
+      duration: { type: 'string' },
+      credentials: { type: 'string', default: 'data/simulator-remote-credentials.json' },
+    },
+  });
+  const api = values.api.replace(/\/$/, '');
+  const headers = { authorization: `Bearer ${values.token}`, 'content-type': 'application/json' };
+  const profile = (await (await fetch(`${api}/api/v1/city`)).json()) as CityProfile;
+  const mqttUrl = values.mqtt ?? `mqtt://${new URL(api).hostname}:1883`;
+  const num = (v: string | undefined, f: Family) => (v === undefined ? (profile.fleet?.[f] ?? 0) : Number(v));
+  const fleet = createFleet({
+    mqttUrl,
+    profile,
+    counts: { airQuality: num(values.air, 'airQuality'), traffic: num(values.traffic, 'traffic'), streetLight: num(values.lights, 'streetLight') },
+    seed: Number(values.seed),
+    intervalScale: Number(values.scale),
+    qos: Number(values.qos) === 0 ? 0 : 1,
+    credentialsFile: values.credentials,
+    async provision(req) {
+      const res = await fetch(`${api}/api/v1/devices`, { method: 'POST', headers, body: JSON.stringify(req) });
+      const body = (await res.json()) as { token: string; code?: string; detail?: string };
+      if (res.status !== 201) throw Object.assign(new Error(body.detail ?? `HTTP ${res.status}`), { code: body.code });
+      return body;
+    },
+    async rotateToken(id) {
+      const res = await fetch(`${api}/api/v1/devices/${encodeURIComponent(id)}/token`, { method: 'POST', headers });
+      const body = (await res.json()) as { token: string; detail?: string };
+      if (res.status !== 200) throw new Error(body.detail ?? `HTTP ${res.status}`);
+      return body.token;
+    },
+  });
+  const stop = async () => {
+    await fleet.stop();
+    process.stderr.write(`\n${formatProgress(fleet.progress())}\n`);
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void stop());
+  await fleet.start();
+  const timer = setInterval(() => process.stderr.write(`${formatProgress(fleet.progress())}\n`), 2000);
+  if (values.duration) {
+    setTimeout(() => {
+      clearInterval(timer);
+      void stop();
+    }, Number(values.duration) * 1000);
+  }
+  return new Promise<number>(() => undefined);
+}
+
+function localRegistry(): { store: SqliteDeviceStore; profile: CityProfile } {
+  const cfg = loadConfig();
+  const profile = loadCityProfile(path.resolve(cfg.cityProfile));
+  const zones = new Set(profile.zones.map((z) => z.id));
+  return { store: new SqliteDeviceStore(path.join(path.resolve(cfg.dataDir), 'registry.db'), (z) => zones.has(z)), profile };
+}
+
+async function provision(): Promise<number> {
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      family: { type: 'string' },
+      zone: { type: 'string' },
+      lat: { type: 'string' },
+      lon: { type: 'string' },
+      id: { type: 'string' },
+      name: { type: 'string' },
+    },
+  });
+  if (!values.family || !FAMILIES.includes(values.family as Family) || !values.zone || !values.lat || !values.lon) {
+    console.error(`provision needs --family (${FAMILIES.join(' | ')}) --zone --lat --lon`);
+    return 2;
+  }
+  const { store } = localRegistry();
+  try {
+    const { device, token } = await store.provision({
+      id: values.id,
+      family: values.family as Family,
+      zone: values.zone,
+      location: { lat: Number(values.lat), lon: Number(values.lon) },
+      name: values.name,
+    });
+    console.log(JSON.stringify({ device, token }, null, 2));
+    console.error('The token is shown once: store it on the device now. MQTT: username = client id = device id, password = token.');
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+async function devices(): Promise<number> {
+  const { values } = parseArgs({ args: rest, options: { family: { type: 'string' }, zone: { type: 'string' }, all: { type: 'boolean' } } });
+  const { store } = localRegistry();
+  const list = await store.list({ family: values.family as Family | undefined, zone: values.zone, includeRevoked: values.all });
+  for (const d of list) console.log([d.id, d.family, d.zone, d.lastSeenAt ?? '-', d.revokedAt ? `revoked ${d.revokedAt}` : ''].join('\t'));
+  await store.close();
+  return 0;
+}
+
+async function revoke(): Promise<number> {
+  const id = rest[0];
+  if (!id) {
+    console.error('usage: citypulse revoke DEVICE_ID');
+    return 2;
+  }
+  const { store } = localRegistry();
+  try {
+    const d = await store.revoke(id);
+    console.log(`revoked ${d.id} at ${d.revokedAt}. It is refused from its next connect; to also disconnect it now, use POST /api/v1/devices/${d.id}/revoke.`);
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    if (err instanceof PlatformError) console.error(`citypulse: ${err.code}: ${err.message}`);
+    else console.error('citypulse:', err);
+    process.exit(1);
+  },
+);
