@@ -167,7 +167,7 @@ export class InfluxWriter {
       this.st.dropped += dropped.length;
       this.deps.metrics?.readingsDropped.inc(dropped.length);
       this.log.error(
-        { dropped: dropped.length, buffered: this.readyPoints, maxBufferedPoints: this.opts.maxBufferedPoints },
+        { code: 'CP_INGEST_BUFFER_OVERFLOW', dropped: dropped.length, buffered: this.readyPoints, maxBufferedPoints: this.opts.maxBufferedPoints },
         'write buffer full while InfluxDB is unavailable: oldest readings dropped',
       );
     }

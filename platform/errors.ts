@@ -5,7 +5,6 @@
 export const ERROR_CODES = {
   CP_CONFIG_FILE: { status: 500, text: 'The configuration file cannot be read or parsed' },
   CP_CONFIG_INVALID: { status: 500, text: 'The configuration breaks its schema (every error is listed)' },
-  CP_INFLUX_UNAVAILABLE: { status: 503, text: 'InfluxDB cannot be reached or refused the request' },
   CP_REGISTRY_DEVICE_EXISTS: { status: 409, text: 'A device with this id is already provisioned' },
   CP_REGISTRY_DEVICE_NOT_FOUND: { status: 404, text: 'No device with this id' },
   CP_REGISTRY_UNKNOWN_ZONE: { status: 400, text: 'The zone is not in the city profile' },

@@ -31,7 +31,7 @@ export interface FleetOptions {
   provision: (req: ProvisionRequest) => Promise<{ token: string }>;
   /** Issue a new token for an existing device whose token we do not know (lost credentials file). */
   rotateToken: (id: string) => Promise<string>;
-  /** Default 50 connects in flight. */
+  /** Connects in flight, default 50; also bounds concurrent provisioning calls (a REST registry is one server). */
   connectConcurrency?: number;
   /** Default 'sim'. */
   idPrefix?: string;

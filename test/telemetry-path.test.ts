@@ -253,3 +253,56 @@ describe('online status', () => {
     assert.equal(bad.ack.ok, false);
   });
 });
+
+describe('REST API', () => {
+  test('history over a range, aggregated per window, and raw', async () => {
+    const dev = await p.provision('airQuality');
+    const client = await p.connect(dev.id, dev.token);
+    const start = Math.floor((Date.now() - 3_600_000) / 600_000) * 600_000; // a 10-minute boundary an hour ago
+    // 20 readings a minute apart: two 10-minute windows of 10 readings each.
+    const batch = Array.from({ length: 20 }, (_, i) => ({ dateObserved: start + i * 60_000, pm25: i, temperature: 20 }));
+    await client.publishAsync(`devices/${dev.id}/telemetry`, JSON.stringify(batch), { qos: 1 });
+    await p.rowsAtLeast(`SELECT * FROM "airQuality" WHERE "device" = '${dev.id}'`, 20);
+    const from = new Date(start).toISOString();
+    const to = new Date(start + 20 * 60_000).toISOString();
+    const agg = (await (await p.api(`/api/v1/devices/${dev.id}/readings?from=${from}&to=${to}&window=5m&fields=pm25`)).json()) as any;
+    assert.equal(agg.window, '5m');
+    assert.deepEqual(agg.points.map((x: any) => x.pm25), [2, 7, 12, 17]);
+    assert.equal(agg.points[0].time, start);
+    const raw = (await (await p.api(`/api/v1/devices/${dev.id}/readings?from=${from}&to=${to}&window=raw`)).json()) as any;
+    assert.equal(raw.points.length, 20);
+    assert.equal(raw.points[19].temperature, 20);
+    const auto = (await (await p.api(`/api/v1/devices/${dev.id}/readings?from=${from}&to=${to}`)).json()) as any;
+    assert.equal(auto.window, '10s'); // 20 minutes / 10 s = 120 points ≤ 500
+  });
+
+  test('requests that break their schema get a problem document listing every error', async () => {
+    const res = await p.api('/api/v1/devices?family=spaceship&bogus=1');
+    assert.equal(res.status, 400);
+    assert.match(res.headers.get('content-type') ?? '', /application\/problem\+json/);
+    const body = (await res.json()) as any;
+    assert.equal(body.code, 'CP_API_VALIDATION');
+    assert.equal(body.errors.length, 2);
+    const bad = await p.api('/api/v1/devices', { method: 'POST', admin: true, body: JSON.stringify({ family: 'traffic', zone: 'atlantis', location: { lat: 1, lon: 2 } }) });
+    assert.equal(bad.status, 400);
+    assert.equal(((await bad.json()) as any).code, 'CP_REGISTRY_UNKNOWN_ZONE');
+    const missing = await p.api('/api/v1/devices/not-a-device');
+    assert.equal(missing.status, 404);
+    assert.equal(((await missing.json()) as any).code, 'CP_REGISTRY_DEVICE_NOT_FOUND');
+  });
+
+  test('health, OpenAPI document and metrics are served', async () => {
+    const health = (await (await p.api('/api/v1/health')).json()) as any;
+    assert.equal(health.status, 'ok');
+    assert.equal(health.influx.status, 'ok');
+    const doc = (await (await p.api('/api/v1/openapi.json')).json()) as any;
+    assert.equal(doc.openapi, '3.1.0');
+    assert.ok(doc.paths['/api/v1/devices/{id}/readings'].get);
+    assert.deepEqual(doc.paths['/api/v1/devices'].post.security, [{ adminToken: [] }]);
+    assert.equal(doc.paths['/api/v1/devices'].post.requestBody.content['application/json'].schema.required.length, 3);
+    const metrics = await (await p.api('/metrics')).text();
+    assert.match(metrics, /citypulse_readings_stored_total\{family="traffic"\} [1-9]/);
+    assert.match(metrics, /citypulse_nodejs_eventloop_lag_seconds/);
+    assert.match(metrics, /citypulse_socket_clients/);
+  });
+});
