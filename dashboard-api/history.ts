@@ -2,7 +2,7 @@
  * Reads history from InfluxDB: a device's readings over a range with an aggregation window (mean of
  * numeric fields, last of enums and booleans), and a device's last stored reading.
  */
-import { escape, type InfluxDB } from 'influx';
+import { escape as influxEscape, type InfluxDB } from 'influx';
 import { FIELD_KINDS, type Family } from '../ingest/index.ts';
 
 export interface HistoryTarget {
@@ -31,7 +31,7 @@ export function chooseWindow(fromMs: number, toMs: number): Exclude<Window, 'aut
 }
 
 function from(t: HistoryTarget, family: Family): string {
-  return `${escape.quoted(t.database)}.${escape.quoted(t.retentionPolicy)}.${escape.quoted(family)}`;
+  return `${influxEscape.quoted(t.database)}.${influxEscape.quoted(t.retentionPolicy)}.${influxEscape.quoted(family)}`;
 }
 
 export async function queryReadings(
@@ -41,14 +41,14 @@ export async function queryReadings(
   const kinds = FIELD_KINDS[q.family];
   const fields = (q.fields?.length ? q.fields : Object.keys(kinds)).filter((f) => f in kinds);
   const window = q.window === 'auto' ? chooseWindow(q.fromMs, q.toMs) : q.window;
-  const where = `WHERE "device" = ${escape.stringLit(q.device)} AND time >= ${q.fromMs}ms AND time < ${q.toMs}ms`;
+  const where = `WHERE "device" = ${influxEscape.stringLit(q.device)} AND time >= ${q.fromMs}ms AND time < ${q.toMs}ms`;
   let sql: string;
   if (window === 'raw') {
-    sql = `SELECT ${fields.map((f) => escape.quoted(f)).join(', ')} FROM ${from(t, q.family)} ${where} ORDER BY time ASC LIMIT ${RAW_LIMIT}`;
+    sql = `SELECT ${fields.map((f) => influxEscape.quoted(f)).join(', ')} FROM ${from(t, q.family)} ${where} ORDER BY time ASC LIMIT ${RAW_LIMIT}`;
   } else {
     const sel = fields.map((f) => {
       const fn = kinds[f] === 'float' || kinds[f] === 'integer' ? 'mean' : 'last';
-      return `${fn}(${escape.quoted(f)}) AS ${escape.quoted(f)}`;
+      return `${fn}(${influxEscape.quoted(f)}) AS ${influxEscape.quoted(f)}`;
     });
     sql = `SELECT ${sel.join(', ')} FROM ${from(t, q.family)} ${where} GROUP BY time(${window}) fill(none)`;
   }
@@ -56,8 +56,8 @@ export async function queryReadings(
 }
 
 export async function queryLastReading(t: HistoryTarget, device: string, family: Family): Promise<SeriesPoint | undefined> {
-  const fields = Object.keys(FIELD_KINDS[family]).map((f) => escape.quoted(f));
-  const sql = `SELECT ${fields.join(', ')} FROM ${from(t, family)} WHERE "device" = ${escape.stringLit(device)} ORDER BY time DESC LIMIT 1`;
+  const fields = Object.keys(FIELD_KINDS[family]).map((f) => influxEscape.quoted(f));
+  const sql = `SELECT ${fields.join(', ')} FROM ${from(t, family)} WHERE "device" = ${influxEscape.stringLit(device)} ORDER BY time DESC LIMIT 1`;
   return rowsOf(await t.influx.queryRaw(sql, { precision: 'ms' }))[0];
 }
 

@@ -28,7 +28,7 @@ export function buildOpenApi(routes: RouteDef[], info: { version: string }): obj
     };
     if (r.body) op.requestBody = { required: true, content: { 'application/json': { schema: r.body } } };
     if (r.admin) op.security = [{ adminToken: [] }];
-    (paths[p] ??= {})[r.method] = op;
+    paths[p] = { ...paths[p], [r.method]: op };
   }
   return {
     openapi: '3.1.0',

@@ -52,6 +52,7 @@ const count = (description: string) => ({ type: 'integer', minimum: 0, descripti
 /** A reading with only its time carries nothing: require one more property. */
 const atLeastOneField = {
   if: { properties: { dateObserved: true }, required: ['dateObserved'] },
+  // biome-ignore lint/suspicious/noThenProperty: JSON Schema's if/then/else keyword, not a thenable
   then: { minProperties: 2 },
   else: { minProperties: 1 },
 } as const;

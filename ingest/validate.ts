@@ -41,6 +41,8 @@ export function createReadingParser(opts: { maxReadingsPerMessage: number }) {
   const validators = Object.fromEntries(
     FAMILIES.map((f) => [f, ajv.compile<AnyReading>(READING_SCHEMAS[f])]),
   ) as Record<Family, ValidateFunction<AnyReading>>;
+  // Fatal: a payload in another encoding is refused with a reason instead of being read with U+FFFD in it.
+  const utf8 = new TextDecoder('utf-8', { fatal: true });
   /** Last receive time given per device, so time-less readings never share a timestamp (they would overwrite). */
   const lastReceiveTime = new Map<string, number>();
 
@@ -53,7 +55,12 @@ export function createReadingParser(opts: { maxReadingsPerMessage: number }) {
 
   return function parse(device: DeviceMeta, payload: Buffer, receivedAt: number): ParseResult {
     let data: unknown;
-    const text = payload.toString('utf8');
+    let text: string;
+    try {
+      text = utf8.decode(payload);
+    } catch {
+      return whole('CP_INGEST_BAD_JSON', 'payload is not valid UTF-8', payload.toString('base64'));
+    }
     try {
       data = JSON.parse(text);
     } catch (err) {

@@ -521,7 +521,7 @@ export function createFleet(opts: FleetOptions): Fleet {
 
   return {
     start() {
-      if (stopPromise) return Promise.reject(new Error('fleet was stopped'));
+      if (stopPromise !== undefined) return Promise.reject(new Error('fleet was stopped'));
       startPromise ??= run();
       return startPromise;
     },

@@ -79,7 +79,10 @@ function utcOffsetMs(at: Date, timeZone: string): number {
   const t = at.getTime();
   const bucket = Math.floor(t / HOUR_MS);
   let zoneCache = offsetCache.get(timeZone);
-  if (!zoneCache) offsetCache.set(timeZone, (zoneCache = new Map()));
+  if (!zoneCache) {
+    zoneCache = new Map();
+    offsetCache.set(timeZone, zoneCache);
+  }
   let offset = zoneCache.get(bucket);
   if (offset === undefined) {
     if (zoneCache.size >= OFFSET_CACHE_MAX) zoneCache.clear();
