@@ -9,7 +9,7 @@
  *   citypulse provision --family F --zone Z --lat LAT --lon LON [--id ID] [--name NAME]
  *   citypulse devices [--family F] [--zone Z] [--all]
  *   citypulse revoke ID
- *   citypulse options                                 every configuration option, default and variable
+ *   citypulse options [--markdown]                    every configuration option, default and variable
  *
  * provision/devices/revoke work on the registry in dataDir (config or CITYPULSE_DATA_DIR).
  */
@@ -37,7 +37,11 @@ async function main(): Promise<number> {
     case 'revoke':
       return revoke();
     case 'options':
-      for (const o of describeOptions()) console.log(`${o.env.padEnd(36)} ${JSON.stringify(o.default).padEnd(26)} ${o.description}`);
+      for (const o of describeOptions()) {
+        if (rest.includes('--markdown'))
+          console.log(`| \`${o.path}\` | \`${o.env}\` | \`${JSON.stringify(o.default)}\` | ${o.description} |`);
+        else console.log(`${o.env.padEnd(40)} ${JSON.stringify(o.default).padEnd(14)} ${o.description}`);
+      }
       return 0;
     default:
       console.log(HELP);
@@ -78,8 +82,11 @@ async function start(): Promise<number> {
 
   const addr = await platform.start();
   const out = process.stderr;
-  out.write(`\ncitypulse is running\n  API + socket.io  ${addr.api}   (OpenAPI: ${addr.api}/api/v1/openapi.json, health: ${addr.api}/api/v1/health)\n  MQTT             ${addr.mqtt}\n  InfluxDB         ${addr.influx}   (database ${cfg.influx.database})\n  metrics          ${addr.api}/metrics\n`);
-  if (platform.adminTokenCreated) out.write(`  admin token      ${platform.adminToken}   (shown once; kept in ${path.join(cfg.dataDir, 'admin-token')})\n`);
+  out.write(
+    `\ncitypulse is running\n  API + socket.io  ${addr.api}   (OpenAPI: ${addr.api}/api/v1/openapi.json, health: ${addr.api}/api/v1/health)\n  MQTT             ${addr.mqtt}\n  InfluxDB         ${addr.influx}   (database ${cfg.influx.database})\n  metrics          ${addr.api}/metrics\n`,
+  );
+  if (platform.adminTokenCreated)
+    out.write(`  admin token      ${platform.adminToken}   (shown once; kept in ${path.join(cfg.dataDir, 'admin-token')})\n`);
 
   if (cfg.simulate.enabled && !values['no-simulate']) {
     const { devices, profile } = platform.parts;
@@ -97,7 +104,10 @@ async function start(): Promise<number> {
     await fleet.start();
     const f = fleet;
     out.write(`  simulated city   ${profile.name.en}: ${f.progress().devices} devices\n\n`);
-    progressTimer = setInterval(() => out.write(`${out.isTTY ? '\r' : ''}${formatProgress(f.progress())}${out.isTTY ? '   ' : '\n'}`), out.isTTY ? 1000 : 10000);
+    progressTimer = setInterval(
+      () => out.write(`${out.isTTY ? '\r' : ''}${formatProgress(f.progress())}${out.isTTY ? '   ' : '\n'}`),
+      out.isTTY ? 1000 : 10000,
+    );
   }
   out.write('Ctrl+C to stop.\n');
   return new Promise<number>(() => undefined); // runs until a signal
@@ -137,7 +147,11 @@ async function simulate(): Promise<number> {
   const fleet = createFleet({
     mqttUrl,
     profile,
-    counts: { airQuality: num(values.air, 'airQuality'), traffic: num(values.traffic, 'traffic'), streetLight: num(values.lights, 'streetLight') },
+    counts: {
+      airQuality: num(values.air, 'airQuality'),
+      traffic: num(values.traffic, 'traffic'),
+      streetLight: num(values.lights, 'streetLight'),
+    },
     seed: Number(values.seed),
     intervalScale: Number(values.scale),
     qos: Number(values.qos) === 0 ? 0 : 1,
@@ -230,7 +244,9 @@ async function revoke(): Promise<number> {
   const { store } = localRegistry();
   try {
     const d = await store.revoke(id);
-    console.log(`revoked ${d.id} at ${d.revokedAt}. It is refused from its next connect; to also disconnect it now, use POST /api/v1/devices/${d.id}/revoke.`);
+    console.log(
+      `revoked ${d.id} at ${d.revokedAt}. It is refused from its next connect; to also disconnect it now, use POST /api/v1/devices/${d.id}/revoke.`,
+    );
     return 0;
   } finally {
     await store.close();

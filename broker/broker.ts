@@ -6,11 +6,12 @@
  *   MQTT 3.1.1 has no negative PUBACK); the retain flag of telemetry is cleared.
  * - SUBSCRIBE: only `devices/{own id}/errors` and `devices/{own id}/commands`; anything else gets 0x80.
  * - `devices/{id}/status` is retained and kept by the platform from connect/disconnect.
- * Telemetry goes to `onMessage` from the `published` hook, so a QoS 1 PUBACK leaves only after ingest took it.
+ * Telemetry goes to `onMessage` from the authorizePublish hook, so a QoS 1 PUBACK leaves only once ingest
+ * made the reading durable (see the comment there).
  */
 import net from 'node:net';
-import { Aedes, type AedesPublishPacket, type Client } from 'aedes';
-import { TOPICS, parseDeviceTopic, type DeviceStatus } from '../ingest/contract.ts';
+import { Aedes, type Client } from 'aedes';
+import { TOPICS, type DeviceStatus } from '../ingest/contract.ts';
 import type { DeviceMeta } from '../ingest/index.ts';
 import type { DeviceStore } from '../registry/index.ts';
 import type { LiveBus } from '../platform/bus.ts';
@@ -26,8 +27,12 @@ export interface BrokerOptions {
 
 export interface BrokerDeps {
   devices: Pick<DeviceStore, 'checkToken' | 'touch'>;
-  /** A message of an authenticated device on one of its own topics (kind = last topic level). */
-  onMessage: (device: DeviceMeta, kind: string, payload: Buffer) => void;
+  /**
+   * A message of an authenticated device on one of its own topics (kind = last topic level). A returned
+   * promise withholds the acknowledgement (and the reading of that device's socket) until it settles; a
+   * rejection closes the connection unacknowledged, so the device sends again.
+   */
+  onMessage: (device: DeviceMeta, kind: string, payload: Buffer, qos: number) => unknown;
   bus?: LiveBus;
   metrics?: Metrics;
   logger?: Logger;
@@ -82,13 +87,33 @@ export async function createBroker(opts: BrokerOptions, deps: BrokerDeps): Promi
     authorizePublish(client, packet, cb) {
       if (!client) return cb(null); // the platform itself
       const device = devices.get(client);
-      if (device && packet.topic === TOPICS.telemetry(device.id)) {
-        packet.retain = false; // telemetry is a stream, not state: never kept by the broker
-        return cb(null);
+      if (!device || packet.topic !== TOPICS.telemetry(device.id)) {
+        metrics?.mqttUnauthorized.inc({ action: 'publish' });
+        log.warn({ device: client.id, topic: packet.topic }, 'publish refused: not the device’s own telemetry topic');
+        return cb(new Error(`publish to ${packet.topic} not allowed`));
       }
-      metrics?.mqttUnauthorized.inc({ action: 'publish' });
-      log.warn({ device: client.id, topic: packet.topic }, 'publish refused: not the device’s own telemetry topic');
-      cb(new Error(`publish to ${packet.topic} not allowed`));
+      packet.retain = false; // telemetry is a stream, not state: never kept by the broker
+      // Ingest runs here, not in the `published` hook: aedes 1.2 writes a QoS 1 PUBACK *before* it calls
+      // `published` (lib/handlers/publish.js), while authorizePublish completes before the PUBACK is sent.
+      // So a device is told "received" only once onMessage's promise says the reading is durable.
+      let result: unknown;
+      try {
+        result = deps.onMessage(device, 'telemetry', packet.payload as Buffer, packet.qos);
+      } catch (err) {
+        // A bug in a handler must never take the broker down or lose the connection's other messages.
+        log.error({ err, device: device.id }, 'message handler failed');
+      }
+      if (result instanceof Promise) {
+        result.then(
+          () => cb(null),
+          (err: Error) => {
+            log.error({ err: err.message, device: device.id }, 'message not made durable: connection closed unacknowledged');
+            cb(err);
+          },
+        );
+        return;
+      }
+      cb(null);
     },
     authorizeSubscribe(client, sub, cb) {
       const device = devices.get(client);
@@ -99,26 +124,19 @@ export async function createBroker(opts: BrokerOptions, deps: BrokerDeps): Promi
       log.warn({ device: client.id, topic: sub.topic }, 'subscription refused');
       cb(null, null); // SUBACK 0x80 for this topic; the connection stays
     },
-    published(packet: AedesPublishPacket, client: Client | null, cb) {
-      if (!client) return cb();
-      const device = devices.get(client);
-      const t = parseDeviceTopic(packet.topic);
-      if (device && t && t.id === device.id) {
-        try {
-          deps.onMessage(device, t.kind, packet.payload as Buffer);
-        } catch (err) {
-          // A bug in a handler must never take the broker down or lose the connection's other messages.
-          log.error({ err, device: device.id }, 'message handler failed');
-        }
-      }
-      cb();
-    },
   });
 
   const publish = (topic: string, payload: string | Buffer, o: { qos?: 0 | 1; retain?: boolean } = {}) =>
     new Promise<void>((resolve, reject) =>
       aedes.publish(
-        { cmd: 'publish', topic, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, qos: o.qos ?? 0, retain: o.retain ?? false, dup: false },
+        {
+          cmd: 'publish',
+          topic,
+          payload: typeof payload === 'string' ? Buffer.from(payload) : payload,
+          qos: o.qos ?? 0,
+          retain: o.retain ?? false,
+          dup: false,
+        },
         (err) => (err ? reject(err) : resolve()),
       ),
     );

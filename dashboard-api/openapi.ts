@@ -6,7 +6,10 @@ export function buildOpenApi(routes: RouteDef[], info: { version: string }): obj
   for (const r of routes) {
     const p = r.path.replace(/:([A-Za-z]+)/g, '{$1}');
     const parameters: object[] = [];
-    for (const [where, schema] of [['path', r.params], ['query', r.query]] as const) {
+    for (const [where, schema] of [
+      ['path', r.params],
+      ['query', r.query],
+    ] as const) {
       const s = schema as { properties?: Record<string, object>; required?: string[] } | undefined;
       for (const [name, ps] of Object.entries(s?.properties ?? {})) {
         parameters.push({ name, in: where, required: where === 'path' || !!s?.required?.includes(name), schema: ps });
@@ -21,7 +24,9 @@ export function buildOpenApi(routes: RouteDef[], info: { version: string }): obj
           code,
           {
             description: resp.description,
-            ...(resp.schema ? { content: { [Number(code) >= 400 ? 'application/problem+json' : 'application/json']: { schema: resp.schema } } } : {}),
+            ...(resp.schema
+              ? { content: { [Number(code) >= 400 ? 'application/problem+json' : 'application/json']: { schema: resp.schema } } }
+              : {}),
           },
         ]),
       ),
@@ -32,7 +37,11 @@ export function buildOpenApi(routes: RouteDef[], info: { version: string }): obj
   }
   return {
     openapi: '3.1.0',
-    info: { title: 'citypulse API', version: info.version, description: 'REST API of the citypulse telemetry platform. Live data: socket.io on the same port.' },
+    info: {
+      title: 'citypulse API',
+      version: info.version,
+      description: 'REST API of the citypulse telemetry platform. Live data: socket.io on the same port.',
+    },
     paths,
     components: {
       securitySchemes: { adminToken: { type: 'http', scheme: 'bearer' } },

@@ -4,14 +4,7 @@
  */
 import type { Request, Response } from 'express';
 import type { InfluxDB } from 'influx';
-import {
-  DEVICE_ID_PATTERN,
-  FAMILIES,
-  READING_SCHEMAS,
-  TOPICS,
-  type DeadLetterStore,
-  type Family,
-} from '../ingest/index.ts';
+import { DEVICE_ID_PATTERN, FAMILIES, READING_SCHEMAS, TOPICS, type DeadLetterStore, type Family } from '../ingest/index.ts';
 import type { CityProfile, Device, DeviceStore } from '../registry/index.ts';
 import { PlatformError } from '../platform/errors.ts';
 import { queryLastReading, queryReadings, WINDOWS, type Window } from './history.ts';
@@ -170,7 +163,10 @@ export function createRoutes(d: ApiDeps): RouteDef[] {
       admin: true,
       body: PROVISION_BODY,
       responses: {
-        201: { description: 'the device and its token', schema: { type: 'object', properties: { device: deviceSchema, token: { type: 'string' } } } },
+        201: {
+          description: 'the device and its token',
+          schema: { type: 'object', properties: { device: deviceSchema, token: { type: 'string' } } },
+        },
         400: problem,
         401: problem,
         409: problem,
@@ -222,7 +218,11 @@ export function createRoutes(d: ApiDeps): RouteDef[] {
       tag: 'devices',
       admin: true,
       params: idParams,
-      responses: { 200: { description: 'the new token', schema: { type: 'object', properties: { token: { type: 'string' } } } }, 401: problem, 404: problem },
+      responses: {
+        200: { description: 'the new token', schema: { type: 'object', properties: { token: { type: 'string' } } } },
+        401: problem,
+        404: problem,
+      },
       handler: async (req, res) => {
         const token = await d.devices.rotateToken(req.params.id as string);
         d.presence.disconnect(req.params.id as string);
@@ -252,9 +252,19 @@ export function createRoutes(d: ApiDeps): RouteDef[] {
         const toMs = q.to ? Date.parse(q.to) : Date.now();
         const fromMs = q.from ? Date.parse(q.from) : toMs - 3600_000;
         if (!(fromMs < toMs)) throw new PlatformError('CP_API_VALIDATION', '`from` must be before `to`');
-        const fields = q.fields?.split(',').map((s) => s.trim()).filter(Boolean);
+        const fields = q.fields
+          ?.split(',')
+          .map((s) => s.trim())
+          .filter(Boolean);
         const out = await queryReadings(d.history, { device: dev.id, family: dev.family, fromMs, toMs, window: q.window, fields });
-        res.json({ device: dev.id, family: dev.family, zone: dev.zone, from: new Date(fromMs).toISOString(), to: new Date(toMs).toISOString(), ...out });
+        res.json({
+          device: dev.id,
+          family: dev.family,
+          zone: dev.zone,
+          from: new Date(fromMs).toISOString(),
+          to: new Date(toMs).toISOString(),
+          ...out,
+        });
       },
     },
     {

@@ -14,6 +14,8 @@ export interface DashboardApiOptions {
   host: string;
   /** 0 = any free port. */
   port: number;
+  /** Slow-consumer bound per socket, packets (default 2000). */
+  maxSocketBufferedPackets?: number;
 }
 
 export interface DashboardApi {
@@ -32,7 +34,20 @@ export function createDashboardApi(
   const server = http.createServer(app);
   // Idle keep-alive sockets must not hold stop() open.
   server.keepAliveTimeout = 5000;
-  const live = attachLive(server, { bus: deps.bus, latest, metrics: deps.metrics, logger: log });
+  // Every raw connection, so that stop() is bounded: a client that stopped reading would otherwise hold the
+  // websocket close handshake (and so server.close) for ws' 30 s close timeout.
+  const connections = new Set<import('node:net').Socket>();
+  server.on('connection', (c) => {
+    connections.add(c);
+    c.once('close', () => connections.delete(c));
+  });
+  const live = attachLive(server, {
+    bus: deps.bus,
+    latest,
+    metrics: deps.metrics,
+    logger: log,
+    maxSocketBufferedPackets: opts.maxSocketBufferedPackets,
+  });
   let started = false;
   let stopped = false;
   return {
@@ -52,9 +67,12 @@ export function createDashboardApi(
     async stop() {
       if (stopped) return;
       stopped = true;
-      await live.close(); // tells clients "offline" first, then closes sockets (and the HTTP server)
+      const closed = live.close(); // tells clients "offline" first, then closes sockets and the HTTP server
+      const grace = new Promise<void>((r) => setTimeout(r, 1000).unref());
+      await Promise.race([closed, grace]);
+      for (const c of connections) c.destroy();
+      await closed;
       if (started && server.listening) await new Promise<void>((r) => server.close(() => r()));
-      server.closeAllConnections();
     },
   };
 }

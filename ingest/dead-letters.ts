@@ -44,9 +44,7 @@ export class SqliteDeadLetterStore implements DeadLetterStore {
       reason TEXT NOT NULL, idx INTEGER, payload TEXT NOT NULL)`);
     this.db.exec('CREATE INDEX IF NOT EXISTS dead_letters_device ON dead_letters (device, id)');
     this.stmt = {
-      insert: this.db.prepare(
-        'INSERT INTO dead_letters (at, device, code, reason, idx, payload) VALUES (?, ?, ?, ?, ?, ?)',
-      ),
+      insert: this.db.prepare('INSERT INTO dead_letters (at, device, code, reason, idx, payload) VALUES (?, ?, ?, ?, ?, ?)'),
       prune: this.db.prepare('DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?'),
       list: this.db.prepare<[number], Row>('SELECT * FROM dead_letters ORDER BY id DESC LIMIT ?'),
       listDevice: this.db.prepare<[string, number], Row>('SELECT * FROM dead_letters WHERE device = ? ORDER BY id DESC LIMIT ?'),

@@ -8,7 +8,14 @@ import type { InfluxTarget } from './influx-writer.ts';
 export function createInfluxClient(target: InfluxTarget): InfluxDB {
   const u = new URL(target.url);
   return new InfluxDB({
-    hosts: [{ host: u.hostname, port: Number(u.port) || (u.protocol === 'https:' ? 443 : 80), protocol: u.protocol === 'https:' ? 'https' : 'http', options: {} }],
+    hosts: [
+      {
+        host: u.hostname,
+        port: Number(u.port) || (u.protocol === 'https:' ? 443 : 80),
+        protocol: u.protocol === 'https:' ? 'https' : 'http',
+        options: {},
+      },
+    ],
     database: target.database,
     username: target.username || 'root',
     password: target.password || 'root',

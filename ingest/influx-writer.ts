@@ -44,6 +44,8 @@ export interface PendingPoint {
   line: string;
   family: Family;
   device: string;
+  /** Sequence number in the durable log, confirmed there once the point is stored or refused. */
+  seq?: number;
 }
 
 export interface WriterDeps {
@@ -51,6 +53,10 @@ export interface WriterDeps {
   logger?: Logger;
   /** Points InfluxDB refused for good, with its reason (dead-letter them). */
   onRejected?: (points: PendingPoint[], reason: string) => void;
+  /** Points InfluxDB confirmed stored. */
+  onStored?: (points: PendingPoint[]) => void;
+  /** After every write request (success or not): the buffer may have room again. */
+  onProgress?: () => void;
   /** Called when InfluxDB answers "database not found" (a fresh or wiped server): create it again. */
   onDatabaseMissing?: () => Promise<void>;
 }
@@ -104,9 +110,16 @@ export class InfluxWriter {
 
   /** Queues one reading. Never blocks and never throws; see the class comment for what happens next. */
   write(r: EnrichedReading): void {
-    this.open.push({ line: toLine(r), family: r.family, device: r.device });
-    if (this.open.length >= this.opts.batchSize) this.seal();
-    else if (!this.ageTimer) this.ageTimer = setTimeout(() => this.seal(), this.opts.batchMaxAgeMs);
+    this.writePoints([{ line: toLine(r), family: r.family, device: r.device }]);
+  }
+
+  /** Queues points already in line protocol (from the durable log). */
+  writePoints(points: PendingPoint[]): void {
+    for (const p of points) {
+      this.open.push(p);
+      if (this.open.length >= this.opts.batchSize) this.seal();
+    }
+    if (this.open.length && !this.ageTimer) this.ageTimer = setTimeout(() => this.seal(), this.opts.batchMaxAgeMs);
   }
 
   state(): WriterState {
@@ -139,7 +152,7 @@ export class InfluxWriter {
     clearTimeout(this.retryTimer);
     if (!flushed) {
       const lost = this.readyPoints + this.open.length;
-      this.log.error({ lost }, 'InfluxDB writer stopped with unwritten points');
+      this.log.warn({ unwritten: lost }, 'InfluxDB writer stopped with points not confirmed by InfluxDB');
     }
     this.agent.destroy();
   }
@@ -167,7 +180,12 @@ export class InfluxWriter {
       this.st.dropped += dropped.length;
       this.deps.metrics?.readingsDropped.inc(dropped.length);
       this.log.error(
-        { code: 'CP_INGEST_BUFFER_OVERFLOW', dropped: dropped.length, buffered: this.readyPoints, maxBufferedPoints: this.opts.maxBufferedPoints },
+        {
+          code: 'CP_INGEST_BUFFER_OVERFLOW',
+          dropped: dropped.length,
+          buffered: this.readyPoints,
+          maxBufferedPoints: this.opts.maxBufferedPoints,
+        },
         'write buffer full while InfluxDB is unavailable: oldest readings dropped',
       );
     }
@@ -211,6 +229,7 @@ export class InfluxWriter {
     }
     this.deps.metrics?.bufferedPoints.set(this.readyPoints);
     this.pump();
+    this.deps.onProgress?.();
   }
 
   private succeeded(batch: PendingPoint[]): void {
@@ -220,6 +239,7 @@ export class InfluxWriter {
     this.st.healthy = true;
     this.retryDelay = 0;
     this.retryAt = 0;
+    this.deps.onStored?.(batch);
     const m = this.deps.metrics;
     if (m) {
       m.writeBatchSize.observe(batch.length);
@@ -236,7 +256,12 @@ export class InfluxWriter {
     this.retryDelay = Math.min(this.retryDelay ? this.retryDelay * 2 : 100, this.opts.retryMaxDelayMs);
     this.retryAt = Date.now() + this.retryDelay;
     clearTimeout(this.retryTimer);
-    this.retryTimer = setTimeout(() => this.pump(), this.retryDelay);
+    // The timer is the authority on when to retry: it may fire a millisecond before Date.now() reaches
+    // retryAt, and a pump that then sent nothing would leave the writer waiting forever.
+    this.retryTimer = setTimeout(() => {
+      this.retryAt = 0;
+      this.pump();
+    }, this.retryDelay);
   }
 
   private rejected(batch: PendingPoint[], reason: string): void {
@@ -247,9 +272,7 @@ export class InfluxWriter {
       const conflict = /input field \\?"([^"\\]+)\\?" on measurement \\?"([^"\\]+)\\?"/.exec(reason);
       const unparsed = new Set([...reason.matchAll(/unable to parse '([^']*)'/g)].map((m) => m[1]));
       const bad = batch.filter(
-        (p) =>
-          unparsed.has(p.line) ||
-          (conflict && p.line.startsWith(`${conflict[2]},`) && new RegExp(`[ ,]${conflict[1]}=`).test(p.line)),
+        (p) => unparsed.has(p.line) || (conflict && p.line.startsWith(`${conflict[2]},`) && new RegExp(`[ ,]${conflict[1]}=`).test(p.line)),
       );
       this.giveUp(bad, reason);
       if (bad.length < batch.length) this.succeeded(batch.filter((p) => !bad.includes(p)));

@@ -1,13 +1,17 @@
 /**
- * The stream processor: telemetry from the broker's `published` hook → validation → enrichment → batched
- * InfluxDB writes and the live bus; rejections → dead letters and the device's errors topic.
+ * The stream processor: telemetry from the broker's `published` hook → validation → enrichment → durable log
+ * (acknowledged once on disk) → batched InfluxDB writes, and the live bus; rejections → dead letters and the
+ * device's errors topic.
  */
 import type { InfluxDB } from 'influx';
 import type { DeviceError } from './contract.ts';
 import { SqliteDeadLetterStore, type DeadLetterStore } from './dead-letters.ts';
-import { dispatch, type IngestContext } from './handlers/index.ts';
+import { DurableLog } from './durable-log.ts';
+import { dispatch, type HandlerResult, type IngestContext } from './handlers/index.ts';
 import { createInfluxClient, ensureDatabase } from './influx-admin.ts';
-import { InfluxWriter, type InfluxTarget, type WriterOptions, type WriterState } from './influx-writer.ts';
+import { InfluxWriter, type InfluxTarget, type PendingPoint, type WriterOptions, type WriterState } from './influx-writer.ts';
+import { toLine } from './line-protocol.ts';
+import { LogShipper } from './shipper.ts';
 import { createReadingParser, type DeviceMeta } from './validate.ts';
 import type { LiveBus } from '../platform/bus.ts';
 import { silentLogger, type Logger } from '../platform/logger.ts';
@@ -20,6 +24,10 @@ export interface IngestOptions {
   /** SQLite file of the dead-letter store (':memory:' in tests). */
   deadLetterFile: string;
   deadLetterLimit: number;
+  /** The durable log (issue 3). */
+  log: { dir: string; maxBytes: number; segmentBytes: number; fsync: boolean };
+  /** On stop, how long to keep shipping the log to InfluxDB; what remains is shipped at the next start, ms. */
+  stopFlushTimeoutMs: number;
 }
 
 export interface IngestDeps {
@@ -34,14 +42,18 @@ export interface IngestState {
   writer: WriterState;
   deadLetters: number;
   databaseReady: boolean;
+  log: { points: number; bytes: number; oldestSeconds: number; segments: number; full: boolean; waitingOnDisk: number };
 }
 
 export interface Ingest {
   start(): Promise<void>;
   stop(): Promise<void>;
-  /** Handles one message of an authenticated device; returns false for a topic kind ingest does not take. */
-  handleMessage(device: DeviceMeta, kind: string, payload: Buffer, receivedAt?: number): boolean;
-  /** Resolves once everything accepted so far is written (true) or the timeout passed (false). */
+  /**
+   * Handles one message of an authenticated device. `false`: a topic kind ingest does not take; a promise:
+   * acknowledge the message only once it resolves (durable, or room in the disk budget).
+   */
+  handleMessage(device: DeviceMeta, kind: string, payload: Buffer, qos?: number, receivedAt?: number): HandlerResult | false;
+  /** Resolves true once everything accepted so far is confirmed by InfluxDB (or refused), false on timeout. */
   flush(timeoutMs?: number): Promise<boolean>;
   state(): IngestState;
   readonly deadLetters: DeadLetterStore;
@@ -50,58 +62,150 @@ export interface Ingest {
 
 export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
   const logger = deps.logger ?? silentLogger;
+  const metrics = deps.metrics;
   const influx = createInfluxClient(opts.influx);
   const deadLetters = new SqliteDeadLetterStore(opts.deadLetterFile, opts.deadLetterLimit);
+  const log = new DurableLog({ ...opts.log, logger });
   let databaseReady = false;
   const prepareDatabase = async () => {
     await ensureDatabase(influx, opts.influx, opts.influx.retentionDuration);
     databaseReady = true;
   };
-  const writer = new InfluxWriter(opts.influx, opts.writer, {
-    metrics: deps.metrics,
-    logger,
-    onDatabaseMissing: prepareDatabase,
-    onRejected(points, reason) {
-      const at = new Date().toISOString();
-      for (const p of points) {
-        deps.metrics?.readingsRejected.inc({ family: p.family, code: 'CP_INGEST_STORE_REJECTED' });
-        deadLetters.add({ at, device: p.device, code: 'CP_INGEST_STORE_REJECTED', reason, payload: p.line });
-      }
+  const confirm = (points: PendingPoint[]) => log.confirm(points.map((p) => p.seq as number));
+  let shipper: LogShipper | undefined;
+  const writer = new InfluxWriter(
+    opts.influx,
+    // The shipper bounds what the writer holds; the writer's own drop bound is never reached behind it.
+    { ...opts.writer, maxBufferedPoints: Number.MAX_SAFE_INTEGER },
+    {
+      metrics,
+      logger,
+      onDatabaseMissing: prepareDatabase,
+      onStored: confirm,
+      onProgress: () => shipper?.pump(),
+      onRejected(points, reason) {
+        const at = new Date().toISOString();
+        for (const p of points) {
+          metrics?.readingsRejected.inc({ family: p.family, code: 'CP_INGEST_STORE_REJECTED' });
+          deadLetters.add({ at, device: p.device, code: 'CP_INGEST_STORE_REJECTED', reason, payload: p.line });
+        }
+        // Dead-lettered (durably, in SQLite): the log no longer needs them.
+        confirm(points);
+      },
     },
-  });
+  );
+  shipper = new LogShipper(log, writer, { memoryPoints: opts.writer.maxBufferedPoints, chunk: opts.writer.batchSize });
+  const ship = shipper;
+  log.onFlushed = () => ship.pump();
+
+  let wasFull = false;
   const ctx: IngestContext = {
     parse: createReadingParser({ maxReadingsPerMessage: opts.maxReadingsPerMessage }),
-    writer,
+    sink: {
+      append: (readings) => ship.append(readings.map((r) => ({ line: toLine(r), family: r.family, device: r.device }))),
+      whenSpace() {
+        if (!log.full()) {
+          if (wasFull) {
+            wasFull = false;
+            logger.info(log.usage(), 'durable log has room again: devices are read at full speed');
+          }
+          return undefined;
+        }
+        if (!wasFull) {
+          wasFull = true;
+          logger.warn(log.usage(), 'durable log disk budget full: slowing devices down (acknowledgements withheld, sockets paused)');
+        }
+        return log.whenSpace();
+      },
+    },
     deadLetters,
     bus: deps.bus,
     publishError: deps.publishError,
-    metrics: deps.metrics,
+    metrics,
     logger,
   };
+  let started = false;
   let stopped = false;
+  let gaugeTimer: NodeJS.Timeout | undefined;
+
+  const state = (): IngestState => {
+    const u = log.usage();
+    const w = ship.waiting();
+    return {
+      writer: writer.state(),
+      deadLetters: deadLetters.count(),
+      databaseReady,
+      log: {
+        points: u.points,
+        bytes: u.bytes,
+        oldestSeconds: Math.round(u.oldestMs / 1000),
+        segments: u.segments,
+        full: u.full,
+        waitingOnDisk: w.disk,
+      },
+    };
+  };
+
+  const flush = async (timeoutMs = 30000): Promise<boolean> => {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      ship.pump();
+      if (log.usage().points === 0) return true;
+      if (Date.now() > until) return false;
+      await writer.flush(Math.max(1, Math.min(200, until - Date.now())));
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  };
 
   return {
     deadLetters,
     influx,
     async start() {
+      const replay = log.open();
+      started = true;
+      if (replay.to > replay.from) {
+        logger.info(
+          { points: replay.to - replay.from, tornRecords: replay.torn },
+          'durable log: replaying readings not confirmed by InfluxDB',
+        );
+      }
       try {
         await prepareDatabase();
       } catch (err) {
-        // Not fatal: readings are buffered and the database is created when InfluxDB answers again.
-        logger.warn({ err: (err as Error).message }, 'InfluxDB not ready at start; buffering until it is');
+        // Not fatal: readings wait in the log and the database is created when InfluxDB answers again.
+        logger.warn({ err: (err as Error).message }, 'InfluxDB not ready at start; readings wait in the durable log');
+      }
+      ship.replay(replay.from, replay.to);
+      if (metrics) {
+        gaugeTimer = setInterval(() => {
+          const u = log.usage();
+          metrics.logBacklogPoints.set(u.points);
+          metrics.logBytes.set(u.bytes);
+          metrics.logOldestSeconds.set(u.oldestMs / 1000);
+          metrics.logFull.set(u.full ? 1 : 0);
+        }, 1000);
+        gaugeTimer.unref();
       }
     },
     async stop() {
       if (stopped) return;
       stopped = true;
-      await writer.stop();
+      clearInterval(gaugeTimer);
+      if (started) {
+        const flushed = await flush(opts.stopFlushTimeoutMs);
+        if (!flushed)
+          logger.warn(log.usage(), 'stopping with readings not yet in InfluxDB: they stay in the durable log for the next start');
+      }
+      ship.stop();
+      await writer.stop(1000);
+      await log.close();
       deadLetters.close();
     },
-    handleMessage(device, kind, payload, receivedAt = Date.now()) {
+    handleMessage(device, kind, payload, qos = 0, receivedAt = Date.now()) {
       if (stopped) return false;
-      return dispatch(ctx, kind, device, payload, receivedAt);
+      return dispatch(ctx, kind, device, payload, receivedAt, qos);
     },
-    flush: (timeoutMs) => writer.flush(timeoutMs),
-    state: () => ({ writer: writer.state(), deadLetters: deadLetters.count(), databaseReady }),
+    flush,
+    state,
   };
 }

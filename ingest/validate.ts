@@ -38,9 +38,10 @@ const MAX_FUTURE_MS = 24 * 3600 * 1000;
 export function createReadingParser(opts: { maxReadingsPerMessage: number }) {
   const ajv = new Ajv({ allErrors: false, strict: true });
   addFormats.default(ajv, ['date-time']);
-  const validators = Object.fromEntries(
-    FAMILIES.map((f) => [f, ajv.compile<AnyReading>(READING_SCHEMAS[f])]),
-  ) as Record<Family, ValidateFunction<AnyReading>>;
+  const validators = Object.fromEntries(FAMILIES.map((f) => [f, ajv.compile<AnyReading>(READING_SCHEMAS[f])])) as Record<
+    Family,
+    ValidateFunction<AnyReading>
+  >;
   // Fatal: a payload in another encoding is refused with a reason instead of being read with U+FFFD in it.
   const utf8 = new TextDecoder('utf-8', { fatal: true });
   /** Last receive time given per device, so time-less readings never share a timestamp (they would overwrite). */
@@ -90,7 +91,10 @@ export function createReadingParser(opts: { maxReadingsPerMessage: number }) {
         rejections.push(r);
       };
       if (item === null || typeof item !== 'object' || Array.isArray(item)) {
-        reject('CP_INGEST_BAD_SHAPE', `a reading must be a JSON object, got ${item === null ? 'null' : Array.isArray(item) ? 'array' : typeof item}`);
+        reject(
+          'CP_INGEST_BAD_SHAPE',
+          `a reading must be a JSON object, got ${item === null ? 'null' : Array.isArray(item) ? 'array' : typeof item}`,
+        );
         return;
       }
       if (!validate(item)) {
@@ -114,7 +118,11 @@ export function createReadingParser(opts: { maxReadingsPerMessage: number }) {
           return;
         }
         if (seenTimes.has(time)) {
-          reject('CP_INGEST_INVALID_READING', `another reading of this message has the same observation time ${String(explicit)}`, '/dateObserved');
+          reject(
+            'CP_INGEST_INVALID_READING',
+            `another reading of this message has the same observation time ${String(explicit)}`,
+            '/dateObserved',
+          );
           return;
         }
       }

@@ -11,8 +11,7 @@ import type { FromSchema } from 'json-schema-to-ts';
 import { PlatformError } from './errors.ts';
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
-const port = (description: string, def: number) =>
-  ({ type: 'integer', minimum: 0, maximum: 65535, default: def, description }) as const;
+const port = (description: string, def: number) => ({ type: 'integer', minimum: 0, maximum: 65535, default: def, description }) as const;
 const componentLevel = (name: string) =>
   ({ type: 'string', enum: [...LEVELS, ''], default: '', description: `Log level of ${name}; empty = log.level` }) as const;
 
@@ -55,6 +54,12 @@ export const CONFIG_SCHEMA = {
       properties: {
         host: { type: 'string', default: '127.0.0.1', description: 'HTTP/socket.io listen address' },
         port: port('HTTP/socket.io port (0 = any free port)', 8080),
+        maxSocketBufferedPackets: {
+          type: 'integer',
+          minimum: 10,
+          default: 2000,
+          description: 'A socket.io client with more packets than this waiting to be sent is disconnected (it stopped reading)',
+        },
         adminToken: {
           type: 'string',
           default: '',
@@ -118,7 +123,8 @@ export const CONFIG_SCHEMA = {
           type: 'integer',
           minimum: 1000,
           default: 500000,
-          description: 'Points held in memory while InfluxDB is slow or down; beyond it the oldest are dropped, counted and logged',
+          description:
+            'Readings held in memory on their way to InfluxDB; beyond it they wait in the durable log on disk and are read back later',
         },
         retryMaxDelayMs: {
           type: 'integer',
@@ -133,11 +139,43 @@ export const CONFIG_SCHEMA = {
           default: 1000,
           description: 'Readings one telemetry message may carry; a longer array is rejected whole',
         },
+        stopFlushTimeoutMs: {
+          type: 'integer',
+          minimum: 0,
+          default: 10000,
+          description: 'On stop, how long to keep writing the durable log to InfluxDB; the rest is written at the next start, ms',
+        },
         deadLetterLimit: {
           type: 'integer',
           minimum: 100,
           default: 10000,
           description: 'Dead-letter records kept (oldest removed beyond it)',
+        },
+      },
+    },
+    durability: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        dir: { type: 'string', default: '', description: 'Folder of the durable log; empty = dataDir/wal' },
+        maxBytes: {
+          type: 'integer',
+          minimum: 65536,
+          default: 1073741824,
+          description: 'Disk budget of the durable log, bytes; when it is used up devices are slowed down, nothing is dropped',
+        },
+        segmentBytes: {
+          type: 'integer',
+          minimum: 4096,
+          default: 16777216,
+          description: 'Size of one log segment file, bytes (a segment is deleted once InfluxDB confirmed all of it)',
+        },
+        fsync: {
+          type: 'boolean',
+          default: true,
+          description:
+            'fdatasync each group of appends before acknowledging (off: faster, a power cut can lose the last acknowledged readings)',
         },
       },
     },
@@ -205,9 +243,7 @@ function envName(p: string[]): string {
  * Loads the configuration. Order: defaults < file (CITYPULSE_CONFIG or `file`) < environment < `overrides`.
  * Throws PlatformError CP_CONFIG_INVALID carrying every error (path and message).
  */
-export function loadConfig(
-  opts: { file?: string; env?: NodeJS.ProcessEnv; overrides?: ConfigInput } = {},
-): Readonly<Config> {
+export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; overrides?: ConfigInput } = {}): Readonly<Config> {
   const env = opts.env ?? process.env;
   const file = opts.file ?? env[`${ENV_PREFIX}CONFIG`];
   let data: Record<string, any> = {};

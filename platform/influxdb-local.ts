@@ -41,8 +41,7 @@ export interface StartLocalInfluxOptions {
   log?: (msg: string) => void;
 }
 
-const INSTALL_HINT =
-  'install the Debian packages as root: DEBIAN_FRONTEND=noninteractive apt-get install -y influxdb influxdb-client';
+const INSTALL_HINT = 'install the Debian packages as root: DEBIAN_FRONTEND=noninteractive apt-get install -y influxdb influxdb-client';
 
 const STOP_GRACE_MS = 10_000;
 const PING_INTERVAL_MS = 50;

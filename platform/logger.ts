@@ -10,11 +10,10 @@ export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' |
  * Creates the root logger and a factory for component loggers (`{"component":"ingest",...}`).
  * `levels` maps a component name to its own level; an empty or missing entry uses `level`.
  */
-export function createLogger(opts: {
-  level: LogLevel;
-  levels?: Partial<Record<string, LogLevel | ''>>;
-  destination?: DestinationStream;
-}): { root: Logger; forComponent(name: string): Logger } {
+export function createLogger(opts: { level: LogLevel; levels?: Partial<Record<string, LogLevel | ''>>; destination?: DestinationStream }): {
+  root: Logger;
+  forComponent(name: string): Logger;
+} {
   const root = pino({ level: opts.level, base: { pid: process.pid } }, opts.destination ?? destination(1));
   return {
     root,

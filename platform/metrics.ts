@@ -73,5 +73,31 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       registers: reg,
     }),
     socketClients: new Gauge({ name: 'citypulse_socket_clients', help: 'socket.io clients connected now', registers: reg }),
+    socketsDropped: new Counter({
+      name: 'citypulse_socket_slow_disconnects_total',
+      help: 'socket.io clients disconnected because they stopped reading (their send buffer passed its bound)',
+      registers: reg,
+    }),
+    logBacklogPoints: new Gauge({
+      name: 'citypulse_log_backlog_points',
+      help: 'Readings in the durable log not yet confirmed by InfluxDB',
+      registers: reg,
+    }),
+    logBytes: new Gauge({ name: 'citypulse_log_bytes', help: 'Bytes of the durable log on disk', registers: reg }),
+    logOldestSeconds: new Gauge({
+      name: 'citypulse_log_oldest_seconds',
+      help: 'Age of the oldest unconfirmed log segment',
+      registers: reg,
+    }),
+    logFull: new Gauge({
+      name: 'citypulse_log_full',
+      help: '1 while the durable log uses its whole disk budget (devices are slowed down)',
+      registers: reg,
+    }),
+    backpressureWaits: new Counter({
+      name: 'citypulse_backpressure_waits_total',
+      help: 'Telemetry messages held (acknowledgement withheld, socket paused) because the durable log was full',
+      registers: reg,
+    }),
   };
 }

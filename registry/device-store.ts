@@ -144,8 +144,8 @@ export class SqliteDeviceStore implements DeviceStore {
   }
 
   async list(filter: DeviceFilter = {}): Promise<Device[]> {
-    return this.stmt
-      .all.all()
+    return this.stmt.all
+      .all()
       .filter(
         (r) =>
           (!filter.family || r.family === filter.family) &&

@@ -3,9 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+echo "== lint and format (biome)"
+npx biome ci --reporter=summary .
 echo "== type check"
 npx tsc --noEmit -p .
 echo "== tests"
 shopt -s nullglob
 files=(test/*.test.ts)
-exec node --import tsx --test --test-concurrency=2 --test-timeout=120000 "${files[@]}"
+exec node --import tsx --test --test-concurrency=2 --test-timeout=600000 "${files[@]}"

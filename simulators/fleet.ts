@@ -133,12 +133,7 @@ function locate(zone: Zone, profile: CityProfile, rng: Rng): GeoPoint {
 }
 
 /** The fleet's devices, in a stable order (families, then index). Same inputs → same plan. */
-export function planFleet(
-  profile: CityProfile,
-  counts: FleetOptions['counts'],
-  seed: number,
-  idPrefix = 'sim',
-): DevicePlan[] {
+export function planFleet(profile: CityProfile, counts: FleetOptions['counts'], seed: number, idPrefix = 'sim'): DevicePlan[] {
   const zones = leafZones(profile);
   if (zones.length === 0) throw new Error(`city profile ${profile.id} has no zones of level ${profile.zoneLevels.at(-1)}`);
   const plans: DevicePlan[] = [];
@@ -151,7 +146,13 @@ export function planFleet(
     for (let i = 1; i <= n; i++) {
       const id = `${idPrefix}-${FAMILY_PREFIX[family]}-${String(i).padStart(4, '0')}`;
       const zone = order[(i - 1) % order.length]!;
-      const plan: DevicePlan = { id, family, index: i, zone: zone.id, location: locate(zone, profile, createRng(deriveSeed(seed, 'place', id))) };
+      const plan: DevicePlan = {
+        id,
+        family,
+        index: i,
+        zone: zone.id,
+        location: locate(zone, profile, createRng(deriveSeed(seed, 'place', id))),
+      };
       if (family === 'traffic') plan.laneId = 1 + ((i - 1) % 3);
       plans.push(plan);
     }
@@ -172,7 +173,8 @@ function createLimiter(max: number) {
         if (released) return;
         released = true;
         const next = waiting.shift();
-        if (next) next(); // hand the slot over without decrementing
+        if (next)
+          next(); // hand the slot over without decrementing
         else active--;
       };
     },
@@ -298,21 +300,23 @@ export function createFleet(opts: FleetOptions): Fleet {
     const file = opts.credentialsFile;
     if (!file) return Promise.resolve();
     // A failed write must not poison the chain: the next save retries with everything known by then.
-    writeChain = writeChain.catch(() => undefined).then(async () => {
-      if (!credentialsDirty) return;
-      credentialsDirty = false;
-      const body = `${JSON.stringify(Object.fromEntries([...credentials].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))), null, 2)}\n`;
-      await mkdir(dirname(file), { recursive: true, mode: 0o700 });
-      const tmp = `${file}.${process.pid}.tmp`;
-      try {
-        await writeFile(tmp, body, { mode: 0o600 });
-        await rename(tmp, file);
-      } catch (err) {
-        credentialsDirty = true;
-        await rm(tmp, { force: true });
-        throw err;
-      }
-    });
+    writeChain = writeChain
+      .catch(() => undefined)
+      .then(async () => {
+        if (!credentialsDirty) return;
+        credentialsDirty = false;
+        const body = `${JSON.stringify(Object.fromEntries([...credentials].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))), null, 2)}\n`;
+        await mkdir(dirname(file), { recursive: true, mode: 0o700 });
+        const tmp = `${file}.${process.pid}.tmp`;
+        try {
+          await writeFile(tmp, body, { mode: 0o600 });
+          await rename(tmp, file);
+        } catch (err) {
+          credentialsDirty = true;
+          await rm(tmp, { force: true });
+          throw err;
+        }
+      });
     return writeChain;
   }
 

@@ -7,13 +7,7 @@
  * (not with the number of calls), so a device reporting every 10 s and one reporting every 15 min tell the same
  * story. Shapes follow a northern Vietnamese city (see ../shared/domain.md); the city's time zone is an option.
  */
-import type {
-  AirQualityReading,
-  Family,
-  ReadingByFamily,
-  StreetLightReading,
-  TrafficReading,
-} from '../ingest/contract.ts';
+import type { AirQualityReading, Family, ReadingByFamily, StreetLightReading, TrafficReading } from '../ingest/contract.ts';
 import { VEHICLE_TYPES } from '../ingest/contract.ts';
 
 export type Rng = () => number;
@@ -249,10 +243,7 @@ export function createAirQualityModel(rng: Rng, opts: AirQualityModelOptions): D
       // Ozone is photochemical (afternoon peak) and titrated by fresh NO at night and in traffic.
       const o3 = Math.max(2, (8 + baseO3 * daylight ** 1.3 - 0.15 * no2) * gas * (1 + 0.06 * gaussian(rng)));
       const so2 = Math.max(1, baseSo2 * (0.8 + 0.4 * load) * gas * (1 + 0.08 * gaussian(rng)));
-      const co = Math.max(
-        150,
-        (500 + 1100 * roadside * load + 6 * episodeExtra) * pmCycle * gas * (1 + 0.05 * gaussian(rng)),
-      );
+      const co = Math.max(150, (500 + 1100 * roadside * load + 6 * episodeExtra) * pmCycle * gas * (1 + 0.05 * gaussian(rng)));
 
       const dayOfYear = (now % (365.25 * DAY_MS)) / DAY_MS;
       // Seasonal mean ~18 °C in January to ~29 °C in July; daily minimum near dawn, maximum mid-afternoon.
@@ -468,11 +459,7 @@ export interface ModelOptionsByFamily {
   streetLight: StreetLightModelOptions;
 }
 
-export function createModel<F extends Family>(
-  family: F,
-  rng: Rng,
-  opts: ModelOptionsByFamily[F],
-): DeviceModel<ReadingByFamily[F]> {
+export function createModel<F extends Family>(family: F, rng: Rng, opts: ModelOptionsByFamily[F]): DeviceModel<ReadingByFamily[F]> {
   switch (family) {
     case 'airQuality':
       return createAirQualityModel(rng, opts as AirQualityModelOptions) as DeviceModel<ReadingByFamily[F]>;

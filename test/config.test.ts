@@ -29,7 +29,12 @@ test('file < environment < overrides, env strings coerced to their types', async
   const file = join(dir, 'c.json');
   await writeFile(file, JSON.stringify({ broker: { port: 1000, host: '0.0.0.0' }, api: { port: 2000 } }));
   const c = loadConfig({
-    env: { CITYPULSE_CONFIG: file, CITYPULSE_API_PORT: '3000', CITYPULSE_SIMULATE_ENABLED: 'false', CITYPULSE_INGEST_BATCH_MAX_AGE_MS: '75' },
+    env: {
+      CITYPULSE_CONFIG: file,
+      CITYPULSE_API_PORT: '3000',
+      CITYPULSE_SIMULATE_ENABLED: 'false',
+      CITYPULSE_INGEST_BATCH_MAX_AGE_MS: '75',
+    },
     overrides: { broker: { port: 4000 } },
   });
   assert.equal(c.broker.port, 4000);
@@ -42,7 +47,10 @@ test('file < environment < overrides, env strings coerced to their types', async
 test('every error is reported at once, with its path', () => {
   let err: unknown;
   try {
-    loadConfig({ env: { CITYPULSE_BROKER_PORT: '70000', CITYPULSE_INGEST_BATCH_SIZE: 'lots', CITYPULSE_NOPE: '1' }, overrides: { log: { level: 'loud' as never } } });
+    loadConfig({
+      env: { CITYPULSE_BROKER_PORT: '70000', CITYPULSE_INGEST_BATCH_SIZE: 'lots', CITYPULSE_NOPE: '1' },
+      overrides: { log: { level: 'loud' as never } },
+    });
   } catch (e) {
     err = e;
   }

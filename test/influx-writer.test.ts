@@ -77,7 +77,10 @@ test('a field type conflict keeps the good points and rejects only the conflicti
   assert.equal(await writer.flush(5000), true);
   assert.equal(rejected.length, 1);
   assert.match(rejected[0]?.reason ?? '', /field type conflict/);
-  assert.deepEqual(rejected[0]?.points.map((p) => p.device), ['tf-1']);
+  assert.deepEqual(
+    rejected[0]?.points.map((p) => p.device),
+    ['tf-1'],
+  );
   const aq = await influx.query('SELECT count("pm25") FROM "airQuality"', 'conflict');
   assert.equal(aq.results[0].series[0].values[0][1], 2);
   assert.equal(writer.state().rejected, 1);

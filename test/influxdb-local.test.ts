@@ -36,7 +36,7 @@ test('local influxd: write, read back, integer type, port clash, stop', async (t
   });
   assert.equal(write.status, 204, await write.text());
 
-  const read = await influx.query('SELECT v FROM m WHERE device = \'d1\'', 'citypulse_test');
+  const read = await influx.query("SELECT v FROM m WHERE device = 'd1'", 'citypulse_test');
   assert.deepEqual(read.results[0].series[0].values, [[ts, 1]]);
 
   const fields = await influx.query('SHOW FIELD KEYS FROM m', 'citypulse_test');

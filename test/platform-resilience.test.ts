@@ -17,23 +17,31 @@ test('InfluxDB down: readings are acknowledged and buffered, health says degrade
   const dev = await p.provision('traffic');
   const client = await p.connect(dev.id, dev.token);
   const base = Date.now() - 600_000;
-  const send = (i: number) => client.publishAsync(`devices/${dev.id}/telemetry`, JSON.stringify({ dateObserved: base + i * 1000, intensity: i }), { qos: 1 });
+  const send = (i: number) =>
+    client.publishAsync(`devices/${dev.id}/telemetry`, JSON.stringify({ dateObserved: base + i * 1000, intensity: i }), { qos: 1 });
   for (let i = 0; i < 10; i++) await send(i);
   await p.rowsAtLeast(`SELECT "intensity" FROM "traffic"`, 10);
 
   await influx.stop();
   for (let i = 10; i < 60; i++) await send(i); // every one acknowledged while InfluxDB is down
-  const health = await p.waitFor(async () => {
-    const h = (await (await p.api('/api/v1/health')).json()) as any;
-    return h.status === 'degraded' && h;
-  }, 5000, 'degraded health');
+  const health = await p.waitFor(
+    async () => {
+      const h = (await (await p.api('/api/v1/health')).json()) as any;
+      return h.status === 'degraded' && h;
+    },
+    5000,
+    'degraded health',
+  );
   assert.equal(health.influx.status, 'unavailable');
   assert.ok(health.ingest.buffered > 0);
 
   const again = await startLocalInflux({ dir: influx.dir, port: influx.port });
   t.after(() => again.stop());
   const rows = await p.rowsAtLeast(`SELECT "intensity" FROM "traffic"`, 60, 15000);
-  assert.deepEqual(rows.map((r) => r.intensity), Array.from({ length: 60 }, (_, i) => i));
+  assert.deepEqual(
+    rows.map((r) => r.intensity),
+    Array.from({ length: 60 }, (_, i) => i),
+  );
   await p.waitFor(async () => ((await (await p.api('/api/v1/health')).json()) as any).status === 'ok', 5000, 'health ok again');
 });
 
@@ -57,7 +65,11 @@ test('an array longer than ingest.maxReadingsPerMessage is rejected whole, with 
   const client = await p.connect(dev.id, dev.token);
   await client.subscribeAsync(`devices/${dev.id}/errors`, { qos: 1 });
   const got = new Promise<any>((resolve) => client.once('message', (_t, m) => resolve(JSON.parse(m.toString()))));
-  await client.publishAsync(`devices/${dev.id}/telemetry`, JSON.stringify(Array.from({ length: 6 }, (_, i) => ({ pm25: i, dateObserved: Date.now() - i * 1000 }))), { qos: 1 });
+  await client.publishAsync(
+    `devices/${dev.id}/telemetry`,
+    JSON.stringify(Array.from({ length: 6 }, (_, i) => ({ pm25: i, dateObserved: Date.now() - i * 1000 }))),
+    { qos: 1 },
+  );
   const err = await got;
   assert.equal(err.code, 'CP_INGEST_TOO_MANY_READINGS');
   assert.match(err.reason, /6 readings.*at most 5/);

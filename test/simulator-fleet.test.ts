@@ -103,7 +103,10 @@ const readCredentials = async (file: string): Promise<Record<string, string>> =>
 test('fleet plan: deterministic ids, zones spread over wards, locations inside the ward polygon', () => {
   const plan = planFleet(profile, COUNTS, SEED);
   assert.deepEqual(planFleet(profile, COUNTS, SEED), plan);
-  assert.notDeepEqual(planFleet(profile, COUNTS, SEED + 1).map((d) => d.location), plan.map((d) => d.location));
+  assert.notDeepEqual(
+    planFleet(profile, COUNTS, SEED + 1).map((d) => d.location),
+    plan.map((d) => d.location),
+  );
   assert.deepEqual(
     plan.map((d) => d.id),
     ['sim-aq-0001', 'sim-aq-0002', 'sim-aq-0003', 'sim-tf-0001', 'sim-tf-0002', 'sim-tf-0003', 'sim-sl-0001', 'sim-sl-0002', 'sim-sl-0003'],
@@ -126,17 +129,34 @@ test('fleet plan: deterministic ids, zones spread over wards, locations inside t
     assert.ok(d.location.lat >= Math.min(...lats) && d.location.lat <= Math.max(...lats), `${d.id} lat in bbox`);
     assert.ok(pointInPolygon(d.location, zone.shape.coordinates), `${d.id} inside ${d.zone}`);
   }
-  assert.deepEqual(plan.filter((d) => d.family === 'traffic').map((d) => d.laneId), [1, 2, 3]);
+  assert.deepEqual(
+    plan.filter((d) => d.family === 'traffic').map((d) => d.laneId),
+    [1, 2, 3],
+  );
 
   // The polygon test itself, on a square with a square hole.
-  const square = [[0, 0], [4, 0], [4, 4], [0, 4], [0, 0]];
-  const hole = [[1, 1], [3, 1], [3, 3], [1, 3], [1, 1]];
+  const square = [
+    [0, 0],
+    [4, 0],
+    [4, 4],
+    [0, 4],
+    [0, 0],
+  ];
+  const hole = [
+    [1, 1],
+    [3, 1],
+    [3, 3],
+    [1, 3],
+    [1, 1],
+  ];
   assert.ok(pointInPolygon({ lon: 0.5, lat: 0.5 }, [square, hole]));
   assert.ok(!pointInPolygon({ lon: 2, lat: 2 }, [square, hole]));
   assert.ok(!pointInPolygon({ lon: 5, lat: 2 }, [square, hole]));
 });
 
-test('fleet: publishes valid readings, reuses credentials, rotates lost ones, re-provisions after a wipe', { timeout: 60_000 }, async (t) => {
+test('fleet: publishes valid readings, reuses credentials, rotates lost ones, re-provisions after a wipe', {
+  timeout: 60_000,
+}, async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'citypulse-fleet-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
   const credentialsFile = join(dir, 'state', 'nested', 'credentials.json'); // folders do not exist yet
@@ -154,7 +174,10 @@ test('fleet: publishes valid readings, reuses credentials, rotates lost ones, re
   assert.equal(first.calls.rotate, 0);
   await sleep(1_500);
 
-  await platform.broker.publish(TOPICS.errors('sim-tf-0002'), JSON.stringify({ code: 'CP_INGEST_INVALID_READING', reason: 'test', at: new Date().toISOString() }));
+  await platform.broker.publish(
+    TOPICS.errors('sim-tf-0002'),
+    JSON.stringify({ code: 'CP_INGEST_INVALID_READING', reason: 'test', at: new Date().toISOString() }),
+  );
   await waitFor('rejection counted', () => first.fleet.progress().rejected === 1);
 
   const p = first.fleet.progress();

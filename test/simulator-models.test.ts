@@ -59,8 +59,7 @@ function assertValid(family: Family, days: Sample<unknown>[][]): void {
     for (const { at, reading } of day) {
       n++;
       if (!validate(reading)) {
-        assert.fail(`${family} reading at ${at.toISOString()} is invalid: ${ajv.errorsText(validate.errors)}\n` +
-          JSON.stringify(reading));
+        assert.fail(`${family} reading at ${at.toISOString()} is invalid: ${ajv.errorsText(validate.errors)}\n` + JSON.stringify(reading));
       }
     }
   }
@@ -142,7 +141,10 @@ test('traffic: valid readings, rush hours, motorcycles, consistent counts, speed
     const occupancy = (xs: Sample<TrafficReading>[]) => mean(xs.map((s) => s.reading.occupancy!));
     assert.ok(speed(rush) < speed(night) - 5, `device ${i}: speed rush ${speed(rush)} vs night ${speed(night)}`);
     assert.ok(occupancy(rush) > 4 * occupancy(night), `device ${i}: occupancy rush vs night`);
-    assert.ok(night.every((s) => !s.reading.congested), `device ${i}: congested at night`);
+    assert.ok(
+      night.every((s) => !s.reading.congested),
+      `device ${i}: congested at night`,
+    );
     congestedAtRush += rush.filter((s) => s.reading.congested).length;
   });
   assert.ok(congestedAtRush > 0, 'some lane congests during the rush hours');

@@ -27,7 +27,9 @@ before(async () => {
 });
 
 /** A socket.io client subscribed to `sub`; resolves with the client and the ack. Closed after the file. */
-async function liveClient(sub: Record<string, string>): Promise<{ socket: Socket; ack: any; events: { reading: any[]; status: any[]; rejected: any[] } }> {
+async function liveClient(
+  sub: Record<string, string>,
+): Promise<{ socket: Socket; ack: any; events: { reading: any[]; status: any[]; rejected: any[] } }> {
   const socket = ioClient(p.addr.api, { transports: ['websocket'], reconnection: false });
   scope.after(() => socket.close());
   const events = { reading: [] as any[], status: [] as any[], rejected: [] as any[] };
@@ -109,8 +111,22 @@ describe('a reading travels device → broker → ingest → InfluxDB and socket
     const port = new URL(p.addr.mqtt).port;
     const t0 = Date.now() - 60_000;
     await run('mosquitto_pub', [
-      '-h', '127.0.0.1', '-p', port, '-i', dev.id, '-u', dev.id, '-P', dev.token, '-q', '1',
-      '-t', `devices/${dev.id}/telemetry`, '-m', JSON.stringify({ dateObserved: t0, pm25: 55.7, pm10: 80, temperature: 24.5 }),
+      '-h',
+      '127.0.0.1',
+      '-p',
+      port,
+      '-i',
+      dev.id,
+      '-u',
+      dev.id,
+      '-P',
+      dev.token,
+      '-q',
+      '1',
+      '-t',
+      `devices/${dev.id}/telemetry`,
+      '-m',
+      JSON.stringify({ dateObserved: t0, pm25: 55.7, pm10: 80, temperature: 24.5 }),
     ]);
     const rows = await p.rowsAtLeast(`SELECT * FROM "airQuality" WHERE "device" = '${dev.id}'`);
     assert.equal(rows[0]?.time, t0);
@@ -139,7 +155,10 @@ describe('a reading travels device → broker → ingest → InfluxDB and socket
     assert.match(err.reason, /illuminanceLevel/);
     const rows = await p.rowsAtLeast(`SELECT * FROM "streetLight" WHERE "device" = '${dev.id}'`, 2);
     await p.platform.parts.ingest.flush();
-    assert.deepEqual((await p.rows(`SELECT * FROM "streetLight" WHERE "device" = '${dev.id}'`)).map((r) => r.time), [base, base + 120_000]);
+    assert.deepEqual(
+      (await p.rows(`SELECT * FROM "streetLight" WHERE "device" = '${dev.id}'`)).map((r) => r.time),
+      [base, base + 120_000],
+    );
     assert.equal(rows[0]?.powerState, 'on');
 
     const dl = (await (await p.api(`/api/v1/dead-letters?device=${dev.id}`, { admin: true })).json()) as any[];
@@ -267,7 +286,10 @@ describe('REST API', () => {
     const to = new Date(start + 20 * 60_000).toISOString();
     const agg = (await (await p.api(`/api/v1/devices/${dev.id}/readings?from=${from}&to=${to}&window=5m&fields=pm25`)).json()) as any;
     assert.equal(agg.window, '5m');
-    assert.deepEqual(agg.points.map((x: any) => x.pm25), [2, 7, 12, 17]);
+    assert.deepEqual(
+      agg.points.map((x: any) => x.pm25),
+      [2, 7, 12, 17],
+    );
     assert.equal(agg.points[0].time, start);
     const raw = (await (await p.api(`/api/v1/devices/${dev.id}/readings?from=${from}&to=${to}&window=raw`)).json()) as any;
     assert.equal(raw.points.length, 20);
@@ -283,7 +305,11 @@ describe('REST API', () => {
     const body = (await res.json()) as any;
     assert.equal(body.code, 'CP_API_VALIDATION');
     assert.equal(body.errors.length, 2);
-    const bad = await p.api('/api/v1/devices', { method: 'POST', admin: true, body: JSON.stringify({ family: 'traffic', zone: 'atlantis', location: { lat: 1, lon: 2 } }) });
+    const bad = await p.api('/api/v1/devices', {
+      method: 'POST',
+      admin: true,
+      body: JSON.stringify({ family: 'traffic', zone: 'atlantis', location: { lat: 1, lon: 2 } }),
+    });
     assert.equal(bad.status, 400);
     assert.equal(((await bad.json()) as any).code, 'CP_REGISTRY_UNKNOWN_ZONE');
     const missing = await p.api('/api/v1/devices/not-a-device');

@@ -1,18 +1,28 @@
-import type { DeviceError } from '../contract.ts';
+import type { DeviceError, EnrichedReading } from '../contract.ts';
 import type { DeadLetterStore } from '../dead-letters.ts';
-import type { InfluxWriter } from '../influx-writer.ts';
 import type { createReadingParser } from '../validate.ts';
 import type { LiveBus } from '../../platform/bus.ts';
 import type { Logger } from '../../platform/logger.ts';
 import type { Metrics } from '../../platform/metrics.ts';
 
+/** Where accepted readings go: the durable log (issue 3). */
+export interface ReadingSink {
+  /** Appends; resolves once the readings are on disk. */
+  append(readings: EnrichedReading[]): Promise<void>;
+  /** While the disk budget is used up: resolves once there is room again. Undefined when there is room. */
+  whenSpace(): Promise<void> | undefined;
+}
+
 /** What every message handler of ingest works with. */
 export interface IngestContext {
   parse: ReturnType<typeof createReadingParser>;
-  writer: Pick<InfluxWriter, 'write'>;
+  sink: ReadingSink;
   deadLetters: DeadLetterStore;
   bus: LiveBus;
   publishError: (deviceId: string, err: DeviceError) => void;
   metrics?: Metrics;
   logger: Logger;
 }
+
+/** A handler's answer: resolve before acknowledging the message (undefined = acknowledge now). */
+export type HandlerResult = Promise<void> | undefined;

@@ -1,18 +1,26 @@
 /** Dispatches a device's message by topic kind [C-TOPIC]. Only telemetry comes from devices so far. */
 import type { DeviceMeta } from '../validate.ts';
-import type { IngestContext } from './context.ts';
+import type { HandlerResult, IngestContext } from './context.ts';
 import { handleTelemetry } from './telemetry.ts';
 
-export type { IngestContext } from './context.ts';
+export type { HandlerResult, IngestContext, ReadingSink } from './context.ts';
 
-const HANDLERS: Record<string, (ctx: IngestContext, device: DeviceMeta, payload: Buffer, receivedAt: number) => unknown> = {
+type Handler = (ctx: IngestContext, device: DeviceMeta, payload: Buffer, receivedAt: number, qos: number) => HandlerResult;
+
+const HANDLERS: Record<string, Handler> = {
   telemetry: handleTelemetry,
 };
 
-/** Returns false when no handler takes this kind of topic. */
-export function dispatch(ctx: IngestContext, kind: string, device: DeviceMeta, payload: Buffer, receivedAt: number): boolean {
+/** `false` when no handler takes this kind of topic; otherwise the handler's result. */
+export function dispatch(
+  ctx: IngestContext,
+  kind: string,
+  device: DeviceMeta,
+  payload: Buffer,
+  receivedAt: number,
+  qos: number,
+): HandlerResult | false {
   const h = HANDLERS[kind];
   if (!h) return false;
-  h(ctx, device, payload, receivedAt);
-  return true;
+  return h(ctx, device, payload, receivedAt, qos);
 }

@@ -1,19 +1,19 @@
 /**
- * `devices/{id}/telemetry` [C-TOPIC]: parse, validate, enrich, queue for InfluxDB, emit on the live bus;
- * every rejection is counted, dead-lettered and reported on the device's errors topic, while the valid
- * readings of the same message still go through.
+ * `devices/{id}/telemetry` [C-TOPIC]: parse, validate, enrich, append to the durable log (InfluxDB gets it from
+ * there), emit on the live bus; every rejection is counted, dead-lettered and reported on the device's errors
+ * topic, while the valid readings of the same message still go through.
+ *
+ * Acknowledgement: a QoS 1 message is acknowledged once its readings are on disk; QoS 0 is not waited for.
+ * While the log's disk budget is used up, every message waits for room first: the broker then withholds the
+ * acknowledgement and stops reading that device's socket, which slows the device down instead of dropping.
  */
-import type { DeviceError } from '../contract.ts';
-import type { DeviceMeta, ParseResult } from '../validate.ts';
-import type { IngestContext } from './context.ts';
+import type { DeviceError, EnrichedReading } from '../contract.ts';
+import type { DeviceMeta } from '../validate.ts';
+import type { HandlerResult, IngestContext } from './context.ts';
 
-export function handleTelemetry(ctx: IngestContext, device: DeviceMeta, payload: Buffer, receivedAt: number): ParseResult {
+export function handleTelemetry(ctx: IngestContext, device: DeviceMeta, payload: Buffer, receivedAt: number, qos: number): HandlerResult {
   const result = ctx.parse(device, payload, receivedAt);
   ctx.metrics?.readingsReceived.inc({ family: device.family }, result.total);
-  for (const r of result.readings) {
-    ctx.writer.write(r);
-    ctx.bus.emit('reading', r);
-  }
   if (result.rejections.length) {
     const at = new Date(receivedAt).toISOString();
     for (const rej of result.rejections) {
@@ -23,9 +23,31 @@ export function handleTelemetry(ctx: IngestContext, device: DeviceMeta, payload:
       if (rej.index !== undefined) err.index = rej.index;
       if (rej.path) err.path = rej.path;
       ctx.publishError(device.id, err);
-      ctx.bus.emit('rejected', { device: device.id, family: device.family, zone: device.zone, code: rej.code, reason: rej.reason, index: rej.index, at });
+      ctx.bus.emit('rejected', {
+        device: device.id,
+        family: device.family,
+        zone: device.zone,
+        code: rej.code,
+        reason: rej.reason,
+        index: rej.index,
+        at,
+      });
     }
     ctx.logger.debug({ device: device.id, rejected: result.rejections.length, accepted: result.readings.length }, 'readings rejected');
   }
-  return result;
+  if (!result.readings.length) return undefined;
+  const room = ctx.sink.whenSpace();
+  if (room !== undefined) {
+    ctx.metrics?.backpressureWaits.inc();
+    return room.then(() => accept(ctx, result.readings, qos));
+  }
+  return accept(ctx, result.readings, qos);
+}
+
+function accept(ctx: IngestContext, readings: EnrichedReading[], qos: number): HandlerResult {
+  const durable = ctx.sink.append(readings);
+  for (const r of readings) ctx.bus.emit('reading', r);
+  if (qos > 0) return durable;
+  durable.catch((err: Error) => ctx.logger.error({ err: err.message }, 'QoS 0 readings could not be made durable'));
+  return undefined;
 }

@@ -6,6 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startLocalInflux, type LocalInflux } from '../../platform/influxdb-local.ts';
+import { onCleanup } from './scope.ts';
 
 /** A test InfluxDB plus a small query shortcut. */
 export type TestInflux = LocalInflux & {
@@ -33,10 +34,11 @@ export async function startTestInflux(t?: { after(fn: () => unknown): void }): P
     await rm(dir, { recursive: true, force: true });
     throw err;
   }
-  t?.after(async () => {
-    await influx.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
+  if (t)
+    onCleanup(t, async () => {
+      await influx.stop();
+      await rm(dir, { recursive: true, force: true });
+    });
 
   const query = async (q: string, db?: string): Promise<any> => {
     const params = new URLSearchParams({ q, epoch: 'ms' });

@@ -11,6 +11,7 @@ import { loadConfig, type ConfigInput } from '../../platform/config.ts';
 import { createPlatform, type Platform, type PlatformAddresses } from '../../platform/platform.ts';
 import type { Family } from '../../ingest/index.ts';
 import { startTestInflux, type TestInflux } from './influx.ts';
+import { onCleanup } from './scope.ts';
 
 export interface TestPlatform {
   platform: Platform;
@@ -49,7 +50,7 @@ export async function startTestPlatform(t: After, overrides: ConfigInput = {}, o
   });
   const platform = createPlatform(config);
   const clients: MqttClient[] = [];
-  t.after(async () => {
+  onCleanup(t, async () => {
     await Promise.all(clients.map((c) => c.endAsync(true).catch(() => undefined)));
     await platform.stop();
     await rm(dataDir, { recursive: true, force: true });
@@ -107,17 +108,21 @@ export async function startTestPlatform(t: After, overrides: ConfigInput = {}, o
       return client;
     },
     async rowsAtLeast(q, n = 1, timeoutMs = 5000) {
-      return waitFor(async () => {
-        const r = await rows(q);
-        return r.length >= n ? r : undefined;
-      }, timeoutMs, `${n} row(s) of ${q}`) as Promise<Record<string, unknown>[]>;
+      return waitFor(
+        async () => {
+          const r = await rows(q);
+          return r.length >= n ? r : undefined;
+        },
+        timeoutMs,
+        `${n} row(s) of ${q}`,
+      ) as Promise<Record<string, unknown>[]>;
     },
     rows,
   };
   async function rows(q: string): Promise<Record<string, unknown>[]> {
-      const out = await influx.query(q, db);
-      const s = out.results?.[0]?.series?.[0];
-      if (!s) return [];
-      return s.values.map((v: unknown[]) => Object.fromEntries(s.columns.map((c: string, i: number) => [c, v[i]])));
+    const out = await influx.query(q, db);
+    const s = out.results?.[0]?.series?.[0];
+    if (!s) return [];
+    return s.values.map((v: unknown[]) => Object.fromEntries(s.columns.map((c: string, i: number) => [c, v[i]])));
   }
 }

@@ -1,14 +1,36 @@
 /**
- * A cleanup scope for resources shared by a whole test file. node:test runs an `after()` registered inside a
- * `before()` hook as soon as that hook ends, so file-level helpers register here instead; call
- * `fileScope()` at the top level of the file (it registers one root `after`, which runs cleanups in reverse).
+ * Cleanup in reverse order of creation. node:test runs `after` hooks first-in first-out, so a platform
+ * registered after its InfluxDB would be stopped after that InfluxDB (and wait for it in vain). Helpers call
+ * `onCleanup(t, fn)`: the first call for a context registers one hook that runs every cleanup, newest first.
+ *
+ * `fileScope()` is the same for resources shared by a whole file (call it at the top level: an `after()`
+ * registered inside a `before()` hook would run as soon as that hook ends).
  */
 import { after } from 'node:test';
 
-export function fileScope(): { after(fn: () => unknown): void } {
-  const cleanups: (() => unknown)[] = [];
+type After = { after(fn: () => unknown): void };
+const stacks = new WeakMap<object, (() => unknown)[]>();
+
+export function onCleanup(t: After, fn: () => unknown): void {
+  let stack = stacks.get(t);
+  if (!stack) {
+    const s: (() => unknown)[] = [];
+    stack = s;
+    stacks.set(t, s);
+    t.after(async () => {
+      for (const f of s.reverse()) await f();
+    });
+  }
+  stack.push(fn);
+}
+
+export function fileScope(): After {
+  // Registered now, at the top level of the file, so that it runs when the file ends.
+  const stack: (() => unknown)[] = [];
   after(async () => {
-    for (const fn of cleanups.reverse()) await fn();
+    for (const f of stack.reverse()) await f();
   });
-  return { after: (fn) => void cleanups.push(fn) };
+  const scope: After = { after: (fn) => void stack.push(fn) };
+  stacks.set(scope, stack); // helpers' onCleanup(scope, …) joins the same stack
+  return scope;
 }

@@ -1,0 +1,393 @@
+/**
+ * The durable log: an append-only, segmented file log of accepted points, so that no acknowledged reading is
+ * lost (issue 3). A QoS 1 reading is acknowledged only after its record is on disk.
+ *
+ * - Records: [u32 payload length][u32 CRC-32 of payload][payload], payload = `family \t device \t line`.
+ *   Every point has a global sequence number (seq); a segment file is named by the seq of its first point.
+ * - Group commit: appends gather in memory while the previous write + fdatasync is in flight, then go to disk
+ *   together in one writev + one fdatasync, so many readings share one fsync.
+ * - A segment is deleted only once every point in it is confirmed (stored by InfluxDB or dead-lettered).
+ *   Confirmations are not persisted: after a crash every point of the remaining segments is replayed, and
+ *   since a point's identity is its series and time, a replay overwrites instead of duplicating.
+ * - A torn last record (power cut mid-write) fails its length or CRC check: the file is cut there with a
+ *   warning, never a crash.
+ * - The disk budget (`maxBytes`) makes `full()` true; callers wait on `whenSpace()` (backpressure).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { crc32 } from 'node:zlib';
+import type { Family } from './contract.ts';
+import { silentLogger, type Logger } from '../platform/logger.ts';
+
+export interface LogPoint {
+  line: string;
+  family: Family;
+  device: string;
+}
+
+/** A point read back or appended, with its sequence number. */
+export interface SeqPoint extends LogPoint {
+  seq: number;
+}
+
+export interface DurableLogOptions {
+  dir: string;
+  /** A segment is closed and a new one begun past this size, bytes. */
+  segmentBytes: number;
+  /** Disk budget for all segments, bytes: past it `full()` is true. */
+  maxBytes: number;
+  /** false = no fdatasync (faster, loses the last writes on a power cut; a process crash loses nothing). */
+  fsync: boolean;
+  logger?: Logger;
+}
+
+interface Segment {
+  base: number;
+  file: string;
+  /** Points in the segment (written to disk). */
+  count: number;
+  bytes: number;
+  /** Byte offset of each point's record, for reading a range back. */
+  offsets: number[];
+  /** confirmed[i] = 1 once point base+i is stored or dead-lettered. */
+  confirmed: Uint8Array;
+  confirmedCount: number;
+  /** When the segment was begun (ms): the age of the backlog. */
+  createdAt: number;
+}
+
+const HEADER = 8;
+const MAX_RECORD = 1 << 20;
+
+export class DurableLog {
+  private readonly segments: Segment[] = [];
+  private active: Segment | undefined;
+  private fd = -1;
+  /** Next seq to assign (appended, maybe not yet written). */
+  private nextSeq = 0;
+  /** Points below this seq are written (and synced when fsync is on). */
+  private flushedSeq = 0;
+  private pending: Buffer[] = [];
+  private pendingPoints = 0;
+  private pendingBytes = 0;
+  private waiters: { seq: number; resolve: () => void; reject: (e: Error) => void }[] = [];
+  private flushing = false;
+  private spaceWaiters: (() => void)[] = [];
+  private closed = false;
+  private readonly log: Logger;
+  private totalBytes = 0;
+
+  /** Called after each group reaches the disk (the shipper sends what became durable). */
+  onFlushed: () => void = () => undefined;
+
+  constructor(private readonly opts: DurableLogOptions) {
+    this.log = opts.logger ?? silentLogger;
+  }
+
+  /**
+   * Opens the log folder: checks every record, cuts a torn tail, and returns the seq range still to be
+   * delivered ([from, to): every point left on disk, confirmed or not).
+   */
+  open(): { from: number; to: number; torn: number } {
+    fs.mkdirSync(this.opts.dir, { recursive: true });
+    const files = fs
+      .readdirSync(this.opts.dir)
+      .filter((f) => /^\d{16}\.log$/.test(f))
+      .sort();
+    let torn = 0;
+    for (const name of files) {
+      const file = path.join(this.opts.dir, name);
+      const seg = this.scan(file, Number(name.slice(0, 16)));
+      torn += seg.torn;
+      if (seg.segment.count === 0) {
+        fs.rmSync(file, { force: true });
+        continue;
+      }
+      this.segments.push(seg.segment);
+      this.totalBytes += seg.segment.bytes;
+    }
+    const first = this.segments[0];
+    const last = this.segments[this.segments.length - 1];
+    this.nextSeq = last ? last.base + last.count : 0;
+    this.flushedSeq = this.nextSeq;
+    this.startSegment();
+    return { from: first ? first.base : this.nextSeq, to: this.nextSeq, torn };
+  }
+
+  private scan(file: string, base: number): { segment: Segment; torn: number } {
+    const buf = fs.readFileSync(file);
+    const offsets: number[] = [];
+    let off = 0;
+    let torn = 0;
+    while (off < buf.length) {
+      if (off + HEADER > buf.length) {
+        torn = 1;
+        break;
+      }
+      const len = buf.readUInt32LE(off);
+      const crc = buf.readUInt32LE(off + 4);
+      if (len > MAX_RECORD || off + HEADER + len > buf.length || crc32(buf.subarray(off + HEADER, off + HEADER + len)) !== crc) {
+        torn = 1;
+        break;
+      }
+      offsets.push(off);
+      off += HEADER + len;
+    }
+    if (torn) {
+      this.log.warn({ file, validBytes: off, fileBytes: buf.length }, 'durable log: torn record at the end of a segment, cut off');
+      fs.truncateSync(file, off);
+    }
+    const segment: Segment = {
+      base,
+      file,
+      count: offsets.length,
+      bytes: off,
+      offsets,
+      confirmed: new Uint8Array(offsets.length),
+      confirmedCount: 0,
+      createdAt: fs.statSync(file).mtimeMs,
+    };
+    return { segment, torn };
+  }
+
+  private startSegment(): void {
+    const base = this.flushedSeq;
+    const file = path.join(this.opts.dir, `${String(base).padStart(16, '0')}.log`);
+    this.fd = fs.openSync(file, 'a');
+    this.active = {
+      base,
+      file,
+      count: 0,
+      bytes: 0,
+      offsets: [],
+      confirmed: new Uint8Array(1024),
+      confirmedCount: 0,
+      createdAt: Date.now(),
+    };
+    this.segments.push(this.active);
+    if (this.opts.fsync) this.syncDir();
+  }
+
+  private syncDir(): void {
+    // A new file's directory entry must be durable too, or a power cut can lose the whole segment.
+    const dfd = fs.openSync(this.opts.dir, 'r');
+    try {
+      fs.fsyncSync(dfd);
+    } finally {
+      fs.closeSync(dfd);
+    }
+  }
+
+  /**
+   * Appends points; returns their seqs. `durable` resolves once they are on disk (fdatasync'd when fsync is on).
+   */
+  append(points: LogPoint[]): { seqs: number[]; durable: Promise<void> } {
+    if (this.closed) throw new Error('durable log is closed');
+    const seqs: number[] = [];
+    for (const p of points) {
+      const payload = Buffer.from(`${p.family}\t${p.device}\t${p.line}`, 'utf8');
+      const header = Buffer.allocUnsafe(HEADER);
+      header.writeUInt32LE(payload.length, 0);
+      header.writeUInt32LE(crc32(payload), 4);
+      this.pending.push(header, payload);
+      this.pendingBytes += HEADER + payload.length;
+      this.pendingPoints++;
+      seqs.push(this.nextSeq++);
+    }
+    const last = this.nextSeq;
+    const durable = new Promise<void>((resolve, reject) => this.waiters.push({ seq: last, resolve, reject }));
+    if (!this.flushing) void this.flush();
+    return { seqs, durable };
+  }
+
+  private async flush(): Promise<void> {
+    this.flushing = true;
+    try {
+      while (this.pending.length && !this.closed) {
+        const bufs = this.pending;
+        const points = this.pendingPoints;
+        const bytes = this.pendingBytes;
+        this.pending = [];
+        this.pendingPoints = 0;
+        this.pendingBytes = 0;
+        const seg = this.active as Segment;
+        await writev(this.fd, bufs);
+        if (this.opts.fsync) await fdatasync(this.fd);
+        // Record offsets of what just reached the file.
+        let off = seg.bytes;
+        for (let i = 0; i < bufs.length; i += 2) {
+          seg.offsets.push(off);
+          off += (bufs[i] as Buffer).length + (bufs[i + 1] as Buffer).length;
+        }
+        seg.count += points;
+        seg.bytes += bytes;
+        this.totalBytes += bytes;
+        if (seg.confirmed.length < seg.count) {
+          const grown = new Uint8Array(Math.max(seg.count, seg.confirmed.length * 2));
+          grown.set(seg.confirmed);
+          seg.confirmed = grown;
+        }
+        this.flushedSeq += points;
+        const done = this.waiters.filter((w) => w.seq <= this.flushedSeq);
+        this.waiters = this.waiters.filter((w) => w.seq > this.flushedSeq);
+        for (const w of done) w.resolve();
+        this.onFlushed();
+        if (seg.bytes >= this.opts.segmentBytes) {
+          fs.closeSync(this.fd);
+          this.startSegment();
+          this.trim();
+        }
+      }
+    } catch (err) {
+      // A failing disk: refuse the waiting acknowledgements rather than pretend they are durable.
+      this.log.error({ err: (err as Error).message }, 'durable log: write failed');
+      for (const w of this.waiters) w.reject(err as Error);
+      this.waiters = [];
+    } finally {
+      this.flushing = false;
+    }
+  }
+
+  /** Marks points stored (or dead-lettered); whole confirmed segments are deleted. */
+  confirm(seqs: Iterable<number>): void {
+    let trimmable = false;
+    for (const seq of seqs) {
+      const seg = this.segmentOf(seq);
+      if (!seg) continue;
+      const i = seq - seg.base;
+      if (i >= seg.count || seg.confirmed[i]) continue;
+      seg.confirmed[i] = 1;
+      seg.confirmedCount++;
+      if (seg.confirmedCount === seg.count && seg !== this.active) trimmable = true;
+    }
+    if (trimmable) this.trim();
+  }
+
+  private trim(): void {
+    let removed = false;
+    for (let i = 0; i < this.segments.length; ) {
+      const seg = this.segments[i] as Segment;
+      if (seg !== this.active && seg.confirmedCount === seg.count) {
+        fs.rmSync(seg.file, { force: true });
+        this.totalBytes -= seg.bytes;
+        this.segments.splice(i, 1);
+        removed = true;
+      } else i++;
+    }
+    if (removed && !this.full()) {
+      const w = this.spaceWaiters;
+      this.spaceWaiters = [];
+      for (const fn of w) fn();
+    }
+  }
+
+  private segmentOf(seq: number): Segment | undefined {
+    // Segments are few (budget / segment size); scanning from the end finds recent seqs first.
+    for (let i = this.segments.length - 1; i >= 0; i--) {
+      const s = this.segments[i] as Segment;
+      if (seq >= s.base) return seq < s.base + s.count ? s : undefined;
+    }
+    return undefined;
+  }
+
+  /** Points below this seq are on disk (and synced when fsync is on): only those may be shipped. */
+  get durableEnd(): number {
+    return this.flushedSeq;
+  }
+
+  /** Reads up to `max` written points with seqs in [from, to) back from disk, in order (deleted segments skipped). */
+  read(from: number, to: number, max: number): SeqPoint[] {
+    const out: SeqPoint[] = [];
+    const end = Math.min(to, this.flushedSeq);
+    for (const seg of this.segments) {
+      if (out.length >= max || seg.base >= end) break;
+      if (seg.base + seg.count <= from) continue;
+      const i0 = Math.max(from, seg.base) - seg.base;
+      const i1 = Math.min(seg.count, end - seg.base, i0 + (max - out.length));
+      if (i1 <= i0) continue;
+      const start = seg.offsets[i0] as number;
+      const stop = i1 < seg.count ? (seg.offsets[i1] as number) : seg.bytes;
+      const buf = Buffer.allocUnsafe(stop - start);
+      const fd = fs.openSync(seg.file, 'r');
+      try {
+        fs.readSync(fd, buf, 0, buf.length, start);
+      } finally {
+        fs.closeSync(fd);
+      }
+      let off = 0;
+      for (let i = i0; i < i1; i++) {
+        const len = buf.readUInt32LE(off);
+        const text = buf.toString('utf8', off + HEADER, off + HEADER + len);
+        off += HEADER + len;
+        const t1 = text.indexOf('\t');
+        const t2 = text.indexOf('\t', t1 + 1);
+        out.push({ seq: seg.base + i, family: text.slice(0, t1) as Family, device: text.slice(t1 + 1, t2), line: text.slice(t2 + 1) });
+      }
+      from = seg.base + i1;
+    }
+    return out;
+  }
+
+  /** True when the segments use the whole disk budget: callers should wait on whenSpace(). */
+  full(): boolean {
+    return this.totalBytes + this.pendingBytes >= this.opts.maxBytes;
+  }
+
+  whenSpace(): Promise<void> {
+    if (!this.full()) return Promise.resolve();
+    return new Promise((resolve) => this.spaceWaiters.push(resolve));
+  }
+
+  /** Backlog: points appended and not yet confirmed, bytes on disk, age of the oldest segment. */
+  usage(): { points: number; bytes: number; oldestMs: number; segments: number; full: boolean } {
+    let confirmed = 0;
+    let count = 0;
+    for (const s of this.segments) {
+      confirmed += s.confirmedCount;
+      count += s.count;
+    }
+    const oldest = this.segments.find((s) => s.count > s.confirmedCount);
+    return {
+      points: count - confirmed + this.pendingPoints,
+      bytes: this.totalBytes + this.pendingBytes,
+      oldestMs: oldest ? Date.now() - oldest.createdAt : 0,
+      segments: this.segments.length,
+      full: this.full(),
+    };
+  }
+
+  /** The seq the next appended point gets. */
+  get end(): number {
+    return this.nextSeq;
+  }
+
+  /** Waits for pending writes, then closes. What is not confirmed stays on disk for the next open(). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    while (this.flushing || this.pending.length) {
+      if (!this.flushing) await this.flush();
+      else await new Promise((r) => setTimeout(r, 5));
+    }
+    this.closed = true;
+    if (this.fd >= 0) fs.closeSync(this.fd);
+    this.fd = -1;
+    for (const fn of this.spaceWaiters) fn();
+    this.spaceWaiters = [];
+  }
+}
+
+function writev(fd: number, bufs: Buffer[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    // writev takes at most IOV_MAX (1024) buffers per call on Linux; node splits larger lists itself.
+    fs.writev(fd, bufs, (err, written) => {
+      if (err) return reject(err);
+      const total = bufs.reduce((n, b) => n + b.length, 0);
+      if (written !== total) return reject(new Error(`short write: ${written} of ${total} bytes`));
+      resolve();
+    });
+  });
+}
+
+function fdatasync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+}

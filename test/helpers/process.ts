@@ -1,0 +1,68 @@
+/**
+ * Test helper: the platform as a separate process (`bin/citypulse.ts start --no-simulate`), configured by
+ * environment variables on free loopback ports, so that a test can SIGKILL it and start it again on the same
+ * data folder.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface PlatformProcess {
+  child: ChildProcess;
+  api: string;
+  mqtt: string;
+  /** stderr so far (logs at warn and above, and the start banner). */
+  output(): string;
+  /** Resolves with the exit code (or signal) once the process has ended. */
+  exited: Promise<number | string>;
+}
+
+/** Starts the platform process and waits until /api/v1/health answers. `env` adds CITYPULSE_* options. */
+export async function startPlatformProcess(env: Record<string, string>, ports: { api: number; mqtt: number }): Promise<PlatformProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bin/citypulse.ts', 'start', '--no-simulate'], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      CITYPULSE_LOG_LEVEL: 'warn',
+      CITYPULSE_API_PORT: String(ports.api),
+      CITYPULSE_BROKER_PORT: String(ports.mqtt),
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+  const api = `http://127.0.0.1:${ports.api}`;
+  const until = Date.now() + 30000;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`platform process exited during start:\n${out}`);
+    try {
+      const res = await fetch(`${api}/api/v1/health`);
+      if (res.ok) break;
+    } catch {
+      /* not listening yet */
+    }
+    if (Date.now() > until) {
+      child.kill('SIGKILL');
+      throw new Error(`platform process not ready after 30 s:\n${out}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { child, api, mqtt: `mqtt://127.0.0.1:${ports.mqtt}`, output: () => out, exited };
+}
