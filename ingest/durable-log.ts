@@ -371,6 +371,8 @@ export class DurableLog {
     this.closed = true;
     if (this.fd >= 0) fs.closeSync(this.fd);
     this.fd = -1;
+    // Fully confirmed segments, the active one included, need no replay at the next start.
+    for (const seg of this.segments) if (seg.confirmedCount === seg.count) fs.rmSync(seg.file, { force: true });
     for (const fn of this.spaceWaiters) fn();
     this.spaceWaiters = [];
   }

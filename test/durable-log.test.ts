@@ -59,6 +59,7 @@ test('appends are durable in groups, read back in order, and confirmed segments 
   assert.equal(log.usage().points, 0);
   assert.deepEqual(log.read(0, 100, 1000), []);
   await log.close();
+  assert.equal(segmentsIn(dir).length, 0, 'a clean close leaves nothing to replay');
 });
 
 test('a reopened log hands back every point not confirmed, and continues the sequence', async (t) => {
