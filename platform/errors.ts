@@ -13,7 +13,10 @@ export const ERROR_CODES = {
   CP_INGEST_TOO_MANY_READINGS: { status: 400, text: 'The array carries more readings than ingest.maxReadingsPerMessage' },
   CP_INGEST_INVALID_READING: { status: 400, text: "A reading breaks its family's schema (the reason names the field)" },
   CP_INGEST_STORE_REJECTED: { status: 400, text: 'InfluxDB refused the point (for example a field type conflict)' },
-  CP_INGEST_BUFFER_OVERFLOW: { status: 503, text: 'The InfluxDB writer used alone (without the durable log) dropped its oldest buffered points' },
+  CP_INGEST_BUFFER_OVERFLOW: {
+    status: 503,
+    text: 'The InfluxDB writer used alone (without the durable log) dropped its oldest buffered points',
+  },
   CP_API_VALIDATION: { status: 400, text: 'The request breaks its schema (the details list every error)' },
   CP_API_UNAUTHORIZED: { status: 401, text: 'A bearer token is required, or the one given is wrong' },
   CP_API_NOT_FOUND: { status: 404, text: 'No such route or resource' },
