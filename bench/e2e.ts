@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { leafZones } from '../registry/index.ts';
-import { loadConfig } from '../platform/config.ts';
+import { CONFIG_SCHEMA, loadConfig, type ConfigInput } from '../platform/config.ts';
 import { startLocalInflux, type LocalInflux } from '../platform/influxdb-local.ts';
 import { createPlatform, type Platform, type PlatformAddresses } from '../platform/platform.ts';
 import type { BenchDevice, LatencyArgs, LatencyResult, LoadRequest, LoadResponse, ThroughputArgs, ThroughputResult } from './load.ts';
@@ -20,10 +20,19 @@ import { summarize, type LatencySummary } from './stats.ts';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 
+/**
+ * The per-device reading rate limit (ingest.maxReadingsPerSecond, when this version of the platform has it) is
+ * switched off for the bench: 50 bench devices stand in for thousands of real ones, each sending hundreds to
+ * thousands of readings a second, and a per-device policy would measure the policy, not the pipeline.
+ */
+export const RATE_LIMIT_OFF: boolean = 'maxReadingsPerSecond' in CONFIG_SCHEMA.properties.ingest.properties;
+const benchIngest = (RATE_LIMIT_OFF ? { maxReadingsPerSecond: 0 } : {}) as ConfigInput['ingest'];
+
 /** Observation times start an hour back: inside the 90 d retention, and runs of a few seconds never reach "now". */
 const timeBase = () => Date.now() - 3_600_000;
 
 export interface BenchEnv {
+  /** The running InfluxDB; replaced by restartInflux() (same folder and port, new process). */
   influx: LocalInflux;
   /** From the X-Influxdb-Version header of /ping. */
   influxVersion: string;
@@ -36,8 +45,20 @@ export interface BenchEnv {
   close(): Promise<void>;
 }
 
+/** Stops the bench's InfluxDB (an outage); restartInflux() starts it again on the same folder and port. */
+export async function stopInflux(env: BenchEnv): Promise<void> {
+  await env.influx.stop();
+}
+
+/** Starts InfluxDB again on the folder and port of the stopped one; resolves once /ping answers. */
+export async function restartInflux(env: BenchEnv): Promise<void> {
+  const { dir, port } = env.influx;
+  env.influx = await startLocalInflux({ dir, port });
+}
+
 export async function startBenchEnv(): Promise<BenchEnv> {
   const tmp = await mkdtemp(join(tmpdir(), 'citypulse-bench-'));
+  let env: BenchEnv | undefined;
   let influx: LocalInflux | undefined;
   let load: LoadGenerator | undefined;
   let closing: Promise<void> | undefined;
@@ -46,7 +67,8 @@ export async function startBenchEnv(): Promise<BenchEnv> {
     (closing ??= (async () => {
       await Promise.all([...active].map((stop) => stop()));
       await load?.close();
-      await influx?.stop();
+      // The current instance: the drain phase replaces the first one (stop() is idempotent).
+      await (env?.influx ?? influx)?.stop();
       await rm(tmp, { recursive: true, force: true });
     })());
   try {
@@ -54,7 +76,8 @@ export async function startBenchEnv(): Promise<BenchEnv> {
     const ping = await fetch(`${influx.url}/ping`);
     const influxVersion = ping.headers.get('x-influxdb-version') ?? 'unknown';
     load = new LoadGenerator();
-    return { influx, influxVersion, load, dir: tmp, active, close };
+    env = { influx, influxVersion, load, dir: tmp, active, close };
+    return env;
   } catch (err) {
     await close();
     throw err;
@@ -135,11 +158,13 @@ export interface CpuShare {
 /**
  * Starts measuring CPU of this process (the platform) and influxd; `stop(devicesCpuMs)` adds the device
  * process's own figure. On 2 cores the three compete, so the shares explain where a throughput ceiling is.
+ * No `influxdPid`: InfluxDB is stopped (an outage), its share is 0.
  */
-function cpuMeter(influxdPid: number): { stop(devicesCpuMs: number): CpuShare } {
+function cpuMeter(influxdPid: number | undefined): { stop(devicesCpuMs: number): CpuShare } {
   const wall0 = process.hrtime.bigint();
   const own0 = process.cpuUsage();
-  const influx0 = procCpuMs(influxdPid);
+  const influxCpuMs = () => (influxdPid === undefined ? 0 : procCpuMs(influxdPid));
+  const influx0 = influxCpuMs();
   const machine0 = machineCpuMs();
   return {
     stop(devicesCpuMs) {
@@ -148,7 +173,7 @@ function cpuMeter(influxdPid: number): { stop(devicesCpuMs: number): CpuShare } 
       const machine1 = machineCpuMs();
       const pct = (cpuMs: number) => (100 * cpuMs) / wallMs;
       const platform = (own.user + own.system) / 1000;
-      const influxd = procCpuMs(influxdPid) - influx0;
+      const influxd = influxCpuMs() - influx0;
       return {
         platform: pct(platform),
         devices: pct(devicesCpuMs),
@@ -195,15 +220,32 @@ interface RunContext {
   devices: BenchDevice[];
   /** Platform log lines at warn level or above during the run (the first few are echoed to stderr). */
   warnings: string[];
+  /** Lines matching the run's `expected` pattern (an outage the bench caused itself): counted, not echoed. */
+  expected: string[];
+}
+
+interface PlatformOptions {
+  /** durability.fsync of the platform (default: the shipped default, true). */
+  fsync?: boolean;
+  /** Log lines the run causes on purpose (InfluxDB stopped): kept apart from the warnings. */
+  expected?: RegExp;
 }
 
 /** Starts a fresh platform (own data folder and database) with `deviceCount` traffic counters, runs `fn`, cleans up. */
-async function withPlatform<T>(env: BenchEnv, name: string, deviceCount: number, fn: (ctx: RunContext) => Promise<T>): Promise<T> {
+async function withPlatform<T>(
+  env: BenchEnv,
+  name: string,
+  deviceCount: number,
+  fn: (ctx: RunContext) => Promise<T>,
+  opts: PlatformOptions = {},
+): Promise<T> {
   const dataDir = await mkdtemp(join(env.dir, 'platform-'));
   const database = `bench_${name}`;
   const warnings: string[] = [];
+  const expected: string[] = [];
   const logDestination = {
     write(line: string) {
+      if (opts.expected?.test(line)) return void expected.push(line.trimEnd());
       warnings.push(line.trimEnd());
       if (warnings.length <= 5) process.stderr.write(`  [platform] ${line}`);
     },
@@ -218,7 +260,10 @@ async function withPlatform<T>(env: BenchEnv, name: string, deviceCount: number,
       influx: { url: env.influx.url, database },
       log: { level: 'warn' },
       simulate: { enabled: false },
-      // ingest: defaults on purpose: the figures are for the shipped settings.
+      // ingest and durability: defaults on purpose (the figures are for the shipped settings), but for the
+      // fsync comparison and the per-device rate limit (RATE_LIMIT_OFF). The durable log is in dataDir/wal, on the file system of the temp folder.
+      ...(opts.fsync === undefined ? {} : { durability: { fsync: opts.fsync } }),
+      ingest: benchIngest,
     },
   });
   const platform = createPlatform(config, { logDestination });
@@ -245,7 +290,7 @@ async function withPlatform<T>(env: BenchEnv, name: string, deviceCount: number,
       });
       devices.push({ id: device.id, token });
     }
-    return await fn({ platform, addr, database, devices, warnings });
+    return await fn({ platform, addr, database, devices, warnings, expected });
   } finally {
     await cleanup();
     env.active.delete(cleanup);
@@ -257,9 +302,12 @@ export interface ThroughputOptions {
   seconds: number;
   window: number;
   readingsPerMessage: number;
+  /** durability.fsync (true is the default). */
+  fsync: boolean;
 }
 
 export interface ThroughputRun {
+  fsync: boolean;
   ackedReadings: number;
   ackedMessages: number;
   storedReadings: number;
@@ -274,44 +322,50 @@ export interface ThroughputRun {
   /** ingest.flush() resolved true (false = timed out with readings still buffered). */
   flushed: boolean;
   /** The writer's own counters and the dead-letter count, to explain any loss. */
-  writer: { stored: number; dropped: number; rejected: number; deadLetters: number };
+  writer: WriterCounters;
   cpu: CpuShare;
   warnings: string[];
 }
 
 export async function runThroughput(env: BenchEnv, o: ThroughputOptions, name: string): Promise<ThroughputRun> {
-  return withPlatform(env, name, o.devices, async ({ platform, addr, database, devices, warnings }) => {
-    const cpu = cpuMeter(env.influx.pid);
-    const { result: r, cpuMs } = await env.load.throughput({
-      mqttUrl: addr.mqtt,
-      devices,
-      seconds: o.seconds,
-      window: o.window,
-      readingsPerMessage: o.readingsPerMessage,
-      base: timeBase(),
-    });
-    const cpuShare = cpu.stop(cpuMs);
-    const flushed = await platform.parts.ingest.flush(60_000);
-    const flushedNs = process.hrtime.bigint();
-    const stored = await countReadings(env.influx.url, database);
-    const s = platform.parts.ingest.state();
-    const publishSeconds = Number(r.lastAckNs - r.startNs) / 1e9;
-    const endToEndSeconds = Number(flushedNs - r.startNs) / 1e9;
-    return {
-      ackedReadings: r.readings,
-      ackedMessages: r.messages,
-      storedReadings: stored,
-      loss: r.readings - stored,
-      publishSeconds,
-      ackedPerSecond: r.readings / publishSeconds,
-      endToEndSeconds,
-      storedPerSecond: stored / endToEndSeconds,
-      flushed,
-      writer: { stored: s.writer.stored, dropped: s.writer.dropped, rejected: s.writer.rejected, deadLetters: s.deadLetters },
-      cpu: cpuShare,
-      warnings,
-    };
-  });
+  return withPlatform(
+    env,
+    name,
+    o.devices,
+    async ({ platform, addr, database, devices, warnings }) => {
+      const cpu = cpuMeter(env.influx.pid);
+      const { result: r, cpuMs } = await env.load.throughput({
+        mqttUrl: addr.mqtt,
+        devices,
+        seconds: o.seconds,
+        window: o.window,
+        readingsPerMessage: o.readingsPerMessage,
+        base: timeBase(),
+      });
+      const cpuShare = cpu.stop(cpuMs);
+      const flushed = await platform.parts.ingest.flush(60_000);
+      const flushedNs = process.hrtime.bigint();
+      const stored = await countReadings(env.influx.url, database);
+      const publishSeconds = Number(r.lastAckNs - r.startNs) / 1e9;
+      const endToEndSeconds = Number(flushedNs - r.startNs) / 1e9;
+      return {
+        fsync: o.fsync,
+        ackedReadings: r.readings,
+        ackedMessages: r.messages,
+        storedReadings: stored,
+        loss: r.readings - stored,
+        publishSeconds,
+        ackedPerSecond: r.readings / publishSeconds,
+        endToEndSeconds,
+        storedPerSecond: stored / endToEndSeconds,
+        flushed,
+        writer: writerCounters(platform),
+        cpu: cpuShare,
+        warnings,
+      };
+    },
+    { fsync: o.fsync },
+  );
 }
 
 export interface LatencyOptions {
@@ -340,6 +394,7 @@ export async function runLatency(env: BenchEnv, o: LatencyOptions, name: string)
     const { result: r, cpuMs } = await env.load.latency({
       mqttUrl: addr.mqtt,
       apiUrl: addr.api,
+      apiToken: platform.adminToken,
       influxUrl: env.influx.url,
       database,
       devices,
@@ -363,6 +418,172 @@ export async function runLatency(env: BenchEnv, o: LatencyOptions, name: string)
       warnings,
     };
   });
+}
+
+export interface DrainOptions {
+  devices: number;
+  /** Readings published while InfluxDB is stopped, split evenly over the devices (rounded up). */
+  readings: number;
+  readingsPerMessage: number;
+  window: number;
+}
+
+export interface DrainRun {
+  /** Readings acknowledged (PUBACK) while InfluxDB was stopped. */
+  ackedReadings: number;
+  /** Readings the devices were told to publish (acked < target: the acks stopped coming, a stall). */
+  targetReadings: number;
+  /** First publish → last PUBACK during the outage, s. */
+  publishSeconds: number;
+  ackedPerSecond: number;
+  /** ingest.state().log.points once every publish was acknowledged. */
+  backlog: number;
+  /** durableLog.backlogReadings of GET /api/v1/health at the same moment. */
+  healthBacklog: number;
+  /** The writer's stored count during the outage (0 expected: InfluxDB was down). */
+  storedDuringOutage: number;
+  /** InfluxDB process start → /ping answers, s (not part of the drain). */
+  restartSeconds: number;
+  /** InfluxDB answering → first readings confirmed (what is left of the writer's retry back-off), s. */
+  firstConfirmSeconds: number;
+  /** InfluxDB answering → backlog 0 (ingest.flush resolved), s. */
+  drainSeconds: number;
+  /** backlog / drainSeconds: readings/s from InfluxDB back to an empty log. */
+  drainPerSecond: number;
+  /** Readings confirmed from the first confirmation on, per s: the rate once the writes flow. */
+  activeDrainPerSecond: number;
+  /** ingest.flush() resolved true (false = timed out with a backlog left: a stall). */
+  flushed: boolean;
+  /** ingest.state() when flush returned: the evidence if it did not drain. */
+  finalState: { logPoints: number; buffered: number; inFlight: number; healthy: boolean; lastError?: string };
+  storedReadings: number;
+  /** acked − stored after the drain. */
+  loss: number;
+  writer: WriterCounters;
+  outageCpu: CpuShare;
+  drainCpu: CpuShare;
+  warnings: string[];
+  /** Log lines of the outage itself ("InfluxDB unavailable"): expected, counted apart from the warnings. */
+  outageLogLines: number;
+}
+
+/** Log lines the platform writes because the bench stopped InfluxDB on purpose. */
+const OUTAGE_LINES = /InfluxDB unavailable: buffering and retrying/;
+
+/**
+ * Backlog drain after an outage: a fresh platform (defaults, InfluxDB up at start), then InfluxDB is stopped,
+ * the devices publish a fixed number of QoS 1 readings (acknowledged from the durable log alone), the backlog
+ * is checked, InfluxDB is restarted on the same folder and port, and the time until the log is fully confirmed
+ * (ingest.flush) gives the drain rate. The devices stay idle during the drain: the backlog is all there is.
+ */
+export async function runDrain(env: BenchEnv, o: DrainOptions, name: string): Promise<DrainRun> {
+  return withPlatform(
+    env,
+    name,
+    o.devices,
+    async ({ platform, addr, database, devices, warnings, expected }) => {
+      const ingest = platform.parts.ingest;
+      const perDevice = Math.ceil(o.readings / o.devices);
+      await stopInflux(env);
+      // Whatever fails from here on, the next runs need InfluxDB back.
+      let down = true;
+      try {
+        const outageCpu = cpuMeter(undefined);
+        const { result: r, cpuMs } = await env.load.throughput({
+          mqttUrl: addr.mqtt,
+          devices,
+          seconds: 120, // a time limit only: the run ends when every device sent its readings
+          window: o.window,
+          readingsPerMessage: o.readingsPerMessage,
+          readingsPerDevice: perDevice,
+          base: timeBase(),
+        });
+        const outageShare = outageCpu.stop(cpuMs);
+        const s0 = ingest.state();
+        const health = (await (await fetch(`${addr.api}/api/v1/health`)).json()) as { durableLog: { backlogReadings: number } };
+
+        const t0 = process.hrtime.bigint();
+        down = false;
+        await restartInflux(env);
+        const tReady = process.hrtime.bigint();
+        const drainCpu = cpuMeter(env.influx.pid);
+        let first: { t: bigint; points: number } | undefined;
+        const sampler = setInterval(() => {
+          const points = ingest.state().log.points;
+          if (points < s0.log.points) {
+            first = { t: process.hrtime.bigint(), points };
+            clearInterval(sampler);
+          }
+        }, 10);
+        let flushed: boolean;
+        try {
+          flushed = await ingest.flush(90_000);
+        } finally {
+          clearInterval(sampler);
+        }
+        const tEmpty = process.hrtime.bigint();
+        const drainShare = drainCpu.stop(0);
+        const s1 = ingest.state();
+        const stored = await countReadings(env.influx.url, database);
+        const secs = (a: bigint, b: bigint) => Number(b - a) / 1e9;
+        const drainSeconds = secs(tReady, tEmpty);
+        const publishSeconds = Number(r.lastAckNs - r.startNs) / 1e9;
+        return {
+          ackedReadings: r.readings,
+          targetReadings: perDevice * o.devices,
+          publishSeconds,
+          ackedPerSecond: r.readings / publishSeconds,
+          backlog: s0.log.points,
+          healthBacklog: health.durableLog.backlogReadings,
+          storedDuringOutage: s0.writer.stored,
+          restartSeconds: secs(t0, tReady),
+          firstConfirmSeconds: first ? secs(tReady, first.t) : Number.NaN,
+          drainSeconds,
+          drainPerSecond: flushed ? s0.log.points / drainSeconds : Number.NaN,
+          activeDrainPerSecond: flushed && first ? first.points / secs(first.t, tEmpty) : Number.NaN,
+          flushed,
+          finalState: {
+            logPoints: s1.log.points,
+            buffered: s1.writer.buffered,
+            inFlight: s1.writer.inFlight,
+            healthy: s1.writer.healthy,
+            lastError: s1.writer.lastError,
+          },
+          storedReadings: stored,
+          loss: r.readings - stored,
+          writer: writerCounters(platform),
+          outageCpu: outageShare,
+          drainCpu: drainShare,
+          warnings,
+          outageLogLines: expected.length,
+        };
+      } finally {
+        if (down) await restartInflux(env);
+      }
+    },
+    { expected: OUTAGE_LINES },
+  );
+}
+
+export interface WriterCounters {
+  stored: number;
+  dropped: number;
+  rejected: number;
+  deadLetters: number;
+  /** Code and reason of the newest dead letter: why acknowledged readings were refused, if any were. */
+  lastDeadLetter?: string;
+}
+
+function writerCounters(platform: Platform): WriterCounters {
+  const s = platform.parts.ingest.state();
+  const last = platform.parts.ingest.deadLetters.list({ limit: 1 })[0];
+  return {
+    stored: s.writer.stored,
+    dropped: s.writer.dropped,
+    rejected: s.writer.rejected,
+    deadLetters: s.deadLetters,
+    lastDeadLetter: last ? `${last.code}: ${last.reason}` : undefined,
+  };
 }
 
 /** Points of the traffic measurement in the run's database (its default retention policy is the platform's). */

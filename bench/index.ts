@@ -1,27 +1,65 @@
 /**
- * citypulse end-to-end benchmark: MQTT devices → broker → ingest → InfluxDB and the live socket.io API.
+ * citypulse end-to-end benchmark: MQTT devices → broker → ingest (durable log) → InfluxDB and the live socket.io API.
  *
- *   npm run bench [-- all|throughput|latency] [--devices=50] [--seconds=10] [--runs=3] [--window=20]
- *                 [--rate=2000] [--latency-seconds=10] [--samples=20] [--warmup=3]
+ *   npm run bench [-- all|throughput|latency|drain] [--devices=50] [--seconds=6] [--runs=3] [--window=20]
+ *                 [--rate=2000] [--latency-seconds=10] [--samples=20] [--warmup=3] [--drain-readings=200000]
  *
  * Everything runs on this machine over loopback: a private InfluxDB in a temp folder, a fresh platform per run
  * on ephemeral ports, and the devices in a child process. Prints each run, the medians, and a markdown table
  * for the README. Exits 0 when every run finished (loss is reported, not a failure), 1 on an error.
+ *
+ * - throughput: QoS 1 at 1 and 10 readings/message, each run once with durability.fsync on (the default) and
+ *   once off, alternating, so both settings see the same machine conditions.
+ * - latency: publish → socket.io and publish → queryable at a steady rate (platform defaults).
+ * - drain: InfluxDB stopped, a fixed number of acknowledged readings published, InfluxDB restarted, time until
+ *   the durable log is empty.
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, fdatasyncSync, openSync, readFileSync, rmSync, statfsSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { runLatency, runThroughput, startBenchEnv, type BenchEnv, type CpuShare, type LatencyRun, type ThroughputRun } from './e2e.ts';
-import { int, markdownTable, median, ms, textTable } from './stats.ts';
+import {
+  runDrain,
+  runLatency,
+  RATE_LIMIT_OFF,
+  runThroughput,
+  startBenchEnv,
+  type BenchEnv,
+  type CpuShare,
+  type DrainRun,
+  type LatencyRun,
+  type ThroughputRun,
+} from './e2e.ts';
+import { int, markdownTable, median, ms, percentileSorted, textTable } from './stats.ts';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
-const COMMANDS = ['all', 'throughput', 'latency'] as const;
+const COMMANDS = ['all', 'throughput', 'latency', 'drain'] as const;
 type Command = (typeof COMMANDS)[number];
 
 /** A mistake on the command line: the message is enough, no stack trace. */
 class UsageError extends Error {}
+
+/** Option name → [default, min, max]. Upper bounds keep the load loopback-sized and the run short, whatever is typed. */
+const OPTIONS = {
+  devices: [50, 1, 1000],
+  seconds: [6, 1, 60],
+  runs: [3, 1, 9],
+  window: [20, 1, 1000],
+  rate: [2000, 1, 50_000],
+  'latency-seconds': [10, 1, 60],
+  samples: [20, 1, 200],
+  warmup: [3, 0, 30],
+  'drain-readings': [200_000, 1000, 2_000_000],
+} as const;
+type OptionName = keyof typeof OPTIONS;
+
+/** The options each sub-command's figures depend on (for the exact command in the README table). */
+const USES: Record<Exclude<Command, 'all'>, OptionName[]> = {
+  throughput: ['devices', 'seconds', 'runs', 'window', 'warmup'],
+  latency: ['devices', 'rate', 'latency-seconds', 'samples', 'runs', 'warmup'],
+  drain: ['devices', 'drain-readings', 'window', 'runs', 'warmup'],
+};
 
 interface Options {
   command: Command;
@@ -34,43 +72,46 @@ interface Options {
   samples: number;
   /** Seconds of a discarded run before each phase (0 = none). */
   warmup: number;
+  /** Readings published during the outage of each drain run. */
+  drainReadings: number;
+  /** Every option by its command-line name, to print the exact command of a figure. */
+  values: Record<OptionName, number>;
 }
 
 function parseOptions(argv: string[]): Options {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: {
-      devices: { type: 'string', default: '50' },
-      seconds: { type: 'string', default: '10' },
-      runs: { type: 'string', default: '3' },
-      window: { type: 'string', default: '20' },
-      rate: { type: 'string', default: '2000' },
-      'latency-seconds': { type: 'string', default: '10' },
-      samples: { type: 'string', default: '20' },
-      warmup: { type: 'string', default: '3' },
-    },
+    options: Object.fromEntries(Object.entries(OPTIONS).map(([name, [def]]) => [name, { type: 'string' as const, default: String(def) }])),
   });
   const command = (positionals[0] ?? 'all') as Command;
   if (!COMMANDS.includes(command) || positionals.length > 1)
     throw new UsageError(`usage: bench/index.ts [${COMMANDS.join('|')}] [--option=value ...]`);
-  const num = (name: keyof typeof values, max: number, min = 1) => {
-    const v = Number(values[name]);
-    if (!Number.isInteger(v) || v < min || v > max) throw new UsageError(`--${name} must be an integer from ${min} to ${max}`);
-    return v;
-  };
-  // Upper bounds keep the load loopback-sized and the run short, whatever is typed.
+  const v = {} as Record<OptionName, number>;
+  for (const [name, [, min, max]] of Object.entries(OPTIONS) as [OptionName, readonly [number, number, number]][]) {
+    const n = Number(values[name]);
+    if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer from ${min} to ${max}`);
+    v[name] = n;
+  }
   return {
     command,
-    devices: num('devices', 1000),
-    seconds: num('seconds', 60),
-    runs: num('runs', 9),
-    window: num('window', 1000),
-    rate: num('rate', 50_000),
-    latencySeconds: num('latency-seconds', 60),
-    samples: num('samples', 200),
-    warmup: num('warmup', 30, 0),
+    devices: v.devices,
+    seconds: v.seconds,
+    runs: v.runs,
+    window: v.window,
+    rate: v.rate,
+    latencySeconds: v['latency-seconds'],
+    samples: v.samples,
+    warmup: v.warmup,
+    drainReadings: v['drain-readings'],
+    values: v,
   };
+}
+
+/** The command that reproduces a sub-command's figures: options that differ from their defaults are spelled out. */
+function commandFor(o: Options, sub: Exclude<Command, 'all'>): string {
+  const extra = USES[sub].filter((n) => o.values[n] !== OPTIONS[n][0]).map((n) => ` --${n}=${o.values[n]}`);
+  return `\`npm run bench -- ${sub}${extra.join('')}\``;
 }
 
 function packageVersion(name: string): string {
@@ -81,7 +122,48 @@ function packageVersion(name: string): string {
   }
 }
 
-function printMachine(env: BenchEnv): { cpu: string; memory: string; node: string; influxdb: string } {
+/** statfs magic numbers of the file systems a temp folder is likely on. */
+const FS_TYPES = new Map<number, string>([
+  [0xef53, 'ext4'],
+  [0x58465342, 'xfs'],
+  [0x9123683e, 'btrfs'],
+  [0x01021994, 'tmpfs (fdatasync does nothing)'],
+  [0x794c7630, 'overlayfs'],
+  [0x2fc12fc1, 'zfs'],
+]);
+
+/**
+ * File system of `dir` and the time of one 4 KiB write + fdatasync there (what one group commit of the durable
+ * log costs at least): the fsync on/off ratio depends on it more than on anything in the platform.
+ */
+function diskInfo(dir: string): string {
+  let type = 'unknown';
+  try {
+    const t = statfsSync(dir).type;
+    type = FS_TYPES.get(t) ?? `statfs type 0x${t.toString(16)}`;
+  } catch {
+    /* not Linux */
+  }
+  const file = join(dir, 'fsync-probe');
+  const fd = openSync(file, 'w');
+  const times: number[] = [];
+  try {
+    const block = Buffer.alloc(4096, 1);
+    for (let i = 0; i < 100; i++) {
+      const t0 = process.hrtime.bigint();
+      writeSync(fd, block);
+      fdatasyncSync(fd);
+      times.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+  } finally {
+    closeSync(fd);
+    rmSync(file, { force: true });
+  }
+  times.sort((a, b) => a - b);
+  return `${type} at ${dir}; 4 KiB append + fdatasync p50 ${ms(percentileSorted(times, 50))} ms, p99 ${ms(percentileSorted(times, 99))} ms`;
+}
+
+function printMachine(env: BenchEnv): { cpu: string; memory: string; node: string; disk: string } {
   const cpus = os.cpus();
   const info = {
     cpu: `${cpus[0]?.model.trim() ?? 'unknown'} × ${cpus.length}`,
@@ -90,17 +172,31 @@ function printMachine(env: BenchEnv): { cpu: string; memory: string; node: strin
     node: process.version,
     packages: ['aedes', 'mqtt', 'influx', 'socket.io', 'socket.io-client'].map((p) => `${p} ${packageVersion(p)}`).join(', '),
     influxdb: `InfluxDB ${env.influxVersion} (private instance, ${env.influx.url})`,
+    disk: diskInfo(env.dir),
   };
   console.log('Machine');
   for (const [k, v] of Object.entries(info)) console.log(`  ${k.padEnd(9)} ${v}`);
   return info;
 }
 
-/** Each run's row plus a median row; `cells` turns a run into its row. */
-function runsTable<R>(header: string[], runs: R[], cells: (r: R) => number[], format: ((n: number) => string)[]): string {
-  const rows = runs.map((r, i) => [`run ${i + 1}`, ...cells(r).map((v, j) => (format[j] as (n: number) => string)(v))]);
-  const med = header.slice(1).map((_, j) => median(runs.map((r) => cells(r)[j] as number)));
-  rows.push(['median', ...med.map((v, j) => (format[j] as (n: number) => string)(v))]);
+/**
+ * Each run's row plus a median row per group; `cells` turns a run into its row. One group with an empty label
+ * gives the plain "run 1 … median" table.
+ */
+function runsTable<R>(
+  header: string[],
+  groups: [label: string, runs: R[]][],
+  cells: (r: R) => number[],
+  format: ((n: number) => string)[],
+): string {
+  const fmt = (v: number, j: number) => (format[j] as (n: number) => string)(v);
+  const rows: string[][] = [];
+  for (const [label, runs] of groups) {
+    const prefix = label ? `${label}, ` : '';
+    rows.push(...runs.map((r, i) => [`${prefix}run ${i + 1}`, ...cells(r).map(fmt)]));
+    const med = header.slice(1).map((_, j) => median(runs.map((r) => cells(r)[j] as number)));
+    rows.push([`${prefix}median`, ...med.map(fmt)]);
+  }
   return textTable(header, rows);
 }
 
@@ -114,17 +210,35 @@ function explainLoss(runs: (ThroughputRun | LatencyRun)[], label = 'run'): void 
     if (r.loss === 0 && !r.warnings.length) continue;
     const w =
       'writer' in r
-        ? ` writer stored=${r.writer.stored} dropped=${r.writer.dropped} rejected=${r.writer.rejected} deadLetters=${r.writer.deadLetters} flushed=${r.flushed}`
+        ? ` writer stored=${r.writer.stored} dropped=${r.writer.dropped} rejected=${r.writer.rejected} deadLetters=${r.writer.deadLetters} flushed=${r.flushed}` +
+          (r.writer.lastDeadLetter ? `; newest dead letter ${r.writer.lastDeadLetter.slice(0, 200)}` : '')
         : '';
     console.log(`  ! ${label === 'run' ? `run ${i + 1}` : label}: loss ${r.loss}, platform warnings ${r.warnings.length}.${w}`);
     for (const line of r.warnings.slice(0, 3)) console.log(`    ${line.slice(0, 300)}`);
   }
 }
 
-/** "median (min–max)": on a shared VM the spread between runs is part of the result. */
-function spread(values: number[]): string {
-  return values.length > 1 ? `${int(median(values))} (${int(Math.min(...values))}–${int(Math.max(...values))})` : int(median(values));
+/** Other processes above this share of one core during a run make its figures suspect (a shared VM). */
+const DISTURBED_PERCENT = 25;
+
+/** Names the runs during which other processes on the machine used much CPU: their rates are not the platform's. */
+function flagDisturbed<R>(runs: R[], cpu: (r: R) => CpuShare, label = ''): void {
+  for (const [i, r] of runs.entries()) {
+    const others = cpu(r).others;
+    if (others > DISTURBED_PERCENT)
+      console.log(
+        `  ~ ${label ? `${label}, ` : ''}run ${i + 1}: other processes used ${int(others)} % of a core meanwhile (a disturbed run)`,
+      );
+  }
 }
+
+/** "median (min–max)": on a shared VM the spread between runs is part of the result. */
+function spread(values: number[], f: (n: number) => string = int): string {
+  return values.length > 1 ? `${f(median(values))} (${f(Math.min(...values))}–${f(Math.max(...values))})` : f(median(values));
+}
+
+const ratio = (n: number) => `${n.toFixed(2)}×`;
+const seconds = (n: number) => `${n.toFixed(1)} s`;
 
 interface Figure {
   figure: string;
@@ -132,27 +246,44 @@ interface Figure {
   command: string;
 }
 
+const fsyncLabel = (on: boolean) => (on ? 'fsync on' : 'fsync off');
+
 async function throughputPhase(env: BenchEnv, o: Options, readingsPerMessage: number): Promise<Figure[]> {
   const title = `Throughput, QoS 1 end to end, ${readingsPerMessage} reading${readingsPerMessage > 1 ? 's' : ''}/message`;
-  console.log(`\n${title}: ${o.devices} devices, ${o.window} unacked publishes per device, ${o.seconds} s, ${o.runs} runs`);
+  console.log(
+    `\n${title}: ${o.devices} devices, ${o.window} unacked publishes per device, ${o.seconds} s, ${o.runs} runs` +
+      ' each with durability.fsync on (default) and off, alternating',
+  );
   const opts = { devices: o.devices, window: o.window, readingsPerMessage };
   if (o.warmup) {
     // The first seconds in a fresh process run unoptimised code (JIT): measured once, shown, not counted.
-    const w = await runThroughput(env, { ...opts, seconds: o.warmup }, `tp${readingsPerMessage}_warmup`);
+    const w = await runThroughput(env, { ...opts, seconds: o.warmup, fsync: true }, `tp${readingsPerMessage}_warmup`);
     console.log(
-      `  warm-up ${o.warmup} s (not counted): ${int(w.ackedPerSecond)} acked readings/s, ${int(w.ackedReadings)} acked, ${int(w.storedReadings)} stored, loss ${int(w.loss)}`,
+      `  warm-up ${o.warmup} s, fsync on (not counted): ${int(w.ackedPerSecond)} acked readings/s, ${int(w.ackedReadings)} acked, ${int(w.storedReadings)} stored, loss ${int(w.loss)}`,
     );
     explainLoss([w], 'warm-up');
   }
-  const runs: ThroughputRun[] = [];
+  const runs: Record<'on' | 'off', ThroughputRun[]> = { on: [], off: [] };
   for (let i = 0; i < o.runs; i++) {
-    runs.push(await runThroughput(env, { ...opts, seconds: o.seconds }, `tp${readingsPerMessage}_${i + 1}`));
-    process.stdout.write(`  run ${i + 1}/${o.runs} done\n`);
+    // Alternating order (on-off, off-on, …): a machine getting busier or quieter does not favour one setting.
+    for (const fsync of i % 2 === 0 ? [true, false] : [false, true]) {
+      const r = await runThroughput(
+        env,
+        { ...opts, seconds: o.seconds, fsync },
+        `tp${readingsPerMessage}_${fsync ? 'on' : 'off'}_${i + 1}`,
+      );
+      runs[fsync ? 'on' : 'off'].push(r);
+    }
+    const last = (k: 'on' | 'off') => int((runs[k][i] as ThroughputRun).ackedPerSecond);
+    process.stdout.write(`  run ${i + 1}/${o.runs} done (acked/s: fsync on ${last('on')}, off ${last('off')})\n`);
   }
   console.log(
     runsTable(
       ['', 'acked', 'stored', 'loss', 'publish s', 'acked/s', 'e2e s', 'stored/s', ...CPU_HEADER],
-      runs,
+      [
+        [fsyncLabel(true), runs.on],
+        [fsyncLabel(false), runs.off],
+      ],
       (r) => [
         r.ackedReadings,
         r.storedReadings,
@@ -166,21 +297,51 @@ async function throughputPhase(env: BenchEnv, o: Options, readingsPerMessage: nu
       [int, int, int, (n) => n.toFixed(2), int, (n) => n.toFixed(2), int, int, int, int, int, int],
     ),
   );
-  explainLoss(runs);
-  const totalLoss = runs.reduce((s, r) => s + r.loss, 0);
-  const totalAcked = runs.reduce((s, r) => s + r.ackedReadings, 0);
-  const cmd = '`npm run bench -- throughput`';
+  explainLoss(runs.on, fsyncLabel(true));
+  explainLoss(runs.off, fsyncLabel(false));
+  const med = (k: 'on' | 'off', f: (r: ThroughputRun) => number) => median(runs[k].map(f));
+  const ackedRatio = med('off', (r) => r.ackedPerSecond) / med('on', (r) => r.ackedPerSecond);
+  const storedRatio = med('off', (r) => r.storedPerSecond) / med('on', (r) => r.storedPerSecond);
+  // Run i of both settings ran back to back: their ratio shows how much of the difference is run-to-run noise.
+  const pairs = runs.on.map((on, i) => (runs.off[i] as ThroughputRun).ackedPerSecond / on.ackedPerSecond);
+  const pairRange = pairs.length > 1 ? `; run by run ${ratio(Math.min(...pairs))}–${ratio(Math.max(...pairs))}` : '';
+  console.log(`  ratio fsync off / on (medians): acknowledged ${ratio(ackedRatio)}, stored ${ratio(storedRatio)}${pairRange}`);
+  flagDisturbed(runs.on, (r) => r.cpu, fsyncLabel(true));
+  flagDisturbed(runs.off, (r) => r.cpu, fsyncLabel(false));
+  const all = [...runs.on, ...runs.off];
+  const totalLoss = all.reduce((s, r) => s + r.loss, 0);
+  const totalAcked = all.reduce((s, r) => s + r.ackedReadings, 0);
+  const cmd = commandFor(o, 'throughput');
   const what = `${o.devices} devices, QoS 1, ${readingsPerMessage} reading${readingsPerMessage > 1 ? 's' : ''}/message`;
   return [
-    { figure: `Acknowledged readings/s (${what})`, value: spread(runs.map((r) => r.ackedPerSecond)), command: cmd },
-    { figure: `Stored readings/s, publish → in InfluxDB (${what})`, value: spread(runs.map((r) => r.storedPerSecond)), command: cmd },
-    { figure: `Acknowledged but not stored (${what}, ${o.runs} runs)`, value: `${int(totalLoss)} of ${int(totalAcked)}`, command: cmd },
+    { figure: `Acknowledged readings/s, fsync on (default) (${what})`, value: spread(runs.on.map((r) => r.ackedPerSecond)), command: cmd },
+    { figure: `Acknowledged readings/s, fsync off (${what})`, value: spread(runs.off.map((r) => r.ackedPerSecond)), command: cmd },
+    {
+      figure: `Stored readings/s, publish → in InfluxDB, fsync on (default) (${what})`,
+      value: spread(runs.on.map((r) => r.storedPerSecond)),
+      command: cmd,
+    },
+    {
+      figure: `Stored readings/s, publish → in InfluxDB, fsync off (${what})`,
+      value: spread(runs.off.map((r) => r.storedPerSecond)),
+      command: cmd,
+    },
+    {
+      figure: `Ratio fsync off / on, of the medians (${what})`,
+      value: `acknowledged ${ratio(ackedRatio)}, stored ${ratio(storedRatio)} (acknowledged run by run: ${pairs.map(ratio).join(', ')})`,
+      command: cmd,
+    },
+    {
+      figure: `Acknowledged but not stored (${what}, ${o.runs} runs × fsync on and off)`,
+      value: `${int(totalLoss)} of ${int(totalAcked)}`,
+      command: cmd,
+    },
   ];
 }
 
 async function latencyPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
   console.log(
-    `\nLatency at ${int(o.rate)} readings/s over ${o.devices} devices (1 reading/message, QoS 1), ${o.latencySeconds} s, ${o.runs} runs;` +
+    `\nLatency at ${int(o.rate)} readings/s over ${o.devices} devices (1 reading/message, QoS 1, fsync on), ${o.latencySeconds} s, ${o.runs} runs;` +
       ` ${o.samples} extra readings timed until queryable (InfluxDB polled every 10 ms)`,
   );
   const opts = { devices: o.devices, rate: o.rate, samples: o.samples };
@@ -199,7 +360,7 @@ async function latencyPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
   console.log(
     runsTable(
       ['', 'published', 'socket p50 ms', 'p99 ms', 'max ms', 'missed', 'queryable p50 ms', 'max ms', 'stored', 'loss', ...CPU_HEADER],
-      runs,
+      [['', runs]],
       (r) => [
         r.published,
         r.socket.p50,
@@ -216,7 +377,8 @@ async function latencyPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
     ),
   );
   explainLoss(runs);
-  const cmd = '`npm run bench -- latency`';
+  flagDisturbed(runs, (r) => r.cpu);
+  const cmd = commandFor(o, 'latency');
   const at = `at ${int(o.rate)} readings/s`;
   const med = (f: (r: LatencyRun) => number) => median(runs.map(f));
   const missed = runs.reduce((s, r) => s + r.socketMissing, 0);
@@ -239,6 +401,145 @@ async function latencyPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
   ];
 }
 
+/** Everything about a drain run that is not as it should be, one line each (empty: a clean run). */
+function drainProblems(r: DrainRun): string[] {
+  const p: string[] = [];
+  if (r.ackedReadings !== r.targetReadings)
+    p.push(`acked ${r.ackedReadings} of ${r.targetReadings} published readings within the time limit (acks stalled during the outage)`);
+  if (r.backlog !== r.ackedReadings) p.push(`backlog ${r.backlog} after the outage ≠ acked ${r.ackedReadings}`);
+  if (r.healthBacklog !== r.backlog)
+    p.push(`health durableLog.backlogReadings ${r.healthBacklog} ≠ ingest.state().log.points ${r.backlog}`);
+  if (r.storedDuringOutage !== 0) p.push(`writer reported ${r.storedDuringOutage} stored while InfluxDB was stopped`);
+  if (!r.flushed) {
+    const s = r.finalState;
+    p.push(
+      `backlog not empty 90 s after the restart (stall): log.points=${s.logPoints} writer buffered=${s.buffered} inFlight=${s.inFlight} healthy=${s.healthy} lastError=${s.lastError ?? '-'}`,
+    );
+  }
+  if (r.loss !== 0) p.push(`loss ${r.loss} (acked ${r.ackedReadings}, stored ${r.storedReadings})`);
+  if (r.loss !== 0 || r.writer.dropped || r.writer.rejected || r.writer.deadLetters)
+    p.push(
+      `writer stored=${r.writer.stored} dropped=${r.writer.dropped} rejected=${r.writer.rejected} deadLetters=${r.writer.deadLetters}` +
+        (r.writer.lastDeadLetter ? `; newest dead letter ${r.writer.lastDeadLetter.slice(0, 200)}` : ''),
+    );
+  if (r.warnings.length)
+    p.push(
+      `platform warnings ${r.warnings.length}: ${r.warnings
+        .slice(0, 3)
+        .map((l) => l.slice(0, 300))
+        .join(' | ')}`,
+    );
+  return p;
+}
+
+async function drainPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
+  const readingsPerMessage = 10;
+  const target = Math.ceil(o.drainReadings / o.devices) * o.devices;
+  console.log(
+    `\nBacklog drain after an InfluxDB outage: InfluxDB stopped, ${o.devices} devices publish ${int(target)} readings` +
+      ` (${readingsPerMessage}/message, QoS 1, ${o.window} unacked each), InfluxDB restarted on the same folder and port,` +
+      ` time until the durable log is empty (ingest.flush); devices idle during the drain; platform defaults (fsync on); ${o.runs} runs`,
+  );
+  if (o.warmup) {
+    const w = await runThroughput(
+      env,
+      { devices: o.devices, window: o.window, readingsPerMessage, seconds: o.warmup, fsync: true },
+      'drain_warmup',
+    );
+    console.log(
+      `  warm-up ${o.warmup} s with InfluxDB up (not counted): ${int(w.ackedPerSecond)} acked readings/s, ${int(w.storedReadings)} stored, loss ${int(w.loss)}`,
+    );
+    explainLoss([w], 'warm-up');
+  }
+  const runs: DrainRun[] = [];
+  for (let i = 0; i < o.runs; i++) {
+    const r = await runDrain(
+      env,
+      { devices: o.devices, readings: o.drainReadings, readingsPerMessage, window: o.window },
+      `drain_${i + 1}`,
+    );
+    runs.push(r);
+    process.stdout.write(`  run ${i + 1}/${o.runs} done (drain ${int(r.drainPerSecond)} readings/s, loss ${int(r.loss)})\n`);
+  }
+  console.log('  Outage: devices publishing, InfluxDB stopped');
+  console.log(
+    runsTable(
+      ['', 'acked', 'publish s', 'acked/s', 'log backlog', 'health backlog', 'stored meanwhile', ...CPU_HEADER],
+      [['', runs]],
+      (r) => [
+        r.ackedReadings,
+        r.publishSeconds,
+        r.ackedPerSecond,
+        r.backlog,
+        r.healthBacklog,
+        r.storedDuringOutage,
+        ...cpuCells(r.outageCpu),
+      ],
+      [int, (n) => n.toFixed(2), int, int, int, int, int, int, int, int, int],
+    ),
+  );
+  console.log('  Drain: InfluxDB restarted, devices idle (first write = InfluxDB answering → first batch confirmed)');
+  console.log(
+    runsTable(
+      ['', 'restart s', 'first write s', 'drain s', 'drain/s', 'after 1st write/s', 'stored', 'loss', ...CPU_HEADER],
+      [['', runs]],
+      (r) => [
+        r.restartSeconds,
+        r.firstConfirmSeconds,
+        r.drainSeconds,
+        r.drainPerSecond,
+        r.activeDrainPerSecond,
+        r.storedReadings,
+        r.loss,
+        ...cpuCells(r.drainCpu),
+      ],
+      [(n) => n.toFixed(2), (n) => n.toFixed(2), (n) => n.toFixed(2), int, int, int, int, int, int, int, int, int],
+    ),
+  );
+  console.log(
+    `  expected outage log lines ("InfluxDB unavailable: buffering and retrying") per run: ${runs.map((r) => r.outageLogLines).join(', ')}`,
+  );
+  for (const [i, r] of runs.entries()) for (const line of drainProblems(r)) console.log(`  ! run ${i + 1}: ${line}`);
+  flagDisturbed(runs, (r) => r.outageCpu, 'outage');
+  flagDisturbed(runs, (r) => r.drainCpu, 'drain');
+
+  const cmd = commandFor(o, 'drain');
+  const what = `${o.devices} devices, QoS 1, ${readingsPerMessage} readings/message`;
+  const backlog = `${int(target)}-reading backlog`;
+  const totalLoss = runs.reduce((s, r) => s + r.loss, 0);
+  const totalAcked = runs.reduce((s, r) => s + r.ackedReadings, 0);
+  return [
+    {
+      figure: `Acknowledged readings/s while InfluxDB is down (${what}, ${int(target)} readings, fsync on)`,
+      value: spread(runs.map((r) => r.ackedPerSecond)),
+      command: cmd,
+    },
+    {
+      figure: `Backlog drain rate, readings/s, InfluxDB answering again → log empty (${backlog})`,
+      value: spread(runs.map((r) => r.drainPerSecond)),
+      command: cmd,
+    },
+    {
+      figure: `Backlog drain rate, readings/s, from the first confirmed write (${backlog}; without the writer's retry back-off)`,
+      value: spread(runs.map((r) => r.activeDrainPerSecond)),
+      command: cmd,
+    },
+    {
+      figure: `InfluxDB answering again → first backlog write confirmed (retry back-off, max 5 s by default)`,
+      value: spread(
+        runs.map((r) => r.firstConfirmSeconds),
+        seconds,
+      ),
+      command: cmd,
+    },
+    {
+      figure: `Acknowledged during the outage but not stored after the drain (${o.runs} runs)`,
+      value: `${int(totalLoss)} of ${int(totalAcked)}`,
+      command: cmd,
+    },
+  ];
+}
+
 async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2));
   const started = Date.now();
@@ -247,13 +548,22 @@ async function main(): Promise<void> {
   process.once('SIGINT', () => void env.close().finally(() => process.exit(130)));
   try {
     const machine = printMachine(env);
-    console.log('  platform  one process: aedes broker + ingest (default settings) + API; devices in a child process; loopback');
+    console.log(
+      '  platform  one process: aedes broker + ingest (default settings, durable log in the temp folder) + API; devices in a child process; loopback' +
+        (RATE_LIMIT_OFF ? '; per-device rate limit off (ingest.maxReadingsPerSecond: 0)' : ''),
+    );
     const figures: Figure[] = [];
-    if (o.command !== 'latency') {
-      figures.push(...(await throughputPhase(env, o, 1)));
-      figures.push(...(await throughputPhase(env, o, 10)));
+    const phase = async (name: string, run: () => Promise<Figure[]>) => {
+      const t0 = Date.now();
+      figures.push(...(await run()));
+      console.log(`  (${name} took ${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+    };
+    if (o.command === 'all' || o.command === 'throughput') {
+      await phase('throughput, 1 reading/message', () => throughputPhase(env, o, 1));
+      await phase('throughput, 10 readings/message', () => throughputPhase(env, o, 10));
     }
-    if (o.command !== 'throughput') figures.push(...(await latencyPhase(env, o)));
+    if (o.command === 'all' || o.command === 'latency') await phase('latency', () => latencyPhase(env, o));
+    if (o.command === 'all' || o.command === 'drain') await phase('drain', () => drainPhase(env, o));
 
     console.log(
       `\nREADME table (medians of ${o.runs} runs; ${machine.cpu}, ${machine.memory}, Node ${machine.node}, InfluxDB ${env.influxVersion}):\n`,
@@ -266,7 +576,13 @@ async function main(): Promise<void> {
     );
     console.log(
       `\nRates: median of the runs (min–max in brackets). Devices (MQTT.js, ${o.window} unacked QoS 1 publishes each), platform` +
-        ' and InfluxDB share this machine over loopback; "stored" is counted in InfluxDB after ingest.flush().',
+        ' and InfluxDB share this machine over loopback; "stored" is counted in InfluxDB after ingest.flush().' +
+        " An acknowledgement means the reading is in the durable log: fdatasync'd with fsync on (the default)," +
+        ' only written (page cache) with fsync off.' +
+        (RATE_LIMIT_OFF
+          ? ' The per-device rate limit is off (ingest.maxReadingsPerSecond: 0): the 50 bench devices each send hundreds to thousands of readings/s.'
+          : '') +
+        ` Durable log on ${machine.disk}.`,
     );
     console.log(`\nbench finished in ${((Date.now() - started) / 1000).toFixed(0)} s`);
   } finally {

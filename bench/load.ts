@@ -22,6 +22,11 @@ export interface ThroughputArgs {
   /** Unacknowledged QoS 1 publishes per client at most. */
   window: number;
   readingsPerMessage: number;
+  /**
+   * A fixed load: each device publishes exactly this many readings (the last message may carry fewer), then
+   * the run ends; `seconds` is only the time limit. Unset: publish until `seconds` have passed.
+   */
+  readingsPerDevice?: number;
   /** Observation time of each device's first reading (epoch ms); reading k of a device is at base + k. */
   base: number;
 }
@@ -37,6 +42,8 @@ export interface ThroughputResult {
 export interface LatencyArgs {
   mqttUrl: string;
   apiUrl: string;
+  /** socket.io needs a token (session or service token). */
+  apiToken: string;
   influxUrl: string;
   database: string;
   devices: BenchDevice[];
@@ -114,7 +121,7 @@ function watchConnections(clients: MqttClient[]): { failure: Promise<never>; dis
 
 /**
  * Every client publishes at QoS 1 as fast as the broker acknowledges, keeping `window` publishes unacknowledged,
- * until `seconds` have passed; then waits for the outstanding acks.
+ * until `seconds` have passed (or its `readingsPerDevice` are sent); then waits for the outstanding acks.
  */
 async function throughput(a: ThroughputArgs): Promise<ThroughputResult> {
   const clients = await connectAll(a.mqttUrl, a.devices);
@@ -129,11 +136,13 @@ async function throughput(a: ThroughputArgs): Promise<ThroughputResult> {
     const drive = (client: MqttClient, device: BenchDevice) =>
       new Promise<void>((resolve, reject) => {
         const topic = `devices/${device.id}/telemetry`;
+        const quota = a.readingsPerDevice ?? Number.POSITIVE_INFINITY;
         let seq = 0;
         let inFlight = 0;
+        const more = () => !stopping && seq < quota;
         const send = () => {
           const batch = [];
-          for (let k = 0; k < a.readingsPerMessage; k++, seq++) batch.push(reading(a.base + seq, seq));
+          for (let k = 0; k < a.readingsPerMessage && seq < quota; k++, seq++) batch.push(reading(a.base + seq, seq));
           const payload = JSON.stringify(a.readingsPerMessage === 1 ? batch[0] : batch);
           inFlight++;
           client.publish(topic, payload, { qos: 1 }, (err) => {
@@ -142,11 +151,12 @@ async function throughput(a: ThroughputArgs): Promise<ThroughputResult> {
             messages++;
             readings += batch.length;
             lastAckNs = nowNs();
-            if (!stopping) send();
+            if (more()) send();
             else if (inFlight === 0) resolve();
           });
         };
-        for (let k = 0; k < a.window; k++) send();
+        for (let k = 0; k < a.window && more(); k++) send();
+        if (inFlight === 0) resolve();
       });
     const done = Promise.all(clients.map((c, i) => drive(c, a.devices[i] as BenchDevice)));
     await withTimeout(Promise.race([done, watch.failure]), (a.seconds + 60) * 1000, 'acks did not arrive within 60 s of the end');
@@ -166,7 +176,7 @@ async function throughput(a: ThroughputArgs): Promise<ThroughputResult> {
 async function latency(a: LatencyArgs): Promise<LatencyResult> {
   const clients = await connectAll(a.mqttUrl, a.devices);
   const watch = watchConnections(clients);
-  const socket = ioClient(a.apiUrl, { transports: ['websocket'], reconnection: false });
+  const socket = ioClient(a.apiUrl, { transports: ['websocket'], reconnection: false, auth: { token: a.apiToken } });
   let tick: NodeJS.Timeout | undefined;
   try {
     // Readings are identified by device and observation time, which ingest passes through unchanged.

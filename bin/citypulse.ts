@@ -9,16 +9,20 @@
  *   citypulse provision --family F --zone Z --lat LAT --lon LON [--id ID] [--name NAME]
  *   citypulse devices [--family F] [--zone Z] [--all]
  *   citypulse revoke ID
+ *   citypulse operator add --username U --role viewer|operator|admin [--password P]   (prints a generated one)
+ *   citypulse operator list
  *   citypulse options [--markdown]                    every configuration option, default and variable
  *
  * provision/devices/revoke work on the registry in dataDir (config or CITYPULSE_DATA_DIR).
  */
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig, describeOptions, type Config } from '../platform/config.ts';
 import { createPlatform } from '../platform/platform.ts';
 import { PlatformError } from '../platform/errors.ts';
 import { SqliteDeviceStore, loadCityProfile, type CityProfile, type ProvisionRequest } from '../registry/index.ts';
+import { ROLES, SqliteOperatorStore, type Role } from '../registry/index.ts';
 import { FAMILIES, type Family } from '../ingest/index.ts';
 import { createFleet, formatProgress, type Fleet } from '../simulators/index.ts';
 
@@ -36,6 +40,8 @@ async function main(): Promise<number> {
       return devices();
     case 'revoke':
       return revoke();
+    case 'operator':
+      return operator();
     case 'options':
       for (const o of describeOptions()) {
         if (rest.includes('--markdown'))
@@ -49,12 +55,13 @@ async function main(): Promise<number> {
   }
 }
 
-const HELP = `usage: citypulse <start|simulate|provision|devices|revoke|options> [options]
+const HELP = `usage: citypulse <start|simulate|provision|devices|revoke|operator|options> [options]
   start      run the platform (broker, ingest, API; a local InfluxDB unless influx.url is set) and a simulated city
   simulate   run a simulated fleet against a running platform (--api URL --token ADMIN_TOKEN)
   provision  add a device to the registry and print its token (shown once)
   devices    list devices
   revoke     revoke a device
+  operator   add --username U --role viewer|operator|admin [--password P] | list: operator accounts in dataDir
   options    list every configuration option with its default and environment variable`;
 
 function config(values: { config?: string }): Readonly<Config> {
@@ -85,8 +92,12 @@ async function start(): Promise<number> {
   out.write(
     `\ncitypulse is running\n  API + socket.io  ${addr.api}   (OpenAPI: ${addr.api}/api/v1/openapi.json, health: ${addr.api}/api/v1/health)\n  MQTT             ${addr.mqtt}\n  InfluxDB         ${addr.influx}   (database ${cfg.influx.database})\n  metrics          ${addr.api}/metrics\n`,
   );
+  if (addr.mqtts) out.write(`  MQTT over TLS    ${addr.mqtts}   (server certificate: ${addr.mqttsCertFile})\n`);
+  if (addr.ws) out.write(`  MQTT over WS     ${addr.ws}\n`);
   if (platform.adminTokenCreated)
     out.write(`  admin token      ${platform.adminToken}   (shown once; kept in ${path.join(cfg.dataDir, 'admin-token')})\n`);
+  if (platform.initialAdmin?.generatedPassword)
+    out.write(`  operator login   admin / ${platform.initialAdmin.generatedPassword}   (shown once: log in and change it)\n`);
 
   if (cfg.simulate.enabled && !values['no-simulate']) {
     const { devices, profile } = platform.parts;
@@ -141,7 +152,7 @@ async function simulate(): Promise<number> {
   });
   const api = values.api.replace(/\/$/, '');
   const headers = { authorization: `Bearer ${values.token}`, 'content-type': 'application/json' };
-  const profile = (await (await fetch(`${api}/api/v1/city`)).json()) as CityProfile;
+  const profile = (await (await fetch(`${api}/api/v1/city`, { headers })).json()) as CityProfile;
   const mqttUrl = values.mqtt ?? `mqtt://${new URL(api).hostname}:1883`;
   const num = (v: string | undefined, f: Family) => (v === undefined ? (profile.fleet?.[f] ?? 0) : Number(v));
   const fleet = createFleet({
@@ -247,6 +258,38 @@ async function revoke(): Promise<number> {
     console.log(
       `revoked ${d.id} at ${d.revokedAt}. It is refused from its next connect; to also disconnect it now, use POST /api/v1/devices/${d.id}/revoke.`,
     );
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
+async function operator(): Promise<number> {
+  const [sub, ...args] = rest;
+  const { values } = parseArgs({
+    args,
+    options: { username: { type: 'string' }, role: { type: 'string' }, password: { type: 'string' }, config: { type: 'string' } },
+  });
+  const cfg = config(values);
+  const store = new SqliteOperatorStore(path.join(path.resolve(cfg.dataDir), 'operators.db'), cfg.api.auditLimit);
+  try {
+    if (sub === 'list') {
+      for (const o of await store.list())
+        console.log([o.username, o.role, o.disabled ? 'disabled' : 'enabled', o.createdAt, o.lastLoginAt ?? '-'].join('\t'));
+      return 0;
+    }
+    if (sub !== 'add' || !values.username || !ROLES.includes(values.role as Role)) {
+      console.error(`usage: citypulse operator add --username U --role ${ROLES.join('|')} [--password P]   |   citypulse operator list`);
+      return 2;
+    }
+    const generated = values.password ? undefined : randomBytes(15).toString('base64url');
+    const op = await store.create({
+      username: values.username,
+      role: values.role as Role,
+      password: values.password ?? (generated as string),
+    });
+    await store.audit({ actor: '(cli)', role: null, action: 'operator.create', target: op.username, address: null, outcome: 'ok' });
+    console.log(`operator ${op.username} (${op.role}) created${generated ? `; password (shown once): ${generated}` : ''}`);
     return 0;
   } finally {
     await store.close();

@@ -1,5 +1,5 @@
 /**
- * The embedded MQTT broker (Aedes over TCP) with the device rules of the contract [C-TOPIC]:
+ * The embedded MQTT broker (Aedes over TCP; TLS and WebSocket in listeners.ts) with the device rules of the contract [C-TOPIC]:
  * - CONNECT: username = device id = client id, password = token. Unknown device or wrong token →
  *   CONNACK 4 "bad username or password"; revoked → 5 "not authorized"; client id ≠ username → 2.
  * - PUBLISH: a device may publish only to `devices/{own id}/telemetry` (anything else closes the connection:
@@ -9,9 +9,13 @@
  * Telemetry goes to `onMessage` from the authorizePublish hook, so a QoS 1 PUBACK leaves only once ingest
  * made the reading durable (see the comment there).
  */
+import type { IncomingMessage } from 'node:http';
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { Aedes, type Client } from 'aedes';
 import { TOPICS, type DeviceStatus } from '../ingest/contract.ts';
+import { ConnectionGuard, LIMIT_DEFAULTS, limitPacketSize } from './connection-guard.ts';
+import { createWebSocketListener, startTlsListener, type TlsListener } from './listeners.ts';
 import type { DeviceMeta } from '../ingest/index.ts';
 import type { DeviceStore } from '../registry/index.ts';
 import type { LiveBus } from '../platform/bus.ts';
@@ -23,6 +27,18 @@ export interface BrokerOptions {
   /** 0 = any free port. */
   port: number;
   drainTimeoutMs: number;
+  /** Connections held at most (all listeners). Default LIMIT_DEFAULTS. */
+  maxConnections?: number;
+  /** Connection attempts per source address per window; 0 = no limit. */
+  maxConnectionAttemptsPerAddress?: number;
+  connectionAttemptWindowMs?: number;
+  /** Largest MQTT packet accepted, bytes; a larger one closes the connection. */
+  maxPacketBytes?: number;
+  /** Largest keepalive a client may ask for, s; 0 (no keepalive) is refused too (CONNACK 6 from aedes). */
+  maxKeepaliveSeconds?: number;
+  /** MQTT over TLS on `host` (broker/listeners.ts); certFile and keyFile empty = self-signed in tlsSelfSignedDir. */
+  tls?: { enabled: boolean; port: number; certFile: string; keyFile: string; caFile?: string; requireClientCert?: boolean };
+  tlsSelfSignedDir?: string;
 }
 
 export interface BrokerDeps {
@@ -39,10 +55,18 @@ export interface BrokerDeps {
 }
 
 export interface Broker {
-  start(): Promise<{ host: string; port: number }>;
+  /** Starts the TCP listener (and the TLS one when tls.enabled); `tls` = its address and server certificate. */
+  start(): Promise<{ host: string; port: number; tls?: { host: string; port: number; certFile: string } }>;
   stop(): Promise<void>;
   /** Publishes as the platform (no client: not subject to device rules). */
   publish(topic: string, payload: string | Buffer, opts?: { qos?: 0 | 1; retain?: boolean }): Promise<void>;
+  /**
+   * Takes a new connection from any listener (TCP, TLS, WebSocket): admission limits, the packet size guard,
+   * then aedes. `address` is the source address for the per-address attempt limit.
+   */
+  accept(stream: Duplex, address: string | undefined): void;
+  /** MQTT over WebSocket: takes an HTTP upgrade request routed to the broker's path (refused after stop()). */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
   /** Closes the connection of a device, if it is connected. */
   disconnect(deviceId: string): boolean;
   isOnline(deviceId: string): boolean;
@@ -53,14 +77,22 @@ export interface Broker {
 type AuthError = Error & { returnCode: number };
 const authError = (message: string, returnCode: number): AuthError => Object.assign(new Error(message), { returnCode });
 
-export async function createBroker(opts: BrokerOptions, deps: BrokerDeps): Promise<Broker> {
+export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Promise<Broker> {
+  const opts = { ...LIMIT_DEFAULTS, ...options };
   const log = deps.logger ?? silentLogger;
   const metrics = deps.metrics;
   const devices = new WeakMap<Client, DeviceMeta>();
   const online = new Map<string, Client>();
 
+  const guard = new ConnectionGuard({
+    maxConnections: opts.maxConnections,
+    maxAttemptsPerAddress: opts.maxConnectionAttemptsPerAddress,
+    attemptWindowMs: opts.connectionAttemptWindowMs,
+    maxPacketBytes: opts.maxPacketBytes,
+  });
   const aedes = await Aedes.createBroker({
     drainTimeout: opts.drainTimeoutMs,
+    keepaliveLimit: opts.maxKeepaliveSeconds,
     authenticate(client, username, password, done) {
       const id = username ?? '';
       const reject = (reason: string, code: number, message: string) => {
@@ -170,11 +202,36 @@ export async function createBroker(opts: BrokerOptions, deps: BrokerDeps): Promi
   aedes.on('clientError', (client, err) => log.debug({ device: client.id, err: err.message }, 'client error'));
   aedes.on('connectionError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'connection error'));
 
-  const server = net.createServer((socket) => aedes.handle(socket));
+  /** Every accepted connection: stop() ends those aedes does not know yet (no CONNECT sent). */
+  const streams = new Set<Duplex>();
+  const accept = (stream: Duplex, address: string | undefined) => {
+    const refused = guard.admit(address);
+    if (refused) {
+      metrics?.mqttRefused.inc({ reason: refused });
+      log.warn({ address, reason: refused, connections: guard.connections }, 'MQTT connection refused by a limit');
+      stream.destroy();
+      return;
+    }
+    streams.add(stream);
+    stream.once('close', () => {
+      streams.delete(stream);
+      guard.closed();
+    });
+    const guarded = limitPacketSize(stream, opts.maxPacketBytes, (reason) => {
+      metrics?.mqttRefused.inc({ reason: 'packet-too-large' });
+      log.warn({ address, reason }, 'MQTT connection closed: packet too large or malformed');
+    });
+    aedes.handle(guarded);
+  };
+  const server = net.createServer((socket) => accept(socket, socket.remoteAddress));
+  const wsListener = createWebSocketListener({}, accept, log);
+  let tlsListener: TlsListener | undefined;
   let stopped = false;
 
   return {
     aedes,
+    accept,
+    handleUpgrade: (req, socket, head) => wsListener.handleUpgrade(req, socket, head),
     publish,
     isOnline: (id) => online.has(id),
     onlineCount: () => online.size,
@@ -183,8 +240,8 @@ export async function createBroker(opts: BrokerOptions, deps: BrokerDeps): Promi
       c?.close();
       return !!c;
     },
-    start() {
-      return new Promise((resolve, reject) => {
+    async start() {
+      const tcp = await new Promise<{ host: string; port: number }>((resolve, reject) => {
         server.once('error', reject);
         server.listen(opts.port, opts.host, () => {
           server.off('error', reject);
@@ -193,14 +250,25 @@ export async function createBroker(opts: BrokerOptions, deps: BrokerDeps): Promi
           resolve({ host: a.address, port: a.port });
         });
       });
+      if (!opts.tls?.enabled) return tcp;
+      const tlsOpts = { ...opts.tls, host: opts.host, selfSignedDir: opts.tlsSelfSignedDir, maxConnections: opts.maxConnections };
+      tlsListener = await startTlsListener(tlsOpts, accept, { logger: log, metrics }).catch((err: unknown) => {
+        server.close();
+        throw err;
+      });
+      return { ...tcp, tls: { ...tlsListener.address, certFile: tlsListener.certFile } };
     },
     async stop() {
       if (stopped) return;
       stopped = true;
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        aedes.close();
-      });
+      guard.stop();
+      const listenersClosed = Promise.all([tlsListener?.close(), wsListener.close()]);
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      await new Promise<void>((resolve) => aedes.close(() => resolve()));
+      // A connection that never sent CONNECT is not an aedes client: it would hold server.close open.
+      for (const s of streams) s.destroy();
+      await closed;
+      await listenersClosed;
     },
   };
 }

@@ -3,15 +3,16 @@
  * query and body are validated by its schema; every error leaves as application/problem+json with a stable
  * code, and unexpected ones are logged and answered with a generic 500 (no stack traces to clients).
  */
-import { timingSafeEqual } from 'node:crypto';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { Ajv, type ValidateFunction } from 'ajv';
 import addFormats from 'ajv-formats';
 import { ERROR_CODES, PlatformError, type ErrorCode } from '../platform/errors.ts';
 import { silentLogger, type Logger } from '../platform/logger.ts';
 import type { Metrics } from '../platform/metrics.ts';
+import { roleAtLeast } from '../registry/index.ts';
 import { buildOpenApi } from './openapi.ts';
-import { createRoutes, type ApiDeps } from './routes.ts';
+import { createRoutes, type ApiDeps, type RouteDef } from './routes.ts';
+import type { Principal } from './auth.ts';
 
 export function createApp(deps: ApiDeps, opts: { metrics?: Metrics; logger?: Logger; version?: string } = {}): express.Express {
   const log = opts.logger ?? silentLogger;
@@ -28,7 +29,20 @@ export function createApp(deps: ApiDeps, opts: { metrics?: Metrics; logger?: Log
   addFormats.default(ajv);
   const routes = createRoutes(deps);
   const openapi = buildOpenApi(routes, { version: opts.version ?? '0.0.0' });
-  const adminToken = Buffer.from(deps.adminToken);
+  const audit = (r: RouteDef, req: Request, res: Response, outcome: string) => {
+    const p = res.locals.principal as Principal | undefined;
+    // A refusal is recorded before validation: the body may hold anything, keep a short string only.
+    const named: unknown = res.locals.auditTarget ?? req.params.id ?? req.params.username ?? req.body?.id ?? req.body?.username;
+    const target = typeof named === 'string' ? named.slice(0, 200) : null;
+    const entry = {
+      actor: p?.username ?? '(anonymous)',
+      role: p?.role ?? null,
+      action: r.audit as string,
+      target,
+      address: req.ip ?? null,
+    };
+    deps.auth.operators.audit({ ...entry, outcome }).catch((err) => log.error({ err, ...entry }, 'audit record failed'));
+  };
 
   for (const r of routes) {
     const checks: [keyof Pick<Request, 'params' | 'query' | 'body'>, ValidateFunction][] = [];
@@ -47,16 +61,31 @@ export function createApp(deps: ApiDeps, opts: { metrics?: Metrics; logger?: Log
       if (errors.length) return next(new PlatformError('CP_API_VALIDATION', 'the request breaks its schema', { details: errors }));
       next();
     };
-    const guard = (req: Request, _res: Response, next: NextFunction) => {
-      if (!r.admin) return next();
-      const m = /^Bearer (.+)$/.exec(req.get('authorization') ?? '');
-      const given = Buffer.from(m?.[1] ?? '');
-      if (!m || given.length !== adminToken.length || !timingSafeEqual(given, adminToken)) {
-        return next(new PlatformError('CP_API_UNAUTHORIZED', 'a valid admin bearer token is required'));
+    // Role check before validation: an unauthenticated caller learns nothing about a route's schema.
+    const guard = async (req: Request, res: Response, next: NextFunction) => {
+      if (!r.role) return next();
+      const m = /^Bearer (\S+)$/.exec(req.get('authorization') ?? '');
+      const p = await deps.auth.resolve(m?.[1]);
+      if (!p) return next(new PlatformError('CP_API_UNAUTHORIZED', 'a valid bearer token (session or service token) is required'));
+      res.locals.principal = p;
+      if (!roleAtLeast(p.role, r.role)) {
+        // Refusals of known callers are audited (anonymous ones are not: they would let anyone fill the log).
+        if (r.audit) audit(r, req, res, 'CP_API_FORBIDDEN');
+        return next(new PlatformError('CP_API_FORBIDDEN', `this needs the role ${r.role} or higher; ${p.username} is ${p.role}`));
       }
       next();
     };
-    app[r.method](r.path, guard, validate, r.handler);
+    const run = async (req: Request, res: Response) => {
+      if (!r.audit) return r.handler(req, res);
+      try {
+        await r.handler(req, res);
+      } catch (err) {
+        audit(r, req, res, err instanceof PlatformError ? err.code : 'CP_API_INTERNAL');
+        throw err;
+      }
+      audit(r, req, res, 'ok');
+    };
+    app[r.method](r.path, guard, validate, run);
   }
 
   app.get('/api/v1/openapi.json', (_req, res) => res.json(openapi));
@@ -83,6 +112,7 @@ export function createApp(deps: ApiDeps, opts: { metrics?: Metrics; logger?: Log
       log.error({ err, method: req.method, url: req.originalUrl }, 'request failed');
     }
     const status = ERROR_CODES[code].status;
+    if (code === 'CP_API_UNAUTHORIZED') res.set('www-authenticate', 'Bearer');
     res
       .status(status)
       .type('application/problem+json')

@@ -4,3 +4,5 @@ export type { DashboardApi, DashboardApiOptions } from './server.ts';
 export { createApp } from './app.ts';
 export type { ApiDeps, HealthReport } from './routes.ts';
 export type { ClientToServer, ServerToClient, SubscribeAck, Subscription } from './live.ts';
+export { createAuth, SERVICE_ACTOR } from './auth.ts';
+export type { Auth, AuthOptions, Principal } from './auth.ts';

@@ -3,6 +3,10 @@
  * (everything); the ack carries a snapshot of the latest values and online states of what it subscribed to;
  * then it receives every `reading` and `status` as ingested, and `rejected` for its scope.
  *
+ * Connecting needs an operator session token or the service token in `auth: { token }` (any role may
+ * subscribe); a refusal reaches the client as a `connect_error` whose `data.code` is CP_API_UNAUTHORIZED. A
+ * socket is closed when its session ends (logout, operator disabled or password changed) or expires.
+ *
  * Fan-out costs one emit per event (socket.io encodes once and sends to the union of rooms), whatever the
  * number of sockets: rooms `all`, `device:<id>`, `zone:<id>`, `family:<name>`.
  */
@@ -13,6 +17,7 @@ import { FAMILIES, type EnrichedReading, type Family } from '../ingest/index.ts'
 import type { BusEvents, LiveBus, StatusEvent } from '../platform/bus.ts';
 import { silentLogger, type Logger } from '../platform/logger.ts';
 import type { Metrics } from '../platform/metrics.ts';
+import type { Auth, Principal } from './auth.ts';
 
 export const SUBSCRIPTION_SCHEMA = {
   type: 'object',
@@ -52,6 +57,11 @@ export interface ClientToServer {
   unsubscribe: (sub: Subscription, ack?: (a: { ok: boolean }) => void) => void;
 }
 
+/** Per socket: who connected (set at the handshake). */
+export interface SocketData {
+  principal: Principal;
+}
+
 /** Latest reading and status per device, kept from the bus (the snapshot source). */
 export class LatestValues {
   readonly readings = new Map<string, EnrichedReading>();
@@ -78,12 +88,43 @@ const roomsFor = (x: { device: string; zone: string; family: string }) => [
 
 export function attachLive(
   httpServer: http.Server,
-  deps: { bus: LiveBus; latest: LatestValues; metrics?: Metrics; logger?: Logger; maxSocketBufferedPackets?: number },
-): { io: Server<ClientToServer, ServerToClient>; close(): Promise<void> } {
+  deps: { bus: LiveBus; latest: LatestValues; auth: Auth; metrics?: Metrics; logger?: Logger; maxSocketBufferedPackets?: number },
+): { io: Server<ClientToServer, ServerToClient, Record<string, never>, SocketData>; close(): Promise<void> } {
   const log = deps.logger ?? silentLogger;
-  const io = new Server<ClientToServer, ServerToClient>(httpServer, { serveClient: false, maxHttpBufferSize: 64 * 1024 });
+  // destroyUpgrade: false: upgrades of other paths (MQTT over WebSocket) are left to dashboard-api/upgrades.ts.
+  const io = new Server<ClientToServer, ServerToClient, Record<string, never>, SocketData>(httpServer, {
+    serveClient: false,
+    maxHttpBufferSize: 64 * 1024,
+    destroyUpgrade: false,
+  });
   const ajv = new Ajv({ allErrors: true });
   const validSub = ajv.compile<Subscription>(SUBSCRIPTION_SCHEMA);
+
+  io.use((socket, next) => {
+    const token = (socket.handshake.auth as { token?: unknown } | undefined)?.token;
+    deps.auth.resolve(typeof token === 'string' ? token : undefined).then(
+      (p) => {
+        if (!p) return next(Object.assign(new Error('unauthorized'), { data: { code: 'CP_API_UNAUTHORIZED' } }));
+        socket.data.principal = p;
+        next();
+      },
+      (err) => {
+        log.error({ err }, 'socket.io authentication failed');
+        next(Object.assign(new Error('internal error'), { data: { code: 'CP_API_INTERNAL' } }));
+      },
+    );
+  });
+  const endSockets = (match: (p: Principal) => boolean) => {
+    for (const socket of io.sockets.sockets.values()) if (match(socket.data.principal)) socket.disconnect(true);
+  };
+  const offEnded = deps.auth.onEnded((e) =>
+    endSockets((p) => ('sessionId' in e ? p.sessionId === e.sessionId : p.kind === 'session' && p.username === e.username)),
+  );
+  const expiryCheck = setInterval(() => {
+    const now = new Date().toISOString();
+    endSockets((p) => p.expiresAt !== undefined && p.expiresAt <= now);
+  }, 1000);
+  expiryCheck.unref();
 
   // socket.io encodes a broadcast before it looks for members: with nobody watching, that was ~11 % of
   // the platform's CPU per reading (bench profile). Only emit when one of the rooms has a member.
@@ -126,7 +167,7 @@ export function attachLive(
   }, 250);
   slowCheck.unref();
 
-  io.on('connection', (socket: Socket<ClientToServer, ServerToClient>) => {
+  io.on('connection', (socket: Socket<ClientToServer, ServerToClient, Record<string, never>, SocketData>) => {
     deps.metrics?.socketClients.set(io.engine.clientsCount);
     socket.on('disconnect', () => deps.metrics?.socketClients.set(io.engine.clientsCount));
     socket.on('subscribe', (sub, ack) => {
@@ -152,6 +193,8 @@ export function attachLive(
     io,
     async close() {
       clearInterval(slowCheck);
+      clearInterval(expiryCheck);
+      offEnded();
       deps.bus.off('reading', onReading);
       deps.bus.off('status', onStatus);
       deps.bus.off('rejected', onRejected);

@@ -15,12 +15,17 @@ export function buildOpenApi(routes: RouteDef[], info: { version: string }): obj
         parameters.push({ name, in: where, required: where === 'path' || !!s?.required?.includes(name), schema: ps });
       }
     }
+    const responses: RouteDef['responses'] = { ...r.responses };
+    if (r.role) {
+      responses[401] = problemResponse('no token, or an unknown, expired or ended one (CP_API_UNAUTHORIZED)');
+      responses[403] = problemResponse(`a role below ${r.role} (CP_API_FORBIDDEN)`);
+    }
     const op: Record<string, unknown> = {
-      summary: r.summary,
+      summary: r.role ? `${r.summary} [role: ${r.role}]` : r.summary,
       tags: [r.tag],
       parameters,
       responses: Object.fromEntries(
-        Object.entries(r.responses).map(([code, resp]) => [
+        Object.entries(responses).map(([code, resp]) => [
           code,
           {
             description: resp.description,
@@ -32,7 +37,9 @@ export function buildOpenApi(routes: RouteDef[], info: { version: string }): obj
       ),
     };
     if (r.body) op.requestBody = { required: true, content: { 'application/json': { schema: r.body } } };
-    if (r.admin) op.security = [{ adminToken: [] }];
+    // OpenAPI 3.1: a non-OAuth scheme's list names the roles it needs; here the least one (higher roles pass).
+    op.security = r.role ? [{ bearer: [r.role] }] : [];
+    if (r.role) op['x-citypulse-role'] = r.role;
     paths[p] = { ...paths[p], [r.method]: op };
   }
   return {
@@ -40,11 +47,20 @@ export function buildOpenApi(routes: RouteDef[], info: { version: string }): obj
     info: {
       title: 'citypulse API',
       version: info.version,
-      description: 'REST API of the citypulse telemetry platform. Live data: socket.io on the same port.',
+      description:
+        'REST API of the citypulse telemetry platform. Live data: socket.io on the same port. Each route names the least role it ' +
+        'needs (viewer < operator < admin): an operator session token from POST /api/v1/auth/login, or the service token ' +
+        '(api.adminToken, role admin), as `Authorization: Bearer <token>`.',
     },
     paths,
     components: {
-      securitySchemes: { adminToken: { type: 'http', scheme: 'bearer' } },
+      securitySchemes: {
+        bearer: {
+          type: 'http',
+          scheme: 'bearer',
+          description: 'Session token (POST /api/v1/auth/login) or the service token (role admin)',
+        },
+      },
       schemas: {
         Problem: {
           type: 'object',
@@ -61,4 +77,8 @@ export function buildOpenApi(routes: RouteDef[], info: { version: string }): obj
       },
     },
   };
+}
+
+function problemResponse(description: string) {
+  return { description, schema: { $ref: '#/components/schemas/Problem' } };
 }

@@ -5,8 +5,18 @@
 import type { Request, Response } from 'express';
 import type { InfluxDB } from 'influx';
 import { DEVICE_ID_PATTERN, FAMILIES, READING_SCHEMAS, TOPICS, type DeadLetterStore, type Family } from '../ingest/index.ts';
-import type { CityProfile, Device, DeviceStore } from '../registry/index.ts';
+import {
+  PASSWORD_MAX_LENGTH,
+  PASSWORD_MIN_LENGTH,
+  ROLES,
+  USERNAME_PATTERN,
+  type CityProfile,
+  type Device,
+  type DeviceStore,
+  type Role,
+} from '../registry/index.ts';
 import { PlatformError } from '../platform/errors.ts';
+import type { Auth, Principal } from './auth.ts';
 import { queryLastReading, queryReadings, WINDOWS, type Window } from './history.ts';
 import type { LatestValues } from './live.ts';
 
@@ -24,7 +34,8 @@ export interface ApiDeps {
   /** Online state and forced disconnect, from the broker. */
   presence: { isOnline(id: string): boolean; disconnect(id: string): boolean };
   health: () => HealthReport;
-  adminToken: string;
+  /** Sessions, the service token, operator accounts and the audit log. */
+  auth: Auth;
 }
 
 export interface RouteDef {
@@ -33,7 +44,10 @@ export interface RouteDef {
   path: string;
   summary: string;
   tag: string;
-  admin?: boolean;
+  /** The least role the route needs (viewer < operator < admin); absent = public. */
+  role?: Role;
+  /** Audit action recorded for every call that passes the role check (with its outcome). */
+  audit?: string;
   params?: object;
   query?: object;
   body?: object;
@@ -78,6 +92,25 @@ const readingSchema = {
   },
 } as const;
 const problem = { description: 'application/problem+json with a stable `code`', schema: { $ref: '#/components/schemas/Problem' } };
+const operatorSchema = {
+  type: 'object',
+  properties: {
+    username: { type: 'string' },
+    role: { type: 'string', enum: ROLES },
+    disabled: { type: 'boolean' },
+    createdAt: { type: 'string', format: 'date-time' },
+    lastLoginAt: { type: 'string', format: 'date-time' },
+  },
+} as const;
+const usernameParams = {
+  type: 'object',
+  required: ['username'],
+  properties: { username: { type: 'string', pattern: USERNAME_PATTERN } },
+} as const;
+const password = { type: 'string', minLength: PASSWORD_MIN_LENGTH, maxLength: PASSWORD_MAX_LENGTH } as const;
+
+/** The caller, set by the role check in app.ts. */
+export const principalOf = (res: Response): Principal => res.locals.principal as Principal;
 
 export const PROVISION_BODY = {
   type: 'object',
@@ -113,6 +146,7 @@ export function createRoutes(d: ApiDeps): RouteDef[] {
       path: '/api/v1/city',
       summary: 'The city profile: zones with names, shapes and centres',
       tag: 'platform',
+      role: 'viewer',
       responses: { 200: { description: 'city profile' } },
       handler: (_req, res) => res.json(d.profile),
     },
@@ -121,6 +155,7 @@ export function createRoutes(d: ApiDeps): RouteDef[] {
       path: '/api/v1/contract',
       summary: 'The device contract, machine-readable: topics and the JSON Schema of each family’s reading',
       tag: 'platform',
+      role: 'viewer',
       responses: { 200: { description: 'topics and schemas' } },
       handler: (_req, res) =>
         res.json({
@@ -138,6 +173,7 @@ export function createRoutes(d: ApiDeps): RouteDef[] {
       path: '/api/v1/devices',
       summary: 'List devices, with filters',
       tag: 'devices',
+      role: 'viewer',
       query: {
         type: 'object',
         additionalProperties: false,
@@ -160,7 +196,8 @@ export function createRoutes(d: ApiDeps): RouteDef[] {
       path: '/api/v1/devices',
       summary: 'Provision a device; the token in the answer is shown once and never again',
       tag: 'devices',
-      admin: true,
+      role: 'admin',
+      audit: 'device.provision',
       body: PROVISION_BODY,
       responses: {
         201: {
@@ -168,11 +205,11 @@ export function createRoutes(d: ApiDeps): RouteDef[] {
           schema: { type: 'object', properties: { device: deviceSchema, token: { type: 'string' } } },
         },
         400: problem,
-        401: problem,
         409: problem,
       },
       handler: async (req, res) => {
         const out = await d.devices.provision(req.body);
+        res.locals.auditTarget = out.device.id;
         res.status(201).json({ device: withOnline(out.device), token: out.token });
       },
     },
@@ -181,6 +218,7 @@ export function createRoutes(d: ApiDeps): RouteDef[] {
       path: '/api/v1/devices/:id',
       summary: 'One device with its online state and last reading',
       tag: 'devices',
+      role: 'viewer',
       params: idParams,
       responses: { 200: { description: 'device', schema: deviceSchema }, 404: problem },
       handler: async (req, res) => {
@@ -201,9 +239,10 @@ export function createRoutes(d: ApiDeps): RouteDef[] {
       path: '/api/v1/devices/:id/revoke',
       summary: 'Revoke a device: disconnected now, refused from then on',
       tag: 'devices',
-      admin: true,
+      role: 'admin',
+      audit: 'device.revoke',
       params: idParams,
-      responses: { 200: { description: 'the revoked device', schema: deviceSchema }, 401: problem, 404: problem },
+      responses: { 200: { description: 'the revoked device', schema: deviceSchema }, 404: problem },
       handler: async (req, res) => {
         await mustGet(req.params.id as string);
         const dev = await d.devices.revoke(req.params.id as string);
@@ -216,11 +255,11 @@ export function createRoutes(d: ApiDeps): RouteDef[] {
       path: '/api/v1/devices/:id/token',
       summary: 'Issue a new token (shown once); the old one stops working and the device is disconnected',
       tag: 'devices',
-      admin: true,
+      role: 'admin',
+      audit: 'device.rotate-token',
       params: idParams,
       responses: {
         200: { description: 'the new token', schema: { type: 'object', properties: { token: { type: 'string' } } } },
-        401: problem,
         404: problem,
       },
       handler: async (req, res) => {
@@ -234,6 +273,7 @@ export function createRoutes(d: ApiDeps): RouteDef[] {
       path: '/api/v1/devices/:id/readings',
       summary: 'A device’s readings over a time range, aggregated per window (mean of numbers, last of enums)',
       tag: 'readings',
+      role: 'viewer',
       params: idParams,
       query: {
         type: 'object',
@@ -272,6 +312,7 @@ export function createRoutes(d: ApiDeps): RouteDef[] {
       path: '/api/v1/latest',
       summary: 'Latest reading of each device, filtered by zone and family',
       tag: 'readings',
+      role: 'viewer',
       query: {
         type: 'object',
         additionalProperties: false,
@@ -288,16 +329,197 @@ export function createRoutes(d: ApiDeps): RouteDef[] {
       path: '/api/v1/dead-letters',
       summary: 'Rejected messages and readings, newest first, with reason and raw payload',
       tag: 'readings',
-      admin: true,
+      role: 'operator',
       query: {
         type: 'object',
         additionalProperties: false,
         properties: { device: { type: 'string' }, limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } },
       },
-      responses: { 200: { description: 'dead letters' }, 401: problem },
+      responses: { 200: { description: 'dead letters' } },
       handler: (req, res) => {
         const q = req.query as unknown as { device?: string; limit: number };
         res.json(d.deadLetters.list({ device: q.device, limit: q.limit }));
+      },
+    },
+    ...accessRoutes(d),
+  ];
+}
+
+/** Sessions, operator accounts and the audit log (issue 4). */
+function accessRoutes(d: ApiDeps): RouteDef[] {
+  const ops = d.auth.operators;
+  return [
+    {
+      method: 'post',
+      path: '/api/v1/auth/login',
+      summary: 'Log in: a session token for `Authorization: Bearer` (api.sessionTtlMs); failures are rate-limited',
+      tag: 'access',
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['username', 'password'],
+        properties: { username: { type: 'string', maxLength: 64 }, password: { type: 'string', maxLength: PASSWORD_MAX_LENGTH } },
+      },
+      responses: {
+        200: {
+          description: 'the session token (shown once), its expiry and the operator',
+          schema: {
+            type: 'object',
+            properties: {
+              token: { type: 'string' },
+              expiresAt: { type: 'string', format: 'date-time' },
+              operator: { type: 'object', properties: { username: { type: 'string' }, role: { type: 'string', enum: ROLES } } },
+            },
+          },
+        },
+        400: problem,
+        401: problem,
+        429: { description: 'too many failed logins (Retry-After header)', schema: problem.schema },
+      },
+      handler: async (req, res) => {
+        const { username, password } = req.body as { username: string; password: string };
+        try {
+          const out = await d.auth.login(username, password, req.ip ?? 'unknown');
+          res.json({ token: out.token, expiresAt: out.expiresAt, operator: { username: out.operator.username, role: out.operator.role } });
+        } catch (err) {
+          const retry = (err as PlatformError).code === 'CP_API_RATE_LIMITED' && (err as PlatformError).details;
+          if (retry) res.set('retry-after', String((retry as { retryAfterSeconds: number }).retryAfterSeconds));
+          throw err;
+        }
+      },
+    },
+    {
+      method: 'post',
+      path: '/api/v1/auth/logout',
+      summary: 'End this session (the service token has none: nothing happens)',
+      tag: 'access',
+      role: 'viewer',
+      audit: 'logout',
+      responses: { 204: { description: 'ended' } },
+      handler: async (_req, res) => {
+        await d.auth.logout(principalOf(res));
+        res.status(204).end();
+      },
+    },
+    {
+      method: 'get',
+      path: '/api/v1/auth/me',
+      summary: 'Who the bearer token belongs to',
+      tag: 'access',
+      role: 'viewer',
+      responses: {
+        200: {
+          description: 'username, role, kind (session or service) and, for a session, its expiry',
+          schema: {
+            type: 'object',
+            properties: {
+              username: { type: 'string' },
+              role: { type: 'string', enum: ROLES },
+              kind: { type: 'string', enum: ['session', 'service'] },
+              expiresAt: { type: 'string', format: 'date-time' },
+            },
+          },
+        },
+      },
+      handler: (_req, res) => {
+        const p = principalOf(res);
+        res.json({ username: p.username, role: p.role, kind: p.kind, ...(p.expiresAt ? { expiresAt: p.expiresAt } : {}) });
+      },
+    },
+    {
+      method: 'get',
+      path: '/api/v1/operators',
+      summary: 'Operator accounts',
+      tag: 'access',
+      role: 'admin',
+      responses: { 200: { description: 'operators', schema: { type: 'array', items: operatorSchema } } },
+      handler: async (_req, res) => res.json(await ops.list()),
+    },
+    {
+      method: 'post',
+      path: '/api/v1/operators',
+      summary: `Create an operator (password of at least ${PASSWORD_MIN_LENGTH} characters)`,
+      tag: 'access',
+      role: 'admin',
+      audit: 'operator.create',
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['username', 'password', 'role'],
+        properties: { username: { type: 'string', pattern: USERNAME_PATTERN }, password, role: { type: 'string', enum: ROLES } },
+      },
+      responses: { 201: { description: 'the operator', schema: operatorSchema }, 400: problem, 409: problem },
+      handler: async (req, res) => res.status(201).json(await ops.create(req.body)),
+    },
+    {
+      method: 'post',
+      path: '/api/v1/operators/:username/disable',
+      summary: 'Disable an operator: its sessions end at once (REST and sockets), logins are refused',
+      tag: 'access',
+      role: 'admin',
+      audit: 'operator.disable',
+      params: usernameParams,
+      responses: { 200: { description: 'the operator', schema: operatorSchema }, 404: problem },
+      handler: async (req, res) => {
+        const op = await ops.disable(req.params.username as string);
+        d.auth.ended({ username: op.username });
+        res.json(op);
+      },
+    },
+    {
+      method: 'post',
+      path: '/api/v1/operators/:username/password',
+      summary: 'Set an operator’s password; its sessions end',
+      tag: 'access',
+      role: 'admin',
+      audit: 'operator.password',
+      params: usernameParams,
+      body: { type: 'object', additionalProperties: false, required: ['password'], properties: { password } },
+      responses: { 204: { description: 'changed' }, 400: problem, 404: problem },
+      handler: async (req, res) => {
+        await ops.setPassword(req.params.username as string, (req.body as { password: string }).password);
+        d.auth.ended({ username: req.params.username as string });
+        res.status(204).end();
+      },
+    },
+    {
+      method: 'get',
+      path: '/api/v1/audit',
+      summary: 'Audit log of state-changing actions (logins, logouts, devices, operators), newest first',
+      tag: 'access',
+      role: 'admin',
+      query: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
+          actor: { type: 'string', maxLength: 64 },
+          action: { type: 'string', maxLength: 64 },
+        },
+      },
+      responses: {
+        200: {
+          description: 'audit entries',
+          schema: {
+            type: 'array',
+            items: {
+              type: 'object',
+              properties: {
+                at: { type: 'string', format: 'date-time' },
+                actor: { type: 'string' },
+                role: { type: ['string', 'null'] },
+                action: { type: 'string' },
+                target: { type: ['string', 'null'] },
+                address: { type: ['string', 'null'] },
+                outcome: { type: 'string', description: 'ok, or why it failed' },
+              },
+            },
+          },
+        },
+      },
+      handler: async (req, res) => {
+        const q = req.query as unknown as { limit: number; actor?: string; action?: string };
+        res.json(await ops.listAudit(q));
       },
     },
   ];

@@ -4,11 +4,14 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createApp } from './app.ts';
+import { createAuth } from './auth.ts';
 import { attachLive, LatestValues } from './live.ts';
+import { routeUpgrades, type UpgradeHandler } from './upgrades.ts';
 import type { ApiDeps } from './routes.ts';
 import type { LiveBus } from '../platform/bus.ts';
 import { silentLogger, type Logger } from '../platform/logger.ts';
 import type { Metrics } from '../platform/metrics.ts';
+import type { OperatorStore } from '../registry/index.ts';
 
 export interface DashboardApiOptions {
   host: string;
@@ -16,21 +19,39 @@ export interface DashboardApiOptions {
   port: number;
   /** Slow-consumer bound per socket, packets (default 2000). */
   maxSocketBufferedPackets?: number;
+  /** Session lifetime, ms (default 12 h). */
+  sessionTtlMs?: number;
+  /** Failed logins per username / per source address within `loginWindowMs` before 429 (default 5 / 20, 15 min). */
+  loginMaxFailuresPerUser?: number;
+  loginMaxFailuresPerAddress?: number;
+  loginWindowMs?: number;
 }
 
 export interface DashboardApi {
   start(): Promise<{ host: string; port: number }>;
   stop(): Promise<void>;
   readonly latest: LatestValues;
+  /** Hands HTTP upgrades of `path` to `handler` (MQTT over WebSocket); other unknown paths get 404. */
+  addUpgradeRoute(path: string, handler: UpgradeHandler): void;
 }
 
 export function createDashboardApi(
   opts: DashboardApiOptions,
-  deps: Omit<ApiDeps, 'latest'> & { bus: LiveBus; metrics?: Metrics; logger?: Logger; version?: string },
+  deps: Omit<ApiDeps, 'latest' | 'auth'> & {
+    bus: LiveBus;
+    metrics?: Metrics;
+    logger?: Logger;
+    version?: string;
+    /** Operator accounts, sessions and the audit log. */
+    operators: OperatorStore;
+    /** The service token: acts with the admin role (automation). */
+    adminToken: string;
+  },
 ): DashboardApi {
   const log = deps.logger ?? silentLogger;
   const latest = new LatestValues();
-  const app = createApp({ ...deps, latest }, { metrics: deps.metrics, logger: log, version: deps.version });
+  const auth = createAuth(deps.operators, deps.adminToken, opts);
+  const app = createApp({ ...deps, latest, auth }, { metrics: deps.metrics, logger: log, version: deps.version });
   const server = http.createServer(app);
   // Idle keep-alive sockets must not hold stop() open.
   server.keepAliveTimeout = 5000;
@@ -44,14 +65,17 @@ export function createDashboardApi(
   const live = attachLive(server, {
     bus: deps.bus,
     latest,
+    auth,
     metrics: deps.metrics,
     logger: log,
     maxSocketBufferedPackets: opts.maxSocketBufferedPackets,
   });
+  const upgrades = routeUpgrades(server, { passThrough: [`${live.io.path()}/`] });
   let started = false;
   let stopped = false;
   return {
     latest,
+    addUpgradeRoute: (path, handler) => upgrades.add(path, handler),
     start() {
       return new Promise((resolve, reject) => {
         server.once('error', reject);

@@ -45,9 +45,10 @@ const timeSchema = {
   ],
 } as const;
 
-const nonNegative = (description: string) => ({ type: 'number', minimum: 0, description }) as const;
+/** Every number has an upper bound: a value past it is a broken sensor, and JSON's 1e400 parses to Infinity. */
+const nonNegative = <M extends number>(description: string, maximum: M) => ({ type: 'number', minimum: 0, maximum, description }) as const;
 const fraction = (description: string) => ({ type: 'number', minimum: 0, maximum: 1, description }) as const;
-const count = (description: string) => ({ type: 'integer', minimum: 0, description }) as const;
+const count = (description: string) => ({ type: 'integer', minimum: 0, maximum: 1_000_000_000, description }) as const;
 
 /** A reading with only its time carries nothing: require one more property. */
 const atLeastOneField = {
@@ -64,13 +65,13 @@ export const airQualityReadingSchema = {
   additionalProperties: false,
   properties: {
     dateObserved: timeSchema,
-    pm1: nonNegative('PM1 mass concentration, µg/m³'),
-    pm25: nonNegative('PM2.5 mass concentration, µg/m³'),
-    pm10: nonNegative('PM10 mass concentration, µg/m³'),
-    no2: nonNegative('Nitrogen dioxide, µg/m³'),
-    o3: nonNegative('Ozone, µg/m³'),
-    so2: nonNegative('Sulphur dioxide, µg/m³'),
-    co: nonNegative('Carbon monoxide, µg/m³ (VN_AQI uses µg/m³ for CO too)'),
+    pm1: nonNegative('PM1 mass concentration, µg/m³', 100_000),
+    pm25: nonNegative('PM2.5 mass concentration, µg/m³', 100_000),
+    pm10: nonNegative('PM10 mass concentration, µg/m³', 100_000),
+    no2: nonNegative('Nitrogen dioxide, µg/m³', 100_000),
+    o3: nonNegative('Ozone, µg/m³', 100_000),
+    so2: nonNegative('Sulphur dioxide, µg/m³', 100_000),
+    co: nonNegative('Carbon monoxide, µg/m³ (VN_AQI uses µg/m³ for CO too)', 10_000_000),
     temperature: { type: 'number', minimum: -60, maximum: 70, description: 'Air temperature, °C' },
     relativeHumidity: fraction('Relative humidity, 0..1'),
     noise: { type: 'number', minimum: 0, maximum: 200, description: 'Noise level LAeq, dB(A)' },
@@ -118,10 +119,10 @@ export const streetLightReadingSchema = {
     dateObserved: timeSchema,
     powerState: { type: 'string', enum: POWER_STATES, description: 'on | off | low | bootingUp' },
     illuminanceLevel: fraction('Dimming level, 0..1'),
-    powerConsumption: nonNegative('Power drawn now, W'),
-    energyConsumed: nonNegative('Cumulative energy counter, kWh (only grows)'),
-    voltage: nonNegative('Supply voltage, V'),
-    current: nonNegative('Current, A'),
+    powerConsumption: nonNegative('Power drawn now, W', 100_000),
+    energyConsumed: nonNegative('Cumulative energy counter, kWh (only grows)', 1_000_000_000),
+    voltage: nonNegative('Supply voltage, V', 100_000),
+    current: nonNegative('Current, A', 10_000),
     status: { type: 'string', enum: LAMP_STATUSES, description: 'ok | defectiveLamp | columnIssue | brokenLantern' },
   },
   ...atLeastOneField,

@@ -11,6 +11,7 @@ import { dispatch, type HandlerResult, type IngestContext } from './handlers/ind
 import { createInfluxClient, ensureDatabase } from './influx-admin.ts';
 import { InfluxWriter, type InfluxTarget, type PendingPoint, type WriterOptions, type WriterState } from './influx-writer.ts';
 import { toLine } from './line-protocol.ts';
+import { ReadingRateLimiter, durationMs } from './rate-limit.ts';
 import { LogShipper } from './shipper.ts';
 import { createReadingParser, type DeviceMeta } from './validate.ts';
 import type { LiveBus } from '../platform/bus.ts';
@@ -21,6 +22,12 @@ export interface IngestOptions {
   influx: InfluxTarget & { retentionDuration: string };
   writer: WriterOptions;
   maxReadingsPerMessage: number;
+  /** Accepted observation times: now − maxPastMs (0 = the retention duration) .. now + maxFutureMs. */
+  maxPastMs: number;
+  maxFutureMs: number;
+  /** Per-device readings a second on average (0 = no limit), and the burst a backlog flush may use. */
+  maxReadingsPerSecond: number;
+  readingsBurst: number;
   /** SQLite file of the dead-letter store (':memory:' in tests). */
   deadLetterFile: string;
   deadLetterLimit: number;
@@ -100,7 +107,16 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
 
   let wasFull = false;
   const ctx: IngestContext = {
-    parse: createReadingParser({ maxReadingsPerMessage: opts.maxReadingsPerMessage }),
+    parse: createReadingParser({
+      maxReadingsPerMessage: opts.maxReadingsPerMessage,
+      maxFutureMs: opts.maxFutureMs,
+      // Older than the retention policy, InfluxDB would drop an acknowledged reading: refuse it up front.
+      maxPastMs:
+        opts.maxPastMs > 0
+          ? Math.min(opts.maxPastMs, durationMs(opts.influx.retentionDuration))
+          : durationMs(opts.influx.retentionDuration),
+    }),
+    rateLimit: new ReadingRateLimiter(opts.maxReadingsPerSecond, opts.readingsBurst),
     sink: {
       append: (readings) => ship.append(readings.map((r) => ({ line: toLine(r), family: r.family, device: r.device }))),
       whenSpace() {

@@ -28,14 +28,25 @@ export interface ParseResult {
   rejections: Rejection[];
   /** Readings the message carried (valid + invalid), for the received counter. */
   total: number;
+  /** The payload was an array (rejection indexes refer to it). */
+  array: boolean;
 }
 
-/** Oldest and newest observation times accepted: InfluxDB stores 1677..2262, devices with drifting clocks
- *  send nonsense; anything outside is rejected with a reason rather than stored at a wrong place in time. */
+/** Never older than this, whatever the retention: devices with a reset clock report 1970. */
 const MIN_TIME = Date.UTC(2000, 0, 1);
-const MAX_FUTURE_MS = 24 * 3600 * 1000;
 
-export function createReadingParser(opts: { maxReadingsPerMessage: number }) {
+export interface ParserOptions {
+  maxReadingsPerMessage: number;
+  /**
+   * Accepted observation times: now − maxPastMs .. now + maxFutureMs. Outside, a reading is rejected with a
+   * reason rather than stored at a wrong place in time (a drifting clock) or dropped by InfluxDB's retention
+   * after being acknowledged (older than the retention policy).
+   */
+  maxPastMs: number;
+  maxFutureMs: number;
+}
+
+export function createReadingParser(opts: ParserOptions) {
   const ajv = new Ajv({ allErrors: false, strict: true });
   addFormats.default(ajv, ['date-time']);
   const validators = Object.fromEntries(FAMILIES.map((f) => [f, ajv.compile<AnyReading>(READING_SCHEMAS[f])])) as Record<
@@ -85,7 +96,7 @@ export function createReadingParser(opts: { maxReadingsPerMessage: number }) {
     items.forEach((item: unknown, i) => {
       const index = single ? undefined : i;
       const reject = (code: ErrorCode, reason: string, path?: string) => {
-        const r: Rejection = { code, reason, payload: single ? text : JSON.stringify(item) };
+        const r: Rejection = { code, reason, payload: single ? text : stringifyForDeadLetter(item) };
         if (index !== undefined) r.index = index;
         if (path) r.path = path;
         rejections.push(r);
@@ -109,10 +120,10 @@ export function createReadingParser(opts: { maxReadingsPerMessage: number }) {
       if (explicit === undefined) time = receiveTime(device.id, receivedAt);
       else {
         time = typeof explicit === 'number' ? explicit : Date.parse(explicit as string);
-        if (!(time >= MIN_TIME && time <= receivedAt + MAX_FUTURE_MS)) {
+        if (!(time >= Math.max(MIN_TIME, receivedAt - opts.maxPastMs) && time <= receivedAt + opts.maxFutureMs)) {
           reject(
             'CP_INGEST_INVALID_READING',
-            `observation time ${String(explicit)} is outside the accepted window (2000-01-01 .. now + 24 h)`,
+            `observation time ${String(explicit)} is outside the accepted window (now − ${Math.round(opts.maxPastMs / 3_600_000)} h .. now + ${Math.round(opts.maxFutureMs / 3_600_000)} h)`,
             '/dateObserved',
           );
           return;
@@ -129,12 +140,21 @@ export function createReadingParser(opts: { maxReadingsPerMessage: number }) {
       seenTimes.add(time);
       readings.push({ device: device.id, family: device.family, zone: device.zone, time, fields: flatten(obj) });
     });
-    return { readings, rejections, total: items.length };
+    return { readings, rejections, total: items.length, array: !single };
   };
 }
 
+/** JSON of one rejected array member; a hostile, deeply nested one would overflow JSON.stringify's stack. */
+function stringifyForDeadLetter(item: unknown): string {
+  try {
+    return JSON.stringify(item) ?? String(item);
+  } catch {
+    return '[unserialisable: nested too deeply]';
+  }
+}
+
 function whole(code: ErrorCode, reason: string, payload: string, total = 1): ParseResult {
-  return { readings: [], rejections: [{ code, reason, payload }], total };
+  return { readings: [], rejections: [{ code, reason, payload }], total, array: false };
 }
 
 const TIME_KEYS = new Set(['dateObserved', 'dateObservedFrom', 'dateObservedTo']);

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Ajv } from 'ajv';
 import type { FromSchema } from 'json-schema-to-ts';
+import { LIMIT_DEFAULTS } from '../broker/index.ts';
 import { PlatformError } from './errors.ts';
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -36,6 +37,39 @@ export const CONFIG_SCHEMA = {
       properties: {
         host: { type: 'string', default: '127.0.0.1', description: 'MQTT listen address; 0.0.0.0 to accept field devices' },
         port: port('MQTT TCP port (0 = any free port)', 1883),
+        maxConnections: {
+          type: 'integer',
+          minimum: 1,
+          maximum: 19000,
+          default: LIMIT_DEFAULTS.maxConnections,
+          description: 'MQTT connections held at most, all listeners together (the process may hold 20,000 file descriptors)',
+        },
+        maxConnectionAttemptsPerAddress: {
+          type: 'integer',
+          minimum: 0,
+          default: LIMIT_DEFAULTS.maxConnectionAttemptsPerAddress,
+          description: 'MQTT connection attempts per source address per window (0 = no limit; devices behind NAT share an address)',
+        },
+        connectionAttemptWindowMs: {
+          type: 'integer',
+          minimum: 100,
+          default: LIMIT_DEFAULTS.connectionAttemptWindowMs,
+          description: 'Window of the per-address attempt limit, ms',
+        },
+        maxPacketBytes: {
+          type: 'integer',
+          minimum: 1024,
+          maximum: 268435455,
+          default: LIMIT_DEFAULTS.maxPacketBytes,
+          description: 'Largest MQTT packet accepted, bytes; a larger one closes the connection before it is buffered',
+        },
+        maxKeepaliveSeconds: {
+          type: 'integer',
+          minimum: 10,
+          maximum: 65535,
+          default: LIMIT_DEFAULTS.maxKeepaliveSeconds,
+          description: 'Largest MQTT keepalive a device may ask for, s; keepalive 0 (none) is refused too (CONNACK 6)',
+        },
         drainTimeoutMs: {
           type: 'integer',
           // aedes stalls fan-out to every client behind one stalled socket until this runs out (default 60 s):
@@ -44,6 +78,47 @@ export const CONFIG_SCHEMA = {
           maximum: 60000,
           default: 10000,
           description: 'Drop a client whose socket does not drain within this time, ms',
+        },
+        tls: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          properties: {
+            enabled: { type: 'boolean', default: false, description: 'Also listen for MQTT over TLS (mqtts) on broker.host' },
+            port: port('MQTT over TLS port (0 = any free port)', 8883),
+            certFile: {
+              type: 'string',
+              default: '',
+              description:
+                'Server certificate (PEM, may hold the chain); empty with keyFile empty = a self-signed one for localhost made in dataDir/tls',
+            },
+            keyFile: { type: 'string', default: '', description: 'Private key of certFile (PEM)' },
+            caFile: {
+              type: 'string',
+              default: '',
+              description: 'CA (PEM) that signs client certificates; empty = client certificates are not asked for',
+            },
+            requireClientCert: {
+              type: 'boolean',
+              default: false,
+              description:
+                'A client without a certificate signed by caFile fails the TLS handshake (needs caFile); devices still log in with their token',
+            },
+          },
+        },
+        ws: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          properties: {
+            enabled: { type: 'boolean', default: true, description: 'Also accept MQTT over WebSocket on the API port (api.host:api.port)' },
+            path: {
+              type: 'string',
+              pattern: '^/(?!socket\\.io(/|$))[A-Za-z0-9._~/-]*$',
+              default: '/mqtt',
+              description: 'URL path of MQTT over WebSocket on the API port (not under /socket.io)',
+            },
+          },
         },
       },
     },
@@ -64,7 +139,41 @@ export const CONFIG_SCHEMA = {
           type: 'string',
           default: '',
           description:
-            'Bearer token for provisioning and revoking devices; empty = generated at first start, saved in dataDir/admin-token and printed once',
+            'Service token with the admin role, for automation (simulator, scripts); empty = generated at first start, saved in dataDir/admin-token and printed once',
+        },
+        sessionTtlMs: {
+          type: 'integer',
+          minimum: 1000,
+          default: 43200000,
+          description: 'An operator session (login) expires after this long, ms',
+        },
+        initialAdminPassword: {
+          type: 'string',
+          // Empty, or the same minimum length as any operator password.
+          pattern: '^(|.{10,})$',
+          default: '',
+          description:
+            'Password of the operator `admin` created at the first start (no operator yet); empty = generated and printed once. At least 10 characters',
+        },
+        loginMaxFailuresPerUser: {
+          type: 'integer',
+          minimum: 1,
+          default: 5,
+          description:
+            'Failed logins for one username within api.loginWindowMs; the next attempts get 429 until the oldest leaves the window',
+        },
+        loginMaxFailuresPerAddress: {
+          type: 'integer',
+          minimum: 1,
+          default: 20,
+          description: 'Failed logins from one source address within api.loginWindowMs; the next attempts get 429',
+        },
+        loginWindowMs: { type: 'integer', minimum: 1000, default: 900000, description: 'Window of the login failure limits, ms' },
+        auditLimit: {
+          type: 'integer',
+          minimum: 1000,
+          default: 100000,
+          description: 'Audit log records kept (oldest removed beyond it)',
         },
       },
     },
@@ -138,6 +247,31 @@ export const CONFIG_SCHEMA = {
           maximum: 10000,
           default: 1000,
           description: 'Readings one telemetry message may carry; a longer array is rejected whole',
+        },
+        maxReadingsPerSecond: {
+          type: 'number',
+          minimum: 0,
+          default: 20,
+          description: 'Readings a device may send a second on average (token bucket; 0 = no limit); the excess is rejected with a reason',
+        },
+        readingsBurst: {
+          type: 'integer',
+          minimum: 1,
+          default: 10000,
+          description: 'Burst of the per-device rate limit: a device flushing its backlog after an outage may send this many at once',
+        },
+        maxFutureMs: {
+          type: 'integer',
+          minimum: 0,
+          default: 86400000,
+          description: 'Observation times further ahead than this are rejected (drifting device clocks), ms',
+        },
+        maxPastMs: {
+          type: 'integer',
+          minimum: 0,
+          default: 0,
+          description:
+            'Observation times older than this are rejected, ms; 0 = the raw retention duration (older would be dropped by InfluxDB)',
         },
         stopFlushTimeoutMs: {
           type: 'integer',
@@ -217,7 +351,8 @@ export const CONFIG_SCHEMA = {
 export type Config = FromSchema<typeof CONFIG_SCHEMA>;
 
 /** A partial config, as a file or a test gives it. */
-export type ConfigInput = { [K in keyof Config]?: Config[K] extends object ? Partial<Config[K]> : Config[K] };
+export type ConfigInput = { [K in keyof Config]?: DeepPartial<Config[K]> };
+type DeepPartial<T> = T extends readonly unknown[] ? T : T extends object ? { [K in keyof T]?: DeepPartial<T[K]> } : T;
 
 export const ENV_PREFIX = 'CITYPULSE_';
 
@@ -266,8 +401,7 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; overr
     setPath(data, p.split('.'), value);
   }
   for (const [section, values] of Object.entries(opts.overrides ?? {})) {
-    if (values && typeof values === 'object') data[section] = { ...(data[section] ?? {}), ...values };
-    else data[section] = values;
+    data[section] = merge(data[section], values); // nested sections too (broker.tls)
   }
   const ajv = new Ajv({ allErrors: true, useDefaults: true, coerceTypes: true, strict: true });
   const validate = ajv.compile(CONFIG_SCHEMA);
@@ -283,6 +417,16 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; overr
     throw new PlatformError('CP_CONFIG_INVALID', `invalid configuration:\n  ${errors.join('\n  ')}`, { details: errors });
   }
   return deepFreeze(data as Config);
+}
+
+const isPlain = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
+
+/** `over` merged into a copy of `base`, objects recursively (the caller's objects are never filled or frozen). */
+function merge(base: unknown, over: unknown): unknown {
+  if (!isPlain(over)) return over;
+  const out: Record<string, unknown> = isPlain(base) ? { ...base } : {};
+  for (const [k, v] of Object.entries(over)) out[k] = merge(out[k], v);
+  return out;
 }
 
 function setPath(obj: Record<string, any>, p: string[], value: unknown): void {

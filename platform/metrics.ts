@@ -20,6 +20,12 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       labelNames: ['reason'] as const,
       registers: reg,
     }),
+    mqttRefused: new Counter({
+      name: 'citypulse_mqtt_connections_refused_total',
+      help: 'Connections closed by a limit: max-connections, too-many-attempts (per address), packet-too-large',
+      labelNames: ['reason'] as const,
+      registers: reg,
+    }),
     mqttUnauthorized: new Counter({
       name: 'citypulse_mqtt_unauthorized_total',
       help: 'Refused publishes and subscriptions of authenticated devices',

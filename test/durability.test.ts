@@ -47,7 +47,7 @@ test('InfluxDB stopped under steady load, then restarted: loss 0, duplicates 0',
   const influx = await startTestInflux(t);
   const p = await startTestPlatform(t, { ingest: { retryMaxDelayMs: 300 } }, { influx });
   const dev = await p.provision('traffic');
-  const live = ioClient(p.addr.api, { transports: ['websocket'], reconnection: false });
+  const live = ioClient(p.addr.api, { transports: ['websocket'], reconnection: false, auth: { token: await p.loginAs('viewer') } });
   t.after(() => live.close());
   await live.timeout(5000).emitWithAck('subscribe', { device: dev.id });
   let pushed = 0;
@@ -85,6 +85,7 @@ test('the platform SIGKILLed under steady load, restarted on the same data folde
     CITYPULSE_API_ADMIN_TOKEN: 'test-admin-token-000000000000',
     // Batches wait long enough that a kill always finds acknowledged readings not yet in InfluxDB.
     CITYPULSE_INGEST_BATCH_MAX_AGE_MS: '1000',
+    CITYPULSE_INGEST_MAX_READINGS_PER_SECOND: '0', // one device at 1,000 readings/s: far above a field device's limit
   };
   let proc = await startPlatformProcess(env, ports);
   t.after(() => proc.child.kill('SIGKILL'));
@@ -214,7 +215,7 @@ test('a batch with one type-conflicting point: that point is dead-lettered, the 
 test('a frozen socket.io client is disconnected while another keeps receiving every reading', async (t) => {
   const p = await startTestPlatform(t, { api: { maxSocketBufferedPackets: 200 } });
   const connect = async () => {
-    const s = ioClient(p.addr.api, { transports: ['websocket'], reconnection: false });
+    const s = ioClient(p.addr.api, { transports: ['websocket'], reconnection: false, auth: { token: await p.loginAs('viewer') } });
     t.after(() => s.close());
     await s.timeout(5000).emitWithAck('subscribe', {});
     return s;

@@ -59,7 +59,7 @@ function assertValid(family: Family, days: Sample<unknown>[][]): void {
     for (const { at, reading } of day) {
       n++;
       if (!validate(reading)) {
-        assert.fail(`${family} reading at ${at.toISOString()} is invalid: ${ajv.errorsText(validate.errors)}\n` + JSON.stringify(reading));
+        assert.fail(`${family} reading at ${at.toISOString()} is invalid: ${ajv.errorsText(validate.errors)}\n${JSON.stringify(reading)}`);
       }
     }
   }

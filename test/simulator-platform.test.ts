@@ -52,7 +52,9 @@ test('a simulated fleet lands readings of all three families in InfluxDB', async
   const always = { airQuality: 'pm25', traffic: 'intensity', streetLight: 'powerState' } as const;
   let stored = 0;
   for (const f of FAMILIES) stored += Number((await p.rows(`SELECT count("${always[f]}") FROM "${f}"`))[0]?.count ?? 0);
-  assert.equal(stored, progress.published);
+  // Publishes still in flight when the fleet stopped can be stored without their PUBACK having been counted.
+  assert.ok(stored >= progress.published, `no acknowledged reading lost (${stored} stored, ${progress.published} acknowledged)`);
+  assert.ok(stored <= progress.published + 50, `no more stored than sent (${stored} stored, ${progress.published} acknowledged)`);
 });
 
 test('provisioning without the admin token is refused with a problem document', async (t) => {

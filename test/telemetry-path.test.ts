@@ -30,7 +30,8 @@ before(async () => {
 async function liveClient(
   sub: Record<string, string>,
 ): Promise<{ socket: Socket; ack: any; events: { reading: any[]; status: any[]; rejected: any[] } }> {
-  const socket = ioClient(p.addr.api, { transports: ['websocket'], reconnection: false });
+  const token = await p.loginAs('viewer');
+  const socket = ioClient(p.addr.api, { transports: ['websocket'], reconnection: false, auth: { token } });
   scope.after(() => socket.close());
   const events = { reading: [] as any[], status: [] as any[], rejected: [] as any[] };
   socket.on('reading', (r) => events.reading.push(r));
@@ -166,7 +167,8 @@ describe('a reading travels device → broker → ingest → InfluxDB and socket
     assert.equal(dl[0].index, 1);
     assert.equal(dl[0].code, 'CP_INGEST_INVALID_READING');
     assert.deepEqual(JSON.parse(dl[0].payload), batch[1]);
-    assert.equal((await p.api('/api/v1/dead-letters')).status, 401);
+    assert.equal((await p.api('/api/v1/dead-letters', { token: null })).status, 401);
+    assert.equal((await p.api('/api/v1/dead-letters', { as: 'viewer' })).status, 403);
 
     await p.waitFor(() => live.events.rejected.length === 1, 2000, 'rejected event');
     assert.equal(live.events.reading.length, 2);
@@ -324,7 +326,7 @@ describe('REST API', () => {
     const doc = (await (await p.api('/api/v1/openapi.json')).json()) as any;
     assert.equal(doc.openapi, '3.1.0');
     assert.ok(doc.paths['/api/v1/devices/{id}/readings'].get);
-    assert.deepEqual(doc.paths['/api/v1/devices'].post.security, [{ adminToken: [] }]);
+    assert.deepEqual(doc.paths['/api/v1/devices'].post.security, [{ bearer: ['admin'] }]);
     assert.equal(doc.paths['/api/v1/devices'].post.requestBody.content['application/json'].schema.required.length, 3);
     const metrics = await (await p.api('/metrics')).text();
     assert.match(metrics, /citypulse_readings_stored_total\{family="traffic"\} [1-9]/);

@@ -1,5 +1,6 @@
 import type { DeviceError, EnrichedReading } from '../contract.ts';
 import type { DeadLetterStore } from '../dead-letters.ts';
+import type { ReadingRateLimiter } from '../rate-limit.ts';
 import type { createReadingParser } from '../validate.ts';
 import type { LiveBus } from '../../platform/bus.ts';
 import type { Logger } from '../../platform/logger.ts';
@@ -16,6 +17,7 @@ export interface ReadingSink {
 /** What every message handler of ingest works with. */
 export interface IngestContext {
   parse: ReturnType<typeof createReadingParser>;
+  rateLimit: ReadingRateLimiter;
   sink: ReadingSink;
   deadLetters: DeadLetterStore;
   bus: LiveBus;

@@ -14,6 +14,17 @@ import type { HandlerResult, IngestContext } from './context.ts';
 export function handleTelemetry(ctx: IngestContext, device: DeviceMeta, payload: Buffer, receivedAt: number, qos: number): HandlerResult {
   const result = ctx.parse(device, payload, receivedAt);
   ctx.metrics?.readingsReceived.inc({ family: device.family }, result.total);
+  const allowed = ctx.rateLimit.take(device.id, result.readings.length, receivedAt);
+  if (allowed < result.readings.length) {
+    // Over the device's rate: the rest of this message is refused with a reason, in one record.
+    const over = result.readings.splice(allowed);
+    result.rejections.push({
+      code: 'CP_INGEST_RATE_LIMITED',
+      reason: `${over.length} reading(s) over this device's rate limit; send them again later`,
+      index: result.array ? result.total - over.length : undefined,
+      payload: JSON.stringify(over.map((r) => ({ dateObserved: r.time, ...r.fields }))),
+    });
+  }
   if (result.rejections.length) {
     const at = new Date(receivedAt).toISOString();
     for (const rej of result.rejections) {

@@ -10,6 +10,7 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { loadConfig, type ConfigInput } from '../../platform/config.ts';
 import { createPlatform, type Platform, type PlatformAddresses } from '../../platform/platform.ts';
 import type { Family } from '../../ingest/index.ts';
+import type { Role } from '../../registry/index.ts';
 import { startTestInflux, type TestInflux } from './influx.ts';
 import { onCleanup } from './scope.ts';
 
@@ -28,14 +29,31 @@ export interface TestPlatform {
   rowsAtLeast(q: string, n?: number, timeoutMs?: number): Promise<Record<string, unknown>[]>;
   /** Polls `fn` until it returns a truthy value or `timeoutMs` passes (then throws). */
   waitFor<T>(fn: () => Promise<T> | T, timeoutMs?: number, what?: string): Promise<T>;
-  api(path: string, init?: RequestInit & { admin?: boolean }): Promise<Response>;
+  /**
+   * fetch against the API. Authorization: `admin: true` → the service token (role admin); `as: role` → a session
+   * of that role (see loginAs); `token` → that token (null: none); default → a viewer session.
+   */
+  api(path: string, init?: RequestInit & ApiAuth): Promise<Response>;
+  /**
+   * A session token of an operator `test-<role>` (created over REST with the service token at first use, then
+   * logged in over REST). Cached per role unless `fresh` (a new session, e.g. to log out).
+   */
+  loginAs(role: Role, opts?: { fresh?: boolean }): Promise<string>;
+}
+
+export interface ApiAuth {
+  admin?: boolean;
+  as?: Role;
+  token?: string | null;
 }
 
 type After = { after(fn: () => unknown): void };
 
 export async function startTestPlatform(t: After, overrides: ConfigInput = {}, opts: { influx?: TestInflux } = {}): Promise<TestPlatform> {
   const influx = opts.influx ?? (await startTestInflux(t));
-  const dataDir = await mkdtemp(join(tmpdir(), 'citypulse-data-'));
+  // A given dataDir (e.g. to restart on the same data) is left in place; a temporary one is removed at the end.
+  const ownDir = !overrides.dataDir;
+  const dataDir = overrides.dataDir ?? (await mkdtemp(join(tmpdir(), 'citypulse-data-')));
   const config = loadConfig({
     env: {},
     overrides: {
@@ -44,7 +62,8 @@ export async function startTestPlatform(t: After, overrides: ConfigInput = {}, o
       broker: { port: 0, ...overrides.broker },
       api: { port: 0, ...overrides.api },
       influx: { url: influx.url, database: `t${Math.random().toString(36).slice(2, 10)}`, ...overrides.influx },
-      ingest: { batchMaxAgeMs: 50, ...overrides.ingest },
+      // Load tests drive one device far above a field device's rate; the rate limit has its own tests.
+      ingest: { batchMaxAgeMs: 50, maxReadingsPerSecond: 0, ...overrides.ingest },
       log: { level: 'silent', ...overrides.log },
     },
   });
@@ -53,16 +72,41 @@ export async function startTestPlatform(t: After, overrides: ConfigInput = {}, o
   onCleanup(t, async () => {
     await Promise.all(clients.map((c) => c.endAsync(true).catch(() => undefined)));
     await platform.stop();
-    await rm(dataDir, { recursive: true, force: true });
+    if (ownDir) await rm(dataDir, { recursive: true, force: true });
   });
   const addr = await platform.start();
   const db = config.influx.database;
 
-  const api = (path: string, init: RequestInit & { admin?: boolean } = {}) => {
-    const headers = new Headers(init.headers);
-    if (init.admin) headers.set('authorization', `Bearer ${platform.adminToken}`);
-    if (init.body) headers.set('content-type', 'application/json');
-    return fetch(`${addr.api}${path}`, { ...init, headers });
+  const sessions = new Map<Role, Promise<string>>();
+  const loginAs = (role: Role, o: { fresh?: boolean } = {}): Promise<string> => {
+    const make = async () => {
+      const username = `test-${role}`;
+      const password = `${username}-password`;
+      if (!(await platform.parts.operators.get(username))) {
+        const res = await api('/api/v1/operators', { method: 'POST', admin: true, body: JSON.stringify({ username, password, role }) });
+        if (res.status !== 201 && res.status !== 409) throw new Error(`creating ${username} failed: ${res.status} ${await res.text()}`);
+      }
+      const res = await api('/api/v1/auth/login', { method: 'POST', token: null, body: JSON.stringify({ username, password }) });
+      if (res.status !== 200) throw new Error(`login as ${username} failed: ${res.status} ${await res.text()}`);
+      return ((await res.json()) as { token: string }).token;
+    };
+    if (o.fresh) return make();
+    let s = sessions.get(role);
+    if (!s) {
+      s = make();
+      s.catch(() => sessions.delete(role));
+      sessions.set(role, s);
+    }
+    return s;
+  };
+
+  const api = async (path: string, init: RequestInit & ApiAuth = {}) => {
+    const { admin, as, token, ...rest } = init;
+    const headers = new Headers(rest.headers);
+    const bearer = admin ? platform.adminToken : token !== undefined ? token : await loginAs(as ?? 'viewer');
+    if (bearer !== null) headers.set('authorization', `Bearer ${bearer}`);
+    if (rest.body) headers.set('content-type', 'application/json');
+    return fetch(`${addr.api}${path}`, { ...rest, headers });
   };
 
   const waitFor = async <T>(fn: () => Promise<T> | T, timeoutMs = 5000, what = 'condition'): Promise<T> => {
@@ -81,6 +125,7 @@ export async function startTestPlatform(t: After, overrides: ConfigInput = {}, o
     influx,
     dataDir,
     api,
+    loginAs,
     waitFor,
     async provision(family, o = {}) {
       const profile = platform.parts.profile;

@@ -1,0 +1,118 @@
+/**
+ * Limits (issue 4), each configurable and each with a defined answer: MQTT packet size, per-device reading
+ * rate (token bucket; the excess rejected and reported, not dropped silently), connections in total,
+ * connection attempts per source address, keepalive bounds, and the zero-length client id MQTT 3.1.1 forbids
+ * with a persistent session. Real platform, real InfluxDB, MQTT.js and raw MQTT clients on loopback.
+ * (Readings per message: test/platform-resilience.test.ts.)
+ *
+ * Run: node --import tsx --test test/limits.test.ts
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import mqttPacket from 'mqtt-packet';
+import { connectPacket, rawConnect } from './helpers/raw-mqtt.ts';
+import { startTestPlatform } from './helpers/platform.ts';
+
+test('a packet over broker.maxPacketBytes closes that connection before it is buffered; others flow on', async (t) => {
+  const p = await startTestPlatform(t, { broker: { maxPacketBytes: 4096 } });
+  const good = await p.provision('airQuality');
+  const bad = await p.provision('airQuality');
+  const goodClient = await p.connect(good.id, good.token);
+  const raw = await rawConnect(p.addr.mqtt);
+  raw.send(connectPacket(bad.id, bad.token));
+  assert.equal(((await raw.next('connack')) as { returnCode?: number } | undefined)?.returnCode, 0);
+  // A header announcing 100 MB: refused on the header alone (the body is never sent).
+  raw.send(Buffer.from([0x30, 0x80, 0xc2, 0xd7, 0x2f]));
+  assert.equal(await raw.closed(), true);
+  // An honest but too large payload from MQTT.js is refused the same way.
+  const big = await p.connect(bad.id, bad.token);
+  const closed = new Promise<void>((r) => big.once('close', () => r()));
+  big.publish(`devices/${bad.id}/telemetry`, JSON.stringify({ pm25: 1, noise: 50, pad: 'x'.repeat(5000) }), { qos: 1 });
+  await closed;
+  await goodClient.publishAsync(`devices/${good.id}/telemetry`, JSON.stringify({ pm25: 9 }), { qos: 1 });
+  await p.rowsAtLeast(`SELECT "pm25" FROM "airQuality" WHERE "device" = '${good.id}'`);
+  assert.equal((await p.rows(`SELECT * FROM "airQuality" WHERE "device" = '${bad.id}'`)).length, 0);
+  assert.match(await (await p.api('/metrics')).text(), /citypulse_mqtt_connections_refused_total\{reason="packet-too-large"\} 2/);
+});
+
+test('readings over a device’s rate are rejected with a reason on its errors topic, not dropped silently', async (t) => {
+  const p = await startTestPlatform(t, { ingest: { maxReadingsPerSecond: 1, readingsBurst: 10 } });
+  const dev = await p.provision('traffic');
+  const client = await p.connect(dev.id, dev.token);
+  await client.subscribeAsync(`devices/${dev.id}/errors`, { qos: 1 });
+  const errors: any[] = [];
+  client.on('message', (_t, m) => errors.push(JSON.parse(m.toString())));
+  const base = Date.now() - 60_000;
+  const batch = Array.from({ length: 15 }, (_, i) => ({ dateObserved: base + i, intensity: i }));
+  await client.publishAsync(`devices/${dev.id}/telemetry`, JSON.stringify(batch), { qos: 1 });
+  await p.waitFor(() => errors.length === 1, 3000, 'the rate-limit error');
+  assert.equal(errors[0].code, 'CP_INGEST_RATE_LIMITED');
+  assert.equal(errors[0].index, 10);
+  assert.match(errors[0].reason, /5 reading\(s\) over/);
+  await p.platform.parts.ingest.flush();
+  const stored = (await p.rows(`SELECT "intensity" FROM "traffic" WHERE "device" = '${dev.id}'`)).map((r) => r.intensity);
+  assert.deepEqual(stored, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  const dl = (await (await p.api(`/api/v1/dead-letters?device=${dev.id}`, { admin: true })).json()) as any[];
+  assert.equal(dl[0].code, 'CP_INGEST_RATE_LIMITED');
+  assert.equal(JSON.parse(dl[0].payload).length, 5);
+  // The bucket refills: a second later one more reading goes through.
+  await new Promise((r) => setTimeout(r, 1100));
+  await client.publishAsync(`devices/${dev.id}/telemetry`, JSON.stringify({ dateObserved: base + 100, intensity: 100 }), { qos: 1 });
+  await p.rowsAtLeast(`SELECT "intensity" FROM "traffic" WHERE "device" = '${dev.id}' AND "intensity" = 100`);
+});
+
+test('connections in total and attempts per source address are bounded', async (t) => {
+  const p = await startTestPlatform(t, { broker: { maxConnections: 2, maxConnectionAttemptsPerAddress: 0 } });
+  const a = await p.provision('airQuality');
+  const b = await p.provision('airQuality');
+  const c = await p.provision('airQuality');
+  await p.connect(a.id, a.token);
+  await p.connect(b.id, b.token);
+  const third = await rawConnect(p.addr.mqtt);
+  third.send(connectPacket(c.id, c.token));
+  assert.equal(await third.closed(), true, 'the third connection is closed');
+  assert.equal(await third.next('connack', 100), undefined, 'without a CONNACK');
+  assert.match(await (await p.api('/metrics')).text(), /citypulse_mqtt_connections_refused_total\{reason="max-connections"\} 1/);
+
+  const q = await startTestPlatform(t, { broker: { maxConnectionAttemptsPerAddress: 3, connectionAttemptWindowMs: 60_000 } });
+  const d = await q.provision('airQuality');
+  for (let i = 0; i < 3; i++) {
+    const client = await q.connect(d.id, d.token);
+    await client.endAsync();
+  }
+  const fourth = await rawConnect(q.addr.mqtt);
+  fourth.send(connectPacket(d.id, d.token));
+  assert.equal(await fourth.closed(), true, 'the fourth attempt in the window is closed');
+  assert.match(await (await q.api('/metrics')).text(), /citypulse_mqtt_connections_refused_total\{reason="too-many-attempts"\} 1/);
+});
+
+test('keepalive bounds: 0 (none) and more than broker.maxKeepaliveSeconds are refused', async (t) => {
+  const p = await startTestPlatform(t, { broker: { maxKeepaliveSeconds: 300 } });
+  const dev = await p.provision('streetLight');
+  for (const keepalive of [0, 301]) {
+    const raw = await rawConnect(p.addr.mqtt);
+    raw.send(connectPacket(dev.id, dev.token, { keepalive }));
+    const connack = await raw.next('connack');
+    assert.ok(connack && (connack as { returnCode: number }).returnCode !== 0, `keepalive ${keepalive} refused`);
+    assert.equal(await raw.closed(), true);
+  }
+  const ok = await p.connect(dev.id, dev.token, { keepalive: 300 });
+  assert.equal(ok.connected, true);
+});
+
+test('a zero-length client id is refused (MQTT-3.1.3-8 with a persistent session; here always: id = username)', async (t) => {
+  const p = await startTestPlatform(t);
+  const dev = await p.provision('traffic');
+  for (const clean of [false, true]) {
+    const raw = await rawConnect(p.addr.mqtt);
+    // mqtt-packet refuses to generate the forbidden case: build it clean, then clear the clean-session flag.
+    const bytes = mqttPacket.generate(connectPacket(dev.id, dev.token, { clientId: '', clean: true }));
+    // Connect flags follow the fixed header (type + 1 or 2 length bytes), the protocol name (2 + 4) and level (1).
+    const flags = (bytes[1] as number) < 0x80 ? 9 : 10;
+    if (!clean) bytes[flags] = (bytes[flags] as number) & ~0x02;
+    assert.equal(((bytes[flags] as number) & 0x02) !== 0, clean);
+    raw.send(bytes);
+    assert.equal(((await raw.next('connack')) as { returnCode: number } | undefined)?.returnCode, 2);
+    assert.equal(await raw.closed(), true);
+  }
+});
