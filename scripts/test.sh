@@ -10,4 +10,4 @@ npx tsc --noEmit -p .
 echo "== tests"
 shopt -s nullglob
 files=(test/*.test.ts)
-exec node --import tsx --test --test-concurrency=2 --test-timeout=600000 "${files[@]}"
+exec node --import tsx --test --test-concurrency=2 --test-timeout=240000 "${files[@]}"

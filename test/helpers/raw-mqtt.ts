@@ -22,6 +22,7 @@ export async function rawConnect(url: string): Promise<RawConnection> {
   await new Promise<void>((resolve, reject) => {
     socket.once('connect', resolve);
     socket.once('error', reject);
+    setTimeout(() => reject(new Error('raw MQTT connect timed out')), 5000).unref();
   });
   socket.on('error', () => undefined);
   const parser = mqttPacket.parser({ protocolVersion: 4 });
