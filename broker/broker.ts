@@ -36,6 +36,11 @@ export interface BrokerOptions {
   maxPacketBytes?: number;
   /** Largest keepalive a client may ask for, s; 0 (no keepalive) is refused too (CONNACK 6 from aedes). */
   maxKeepaliveSeconds?: number;
+  /**
+   * Lab mode (conformance suites, tools): clients that are not devices may connect anonymously and publish and
+   * subscribe on any topic. Devices keep their rules and their telemetry is still ingested. Never in production.
+   */
+  labMode?: boolean;
   /** MQTT over TLS on `host` (broker/listeners.ts); certFile and keyFile empty = self-signed in tlsSelfSignedDir. */
   tls?: { enabled: boolean; port: number; certFile: string; keyFile: string; caFile?: string; requireClientCert?: boolean };
   tlsSelfSignedDir?: string;
@@ -90,22 +95,43 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
     attemptWindowMs: opts.connectionAttemptWindowMs,
     maxPacketBytes: opts.maxPacketBytes,
   });
+  const lab = opts.labMode === true;
+  if (lab) {
+    log.warn(
+      'LAB MODE IS ON: anonymous MQTT clients and free topics are allowed. For conformance suites and tools only, never in production (broker.labMode)',
+    );
+  }
+  /** Clients whose CONNECT had an empty client id with a persistent session [MQTT-3.1.3-8]. */
+  const emptyPersistentId = new WeakSet<Client>();
   const aedes = await Aedes.createBroker({
     drainTimeout: opts.drainTimeoutMs,
     keepaliveLimit: opts.maxKeepaliveSeconds,
+    preConnect(client, packet, cb) {
+      if (!packet.clientId && !packet.clean) emptyPersistentId.add(client);
+      cb(null, true);
+    },
     authenticate(client, username, password, done) {
       const id = username ?? '';
+      // [MQTT-3.1.3-8]: an empty client id with CleanSession 0 gets CONNACK 2, in lab mode too.
+      if (emptyPersistentId.has(client)) {
+        metrics?.mqttAuthFailures.inc({ reason: 'empty-client-id' });
+        return done(authError('a persistent session needs a client id', 2), null);
+      }
+      if (lab && (!id || !password)) return done(null, true); // anonymous lab client
       const reject = (reason: string, code: number, message: string) => {
         metrics?.mqttAuthFailures.inc({ reason });
         log.info({ clientId: client.id, username: id, reason }, 'MQTT connection refused');
         done(authError(message, code), null);
       };
       if (!id || !password) return reject('missing-credentials', 4, 'bad username or password');
-      if (client.id !== id) return reject('client-id-mismatch', 2, 'client id must equal the device id');
       deps.devices.checkToken(id, password.toString('utf8')).then(
         (check) => {
-          if (check.result === 'unknown') return reject('unknown-device', 4, 'bad username or password');
+          if (check.result === 'unknown') {
+            if (lab) return done(null, true); // lab mode: any other username is an anonymous tool
+            return reject('unknown-device', 4, 'bad username or password');
+          }
           if (check.result === 'wrong') return reject('wrong-token', 4, 'bad username or password');
+          if (client.id !== id) return reject('client-id-mismatch', 2, 'client id must equal the device id');
           if (check.result === 'revoked') return reject('revoked', 5, 'device revoked');
           devices.set(client, { id: check.device.id, family: check.device.family, zone: check.device.zone });
           done(null, true);
@@ -119,6 +145,7 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
     authorizePublish(client, packet, cb) {
       if (!client) return cb(null); // the platform itself
       const device = devices.get(client);
+      if (lab && !device) return cb(null); // lab mode: tools publish anywhere
       if (!device || packet.topic !== TOPICS.telemetry(device.id)) {
         metrics?.mqttUnauthorized.inc({ action: 'publish' });
         log.warn({ device: client.id, topic: packet.topic }, 'publish refused: not the device’s own telemetry topic');
@@ -149,6 +176,7 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
     },
     authorizeSubscribe(client, sub, cb) {
       const device = devices.get(client);
+      if (lab && !device) return cb(null, sub); // lab mode: tools subscribe anywhere
       if (device && (sub.topic === TOPICS.errors(device.id) || sub.topic === `devices/${device.id}/commands`)) {
         return cb(null, sub);
       }

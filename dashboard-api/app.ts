@@ -14,10 +14,31 @@ import { buildOpenApi } from './openapi.ts';
 import { createRoutes, type ApiDeps, type RouteDef } from './routes.ts';
 import type { Principal } from './auth.ts';
 
-export function createApp(deps: ApiDeps, opts: { metrics?: Metrics; logger?: Logger; version?: string } = {}): express.Express {
+export function createApp(
+  deps: ApiDeps,
+  opts: { metrics?: Metrics; logger?: Logger; version?: string; corsOrigins?: readonly string[] } = {},
+): express.Express {
   const log = opts.logger ?? silentLogger;
   const app = express();
   app.disable('x-powered-by');
+  // CORS: only the configured origins get the headers (and a preflight answer); any other origin gets none,
+  // so the browser refuses the response. Bearer tokens, not cookies: no credentials mode.
+  const corsOrigins = new Set(opts.corsOrigins ?? []);
+  app.use((req, res, next) => {
+    const origin = req.get('origin');
+    if (origin && corsOrigins.has(origin)) {
+      res.set({ 'access-control-allow-origin': origin, vary: 'Origin' });
+      if (req.method === 'OPTIONS') {
+        res.set({
+          'access-control-allow-methods': 'GET, POST',
+          'access-control-allow-headers': 'authorization, content-type',
+          'access-control-max-age': '600',
+        });
+        return void res.status(204).end();
+      }
+    }
+    next();
+  });
   app.set('query parser', 'simple');
   app.use((_req, res, next) => {
     res.set({ 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer', 'x-frame-options': 'DENY' });

@@ -19,6 +19,8 @@ export interface DashboardApiOptions {
   port: number;
   /** Slow-consumer bound per socket, packets (default 2000). */
   maxSocketBufferedPackets?: number;
+  /** Browser origins allowed to call the REST API (CORS); default none. */
+  corsOrigins?: readonly string[];
   /** Session lifetime, ms (default 12 h). */
   sessionTtlMs?: number;
   /** Failed logins per username / per source address within `loginWindowMs` before 429 (default 5 / 20, 15 min). */
@@ -51,7 +53,10 @@ export function createDashboardApi(
   const log = deps.logger ?? silentLogger;
   const latest = new LatestValues();
   const auth = createAuth(deps.operators, deps.adminToken, opts);
-  const app = createApp({ ...deps, latest, auth }, { metrics: deps.metrics, logger: log, version: deps.version });
+  const app = createApp(
+    { ...deps, latest, auth },
+    { metrics: deps.metrics, logger: log, version: deps.version, corsOrigins: opts.corsOrigins },
+  );
   const server = http.createServer(app);
   // Idle keep-alive sockets must not hold stop() open.
   server.keepAliveTimeout = 5000;

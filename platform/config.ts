@@ -70,6 +70,12 @@ export const CONFIG_SCHEMA = {
           default: LIMIT_DEFAULTS.maxKeepaliveSeconds,
           description: 'Largest MQTT keepalive a device may ask for, s; keepalive 0 (none) is refused too (CONNACK 6)',
         },
+        labMode: {
+          type: 'boolean',
+          default: false,
+          description:
+            'Lab mode for conformance suites and tools: anonymous MQTT clients and free topics (devices keep their rules); loudly logged, never in production',
+        },
         drainTimeoutMs: {
           type: 'integer',
           // aedes stalls fan-out to every client behind one stalled socket until this runs out (default 60 s):
@@ -129,6 +135,12 @@ export const CONFIG_SCHEMA = {
       properties: {
         host: { type: 'string', default: '127.0.0.1', description: 'HTTP/socket.io listen address' },
         port: port('HTTP/socket.io port (0 = any free port)', 8080),
+        corsOrigins: {
+          type: 'array',
+          items: { type: 'string', pattern: '^https?://[^/]+$' },
+          default: [],
+          description: 'Origins (scheme://host[:port]) other than the API itself allowed to call the REST API from a browser; empty = none',
+        },
         maxSocketBufferedPackets: {
           type: 'integer',
           minimum: 10,
@@ -391,6 +403,11 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; overr
   }
   const unknownEnv: string[] = [];
   const known = new Map(describeOptions().map((o) => [o.env, o.path]));
+  const lists = new Set(
+    describeOptions()
+      .filter((o) => Array.isArray(o.default))
+      .map((o) => o.path),
+  );
   for (const [name, value] of Object.entries(env)) {
     if (!name.startsWith(ENV_PREFIX) || name === `${ENV_PREFIX}CONFIG` || value === undefined) continue;
     const p = known.get(name);
@@ -398,7 +415,17 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; overr
       unknownEnv.push(name);
       continue;
     }
-    setPath(data, p.split('.'), value);
+    // A list option takes a comma-separated value in the environment.
+    setPath(
+      data,
+      p.split('.'),
+      lists.has(p)
+        ? value
+            .split(',')
+            .map((v) => v.trim())
+            .filter(Boolean)
+        : value,
+    );
   }
   for (const [section, values] of Object.entries(opts.overrides ?? {})) {
     data[section] = merge(data[section], values); // nested sections too (broker.tls)

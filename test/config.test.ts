@@ -75,3 +75,8 @@ test('the README lists every option with its variable and default', () => {
 test('every error code is documented in the README', () => {
   for (const code of Object.keys(ERROR_CODES)) assert.match(README, new RegExp(`\\| \`${code}\` \\|`), `${code} undocumented`);
 });
+
+test('a list option takes a comma-separated environment value', () => {
+  const c = loadConfig({ env: { CITYPULSE_API_CORS_ORIGINS: 'https://a.example, https://b.example:8443' } });
+  assert.deepEqual(c.api.corsOrigins, ['https://a.example', 'https://b.example:8443']);
+});

@@ -49,7 +49,12 @@ export interface ApiAuth {
 
 type After = { after(fn: () => unknown): void };
 
-export async function startTestPlatform(t: After, overrides: ConfigInput = {}, opts: { influx?: TestInflux } = {}): Promise<TestPlatform> {
+/** `logLines` collects the platform's JSON log lines (set `log.level` in the overrides to see any). */
+export async function startTestPlatform(
+  t: After,
+  overrides: ConfigInput = {},
+  opts: { influx?: TestInflux; logLines?: string[] } = {},
+): Promise<TestPlatform> {
   const influx = opts.influx ?? (await startTestInflux(t));
   // A given dataDir (e.g. to restart on the same data) is left in place; a temporary one is removed at the end.
   const ownDir = !overrides.dataDir;
@@ -67,7 +72,8 @@ export async function startTestPlatform(t: After, overrides: ConfigInput = {}, o
       log: { level: 'silent', ...overrides.log },
     },
   });
-  const platform = createPlatform(config);
+  const lines = opts.logLines;
+  const platform = createPlatform(config, lines ? { logDestination: { write: (l: string) => void lines.push(l) } } : {});
   const clients: MqttClient[] = [];
   onCleanup(t, async () => {
     await Promise.all(clients.map((c) => c.endAsync(true).catch(() => undefined)));

@@ -1,0 +1,66 @@
+/**
+ * Lab mode (issue 4, conformance): off by default; when on (loudly logged), anonymous clients may connect and
+ * publish/subscribe on any topic with retained messages and QoS 0-2, so independent MQTT conformance suites
+ * and tools can run against the broker, while devices keep their rules and their telemetry is still stored.
+ * The zero-length client id with a persistent session is refused in lab mode too [MQTT-3.1.3-8].
+ *
+ * Run: node --import tsx --test test/conformance-lab.test.ts
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import mqtt from 'mqtt';
+import mqttPacket from 'mqtt-packet';
+import { connectPacket, rawConnect } from './helpers/raw-mqtt.ts';
+import { startTestPlatform } from './helpers/platform.ts';
+
+test('lab mode off (default): anonymous clients are refused', async (t) => {
+  const p = await startTestPlatform(t);
+  await assert.rejects(mqtt.connectAsync(p.addr.mqtt, { reconnectPeriod: 0 }), (e: any) => e.code === 4);
+});
+
+test('lab mode on: anonymous tools use free topics, retained and QoS 2; devices keep their rules', async (t) => {
+  const lines: string[] = [];
+  const p = await startTestPlatform(t, { broker: { labMode: true }, log: { level: 'warn' } }, { logLines: lines });
+  assert.ok(
+    lines.some((l) => /LAB MODE IS ON/.test(l)),
+    'lab mode is loudly logged',
+  );
+  const a = await mqtt.connectAsync(p.addr.mqtt, { reconnectPeriod: 0, clientId: 'conformance-a' });
+  const b = await mqtt.connectAsync(p.addr.mqtt, { reconnectPeriod: 0, clientId: 'conformance-b', username: 'whoever', password: 'x' });
+  t.after(() => Promise.all([a.endAsync(true), b.endAsync(true)]));
+  await a.publishAsync('lab/retained', 'kept', { qos: 1, retain: true });
+  const got = new Promise<{ topic: string; payload: string; retain: boolean }[]>((resolve) => {
+    const seen: { topic: string; payload: string; retain: boolean }[] = [];
+    b.on('message', (topic, payload, packet) => {
+      seen.push({ topic, payload: payload.toString(), retain: packet.retain });
+      if (seen.length === 2) resolve(seen);
+    });
+  });
+  await b.subscribeAsync('lab/#', { qos: 2 });
+  await a.publishAsync('lab/qos2', 'exactly once', { qos: 2 });
+  const seen = await got;
+  assert.deepEqual(
+    seen.map((m) => [m.topic, m.payload, m.retain]),
+    [
+      ['lab/retained', 'kept', true],
+      ['lab/qos2', 'exactly once', false],
+    ],
+  );
+
+  // A device still has its rules, and its telemetry is still ingested.
+  const dev = await p.provision('airQuality');
+  const device = await p.connect(dev.id, dev.token);
+  await assert.rejects(device.subscribeAsync('lab/#'), (e: any) => e.packet?.granted?.[0] === 128);
+  await device.publishAsync(`devices/${dev.id}/telemetry`, JSON.stringify({ pm25: 12 }), { qos: 1 });
+  await p.rowsAtLeast(`SELECT "pm25" FROM "airQuality" WHERE "device" = '${dev.id}'`);
+  // A known device with a wrong token is still refused.
+  await assert.rejects(p.connect(dev.id, 'wrong'), (e: any) => e.code === 4);
+
+  // [MQTT-3.1.3-8] in lab mode too.
+  const raw = await rawConnect(p.addr.mqtt);
+  const bytes = mqttPacket.generate(connectPacket('', '', { clientId: '', clean: true, username: undefined, password: undefined }));
+  const flags = (bytes[1] as number) < 0x80 ? 9 : 10;
+  bytes[flags] = (bytes[flags] as number) & ~0x02;
+  raw.send(bytes);
+  assert.equal(((await raw.next('connack')) as { returnCode?: number } | undefined)?.returnCode, 2);
+});
