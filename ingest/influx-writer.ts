@@ -271,11 +271,13 @@ export class InfluxWriter {
       // names measurement and field, a parse error quotes the line.
       const conflict = /input field \\?"([^"\\]+)\\?" on measurement \\?"([^"\\]+)\\?"/.exec(reason);
       const unparsed = new Set([...reason.matchAll(/unable to parse '([^']*)'/g)].map((m) => m[1]));
+      const field = conflict ? new RegExp(`[ ,]${conflict[1]}=`) : undefined;
       const bad = batch.filter(
-        (p) => unparsed.has(p.line) || (conflict && p.line.startsWith(`${conflict[2]},`) && new RegExp(`[ ,]${conflict[1]}=`).test(p.line)),
+        (p) => unparsed.has(p.line) || (conflict && field && p.line.startsWith(`${conflict[2]},`) && field.test(p.line)),
       );
       this.giveUp(bad, reason);
-      if (bad.length < batch.length) this.succeeded(batch.filter((p) => !bad.includes(p)));
+      const badSet = new Set(bad);
+      if (bad.length < batch.length) this.succeeded(batch.filter((p) => !badSet.has(p)));
       const dropped = Number(/dropped=(\d+)/.exec(reason)?.[1] ?? bad.length);
       if (dropped > bad.length) {
         this.log.warn({ reason, dropped, identified: bad.length }, 'InfluxDB partial write dropped points it did not name');

@@ -258,7 +258,7 @@ async function ping(url: string): Promise<boolean> {
 }
 
 /** Asks the OS for a free port by listening on port 0 and closing again. */
-function freePort(host: string): Promise<number> {
+export function freePort(host = '127.0.0.1'): Promise<number> {
   return new Promise((res, rej) => {
     const srv = createServer();
     srv.once('error', rej);

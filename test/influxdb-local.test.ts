@@ -52,3 +52,16 @@ test('local influxd: write, read back, integer type, port clash, stop', async (t
   await assert.rejects(fetch(`${influx.url}/ping`));
   await influx.stop(); // second stop is a no-op
 });
+
+test('an influxd left running on the same folder (a SIGKILLed platform) is ended by the next start', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'citypulse-influx-stale-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const orphan = await startLocalInflux({ dir });
+  t.after(() => orphan.stop());
+  // The owner died without stopping it; a new start on the same folder finds it by its pid file.
+  const next = await startLocalInflux({ dir });
+  t.after(() => next.stop());
+  assert.notEqual(next.pid, orphan.pid);
+  assert.throws(() => process.kill(orphan.pid, 0), /ESRCH/);
+  assert.equal((await fetch(`${next.url}/ping`)).status, 204);
+});
