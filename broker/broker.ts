@@ -2,13 +2,17 @@
  * The embedded MQTT broker (Aedes over TCP; TLS and WebSocket in listeners.ts) with the device rules of the contract [C-TOPIC]:
  * - CONNECT: username = device id = client id, password = token. Unknown device or wrong token →
  *   CONNACK 4 "bad username or password"; revoked → 5 "not authorized"; client id ≠ username → 2.
- * - PUBLISH: a device may publish only to `devices/{own id}/telemetry` (anything else closes the connection:
- *   MQTT 3.1.1 has no negative PUBACK); the retain flag of telemetry is cleared.
+ * - PUBLISH: a device may publish only to `devices/{own id}/telemetry` and `devices/{own id}/acks` (anything
+ *   else closes the connection: MQTT 3.1.1 has no negative PUBACK); the retain flag is cleared.
  * - SUBSCRIBE: only `devices/{own id}/errors` and `devices/{own id}/commands`; anything else gets 0x80.
  * - `devices/{id}/status` is retained and kept by the platform from connect/disconnect.
- * Telemetry goes to `onMessage` from the authorizePublish hook, so a QoS 1 PUBACK leaves only once ingest
- * made the reading durable (see the comment there).
+ * Telemetry and acks go to `onMessage` (kind `telemetry` / `acks`) from the authorizePublish hook, so a QoS 1
+ * PUBACK leaves only once ingest made the reading durable (see the comment there).
+ * For commands (platform → device) the broker tells `events` when a device's subscription is in place
+ * (`subscribed`: a command published before the SUBSCRIBE would be lost) and when the device PUBACKed a QoS 1
+ * publish to it (`delivered`).
  */
+import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -59,6 +63,14 @@ export interface BrokerDeps {
   logger?: Logger;
 }
 
+/** What the broker tells about platform → device delivery. */
+export interface BrokerEvents {
+  /** A device's connection holds a granted subscription to `topic` and its CONNACK went out: publishes reach it now. */
+  subscribed: [deviceId: string, topic: string];
+  /** A device answered a QoS 1 publish of the platform with PUBACK (the message reached the device). */
+  delivered: [deviceId: string, topic: string, payload: Buffer];
+}
+
 export interface Broker {
   /** Starts the TCP listener (and the TLS one when tls.enabled); `tls` = its address and server certificate. */
   start(): Promise<{ host: string; port: number; tls?: { host: string; port: number; certFile: string } }>;
@@ -75,7 +87,10 @@ export interface Broker {
   /** Closes the connection of a device, if it is connected. */
   disconnect(deviceId: string): boolean;
   isOnline(deviceId: string): boolean;
+  /** True while the device's current connection holds a granted subscription to exactly `topic` (after its CONNACK). */
+  isSubscribed(deviceId: string, topic: string): boolean;
   onlineCount(): number;
+  readonly events: EventEmitter<BrokerEvents>;
   readonly aedes: Aedes;
 }
 
@@ -101,6 +116,15 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
       'LAB MODE IS ON: anonymous MQTT clients and free topics are allowed. For conformance suites and tools only, never in production (broker.labMode)',
     );
   }
+  /**
+   * QoS 1 publishes written to each device, oldest first, until its PUBACK: aedes 1.2 stores outgoing packets
+   * only for persistent sessions, so its 'ack' event carries no packet for a clean session (every simulated
+   * light). A client must send PUBACKs in the order it received the PUBLISHes [MQTT-4.6.0-2], and aedes writes
+   * a client's packets in the order it forwards them (authorizeForward, then one setImmediate each): the oldest
+   * entry is the one a PUBACK answers.
+   */
+  const inflight = new WeakMap<Client, { topic: string; payload: Buffer }[]>();
+  const MAX_TRACKED_INFLIGHT = 1000;
   /** Clients whose CONNECT had an empty client id with a persistent session [MQTT-3.1.3-8]. */
   const emptyPersistentId = new WeakSet<Client>();
   const aedes = await Aedes.createBroker({
@@ -146,18 +170,25 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
       if (!client) return cb(null); // the platform itself
       const device = devices.get(client);
       if (lab && !device) return cb(null); // lab mode: tools publish anywhere
-      if (!device || packet.topic !== TOPICS.telemetry(device.id)) {
+      const kind = !device
+        ? undefined
+        : packet.topic === TOPICS.telemetry(device.id)
+          ? 'telemetry'
+          : packet.topic === TOPICS.acks(device.id)
+            ? 'acks'
+            : undefined;
+      if (!device || !kind) {
         metrics?.mqttUnauthorized.inc({ action: 'publish' });
-        log.warn({ device: client.id, topic: packet.topic }, 'publish refused: not the device’s own telemetry topic');
+        log.warn({ device: client.id, topic: packet.topic }, 'publish refused: not the device’s own telemetry or acks topic');
         return cb(new Error(`publish to ${packet.topic} not allowed`));
       }
-      packet.retain = false; // telemetry is a stream, not state: never kept by the broker
+      packet.retain = false; // telemetry and acks are a stream, not state: never kept by the broker
       // Ingest runs here, not in the `published` hook: aedes 1.2 writes a QoS 1 PUBACK *before* it calls
       // `published` (lib/handlers/publish.js), while authorizePublish completes before the PUBACK is sent.
       // So a device is told "received" only once onMessage's promise says the reading is durable.
       let result: unknown;
       try {
-        result = deps.onMessage(device, 'telemetry', packet.payload as Buffer, packet.qos);
+        result = deps.onMessage(device, kind, packet.payload as Buffer, packet.qos);
       } catch (err) {
         // A bug in a handler must never take the broker down or lose the connection's other messages.
         log.error({ err, device: device.id }, 'message handler failed');
@@ -174,10 +205,26 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
       }
       cb(null);
     },
+    authorizeForward(client, packet) {
+      if (!devices.has(client)) return packet;
+      // The QoS the client gets: the publish's, lowered to its subscription's (aedes does the same on write).
+      const sub = (client as Client & { subscriptions?: Record<string, { qos?: number }> }).subscriptions?.[packet.topic];
+      const qos = Math.min(packet.qos, sub?.qos ?? packet.qos);
+      if (qos > 0) {
+        let list = inflight.get(client);
+        if (!list) {
+          list = [];
+          inflight.set(client, list);
+        }
+        list.push({ topic: packet.topic, payload: Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload) });
+        if (list.length > MAX_TRACKED_INFLIGHT) list.shift(); // a client that never acknowledges: forget the oldest
+      }
+      return packet;
+    },
     authorizeSubscribe(client, sub, cb) {
       const device = devices.get(client);
       if (lab && !device) return cb(null, sub); // lab mode: tools subscribe anywhere
-      if (device && (sub.topic === TOPICS.errors(device.id) || sub.topic === `devices/${device.id}/commands`)) {
+      if (device && (sub.topic === TOPICS.errors(device.id) || sub.topic === TOPICS.commands(device.id))) {
         return cb(null, sub);
       }
       metrics?.mqttUnauthorized.inc({ action: 'subscribe' });
@@ -227,6 +274,71 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
     log.debug({ device: device.id }, 'device offline');
     if (!aedes.closed) setStatus(device, 'offline');
   });
+  // Subscriptions of devices, per current connection: commands are published only once this says the device
+  // listens (a publish before the SUBSCRIBE is processed would reach nobody). Restored subscriptions of a
+  // persistent session are announced on 'subscribe' before the CONNACK: `subscribed` waits for 'clientReady'.
+  const events = new EventEmitter<BrokerEvents>();
+  const subscriptions = new Map<string, { client: Client; topics: Set<string>; ready: boolean }>();
+  const announce = (id: string, topic: string) => {
+    try {
+      events.emit('subscribed', id, topic);
+    } catch (err) {
+      log.error({ err, device: id }, 'subscribed listener failed');
+    }
+  };
+  aedes.on('subscribe', (subs, client) => {
+    const device = client && devices.get(client);
+    if (!device) return;
+    let entry = subscriptions.get(device.id);
+    if (entry?.client !== client) {
+      entry = { client, topics: new Set(), ready: (client as Client & { connackSent?: boolean }).connackSent === true };
+      subscriptions.set(device.id, entry);
+    }
+    for (const sub of subs) {
+      if ((sub.qos as number) === 128) continue; // refused by authorizeSubscribe
+      entry.topics.add(sub.topic);
+      if (entry.ready) announce(device.id, sub.topic);
+    }
+  });
+  aedes.on('clientReady', (client) => {
+    const device = devices.get(client);
+    const entry = device && subscriptions.get(device.id);
+    if (!device || !entry || entry.client !== client || entry.ready) return;
+    entry.ready = true;
+    for (const topic of entry.topics) announce(device.id, topic);
+  });
+  aedes.on('unsubscribe', (topics, client) => {
+    const device = client && devices.get(client);
+    const entry = device && subscriptions.get(device.id);
+    if (entry?.client === client) for (const t of topics) entry.topics.delete(t);
+  });
+  aedes.on('clientDisconnect', (client) => {
+    const device = devices.get(client);
+    if (device && subscriptions.get(device.id)?.client === client) subscriptions.delete(device.id);
+  });
+  // aedes 1.2 emits 'ack' on a client's PUBACK, with the stored outgoing packet for a persistent session and
+  // undefined for a clean one: then the oldest publish in flight to that client is the one answered.
+  aedes.on('ack', (packet, client) => {
+    const device = client && devices.get(client);
+    if (!device || (packet && packet.cmd !== 'publish')) return;
+    const list = inflight.get(client);
+    let acked: { topic: string; payload: Buffer } | undefined;
+    if (packet) {
+      const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+      acked = { topic: packet.topic, payload };
+      const i = list?.findIndex((x) => x.topic === packet.topic && x.payload.equals(payload)) ?? -1;
+      if (i >= 0) list?.splice(i, 1);
+    } else {
+      acked = list?.shift();
+    }
+    if (!acked) return;
+    try {
+      events.emit('delivered', device.id, acked.topic, acked.payload);
+    } catch (err) {
+      log.error({ err, device: device.id }, 'delivered listener failed');
+    }
+  });
+
   aedes.on('clientError', (client, err) => log.debug({ device: client.id, err: err.message }, 'client error'));
   aedes.on('connectionError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'connection error'));
 
@@ -261,7 +373,12 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
     accept,
     handleUpgrade: (req, socket, head) => wsListener.handleUpgrade(req, socket, head),
     publish,
+    events,
     isOnline: (id) => online.has(id),
+    isSubscribed: (id, topic) => {
+      const entry = subscriptions.get(id);
+      return !!entry?.ready && entry.topics.has(topic);
+    },
     onlineCount: () => online.size,
     disconnect(id) {
       const c = online.get(id);

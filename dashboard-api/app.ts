@@ -12,11 +12,19 @@ import type { Metrics } from '../platform/metrics.ts';
 import { roleAtLeast } from '../registry/index.ts';
 import { buildOpenApi } from './openapi.ts';
 import { createRoutes, type ApiDeps, type RouteDef } from './routes.ts';
+import { serveDashboard, type DashboardOptions } from './static.ts';
 import type { Principal } from './auth.ts';
 
 export function createApp(
   deps: ApiDeps,
-  opts: { metrics?: Metrics; logger?: Logger; version?: string; corsOrigins?: readonly string[] } = {},
+  opts: {
+    metrics?: Metrics;
+    logger?: Logger;
+    version?: string;
+    corsOrigins?: readonly string[];
+    /** The operations dashboard (static.ts); absent = not served. */
+    dashboard?: DashboardOptions;
+  } = {},
 ): express.Express {
   const log = opts.logger ?? silentLogger;
   const app = express();
@@ -30,7 +38,7 @@ export function createApp(
       res.set({ 'access-control-allow-origin': origin, vary: 'Origin' });
       if (req.method === 'OPTIONS') {
         res.set({
-          'access-control-allow-methods': 'GET, POST',
+          'access-control-allow-methods': 'GET, POST, DELETE',
           'access-control-allow-headers': 'authorization, content-type',
           'access-control-max-age': '600',
         });
@@ -114,6 +122,7 @@ export function createApp(
     if (!opts.metrics) return res.status(404).end();
     res.type(opts.metrics.registry.contentType).send(await opts.metrics.registry.metrics());
   });
+  if (opts.dashboard) app.use(serveDashboard(opts.dashboard));
   app.use((_req, _res, next) => next(new PlatformError('CP_API_NOT_FOUND', 'no such route')));
   // One final error handler: deliberate errors pass through with their code, the rest become a logged 500.
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {

@@ -3,12 +3,18 @@
  * numeric fields, last of enums and booleans), and a device's last stored reading.
  */
 import { escape as influxEscape, type InfluxDB } from 'influx';
-import { FIELD_KINDS, type Family } from '../ingest/index.ts';
+import { LAST_VALUE_FIELDS, FIELD_KINDS, type Family, type Tier } from '../ingest/index.ts';
+import { durationMs } from '../ingest/rate-limit.ts';
 
 export interface HistoryTarget {
   influx: InfluxDB;
   database: string;
+  /** The raw readings' retention policy. */
   retentionPolicy: string;
+  /** Downsampled tiers (1-minute, 1-hour means), finest first; empty = raw only. */
+  tiers?: readonly Tier[];
+  /** Whether late readings of a range are still waiting to be recomputed into the tiers (ingest's downsampler). */
+  tiersBehind?: (measurement: string, fromMs: number, toMs: number) => boolean;
 }
 
 export interface SeriesPoint {
@@ -30,29 +36,68 @@ export function chooseWindow(fromMs: number, toMs: number): Exclude<Window, 'aut
   return '1d';
 }
 
-function from(t: HistoryTarget, family: Family): string {
-  return `${influxEscape.quoted(t.database)}.${influxEscape.quoted(t.retentionPolicy)}.${influxEscape.quoted(family)}`;
+function from(t: HistoryTarget, family: Family, rp = t.retentionPolicy): string {
+  return `${influxEscape.quoted(t.database)}.${influxEscape.quoted(rp)}.${influxEscape.quoted(family)}`;
 }
 
+/**
+ * The tier a window reads from: the coarsest tier whose interval divides the window and still holds the
+ * start of the range; undefined = raw. A 1-year chart (window 1d) reads hourly means, a day (1m..5m) minute means.
+ */
+export function chooseTier(t: HistoryTarget, window: Exclude<Window, 'auto'>, fromMs: number, now = Date.now()): Tier | undefined {
+  if (window === 'raw') return undefined;
+  const w = WINDOW_MS[window] as number;
+  let best: Tier | undefined;
+  for (const tier of t.tiers ?? []) {
+    const every = durationMs(tier.every);
+    if (every > w || w % every !== 0) continue;
+    if (tier.duration !== 'INF' && fromMs < now - durationMs(tier.duration) - w) continue;
+    if (!best || every > durationMs(best.every)) best = tier;
+  }
+  return best;
+}
+
+/**
+ * A device's readings over [fromMs, toMs). Aggregated windows read the chosen tier up to the last interval
+ * its continuous query has surely written (two intervals back), and the raw readings after it, so the newest
+ * minutes of a chart are never missing.
+ */
 export async function queryReadings(
   t: HistoryTarget,
   q: { device: string; family: Family; fromMs: number; toMs: number; window: Window; fields?: string[] },
-): Promise<{ window: Exclude<Window, 'auto'>; points: SeriesPoint[] }> {
+  now = Date.now(),
+): Promise<{ window: Exclude<Window, 'auto'>; tier: string; points: SeriesPoint[] }> {
   const kinds = FIELD_KINDS[q.family];
   const fields = (q.fields?.length ? q.fields : Object.keys(kinds)).filter((f) => f in kinds);
   const window = q.window === 'auto' ? chooseWindow(q.fromMs, q.toMs) : q.window;
-  const where = `WHERE "device" = ${influxEscape.stringLit(q.device)} AND time >= ${q.fromMs}ms AND time < ${q.toMs}ms`;
-  let sql: string;
+  const device = `"device" = ${influxEscape.stringLit(q.device)}`;
   if (window === 'raw') {
-    sql = `SELECT ${fields.map((f) => influxEscape.quoted(f)).join(', ')} FROM ${from(t, q.family)} ${where} ORDER BY time ASC LIMIT ${RAW_LIMIT}`;
-  } else {
-    const sel = fields.map((f) => {
-      const fn = kinds[f] === 'float' || kinds[f] === 'integer' ? 'mean' : 'last';
-      return `${fn}(${influxEscape.quoted(f)}) AS ${influxEscape.quoted(f)}`;
-    });
-    sql = `SELECT ${sel.join(', ')} FROM ${from(t, q.family)} ${where} GROUP BY time(${window}) fill(none)`;
+    const sql = `SELECT ${fields.map((f) => influxEscape.quoted(f)).join(', ')} FROM ${from(t, q.family)} WHERE ${device} AND time >= ${q.fromMs}ms AND time < ${q.toMs}ms ORDER BY time ASC LIMIT ${RAW_LIMIT}`;
+    return { window, tier: t.retentionPolicy, points: rowsOf(await t.influx.queryRaw(sql, { precision: 'ms' })) };
   }
-  return { window, points: rowsOf(await t.influx.queryRaw(sql, { precision: 'ms' })) };
+  const sel = fields
+    .map((f) => {
+      const fn = (kinds[f] === 'float' || kinds[f] === 'integer') && !LAST_VALUE_FIELDS.has(f) ? 'mean' : 'last';
+      return `${fn}(${influxEscape.quoted(f)}) AS ${influxEscape.quoted(f)}`;
+    })
+    .join(', ');
+  const aggregate = async (rp: string, a: number, b: number) =>
+    a >= b
+      ? []
+      : rowsOf(
+          await t.influx.queryRaw(
+            `SELECT ${sel} FROM ${from(t, q.family, rp)} WHERE ${device} AND time >= ${a}ms AND time < ${b}ms GROUP BY time(${window}) fill(none)`,
+            { precision: 'ms' },
+          ),
+        );
+  let tier = chooseTier(t, window, q.fromMs, now);
+  // Late readings not yet in the tiers (a backlog just flushed): read the raw readings instead.
+  if (tier && t.tiersBehind?.(q.family, q.fromMs, q.toMs)) tier = undefined;
+  if (!tier) return { window, tier: t.retentionPolicy, points: await aggregate(t.retentionPolicy, q.fromMs, q.toMs) };
+  const w = WINDOW_MS[window] as number;
+  const cut = Math.max(q.fromMs, Math.min(q.toMs, Math.floor((now - 2 * durationMs(tier.every)) / w) * w));
+  const [older, newer] = await Promise.all([aggregate(tier.name, q.fromMs, cut), aggregate(t.retentionPolicy, cut, q.toMs)]);
+  return { window, tier: cut > q.fromMs ? tier.name : t.retentionPolicy, points: older.concat(newer) };
 }
 
 export async function queryLastReading(t: HistoryTarget, device: string, family: Family): Promise<SeriesPoint | undefined> {

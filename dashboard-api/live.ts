@@ -1,7 +1,8 @@
 /**
  * Live data over socket.io [C-SOCKET]. A client emits `subscribe` with a device, a zone, a family or nothing
  * (everything); the ack carries a snapshot of the latest values and online states of what it subscribed to;
- * then it receives every `reading` and `status` as ingested, and `rejected` for its scope.
+ * then it receives every `reading` and `status` as ingested, `rejected`, `aqi`, `indicator` and `command` for its
+ * scope, and every `alarm` whatever its subscription.
  *
  * Connecting needs an operator session token or the service token in `auth: { token }` (any role may
  * subscribe); a refusal reaches the client as a `connect_error` whose `data.code` is CP_API_UNAUTHORIZED. A
@@ -14,7 +15,7 @@ import type http from 'node:http';
 import { Ajv } from 'ajv';
 import { Server, type Socket } from 'socket.io';
 import { FAMILIES, type EnrichedReading, type Family } from '../ingest/index.ts';
-import type { BusEvents, LiveBus, StatusEvent } from '../platform/bus.ts';
+import type { AlarmRecord, AqiEvent, BusEvents, CommandRecord, IndicatorEvent, LiveBus, StatusEvent } from '../platform/bus.ts';
 import { silentLogger, type Logger } from '../platform/logger.ts';
 import type { Metrics } from '../platform/metrics.ts';
 import type { Auth, Principal } from './auth.ts';
@@ -49,6 +50,14 @@ export interface ServerToClient {
   reading: (r: EnrichedReading) => void;
   status: (s: StatusEvent) => void;
   rejected: (r: BusEvents['rejected'][0]) => void;
+  /** An air-quality index (station or zone), to all, zone, device (station) and family:airQuality rooms. */
+  aqi: (a: AqiEvent) => void;
+  /** Derived indicators of a device, a zone or the city. */
+  indicator: (i: IndicatorEvent) => void;
+  /** An alarm raised or changed: to every connected socket (every screen announces new alarms). */
+  alarm: (a: AlarmRecord) => void;
+  /** A command created or changed state: to all, its device's and its zone's rooms. */
+  command: (c: CommandRecord) => void;
   /** Sent before the server shuts down. */
   offline: (info: { reason: string }) => void;
 }
@@ -146,9 +155,34 @@ export function attachLive(
     const rooms = roomsFor(r);
     if (watched(rooms)) io.to(rooms).emit('rejected', r);
   };
-  deps.bus.on('reading', onReading);
-  deps.bus.on('status', onStatus);
-  deps.bus.on('rejected', onRejected);
+  const onAqi = (a: AqiEvent) => {
+    const rooms = ['all', `zone:${a.zone}`, 'family:airQuality', ...(a.scope === 'station' ? [`device:${a.id}`] : [])];
+    if (watched(rooms)) io.to(rooms).emit('aqi', a);
+  };
+  const onIndicator = (i: IndicatorEvent) => {
+    const rooms = ['all', `family:${i.family}`];
+    if (i.zone) rooms.push(`zone:${i.zone}`);
+    if (i.scope === 'device') rooms.push(`device:${i.id}`);
+    if (watched(rooms)) io.to(rooms).emit('indicator', i);
+  };
+  // Alarms are few and every operator must see a new one, whatever the screen is subscribed to.
+  const onAlarm = (a: AlarmRecord) => io.emit('alarm', a);
+  const onCommand = (c: CommandRecord) => {
+    const rooms = ['all', `device:${c.device}`];
+    if (c.zone) rooms.push(`zone:${c.zone}`);
+    if (c.family) rooms.push(`family:${c.family}`);
+    if (watched(rooms)) io.to(rooms).emit('command', c);
+  };
+  const forwarded = {
+    reading: onReading,
+    status: onStatus,
+    rejected: onRejected,
+    aqi: onAqi,
+    indicator: onIndicator,
+    alarm: onAlarm,
+    command: onCommand,
+  };
+  for (const [event, fn] of Object.entries(forwarded)) deps.bus.on(event as keyof BusEvents, fn as (...a: unknown[]) => void);
 
   // Slow consumers (issue 3): a socket that stops reading piles packets up in its engine.io write buffer.
   // Past the bound it is disconnected (the client reconnects and gets a fresh snapshot), so one frozen
@@ -195,9 +229,7 @@ export function attachLive(
       clearInterval(slowCheck);
       clearInterval(expiryCheck);
       offEnded();
-      deps.bus.off('reading', onReading);
-      deps.bus.off('status', onStatus);
-      deps.bus.off('rejected', onRejected);
+      for (const [event, fn] of Object.entries(forwarded)) deps.bus.off(event as keyof BusEvents, fn as (...a: unknown[]) => void);
       io.emit('offline', { reason: 'server shutting down' });
       await new Promise<void>((resolve) => io.close(() => resolve()));
       log.debug('socket.io closed');

@@ -3,8 +3,17 @@
  * request (ajv, compiled once in app.ts) and describe it in the OpenAPI document (openapi.ts).
  */
 import type { Request, Response } from 'express';
-import type { InfluxDB } from 'influx';
-import { DEVICE_ID_PATTERN, FAMILIES, READING_SCHEMAS, TOPICS, type DeadLetterStore, type Family } from '../ingest/index.ts';
+import {
+  COMMAND_SCHEMAS,
+  commandAckSchema,
+  DEVICE_ID_PATTERN,
+  deviceCommandSchema,
+  FAMILIES,
+  READING_SCHEMAS,
+  TOPICS,
+  type DeadLetterStore,
+  type Family,
+} from '../ingest/index.ts';
 import {
   PASSWORD_MAX_LENGTH,
   PASSWORD_MIN_LENGTH,
@@ -17,8 +26,14 @@ import {
 } from '../registry/index.ts';
 import { PlatformError } from '../platform/errors.ts';
 import type { Auth, Principal } from './auth.ts';
-import { queryLastReading, queryReadings, WINDOWS, type Window } from './history.ts';
+import { queryLastReading, queryReadings, WINDOWS, type HistoryTarget, type Window } from './history.ts';
 import type { LatestValues } from './live.ts';
+import type { Alarms } from '../alarms/index.ts';
+import { alarmRoutes } from './routes-alarms.ts';
+import type { Commands } from '../commands/index.ts';
+import { commandRoutes } from './routes-commands.ts';
+import type { Analytics } from '../analytics/index.ts';
+import { analyticsRoutes } from './routes-analytics.ts';
 
 export interface HealthReport {
   status: 'ok' | 'degraded';
@@ -29,17 +44,23 @@ export interface ApiDeps {
   devices: DeviceStore;
   profile: CityProfile;
   latest: LatestValues;
-  history: { influx: InfluxDB; database: string; retentionPolicy: string };
+  history: HistoryTarget;
   deadLetters: DeadLetterStore;
   /** Online state and forced disconnect, from the broker. */
   presence: { isOnline(id: string): boolean; disconnect(id: string): boolean };
   health: () => HealthReport;
   /** Sessions, the service token, operator accounts and the audit log. */
   auth: Auth;
+  /** The alarm engine (routes-alarms.ts); absent = no alarm routes. */
+  alarms?: Alarms;
+  /** Commands to devices and schedules (routes-commands.ts); absent = no command routes. */
+  commands?: Commands;
+  /** Air-quality indices and derived indicators (routes-analytics.ts); absent = the routes answer empty lists. */
+  analytics?: Analytics;
 }
 
 export interface RouteDef {
-  method: 'get' | 'post';
+  method: 'get' | 'post' | 'delete';
   /** Express path (`:id` params). */
   path: string;
   summary: string;
@@ -163,9 +184,12 @@ export function createRoutes(d: ApiDeps): RouteDef[] {
             telemetry: TOPICS.telemetry('{id}'),
             status: TOPICS.status('{id}'),
             errors: TOPICS.errors('{id}'),
+            commands: TOPICS.commands('{id}'),
+            acks: TOPICS.acks('{id}'),
           },
           payload: 'One reading object, or an array of them (a device flushing its backlog)',
           families: READING_SCHEMAS,
+          commands: { command: deviceCommandSchema, ack: commandAckSchema, actions: COMMAND_SCHEMAS },
         }),
     },
     {
@@ -342,6 +366,9 @@ export function createRoutes(d: ApiDeps): RouteDef[] {
       },
     },
     ...accessRoutes(d),
+    ...alarmRoutes(d.alarms),
+    ...commandRoutes(d.commands),
+    ...analyticsRoutes(d.analytics, d.history),
   ];
 }
 

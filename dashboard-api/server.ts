@@ -7,6 +7,7 @@ import { createApp } from './app.ts';
 import { createAuth } from './auth.ts';
 import { attachLive, LatestValues } from './live.ts';
 import { routeUpgrades, type UpgradeHandler } from './upgrades.ts';
+import type { DashboardOptions } from './static.ts';
 import type { ApiDeps } from './routes.ts';
 import type { LiveBus } from '../platform/bus.ts';
 import { silentLogger, type Logger } from '../platform/logger.ts';
@@ -27,6 +28,8 @@ export interface DashboardApiOptions {
   loginMaxFailuresPerUser?: number;
   loginMaxFailuresPerAddress?: number;
   loginWindowMs?: number;
+  /** The operations dashboard served on the same port (static.ts); absent = not served. */
+  dashboard?: DashboardOptions;
 }
 
 export interface DashboardApi {
@@ -55,7 +58,7 @@ export function createDashboardApi(
   const auth = createAuth(deps.operators, deps.adminToken, opts);
   const app = createApp(
     { ...deps, latest, auth },
-    { metrics: deps.metrics, logger: log, version: deps.version, corsOrigins: opts.corsOrigins },
+    { metrics: deps.metrics, logger: log, version: deps.version, corsOrigins: opts.corsOrigins, dashboard: opts.dashboard },
   );
   const server = http.createServer(app);
   // Idle keep-alive sockets must not hold stop() open.

@@ -24,6 +24,10 @@ export const TOPICS = {
   status: (id: string) => `devices/${id}/status`,
   /** platform → device: why a message or reading was rejected (`DeviceError`). */
   errors: (id: string) => `devices/${id}/errors`,
+  /** platform → device (QoS 1): a command to carry out (`DeviceCommand`); street lights subscribe to it. */
+  commands: (id: string) => `devices/${id}/commands`,
+  /** device → platform (QoS 0 or 1): the answer to a command (`CommandAck`). */
+  acks: (id: string) => `devices/${id}/acks`,
 } as const;
 
 /** Parses `devices/{id}/{kind}`; returns undefined for anything else. */
@@ -203,3 +207,66 @@ export interface DeviceError {
   /** ISO 8601 time the platform rejected it. */
   at: string;
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Commands (platform → device) and their acknowledgements (device → platform)
+
+/** Command ids: what the platform generates (UUIDs) and a device echoes back. */
+export const COMMAND_ID_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$';
+
+/**
+ * What a street light can be told to do (SDM Streetlight names). At least one property; `powerState: 'off'`
+ * with an `illuminanceLevel` above 0 is contradictory and refused by the platform.
+ */
+export const commandActionSchema = {
+  $id: 'citypulse/commandAction',
+  title: 'Street-light command action',
+  type: 'object',
+  additionalProperties: false,
+  minProperties: 1,
+  properties: {
+    powerState: { type: 'string', enum: ['on', 'off'], description: 'Switch the lamp on or off' },
+    illuminanceLevel: fraction('Dimming level to set, 0..1 (1 = full output); alone it also switches the lamp on (0 = off)'),
+  },
+} as const;
+
+/** Payload on `devices/{id}/commands` (QoS 1). */
+export const deviceCommandSchema = {
+  $id: 'citypulse/command',
+  title: 'Command to a device',
+  type: 'object',
+  additionalProperties: false,
+  required: ['id', 'action', 'issuedAt', 'expiresAt'],
+  properties: {
+    id: { type: 'string', pattern: COMMAND_ID_PATTERN, description: 'Command id, echoed in the ack' },
+    action: commandActionSchema,
+    issuedAt: { type: 'string', format: 'date-time', description: 'When the platform created the command (ISO 8601)' },
+    expiresAt: {
+      type: 'string',
+      format: 'date-time',
+      description: 'After this time the command must not be carried out (the platform marks it expired)',
+    },
+  },
+} as const;
+
+/** Payload on `devices/{id}/acks`. */
+export const commandAckSchema = {
+  $id: 'citypulse/commandAck',
+  title: 'Acknowledgement of a command by the device',
+  type: 'object',
+  additionalProperties: false,
+  required: ['id', 'status', 'at'],
+  properties: {
+    id: { type: 'string', pattern: COMMAND_ID_PATTERN, description: 'The id of the command answered' },
+    status: { type: 'string', enum: ['ok', 'failed'], description: 'ok = carried out; failed = not carried out (say why in reason)' },
+    reason: { type: 'string', maxLength: 500, description: 'Why it failed (or a note)' },
+    at: { ...timeSchema, description: 'When the device carried it out or gave up (ISO 8601 or epoch ms)' },
+  },
+} as const;
+
+export type CommandAction = FromSchema<typeof commandActionSchema>;
+export type DeviceCommand = FromSchema<typeof deviceCommandSchema>;
+export type CommandAck = FromSchema<typeof commandAckSchema>;
+
+/** Families that take commands, and the action schema each takes. */
+export const COMMAND_SCHEMAS: Partial<Record<Family, typeof commandActionSchema>> = { streetLight: commandActionSchema };

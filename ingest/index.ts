@@ -8,3 +8,5 @@ export type { InfluxTarget, PendingPoint, WriterOptions, WriterState } from './i
 export type { DeadLetter, DeadLetterStore } from './dead-letters.ts';
 export type { DeviceMeta } from './validate.ts';
 export { toLine } from './line-protocol.ts';
+export { LAST_VALUE_FIELDS, Downsampler, ensureTiers, tierSelect } from './downsample.ts';
+export type { DownsampledMeasurements, Tier } from './downsample.ts';

@@ -4,7 +4,8 @@
  * device's errors topic.
  */
 import type { InfluxDB } from 'influx';
-import type { DeviceError } from './contract.ts';
+import { FIELD_KINDS, type DeviceError } from './contract.ts';
+import { Downsampler, ensureTiers, type DownsampledMeasurements, type Tier } from './downsample.ts';
 import { SqliteDeadLetterStore, type DeadLetterStore } from './dead-letters.ts';
 import { DurableLog } from './durable-log.ts';
 import { dispatch, type HandlerResult, type IngestContext } from './handlers/index.ts';
@@ -35,6 +36,15 @@ export interface IngestOptions {
   log: { dir: string; maxBytes: number; segmentBytes: number; fsync: boolean };
   /** On stop, how long to keep shipping the log to InfluxDB; what remains is shipped at the next start, ms. */
   stopFlushTimeoutMs: number;
+  /** Retention tiers filled by continuous queries, and the catch-up of late readings (ingest/downsample.ts). */
+  downsample?: {
+    tiers: Tier[];
+    /** A stored reading whose observation time is older than this is recomputed into the tiers by the catch-up, ms. */
+    lateAfterMs: number;
+    catchUpIntervalMs: number;
+    /** Measurements besides the device families (e.g. derived indices), with their field kinds. */
+    extra?: DownsampledMeasurements;
+  };
 }
 
 export interface IngestDeps {
@@ -65,6 +75,8 @@ export interface Ingest {
   state(): IngestState;
   readonly deadLetters: DeadLetterStore;
   readonly influx: InfluxDB;
+  /** The tiers' catch-up and backfill; undefined when downsampling is off. */
+  readonly downsampler: Downsampler | undefined;
 }
 
 export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
@@ -74,11 +86,30 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
   const deadLetters = new SqliteDeadLetterStore(opts.deadLetterFile, opts.deadLetterLimit);
   const log = new DurableLog({ ...opts.log, logger });
   let databaseReady = false;
+  const ds = opts.downsample;
+  const measurements: DownsampledMeasurements = { ...FIELD_KINDS, ...ds?.extra };
+  const downsampler =
+    ds && ds.tiers.length > 0
+      ? new Downsampler(influx, opts.influx.database, opts.influx.retentionPolicy, ds.tiers, measurements)
+      : undefined;
   const prepareDatabase = async () => {
     await ensureDatabase(influx, opts.influx, opts.influx.retentionDuration);
+    if (ds && ds.tiers.length > 0) await ensureTiers(influx, opts.influx.database, opts.influx.retentionPolicy, ds.tiers, measurements);
     databaseReady = true;
   };
   const confirm = (points: PendingPoint[]) => log.confirm(points.map((p) => p.seq as number));
+  // Late readings (older than the continuous queries look back) are marked for the tiers' catch-up. The
+  // observation time is the line's last token (line-protocol.ts writes it in ms).
+  const stored = (points: PendingPoint[]) => {
+    if (downsampler && ds) {
+      const lateBefore = Date.now() - ds.lateAfterMs;
+      for (const p of points) {
+        const t = Number(p.line.slice(p.line.lastIndexOf(' ') + 1));
+        if (t < lateBefore) downsampler.mark(p.family, t);
+      }
+    }
+    confirm(points);
+  };
   let shipper: LogShipper | undefined;
   const writer = new InfluxWriter(
     opts.influx,
@@ -88,7 +119,7 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
       metrics,
       logger,
       onDatabaseMissing: prepareDatabase,
-      onStored: confirm,
+      onStored: stored,
       onProgress: () => shipper?.pump(),
       onRejected(points, reason) {
         const at = new Date().toISOString();
@@ -143,6 +174,7 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
   let started = false;
   let stopped = false;
   let gaugeTimer: NodeJS.Timeout | undefined;
+  let catchUpTimer: NodeJS.Timeout | undefined;
 
   const state = (): IngestState => {
     const u = log.usage();
@@ -176,6 +208,7 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
   return {
     deadLetters,
     influx,
+    downsampler,
     async start() {
       const replay = log.open();
       started = true;
@@ -192,6 +225,13 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
         logger.warn({ err: (err as Error).message }, 'InfluxDB not ready at start; readings wait in the durable log');
       }
       ship.replay(replay.from, replay.to);
+      if (downsampler && ds) {
+        catchUpTimer = setInterval(() => {
+          if (downsampler.pending() === 0 || !databaseReady) return;
+          downsampler.catchUp().catch((err: Error) => logger.warn({ err: err.message }, 'downsampling catch-up failed; retried'));
+        }, ds.catchUpIntervalMs);
+        catchUpTimer.unref();
+      }
       if (metrics) {
         gaugeTimer = setInterval(() => {
           const u = log.usage();
@@ -207,11 +247,15 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
       if (stopped) return;
       stopped = true;
       clearInterval(gaugeTimer);
+      clearInterval(catchUpTimer);
       if (started) {
         const flushed = await flush(opts.stopFlushTimeoutMs);
         if (!flushed)
           logger.warn(log.usage(), 'stopping with readings not yet in InfluxDB: they stay in the durable log for the next start');
       }
+      // Late readings marked but not yet recomputed into the tiers: one last catch-up (the marks live in memory).
+      if (downsampler?.pending())
+        await downsampler.catchUp().catch((err: Error) => logger.warn({ err: err.message }, 'final catch-up failed'));
       ship.stop();
       await writer.stop(1000);
       await log.close();

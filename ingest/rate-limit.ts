@@ -37,7 +37,7 @@ export class ReadingRateLimiter {
 
 /** InfluxDB duration ('90d', '52w', '12h', 'INF') in ms; INF → Infinity. */
 export function durationMs(d: string): number {
-  const m = /^(\d+)([hdw])$/.exec(d);
+  const m = /^(\d+)([smhdw])$/.exec(d);
   if (!m) return Number.POSITIVE_INFINITY;
-  return Number(m[1]) * { h: 3_600_000, d: 86_400_000, w: 604_800_000 }[m[2] as 'h' | 'd' | 'w'];
+  return Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[m[2] as 's' | 'm' | 'h' | 'd' | 'w'];
 }

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Ajv } from 'ajv';
 import type { FromSchema } from 'json-schema-to-ts';
+import { DEFAULT_RULE_IDS, RULE_OVERRIDE_SCHEMA, RULE_SCHEMA } from '../alarms/index.ts';
 import { LIMIT_DEFAULTS } from '../broker/index.ts';
 import { PlatformError } from './errors.ts';
 
@@ -187,6 +188,28 @@ export const CONFIG_SCHEMA = {
           default: 100000,
           description: 'Audit log records kept (oldest removed beyond it)',
         },
+        dashboard: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          properties: {
+            enabled: {
+              type: 'boolean',
+              default: true,
+              description: 'Serve the operations dashboard (the web app built in dashboard/dist) on the API port',
+            },
+            tileUrl: {
+              type: 'string',
+              default: '',
+              // A template such as https://tiles.example.vn/{z}/{x}/{y}.png; its origin is allowed in the page's CSP.
+              pattern: '^(|https?://[^\\s]+)$',
+              description:
+                'Map tile URL template ({z}/{x}/{y}) of a tile server on your network; empty = no tiles, the map draws the zones of the city profile',
+            },
+            tileAttribution: { type: 'string', default: '', description: 'Attribution shown on the map for the tiles of api.dashboard.tileUrl' },
+            tileMaxZoom: { type: 'integer', minimum: 1, maximum: 24, default: 19, description: 'Highest zoom level api.dashboard.tileUrl serves' },
+          },
+        },
       },
     },
     influx: {
@@ -210,6 +233,45 @@ export const CONFIG_SCHEMA = {
         username: { type: 'string', default: '', description: 'InfluxDB user (empty = no auth)' },
         password: { type: 'string', default: '', description: 'InfluxDB password' },
         localPort: port('Port of the local InfluxDB started when url is empty (0 = any free port)', 8086),
+        downsample: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          properties: {
+            enabled: {
+              type: 'boolean',
+              default: true,
+              description:
+                'Keep 1-minute and 1-hour means in their own retention policies (`minute`, `hour`), filled by continuous queries',
+            },
+            minuteRetention: {
+              type: 'string',
+              pattern: '^(INF|[0-9]+[hdw])$',
+              default: '52w',
+              description: 'How long 1-minute means are kept (retention policy `minute`)',
+            },
+            hourRetention: {
+              type: 'string',
+              pattern: '^(INF|[0-9]+[hdw])$',
+              default: '260w',
+              description: 'How long 1-hour means are kept (retention policy `hour`)',
+            },
+            lateAfterMs: {
+              type: 'integer',
+              minimum: 60000,
+              maximum: 240000,
+              default: 180000,
+              description:
+                'A reading stored this long after its observation time is missed by the continuous queries; its hour is recomputed into the tiers, ms',
+            },
+            catchUpIntervalMs: {
+              type: 'integer',
+              minimum: 100,
+              default: 10000,
+              description: 'How often late readings are recomputed into the tiers, ms',
+            },
+          },
+        },
       },
     },
     ingest: {
@@ -336,6 +398,207 @@ export const CONFIG_SCHEMA = {
         api: componentLevel('dashboard-api'),
         registry: componentLevel('registry'),
         influx: componentLevel('the InfluxDB writer and local server'),
+        alarms: componentLevel('the alarm engine'),
+      },
+    },
+    commands: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        defaultTtlMs: {
+          type: 'integer',
+          minimum: 1000,
+          default: 3600000,
+          description: 'A command not acknowledged within this time (from its creation) expires, ms; a request may give its own ttlMs',
+        },
+        maxTtlMs: {
+          type: 'integer',
+          minimum: 1000,
+          default: 604800000,
+          description: 'Longest ttlMs a command request or schedule may ask for, ms',
+        },
+        expiryCheckMs: {
+          type: 'integer',
+          minimum: 50,
+          maximum: 60000,
+          default: 1000,
+          description: 'How often commands past their expiresAt are marked expired, ms',
+        },
+        scheduleTickMs: {
+          type: 'integer',
+          minimum: 50,
+          maximum: 60000,
+          default: 1000,
+          description: 'How often schedules are checked for an edge (from/to time passed), ms; schedules take HH:MM or HH:MM:SS',
+        },
+        historyLimit: {
+          type: 'integer',
+          minimum: 1000,
+          default: 100000,
+          description: 'Finished commands (acknowledged, failed, expired) kept; the oldest beyond it are removed',
+        },
+      },
+    },
+    alarms: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        enabled: { type: 'boolean', default: true, description: 'Evaluate alarm rules and keep alarms (dataDir/alarms.db)' },
+        rules: {
+          type: 'array',
+          // Typed loosely here (the engine has its own types); validated in full by this schema.
+          items: RULE_SCHEMA as unknown as { type: 'object' },
+          default: [],
+          description:
+            'Own alarm rules besides the built-in ones (threshold, state, noData, rateOfChange; see README Alarms); JSON array in the environment',
+        },
+        disabled: {
+          type: 'array',
+          items: { type: 'string', enum: DEFAULT_RULE_IDS },
+          default: [],
+          description: 'Built-in rules switched off, by id (comma-separated in the environment)',
+        },
+        defaults: {
+          type: 'object',
+          propertyNames: { type: 'string', enum: DEFAULT_RULE_IDS },
+          additionalProperties: RULE_OVERRIDE_SCHEMA as unknown as { type: 'object' },
+          default: {},
+          description:
+            'Tuning of built-in rules by id, e.g. {"congestion": {"forMs": 300000}} (severity, forMs, clearForMs, value, clearValue, when, clearWhen, where, message); JSON object in the environment',
+        },
+        tickMs: {
+          type: 'integer',
+          minimum: 20,
+          maximum: 60000,
+          default: 1000,
+          description: 'How often rule durations (forMs, clearForMs, noData periods, daylight) are checked between events, ms',
+        },
+        historyLimit: {
+          type: 'integer',
+          minimum: 100,
+          default: 100000,
+          description: 'Cleared alarms kept; the oldest beyond it are removed (open alarms never are)',
+        },
+      },
+    },
+    analytics: {
+      type: 'object',
+      additionalProperties: false,
+      default: {},
+      properties: {
+        aqiEmitIntervalMs: {
+          type: 'integer',
+          minimum: 0,
+          default: 5000,
+          description: 'Least time between two `aqi` events of one station or zone and period, ms (0 = on every change)',
+        },
+        indicatorEmitIntervalMs: {
+          type: 'integer',
+          minimum: 0,
+          default: 2000,
+          description:
+            'Least time between two zone or city `indicator` events, ms (device indicators go out on each reading; 0 = every change)',
+        },
+        storeIntervalMs: {
+          type: 'integer',
+          minimum: 0,
+          default: 60000,
+          description:
+            'Indices and indicators are stored in InfluxDB at most once per subject per interval (and on stop), ms; 0 = on every change',
+        },
+        airHoursKept: {
+          type: 'integer',
+          // A city-local day (24 h) plus the 12 hours of NowCast before it.
+          minimum: 36,
+          maximum: 168,
+          default: 48,
+          description: 'Hourly means kept in memory per air station, hours',
+        },
+        trafficWindowMs: {
+          type: 'integer',
+          minimum: 60000,
+          default: 3600000,
+          description: 'Sliding window of vehiclesPerHour and averageSpeed by observation time, ms (counts are scaled to one hour)',
+        },
+        congestion: {
+          type: 'object',
+          additionalProperties: false,
+          default: {},
+          properties: {
+            occupancyModerate: {
+              type: 'number',
+              minimum: 0,
+              maximum: 1,
+              default: 0.15,
+              description: 'Occupancy from which a junction is moderate (level 1)',
+            },
+            occupancyHeavy: {
+              type: 'number',
+              minimum: 0,
+              maximum: 1,
+              default: 0.35,
+              description: 'Occupancy from which a junction is heavy (level 2)',
+            },
+            occupancyCongested: {
+              type: 'number',
+              minimum: 0,
+              maximum: 1,
+              default: 0.6,
+              description: 'Occupancy from which a junction is congested (level 3; a reading with congested=true is level 3 too)',
+            },
+            speedModerateKmh: {
+              type: 'number',
+              minimum: 0,
+              default: 30,
+              description: 'Average speed (km/h, when vehicles were counted) at or below which a junction is moderate',
+            },
+            speedHeavyKmh: {
+              type: 'number',
+              minimum: 0,
+              default: 20,
+              description: 'Average speed at or below which a junction is heavy, km/h',
+            },
+            speedCongestedKmh: {
+              type: 'number',
+              minimum: 0,
+              default: 10,
+              description: 'Average speed at or below which a junction is congested, km/h',
+            },
+          },
+        },
+        lampMinPowerW: {
+          type: 'number',
+          minimum: 0,
+          default: 1,
+          description: 'A street light that should be on (powerState on or low) drawing less than this is a fault, W',
+        },
+        lampMaxGapMs: {
+          type: 'integer',
+          minimum: 1000,
+          default: 1800000,
+          description: 'Longest gap between two readings of a lit lamp counted as burning time, ms',
+        },
+        daylightMarginMs: {
+          type: 'integer',
+          minimum: 0,
+          default: 1800000,
+          description: 'Daylight for onInDaylight is sunrise + margin .. sunset − margin (a lamp switching at dusk is not flagged), ms',
+        },
+        restoreMaxReplayMs: {
+          type: 'integer',
+          minimum: 0,
+          default: 86400000,
+          description: "At start, raw street-light readings at most this old are replayed after each lamp's last stored state, ms",
+        },
+        writeMaxAgeMs: {
+          type: 'integer',
+          minimum: 1,
+          maximum: 60000,
+          default: 1000,
+          description: 'A stored index or indicator waits at most this long before its batch is written to InfluxDB, ms',
+        },
       },
     },
     simulate: {
@@ -374,7 +637,7 @@ export function describeOptions(): { path: string; env: string; default: unknown
   const walk = (props: Record<string, any>, prefix: string[]) => {
     for (const [key, s] of Object.entries(props)) {
       const p = [...prefix, key];
-      if (s.type === 'object') walk(s.properties, p);
+      if (s.type === 'object' && s.properties) walk(s.properties, p);
       else rows.push({ path: p.join('.'), env: envName(p), default: s.default, description: s.description });
     }
   };
@@ -402,10 +665,17 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; overr
     }
   }
   const unknownEnv: string[] = [];
+  const badJsonEnv: string[] = [];
   const known = new Map(describeOptions().map((o) => [o.env, o.path]));
   const lists = new Set(
     describeOptions()
       .filter((o) => Array.isArray(o.default))
+      .map((o) => o.path),
+  );
+  // List and object options also take JSON in the environment (a value starting with [ or {).
+  const structured = new Set(
+    describeOptions()
+      .filter((o) => o.default !== null && typeof o.default === 'object')
       .map((o) => o.path),
   );
   for (const [name, value] of Object.entries(env)) {
@@ -413,6 +683,14 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; overr
     const p = known.get(name);
     if (!p) {
       unknownEnv.push(name);
+      continue;
+    }
+    if (structured.has(p) && /^\s*[[{]/.test(value)) {
+      try {
+        setPath(data, p.split('.'), JSON.parse(value));
+      } catch (err) {
+        badJsonEnv.push(`${name}: not valid JSON (${(err as Error).message})`);
+      }
       continue;
     }
     // A list option takes a comma-separated value in the environment.
@@ -432,7 +710,7 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv; overr
   }
   const ajv = new Ajv({ allErrors: true, useDefaults: true, coerceTypes: true, strict: true });
   const validate = ajv.compile(CONFIG_SCHEMA);
-  const errors: string[] = unknownEnv.map((n) => `${n}: unknown environment variable`);
+  const errors: string[] = [...unknownEnv.map((n) => `${n}: unknown environment variable`), ...badJsonEnv];
   if (!validate(data)) {
     for (const e of validate.errors ?? []) {
       const where = e.instancePath ? e.instancePath.slice(1).replaceAll('/', '.') : '(root)';

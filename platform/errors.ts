@@ -29,6 +29,22 @@ export const ERROR_CODES = {
   CP_API_RATE_LIMITED: { status: 429, text: 'Too many failed logins from this address or for this username (see Retry-After)' },
   CP_API_NOT_FOUND: { status: 404, text: 'No such route or resource' },
   CP_API_INTERNAL: { status: 500, text: 'An unexpected error; logged on the server, never shown to the client' },
+  CP_ALARM_NOT_FOUND: { status: 404, text: 'No alarm with this id' },
+  CP_ALARM_WRONG_STATE: {
+    status: 409,
+    text: 'The alarm is not in a state that allows this (only an active alarm can be acknowledged; a cleared one cannot be cleared)',
+  },
+  CP_COMMAND_BAD_ACTION: {
+    status: 400,
+    text: 'The action breaks the command schema of the device family (or switches off with an illuminanceLevel above 0)',
+  },
+  CP_COMMAND_WRONG_FAMILY: { status: 400, text: 'A target device is of a family that takes no commands (only streetLight does)' },
+  CP_COMMAND_EMPTY_TARGET: { status: 400, text: 'The target names no device (for example a zone without street lights)' },
+  CP_COMMAND_DEVICE_REVOKED: { status: 409, text: 'A target device is revoked: it can never receive a command' },
+  CP_COMMAND_NOT_FOUND: { status: 404, text: 'No command with this id (to a device: its ack names an unknown command)' },
+  CP_COMMAND_BAD_ACK: { status: 400, text: 'A device’s ack breaks its schema (sent to the device on devices/{id}/errors)' },
+  CP_COMMAND_SCHEDULE_NOT_FOUND: { status: 404, text: 'No schedule with this id' },
+  CP_COMMAND_BAD_SCHEDULE: { status: 400, text: 'The schedule is not usable (for example from equals to)' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

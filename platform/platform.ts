@@ -6,9 +6,12 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { DestinationStream } from 'pino';
+import { createAnalytics, type Analytics } from '../analytics/index.ts';
+import { createAlarms, type Alarms, type RuleInput } from '../alarms/index.ts';
 import { createBroker, type Broker } from '../broker/index.ts';
+import { createCommands, type Commands } from '../commands/index.ts';
 import { createDashboardApi, type DashboardApi, type HealthReport } from '../dashboard-api/index.ts';
-import { createIngest, type Ingest, type InfluxTarget } from '../ingest/index.ts';
+import { createIngest, type Ingest, type InfluxTarget, type Tier } from '../ingest/index.ts';
 import { SqliteDeviceStore, loadCityProfile, type CityProfile } from '../registry/index.ts';
 import { ensureInitialAdmin, SqliteOperatorStore } from '../registry/operators.ts';
 import { createBus, type LiveBus } from './bus.ts';
@@ -43,7 +46,11 @@ export interface Platform {
     devices: SqliteDeviceStore;
     operators: SqliteOperatorStore;
     ingest: Ingest;
+    analytics: Analytics;
     broker: Broker;
+    commands: Commands;
+    /** Absent when alarms.enabled is false. */
+    alarms: Alarms | undefined;
     api: DashboardApi;
     profile: CityProfile;
     influxTarget: InfluxTarget;
@@ -96,12 +103,33 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
       password: config.influx.password,
     };
 
+    const tiers = retentionTiers(config);
+
     const devices = new SqliteDeviceStore(path.join(dataDir, 'registry.db'), (z) => zoneIds.has(z));
     started.push({ name: 'registry', stop: () => devices.close() });
     const operators = new SqliteOperatorStore(path.join(dataDir, 'operators.db'), config.api.auditLimit);
     started.push({ name: 'registry', stop: () => operators.close() });
     const first = await ensureInitialAdmin(operators, config.api.initialAdminPassword);
     if (first.created) initialAdmin = { username: first.username, generatedPassword: first.generatedPassword };
+
+    // Listening before ingest and the broker start: no reading or status goes unseen; open alarms reloaded.
+    let alarms: Alarms | undefined;
+    if (config.alarms.enabled) {
+      const a = createAlarms(
+        {
+          file: path.join(dataDir, 'alarms.db'),
+          rules: config.alarms.rules as unknown as RuleInput[],
+          disabled: config.alarms.disabled,
+          defaults: config.alarms.defaults as Record<string, Partial<RuleInput>>,
+          tickMs: config.alarms.tickMs,
+          historyLimit: config.alarms.historyLimit,
+        },
+        { bus, devices, profile, operators, logger: logs.forComponent('alarms') },
+      );
+      await a.start();
+      started.push({ name: 'alarms', stop: () => a.stop() });
+      alarms = a;
+    }
 
     // The broker is created after ingest but ingest reports errors through it: late binding.
     let broker: Broker | undefined;
@@ -123,6 +151,11 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
           fsync: config.durability.fsync,
         },
         stopFlushTimeoutMs: config.ingest.stopFlushTimeoutMs,
+        downsample: {
+          tiers,
+          lateAfterMs: config.influx.downsample.lateAfterMs,
+          catchUpIntervalMs: config.influx.downsample.catchUpIntervalMs,
+        },
       },
       {
         bus,
@@ -136,14 +169,48 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
     await ingest.start();
     started.push({ name: 'ingest', stop: () => ingest.stop() });
 
+    // Analytics (issue 5): after ingest (database ready, durable log flushed into InfluxDB before it restores
+    // its state) and before the broker takes devices' readings.
+    const analytics = createAnalytics(
+      { ...config.analytics, timezone: profile.timezone },
+      {
+        bus,
+        influx: ingest.influx,
+        target: influxTarget,
+        profile,
+        devices,
+        logger: logs.forComponent('analytics'),
+        beforeRestore: () => ingest.flush(10000),
+      },
+    );
+    await analytics.start();
+    started.push({ name: 'analytics', stop: () => analytics.stop() });
+
     const brokerOptions = { ...config.broker, tlsSelfSignedDir: path.join(dataDir, 'tls') };
+    // Commands answer on the device's acks topic: the broker hands those to commands, the rest to ingest.
+    let commands: Commands | undefined;
     broker = await createBroker(brokerOptions, {
       devices,
       bus,
       metrics,
       logger: logs.forComponent('broker'),
-      onMessage: (device, kind, payload, qos) => ingest.handleMessage(device, kind, payload, qos),
+      onMessage: (device, kind, payload, qos) =>
+        kind === 'acks' ? commands?.handleAck(device, payload) : ingest.handleMessage(device, kind, payload, qos),
     });
+    // Created and listening before the broker accepts devices: no subscription or PUBACK goes unseen.
+    commands = createCommands(
+      { file: path.join(dataDir, 'commands.db'), ...config.commands },
+      {
+        devices,
+        profile,
+        transport: broker,
+        bus,
+        audit: (e) => operators.audit(e),
+        logger: logs.forComponent('commands'),
+      },
+    );
+    commands.start();
+    started.push({ name: 'commands', stop: () => (commands as Commands).stop() });
     const mqttAddr = await broker.start();
     started.push({ name: 'broker', stop: () => (broker as Broker).stop() });
 
@@ -156,17 +223,26 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
       logger: logs.forComponent('api'),
       version: VERSION,
       deadLetters: ingest.deadLetters,
-      history: { influx: ingest.influx, database: influxTarget.database, retentionPolicy: influxTarget.retentionPolicy },
+      history: {
+        influx: ingest.influx,
+        database: influxTarget.database,
+        retentionPolicy: influxTarget.retentionPolicy,
+        tiers,
+        tiersBehind: (m, a, b) => ingest.downsampler?.isBehind(m, a, b) ?? false,
+      },
       presence: { isOnline: (id) => b.isOnline(id), disconnect: (id) => b.disconnect(id) },
       adminToken,
       operators,
+      analytics,
+      commands,
+      alarms,
       health: () => health(b, ingest),
     });
     if (config.broker.ws.enabled) api.addUpgradeRoute(config.broker.ws.path, (req, socket, head) => b.handleUpgrade(req, socket, head));
     const apiAddr = await api.start();
     started.push({ name: 'api', stop: () => api.stop() });
 
-    parts = { devices, operators, ingest, broker, api, profile, influxTarget };
+    parts = { devices, operators, ingest, analytics, broker, commands, api, profile, influxTarget, alarms };
     const addresses: PlatformAddresses = {
       mqtt: `mqtt://${hostFor(mqttAddr.host)}:${mqttAddr.port}`,
       ...(mqttAddr.tls ? { mqtts: `mqtts://${hostFor(mqttAddr.tls.host)}:${mqttAddr.tls.port}` } : {}),
@@ -214,7 +290,7 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
     stopping ??= (async () => {
       // Graceful order (issue 3): stop taking devices' messages, write the log to InfluxDB (bounded), then
       // close dashboard sockets, the registry and the local InfluxDB.
-      const order = ['broker', 'ingest', 'api', 'registry', 'influxdb'];
+      const order = ['broker', 'analytics', 'ingest', 'api', 'commands', 'registry', 'influxdb'];
       started.sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
       for (const part of started) {
         try {
@@ -250,6 +326,16 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
       return initialAdmin;
     },
   };
+}
+
+/** The downsampled tiers (ingest/downsample.ts): 1-minute and 1-hour means, each in its own retention policy. */
+function retentionTiers(config: Readonly<Config>): Tier[] {
+  const d = config.influx.downsample;
+  if (!d.enabled) return [];
+  return [
+    { name: 'minute', every: '1m', duration: d.minuteRetention, resampleFor: '5m' },
+    { name: 'hour', every: '1h', duration: d.hourRetention, resampleFor: '2h' },
+  ];
 }
 
 function hostFor(h: string): string {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the project needs and is missing: npm packages from the lockfile, and the Debian packages
-# influxdb + influxdb-client (time series), mosquitto-clients (an independent MQTT client for tests).
+# influxdb + influxdb-client (time series), mosquitto-clients (an independent MQTT client for tests), chromium
+# (dashboard browser tests); then builds the dashboard (dashboard/dist) when it is missing or older than its sources.
 # Idempotent and quick when everything is there. Used by `npm start`, `npm test` and .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,9 @@ cd "$(dirname "$0")/.."
 need=()
 command -v influxd >/dev/null 2>&1 || need+=(influxdb influxdb-client)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+# Debian chromium: the dashboard's browser tests drive it with playwright-core (a tool's own browser download
+# does not work on a closed network).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "citypulse: missing Debian packages: ${need[*]} (run as root, or: sudo apt-get install -y ${need[*]})" >&2
@@ -22,4 +26,12 @@ fi
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "citypulse: installing npm packages (npm ci) ..." >&2
   npm ci --no-audit --no-fund --loglevel=error >&2
+fi
+
+# The dashboard (dashboard/ → dashboard/dist, served by dashboard-api): built when missing or older than any
+# of its sources or the lockfile.
+if [ ! -f dashboard/dist/index.html ] ||
+  [ -n "$(find dashboard package-lock.json -path dashboard/dist -prune -o -type f -newer dashboard/dist/index.html -print -quit)" ]; then
+  echo "citypulse: building the dashboard ..." >&2
+  npx vite build -c dashboard/vite.config.ts >&2
 fi

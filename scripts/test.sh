@@ -7,6 +7,7 @@ echo "== lint and format (biome)"
 npx biome ci --reporter=summary .
 echo "== type check"
 npx tsc --noEmit -p .
+npx tsc --noEmit -p dashboard
 echo "== tests"
 shopt -s nullglob
 files=(test/*.test.ts)

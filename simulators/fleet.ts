@@ -3,6 +3,10 @@
  * (ingest/contract.ts) with the credentials of the registry, so a load test exercises the same paths as the
  * field devices (auth per connection, per-device topics, reconnects) rather than one fat publisher.
  *
+ * Simulated street lights obey commands (devices/{id}/commands): they apply the action to their model (see
+ * StreetLightModel.command for how long it overrides the lamp's own programme), publish a reading at once
+ * showing the new state, then answer on devices/{id}/acks. A repeated command id is answered again, not redone.
+ *
  * Everything a device is (id, zone, location, lane, value model, report phase, reconnect jitter) derives from
  * the seed, so two runs with the same seed replay the same city. Tokens are shown only once at provisioning:
  * the credentials file keeps them so a second run reuses the devices instead of piling up new ones.
@@ -14,7 +18,15 @@ import { connect, type MqttClient } from 'mqtt';
 import { TOPICS, type Family } from '../ingest/contract.ts';
 import type { CityProfile, GeoPoint, ProvisionRequest, Zone } from '../registry/index.ts';
 import { leafZones } from '../registry/index.ts';
-import { createModel, createRng, type DeviceModel, type Rng } from './models.ts';
+import {
+  createModel,
+  createRng,
+  createStreetLightModel,
+  type DeviceModel,
+  type Rng,
+  type StreetLightCommand,
+  type StreetLightModel,
+} from './models.ts';
 
 export interface FleetOptions {
   mqttUrl: string;
@@ -45,6 +57,8 @@ export interface FleetProgress {
   publishErrors: number;
   rejected: number;
   connectErrors: number;
+  /** Commands received by street lights (repeats included). */
+  commands: number;
 }
 
 export interface Fleet {
@@ -77,6 +91,8 @@ const END_WAIT_MS = 2_000;
 const MAX_PENDING_PER_DEVICE = 500;
 const RATE_WINDOW_MS = 5_000;
 const RATE_SLOT_MS = 100;
+/** Command ids a light remembers with its answer, so a repeat is answered again without acting twice. */
+const REMEMBERED_COMMANDS = 64;
 const CONNACK_BAD_CREDENTIALS = 4;
 const CONNACK_SERVER_UNAVAILABLE = 3;
 
@@ -193,6 +209,10 @@ interface Connection {
 interface SimDevice {
   plan: DevicePlan;
   model: DeviceModel<object>;
+  /** Street lights: the same model, with commands. */
+  light?: StreetLightModel;
+  /** Answers given, by command id (oldest first, bounded). */
+  answers: Map<string, string>;
   intervalMs: number;
   phaseMs: number;
   reconnectMs: number;
@@ -214,18 +234,22 @@ export function createFleet(opts: FleetOptions): Fleet {
   const devices: SimDevice[] = planFleet(opts.profile, opts.counts, opts.seed, idPrefix).map((plan) => {
     const intervalMs = Math.max(MIN_INTERVAL_MS, Math.round(REPORT_INTERVAL_MS[plan.family] * opts.intervalScale));
     const modelRng = createRng(deriveSeed(opts.seed, 'model', plan.id));
+    const light = plan.family === 'streetLight' ? createStreetLightModel(modelRng, { timeZone }) : undefined;
     const model: DeviceModel<object> =
-      plan.family === 'traffic'
+      light ??
+      (plan.family === 'traffic'
         ? createModel('traffic', modelRng, {
             timeZone,
             laneId: plan.laneId ?? 1,
             periodSeconds: Math.max(1, Math.round(intervalMs / 1000)),
           })
-        : createModel(plan.family, modelRng, { timeZone });
+        : createModel(plan.family, modelRng, { timeZone }));
     const timing = createRng(deriveSeed(opts.seed, 'timing', plan.id));
     return {
       plan,
       model,
+      light,
+      answers: new Map(),
       intervalMs,
       phaseMs: Math.floor(timing() * intervalMs),
       reconnectMs: Math.round(RECONNECT_MIN_MS + timing() * (RECONNECT_MAX_MS - RECONNECT_MIN_MS)),
@@ -237,7 +261,7 @@ export function createFleet(opts: FleetOptions): Fleet {
 
   const limiter = createLimiter(concurrency);
   const retryTimers = new Set<NodeJS.Timeout>();
-  const stats = { published: 0, publishErrors: 0, rejected: 0, connectErrors: 0 };
+  const stats = { published: 0, publishErrors: 0, rejected: 0, connectErrors: 0, commands: 0 };
   let connected = 0;
   let stopped = false;
   let startPromise: Promise<void> | undefined;
@@ -347,6 +371,7 @@ export function createFleet(opts: FleetOptions): Fleet {
     if (stopped || d.gaveUp || !d.token) return release();
     const { id } = d.plan;
     const errorsTopic = TOPICS.errors(id);
+    const commandsTopic = TOPICS.commands(id);
     const client = connect(opts.mqttUrl, {
       protocolVersion: 4,
       clientId: id,
@@ -376,12 +401,14 @@ export function createFleet(opts: FleetOptions): Fleet {
       if (!subscribed) {
         subscribed = true;
         client.subscribe(errorsTopic, { qos: 0 }); // mqtt.js resubscribes after each reconnect
+        if (d.light) client.subscribe(commandsTopic, { qos: 1 });
       }
       attemptOver();
       if (!d.reporting) startReporting(d);
     });
-    client.on('message', (topic) => {
+    client.on('message', (topic, payload) => {
       if (topic === errorsTopic) stats.rejected++;
+      else if (topic === commandsTopic) onCommand(d, conn, payload);
     });
     client.on('close', () => {
       if (conn.connected) connected--;
@@ -494,6 +521,50 @@ export function createFleet(opts: FleetOptions): Fleet {
   }
 
   // ------------------------------------------------------------------------------------------------------
+  // Commands
+
+  function onCommand(d: SimDevice, conn: Connection, payload: Buffer): void {
+    stats.commands++;
+    let cmd: { id?: unknown; action?: unknown; expiresAt?: unknown };
+    try {
+      cmd = JSON.parse(payload.toString('utf8'));
+    } catch {
+      return; // no id to answer to
+    }
+    if (!cmd || typeof cmd.id !== 'string') return;
+    const id = cmd.id;
+    const ackTopic = TOPICS.acks(d.plan.id);
+    const repeated = d.answers.get(id);
+    if (repeated) {
+      conn.client.publish(ackTopic, repeated, { qos: 1 });
+      return;
+    }
+    const answer = (status: 'ok' | 'failed', reason?: string) => {
+      const ack = JSON.stringify({ id, status, ...(reason ? { reason } : {}), at: new Date().toISOString() });
+      d.answers.set(id, ack);
+      if (d.answers.size > REMEMBERED_COMMANDS) d.answers.delete(d.answers.keys().next().value as string);
+      conn.client.publish(ackTopic, ack, { qos: 1 });
+    };
+    if (!d.light) {
+      answer('failed', `a ${d.plan.family} device takes no commands`);
+      return;
+    }
+    const expiresAt = typeof cmd.expiresAt === 'string' ? Date.parse(cmd.expiresAt) : Number.NaN;
+    if (expiresAt <= Date.now()) {
+      answer('failed', 'expired before it arrived');
+      return;
+    }
+    const action = parseAction(cmd.action);
+    if (typeof action === 'string') {
+      answer('failed', action);
+      return;
+    }
+    d.light.command(action, new Date());
+    report(d); // the new state at once, before the answer: whoever sees the ack can already see the reading
+    answer('ok');
+  }
+
+  // ------------------------------------------------------------------------------------------------------
 
   async function run(): Promise<void> {
     await readCredentials();
@@ -552,9 +623,24 @@ export function createFleet(opts: FleetOptions): Fleet {
         publishErrors: stats.publishErrors,
         rejected: stats.rejected,
         connectErrors: stats.connectErrors,
+        commands: stats.commands,
       };
     },
   };
+}
+
+/** A street-light action as the contract defines it, or why not (what a real controller would answer). */
+function parseAction(a: unknown): StreetLightCommand | string {
+  if (!a || typeof a !== 'object' || Array.isArray(a)) return 'action is not an object';
+  const { powerState, illuminanceLevel, ...rest } = a as Record<string, unknown>;
+  const unknown = Object.keys(rest);
+  if (unknown.length) return `unsupported action: ${unknown.join(', ')}`;
+  if (powerState !== undefined && powerState !== 'on' && powerState !== 'off') return `unsupported powerState: ${String(powerState)}`;
+  if (illuminanceLevel !== undefined && !(typeof illuminanceLevel === 'number' && illuminanceLevel >= 0 && illuminanceLevel <= 1)) {
+    return 'illuminanceLevel must be a number from 0 to 1';
+  }
+  if (powerState === undefined && illuminanceLevel === undefined) return 'empty action';
+  return { powerState, illuminanceLevel } as StreetLightCommand;
 }
 
 /** One line for a terminal, e.g. "devices 298/298 online · 12.3 readings/s · 1234 sent · 0 rejected · 0 errors". */

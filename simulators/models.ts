@@ -375,7 +375,27 @@ export interface StreetLightModelOptions {
 
 const LED_RATINGS_W = [60, 90, 100, 120, 150] as const;
 
-export function createStreetLightModel(rng: Rng, opts: StreetLightModelOptions): DeviceModel<StreetLightReading> {
+/** A command a street light carries out (the contract's CommandAction). */
+export interface StreetLightCommand {
+  powerState?: 'on' | 'off';
+  illuminanceLevel?: number;
+}
+
+export interface StreetLightModel extends DeviceModel<StreetLightReading> {
+  /**
+   * Carries out a command at `at`: `off` → level 0; `illuminanceLevel` → that level (0 = off); `on` alone →
+   * the level commanded before if above 0, else full output. The command overrides the lamp's own
+   * dusk-to-dawn programme until the next command or the programme's next switching point (dusk, the start of
+   * night dimming, its end, dawn), whichever comes first: a lamp switched on at noon goes dark again at the
+   * programme's next change, not never. Returns the level now commanded.
+   */
+  command(action: StreetLightCommand, at: Date): number;
+}
+
+/** Power state shown for a dimming level: off at 0, on at full output, low (dimmed) between. */
+const stateForLevel = (level: number): StreetLightReading['powerState'] => (level <= 0 ? 'off' : level >= 1 ? 'on' : 'low');
+
+export function createStreetLightModel(rng: Rng, opts: StreetLightModelOptions): StreetLightModel {
   const { timeZone } = opts;
   formatterFor(timeZone);
   const ratedPowerW = opts.ratedPowerW ?? LED_RATINGS_W[Math.floor(rng() * LED_RATINGS_W.length)]!;
@@ -400,8 +420,29 @@ export function createStreetLightModel(rng: Rng, opts: StreetLightModelOptions):
   else if (rng() < faultProbability * 2.5) repairInHours = uniform(rng, 1, 96);
   let lastTime: number | undefined;
   let lastPowerW: number | undefined;
+  /** A command in force: its level and the programme segment it was given in (it ends when that changes). */
+  let override: { level: number; segment: string } | undefined;
+
+  /** The lamp's own programme at local hour h. */
+  function programme(h: number): { powerState: StreetLightReading['powerState']; level: number; segment: string } {
+    const lit = h >= onAt || h < offAt;
+    const sinceOn = (h - onAt + 24) % 24;
+    if (!lit) return { powerState: 'off', level: 0, segment: 'off' };
+    if (sinceOn * 60 < bootMinutes) return { powerState: 'bootingUp', level: 0.3, segment: 'on' };
+    if (h >= dimFrom && h < dimTo) return { powerState: 'low', level: 0.5, segment: 'low' };
+    return { powerState: 'on', level: 1, segment: 'on' };
+  }
 
   return {
+    command(action, at) {
+      const segment = programme(localHour(at, timeZone)).segment;
+      let level: number;
+      if (action.powerState === 'off') level = 0;
+      else if (action.illuminanceLevel !== undefined) level = clamp(action.illuminanceLevel, 0, 1);
+      else level = override && override.level > 0 ? override.level : 1;
+      override = { level, segment };
+      return level;
+    },
     next(at) {
       const now = at.getTime();
       const dt = stepHours(lastTime, now);
@@ -413,15 +454,10 @@ export function createStreetLightModel(rng: Rng, opts: StreetLightModelOptions):
       }
       const faulty = repairInHours > 0;
 
-      const h = localHour(at, timeZone);
-      const lit = h >= onAt || h < offAt;
-      const sinceOn = (h - onAt + 24) % 24;
-      let powerState: StreetLightReading['powerState'];
-      let level: number;
-      if (!lit) [powerState, level] = ['off', 0];
-      else if (sinceOn * 60 < bootMinutes) [powerState, level] = ['bootingUp', 0.3];
-      else if (h >= dimFrom && h < dimTo) [powerState, level] = ['low', 0.5];
-      else [powerState, level] = ['on', 1];
+      const own = programme(localHour(at, timeZone));
+      if (override && override.segment !== own.segment) override = undefined; // the programme switched: it rules again
+      let { powerState, level } = own;
+      if (override) [powerState, level] = [stateForLevel(override.level), override.level];
 
       // A dead lamp is still commanded on: it shows as "on" drawing nothing, which is how operators spot it.
       const lampW = faulty ? 0 : ratedPowerW * level * (1 + 0.02 * gaussian(rng));
@@ -465,8 +501,10 @@ export function createModel<F extends Family>(family: F, rng: Rng, opts: ModelOp
       return createAirQualityModel(rng, opts as AirQualityModelOptions) as DeviceModel<ReadingByFamily[F]>;
     case 'traffic':
       return createTrafficModel(rng, opts as TrafficModelOptions) as DeviceModel<ReadingByFamily[F]>;
-    case 'streetLight':
-      return createStreetLightModel(rng, opts as StreetLightModelOptions) as DeviceModel<ReadingByFamily[F]>;
+    case 'streetLight': {
+      const light: DeviceModel<StreetLightReading> = createStreetLightModel(rng, opts as StreetLightModelOptions);
+      return light as DeviceModel<ReadingByFamily[F]>;
+    }
     default:
       throw new RangeError(`unknown device family: ${String(family)}`);
   }

@@ -174,6 +174,6 @@ export async function startTestPlatform(
     const out = await influx.query(q, db);
     const s = out.results?.[0]?.series?.[0];
     if (!s) return [];
-    return s.values.map((v: unknown[]) => Object.fromEntries(s.columns.map((c: string, i: number) => [c, v[i]])));
+    return (s.values ?? []).map((v: unknown[]) => Object.fromEntries(s.columns.map((c: string, i: number) => [c, v[i]])));
   }
 }

@@ -1,0 +1,22 @@
+/**
+ * Public face of the alarm engine (issue 5): declarative rules over readings, device statuses and AQI
+ * indices; alarms with a lifecycle (active → acknowledged → cleared), kept in SQLite and streamed on the bus.
+ */
+export { createAlarms } from './engine.ts';
+export type { Alarms, AlarmsDeps, AlarmsOptions } from './engine.ts';
+export {
+  COMPARE_OPS,
+  CONDITION_SCHEMA,
+  DEFAULT_RULE_IDS,
+  DEFAULT_RULES,
+  evaluate,
+  resolveRules,
+  RULE_KINDS,
+  RULE_OVERRIDE_SCHEMA,
+  RULE_SCHEMA,
+  RULE_SOURCES,
+  SEVERITIES,
+} from './rules.ts';
+export type { CompiledRule, Condition, DefaultRuleId, EffectiveRule, RuleInput } from './rules.ts';
+export { SqliteAlarmStore } from './store.ts';
+export type { AlarmFilter, AlarmNote } from './store.ts';

@@ -1,0 +1,229 @@
+/**
+ * Alarms kept in one embedded SQLite file (`dataDir/alarms.db`, better-sqlite3 like the registry): the alarms
+ * and each alarm's timeline (raise, acknowledge, clear, with who, when and the operator's note).
+ *
+ * At most one open (active or acknowledged) alarm per (rule, subject) is also enforced by a partial unique
+ * index. History is bounded: cleared alarms beyond `historyLimit` are removed, oldest first (open ones never).
+ */
+import Database from 'better-sqlite3';
+import type { AlarmRecord, AlarmSeverity, AlarmState } from '../platform/bus.ts';
+import type { Family } from '../ingest/contract.ts';
+
+export interface AlarmNote {
+  /** ISO 8601 */
+  at: string;
+  /** Operator username, or 'system'. */
+  actor: string;
+  /** raise | acknowledge | clear | condition-cleared */
+  action: string;
+  note: string | null;
+}
+
+export interface AlarmFilter {
+  /** 'open' = active + acknowledged. */
+  state?: AlarmState | 'open';
+  severity?: AlarmSeverity;
+  rule?: string;
+  zone?: string;
+  subject?: string;
+  /** ISO 8601: alarms raised at or after. */
+  since?: string;
+  limit: number;
+}
+
+interface Row {
+  id: number;
+  rule: string;
+  subject: string;
+  scope: 'device' | 'zone';
+  family: Family | null;
+  zone: string | null;
+  severity: AlarmSeverity;
+  state: AlarmState;
+  message: string;
+  value: string | null;
+  raised_at: string;
+  acknowledged_at: string | null;
+  acknowledged_by: string | null;
+  cleared_at: string | null;
+  cleared_by: string | null;
+  condition_cleared_at: string | null;
+}
+
+const ORDER = `CASE state WHEN 'active' THEN 0 WHEN 'acknowledged' THEN 1 ELSE 2 END,
+  CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 WHEN 'minor' THEN 2 ELSE 3 END, id DESC`;
+
+export class SqliteAlarmStore {
+  private readonly db: Database.Database;
+  private readonly stmt;
+  private inserts = 0;
+
+  constructor(
+    file: string,
+    private readonly historyLimit = 100_000,
+  ) {
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS alarms (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, rule TEXT NOT NULL, subject TEXT NOT NULL,
+        scope TEXT NOT NULL CHECK (scope IN ('device', 'zone')), family TEXT, zone TEXT,
+        severity TEXT NOT NULL, state TEXT NOT NULL CHECK (state IN ('active', 'acknowledged', 'cleared')),
+        message TEXT NOT NULL, value TEXT, raised_at TEXT NOT NULL, acknowledged_at TEXT, acknowledged_by TEXT,
+        cleared_at TEXT, cleared_by TEXT, condition_cleared_at TEXT);
+      CREATE UNIQUE INDEX IF NOT EXISTS alarms_open ON alarms (rule, subject) WHERE state != 'cleared';
+      CREATE INDEX IF NOT EXISTS alarms_raised ON alarms (raised_at);
+      CREATE TABLE IF NOT EXISTS alarm_notes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, alarm_id INTEGER NOT NULL, at TEXT NOT NULL, actor TEXT NOT NULL,
+        action TEXT NOT NULL, note TEXT);
+      CREATE INDEX IF NOT EXISTS alarm_notes_alarm ON alarm_notes (alarm_id, id);`);
+    this.stmt = {
+      insert: this.db.prepare(
+        `INSERT INTO alarms (rule, subject, scope, family, zone, severity, state, message, value, raised_at)
+         VALUES (@rule, @subject, @scope, @family, @zone, @severity, 'active', @message, @value, @raised_at)`,
+      ),
+      get: this.db.prepare<[number], Row>('SELECT * FROM alarms WHERE id = ?'),
+      open: this.db.prepare<[], Row>(`SELECT * FROM alarms WHERE state != 'cleared' ORDER BY id`),
+      // Cleared by an operator while the condition still held: the rule waits for the condition to end.
+      suppressed: this.db.prepare<[], Row>(
+        `SELECT * FROM alarms a WHERE state = 'cleared' AND cleared_by != 'system' AND condition_cleared_at IS NULL
+         AND id = (SELECT max(id) FROM alarms b WHERE b.rule = a.rule AND b.subject = a.subject)`,
+      ),
+      ack: this.db.prepare(
+        `UPDATE alarms SET state = 'acknowledged', acknowledged_at = ?, acknowledged_by = ? WHERE id = ? AND state = 'active'`,
+      ),
+      clear: this.db.prepare(
+        `UPDATE alarms SET state = 'cleared', cleared_at = @at, cleared_by = @by,
+         condition_cleared_at = coalesce(condition_cleared_at, @conditionAt) WHERE id = @id AND state != 'cleared'`,
+      ),
+      conditionCleared: this.db.prepare('UPDATE alarms SET condition_cleared_at = ? WHERE id = ? AND condition_cleared_at IS NULL'),
+      note: this.db.prepare('INSERT INTO alarm_notes (alarm_id, at, actor, action, note) VALUES (?, ?, ?, ?, ?)'),
+      notes: this.db.prepare<[number], AlarmNote>('SELECT at, actor, action, note FROM alarm_notes WHERE alarm_id = ? ORDER BY id'),
+      trim: this.db.prepare(
+        `DELETE FROM alarms WHERE state = 'cleared' AND id <= (SELECT id FROM alarms WHERE state = 'cleared' ORDER BY id DESC LIMIT 1 OFFSET ?)`,
+      ),
+      trimNotes: this.db.prepare('DELETE FROM alarm_notes WHERE alarm_id NOT IN (SELECT id FROM alarms)'),
+    };
+    this.trim();
+  }
+
+  insert(a: Omit<AlarmRecord, 'id' | 'state'>, actor: string): AlarmRecord {
+    const id = this.db.transaction(() => {
+      const r = this.stmt.insert.run({
+        rule: a.rule,
+        subject: a.subject,
+        scope: a.scope,
+        family: a.family ?? null,
+        zone: a.zone ?? null,
+        severity: a.severity,
+        message: a.message,
+        value: a.value === undefined ? null : JSON.stringify(a.value),
+        raised_at: a.raisedAt,
+      });
+      this.stmt.note.run(r.lastInsertRowid, a.raisedAt, actor, 'raise', null);
+      return Number(r.lastInsertRowid);
+    })();
+    if (++this.inserts % 100 === 0) this.trim();
+    return this.get(id) as AlarmRecord;
+  }
+
+  get(id: number): AlarmRecord | undefined {
+    const r = this.stmt.get.get(id);
+    return r && toRecord(r);
+  }
+
+  notes(id: number): AlarmNote[] {
+    return this.stmt.notes.all(id);
+  }
+
+  open(): AlarmRecord[] {
+    return this.stmt.open.all().map(toRecord);
+  }
+
+  suppressed(): AlarmRecord[] {
+    return this.stmt.suppressed.all().map(toRecord);
+  }
+
+  /** False when the alarm is not active. */
+  acknowledge(id: number, by: string, at: string, note: string | null): boolean {
+    return this.db.transaction(() => {
+      if (this.stmt.ack.run(at, by, id).changes === 0) return false;
+      this.stmt.note.run(id, at, by, 'acknowledge', note);
+      return true;
+    })();
+  }
+
+  /** False when the alarm is already cleared. `conditionEnded`: the condition is over too (a system clear). */
+  clear(id: number, by: string, at: string, note: string | null, conditionEnded: boolean): boolean {
+    return this.db.transaction(() => {
+      if (this.stmt.clear.run({ id, at, by, conditionAt: conditionEnded ? at : null }).changes === 0) return false;
+      this.stmt.note.run(id, at, by, 'clear', note);
+      return true;
+    })();
+  }
+
+  conditionCleared(id: number, at: string, actor: string): boolean {
+    return this.db.transaction(() => {
+      if (this.stmt.conditionCleared.run(at, id).changes === 0) return false;
+      this.stmt.note.run(id, at, actor, 'condition-cleared', null);
+      return true;
+    })();
+  }
+
+  list(f: AlarmFilter): AlarmRecord[] {
+    const where: string[] = [];
+    const params: Record<string, unknown> = { limit: f.limit };
+    if (f.state === 'open') where.push(`state != 'cleared'`);
+    else if (f.state) where.push('state = @state');
+    for (const k of ['severity', 'rule', 'zone', 'subject'] as const) {
+      if (f[k] !== undefined) where.push(`${k} = @${k}`);
+    }
+    if (f.since) where.push('raised_at >= @since');
+    Object.assign(params, {
+      state: f.state,
+      severity: f.severity,
+      rule: f.rule,
+      zone: f.zone,
+      subject: f.subject,
+      since: f.since && new Date(f.since).toISOString(),
+    });
+    const used = Object.fromEntries(
+      Object.entries(params).filter(([k, v]) => v !== undefined && (k === 'limit' || where.some((w) => w.includes(`@${k}`)))),
+    );
+    const sql = `SELECT * FROM alarms ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ${ORDER} LIMIT @limit`;
+    return this.db.prepare<Record<string, unknown>, Row>(sql).all(used).map(toRecord);
+  }
+
+  trim(): void {
+    this.db.transaction(() => {
+      this.stmt.trim.run(this.historyLimit);
+      this.stmt.trimNotes.run();
+    })();
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}
+
+function toRecord(r: Row): AlarmRecord {
+  const a: AlarmRecord = {
+    id: r.id,
+    rule: r.rule,
+    subject: r.subject,
+    scope: r.scope,
+    severity: r.severity,
+    state: r.state,
+    message: r.message,
+    value: r.value === null ? null : (JSON.parse(r.value) as AlarmRecord['value']),
+    raisedAt: r.raised_at,
+    acknowledgedAt: r.acknowledged_at,
+    acknowledgedBy: r.acknowledged_by,
+    clearedAt: r.cleared_at,
+    clearedBy: r.cleared_by,
+    conditionClearedAt: r.condition_cleared_at,
+  };
+  if (r.family) a.family = r.family;
+  if (r.zone) a.zone = r.zone;
+  return a;
+}

@@ -1,0 +1,752 @@
+/**
+ * Analytics (issue 5, parts 1-2): air-quality indices and derived indicators, computed continuously from the
+ * bus's `reading` events, kept in memory for the API, emitted on the bus (`aqi`, `indicator`) and stored in
+ * InfluxDB (measurements `aqi` and `indicators`).
+ *
+ * - Air: hourly means per station and pollutant, bucketed by observation time (UTC hours; kept
+ *   `airHoursKept` hours). On each reading the station's hourly index (VN_AQI with NowCast for PM, US EPA beside
+ *   it; c1 = the running mean of the hour) and daily index (city-local day) are recomputed for the reading's
+ *   hour and for the station's newest hour. A zone's index is its WORST station: among the zone's stations
+ *   whose current index is for the zone's newest hour (or day), the highest VN_AQI (and, separately, the
+ *   highest EPA AQI).
+ * - Traffic per junction, street lights per lamp, and their zone and city aggregates (see README).
+ * - State is rebuilt at start from InfluxDB: air from hourly aggregates of the raw readings, traffic by
+ *   replaying the raw readings of the last window, lamps from their last stored `indicators` point (a
+ *   checkpoint with the energy counter) plus the raw readings after it. So a restart keeps an hour's NowCast
+ *   and a day's energy.
+ */
+import type { InfluxDB } from 'influx';
+import type { EnrichedReading, Family, InfluxTarget } from '../ingest/index.ts';
+import { InfluxWriter } from '../ingest/index.ts';
+import type { AqiEvent, IndicatorEvent, LiveBus } from '../platform/bus.ts';
+import { silentLogger, type Logger } from '../platform/logger.ts';
+import type { CityProfile, Device } from '../registry/index.ts';
+import { epaDailyAqi, epaHourlyAqi, VN_POLLUTANTS, vnDailyAqi, vnHourlyAqi, type MaybeNumber, type VnPollutant } from './aqi.ts';
+import { createCityClock, HOUR_MS, hourStart } from './city-time.ts';
+import { aqiLine, AQI_MEASUREMENT, indicatorLine, INDICATORS_MEASUREMENT } from './points.ts';
+import { isDaylight } from './sun.ts';
+
+export interface CongestionThresholds {
+  /** Occupancy (0..1) at or above which a junction is moderate / heavy / congested. */
+  occupancyModerate: number;
+  occupancyHeavy: number;
+  occupancyCongested: number;
+  /** Average speed (km/h, only when vehicles were counted) at or below which it is moderate / heavy / congested. */
+  speedModerateKmh: number;
+  speedHeavyKmh: number;
+  speedCongestedKmh: number;
+}
+
+export interface AnalyticsOptions {
+  /** IANA time zone of the city (days and months). */
+  timezone: string;
+  /** Least time between two `aqi` events of one subject and period, ms (0 = every change). */
+  aqiEmitIntervalMs: number;
+  /** Least time between two zone or city `indicator` events of one subject, ms (device events go out on each reading). */
+  indicatorEmitIntervalMs: number;
+  /** At most one stored point per subject (and hour or day for `aqi`) per interval, ms (0 = every change). */
+  storeIntervalMs: number;
+  /** Hourly means kept per air station, hours (at least 36: a city day plus the 12 hours of NowCast). */
+  airHoursKept: number;
+  /** Sliding window of the traffic indicators, ms. */
+  trafficWindowMs: number;
+  congestion: CongestionThresholds;
+  /** A lamp that should be on (on/low) drawing less than this is a fault, W. */
+  lampMinPowerW: number;
+  /** Longest gap between two readings of a lamp counted as burning time, ms. */
+  lampMaxGapMs: number;
+  /** Daylight = sunrise + margin .. sunset − margin, ms. */
+  daylightMarginMs: number;
+  /** At start, raw readings at most this old are replayed to rebuild lamp state, ms. */
+  restoreMaxReplayMs: number;
+  /** A derived point waits at most this long before its batch is written to InfluxDB, ms. */
+  writeMaxAgeMs: number;
+}
+
+export interface AnalyticsDeps {
+  bus: LiveBus;
+  /** `influx` client for the restore queries. */
+  influx: InfluxDB;
+  /** Where derived points are written (same database and retention policy as the readings). */
+  target: InfluxTarget;
+  profile: CityProfile;
+  /** Device registry lookup (lamp locations for daylight). */
+  devices: { get(id: string): Promise<Device | undefined> };
+  logger?: Logger;
+  /** Awaited before the state is restored (the platform flushes ingest's durable log into InfluxDB). */
+  beforeRestore?: () => Promise<unknown>;
+}
+
+/** Current index values of a subject, for the API. */
+export interface CurrentAqi {
+  scope: 'station' | 'zone';
+  id: string;
+  zone: string;
+  hour: AqiEvent | null;
+  day: AqiEvent | null;
+}
+
+export interface Analytics {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Current indices per station and per zone. */
+  currentAqi(): { stations: CurrentAqi[]; zones: CurrentAqi[] };
+  /** Current indicators (computed now), filtered. */
+  indicators(filter?: { scope?: IndicatorEvent['scope']; zone?: string; family?: Family }): IndicatorEvent[];
+}
+
+interface Acc {
+  sum: number;
+  n: number;
+}
+
+interface Station {
+  id: string;
+  zone: string;
+  hours: Map<number, Map<VnPollutant, Acc>>;
+  newestHour: number;
+  hour: AqiEvent | null;
+  day: AqiEvent | null;
+}
+
+interface Junction {
+  id: string;
+  zone: string;
+  /** Readings inside the window, by observation time. */
+  window: { t: number; intensity: number; speed?: number }[];
+  latestT: number;
+  latest: { occupancy?: number; speed?: number; congested?: boolean; intensity: number };
+}
+
+interface Lamp {
+  id: string;
+  zone: string;
+  lastT: number;
+  powerState?: string;
+  illuminance?: number;
+  powerW?: number;
+  status?: string;
+  counter?: number;
+  energyDay: { key: string; kwh: number };
+  energyMonth: { key: string; kwh: number };
+  burnDay: { key: string; hours: number };
+  onInDaylight: boolean;
+}
+
+const TAG_COLUMNS = new Set(['device', 'zone', 'time']);
+
+export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): Analytics {
+  const log = deps.logger ?? silentLogger;
+  const clock = createCityClock(opts.timezone);
+  const stations = new Map<string, Station>();
+  const zoneAqi = new Map<string, CurrentAqi>();
+  const junctions = new Map<string, Junction>();
+  const lamps = new Map<string, Lamp>();
+  const locations = new Map<string, { lat: number; lon: number } | Promise<{ lat: number; lon: number }>>();
+  const zoneCentre = new Map(deps.profile.zones.filter((z) => z.centre).map((z) => [z.id, z.centre as { lat: number; lon: number }]));
+  // Derived data can be recomputed from the raw readings, so it is written straight to InfluxDB by this
+  // component's own writer, not through ingest's durable log.
+  const writer = new InfluxWriter(
+    deps.target,
+    { batchSize: 5000, batchMaxAgeMs: opts.writeMaxAgeMs, writeConcurrency: 1, maxBufferedPoints: 200_000, retryMaxDelayMs: 5000 },
+    {
+      logger: log,
+      onRejected: (points, reason) => log.warn({ points: points.length, reason }, 'InfluxDB refused derived points'),
+    },
+  );
+  /** Lines waiting for the next store tick, by subject key (the latest value of a subject wins). */
+  const pending = new Map<string, { line: string; family: Family; device: string }>();
+  /** Zone/city indicator subjects changed since the last store tick and since the last emit. */
+  const storeDirty = new Set<string>();
+  const emitDirty = new Set<string>();
+  const lastEmit = new Map<string, number>();
+  const emitTimers = new Map<string, NodeJS.Timeout>();
+  let storeTimer: NodeJS.Timeout | undefined;
+  let indicatorTimer: NodeJS.Timeout | undefined;
+  let started = false;
+  let stopped = false;
+
+  // ---------- storage and emission ----------
+
+  function store(key: string, line: string | undefined, family: Family, device: string): void {
+    if (!line) return;
+    if (opts.storeIntervalMs === 0) writer.writePoints([{ line, family, device }]);
+    else pending.set(key, { line, family, device });
+  }
+
+  function flushStore(): void {
+    for (const key of storeDirty) {
+      const [id, family] = splitKey(key);
+      const e = aggregate(id, family);
+      if (e) store(`i|${key}`, indicatorLine(e), family, id);
+    }
+    storeDirty.clear();
+    if (pending.size) writer.writePoints([...pending.values()]);
+    pending.clear();
+  }
+
+  /** Emits at most once per `intervalMs` per key, the last call winning (a trailing emit follows a throttled one). */
+  function throttled(key: string, intervalMs: number, fire: () => void): void {
+    if (intervalMs === 0) {
+      fire();
+      return;
+    }
+    const now = Date.now();
+    const last = lastEmit.get(key) ?? 0;
+    const old = emitTimers.get(key);
+    if (old) clearTimeout(old);
+    const run = () => {
+      emitTimers.delete(key);
+      lastEmit.set(key, Date.now());
+      fire();
+    };
+    if (now - last >= intervalMs) run();
+    else emitTimers.set(key, setTimeout(run, intervalMs - (now - last)));
+  }
+
+  // ---------- air ----------
+
+  function hourMean(st: Station, hour: number, p: VnPollutant): MaybeNumber {
+    const a = st.hours.get(hour)?.get(p);
+    return a && a.n > 0 ? a.sum / a.n : undefined;
+  }
+
+  function stationEvents(st: Station, hour: number): { hour: AqiEvent; day: AqiEvent } {
+    const series: Partial<Record<VnPollutant, MaybeNumber[]>> = {};
+    for (const p of VN_POLLUTANTS) series[p] = Array.from({ length: 12 }, (_, i) => hourMean(st, hour - i * HOUR_MS, p));
+    const dayStart = clock.dayStart(hour);
+    const day: Partial<Record<VnPollutant, MaybeNumber[]>> = {};
+    for (const p of VN_POLLUTANTS) {
+      const xs: MaybeNumber[] = [];
+      for (let h = dayStart; h < dayStart + 24 * HOUR_MS; h += HOUR_MS) xs.push(hourMean(st, h, p));
+      day[p] = xs;
+    }
+    const base = { scope: 'station' as const, id: st.id, zone: st.zone };
+    return {
+      hour: { ...base, period: 'hour', time: hour, vn: vnHourlyAqi(series), epa: epaHourlyAqi(series) },
+      day: { ...base, period: 'day', time: dayStart, vn: vnDailyAqi(day), epa: epaDailyAqi(day) },
+    };
+  }
+
+  function onAir(r: EnrichedReading, live: boolean): void {
+    let st = stations.get(r.device);
+    if (!st) {
+      st = { id: r.device, zone: r.zone, hours: new Map(), newestHour: 0, hour: null, day: null };
+      stations.set(r.device, st);
+    }
+    st.zone = r.zone;
+    const hour = hourStart(r.time);
+    let added = false;
+    for (const p of VN_POLLUTANTS) {
+      const v = r.fields[p];
+      if (typeof v !== 'number') continue;
+      let b = st.hours.get(hour);
+      if (!b) {
+        b = new Map();
+        st.hours.set(hour, b);
+      }
+      const a = b.get(p) ?? { sum: 0, n: 0 };
+      a.sum += v;
+      a.n++;
+      b.set(p, a);
+      added = true;
+    }
+    if (!added) return;
+    st.newestHour = Math.max(st.newestHour, hour);
+    pruneHours(st);
+    if (live) recomputeStation(st, hour);
+  }
+
+  function pruneHours(st: Station): void {
+    const oldest = st.newestHour - opts.airHoursKept * HOUR_MS;
+    for (const h of st.hours.keys()) if (h < oldest) st.hours.delete(h);
+  }
+
+  /** Recomputes the index of `hour` (stored) and of the station's newest hour (current: stored and emitted). */
+  function recomputeStation(st: Station, hour: number | undefined, emit = true): void {
+    const hours = hour === undefined || hour === st.newestHour ? [st.newestHour] : [hour, st.newestHour];
+    for (const h of hours) {
+      const ev = stationEvents(st, h);
+      for (const e of [ev.hour, ev.day]) {
+        store(`a|station|${st.id}|${e.period}|${e.time}`, aqiLine(e), 'airQuality', st.id);
+        if (h !== st.newestHour) continue;
+        if (e.period === 'hour') st.hour = e;
+        else st.day = e;
+        if (emit) throttled(`aqi|station|${st.id}|${e.period}`, opts.aqiEmitIntervalMs, () => deps.bus.emit('aqi', e));
+      }
+    }
+    recomputeZone(st.zone, emit);
+  }
+
+  function recomputeZone(zone: string, emit: boolean): void {
+    const members = [...stations.values()].filter((s) => s.zone === zone);
+    const cur: CurrentAqi = { scope: 'zone', id: zone, zone, hour: null, day: null };
+    for (const period of ['hour', 'day'] as const) {
+      const evs = members.map((s) => s[period]).filter((e): e is AqiEvent => !!e);
+      if (!evs.length) continue;
+      const newest = Math.max(...evs.map((e) => e.time));
+      const now = evs.filter((e) => e.time === newest);
+      const worst = (pick: (e: AqiEvent) => number) => now.reduce((a, b) => (pick(b) > pick(a) ? b : a));
+      const e: AqiEvent = {
+        scope: 'zone',
+        id: zone,
+        zone,
+        period,
+        time: newest,
+        vn: worst((x) => x.vn?.aqi ?? -1).vn,
+        epa: worst((x) => x.epa?.aqi ?? -1).epa,
+      };
+      cur[period] = e;
+      store(`a|zone|${zone}|${period}|${newest}`, aqiLine(e), 'airQuality', zone);
+      if (emit) throttled(`aqi|zone|${zone}|${period}`, opts.aqiEmitIntervalMs, () => deps.bus.emit('aqi', e));
+    }
+    zoneAqi.set(zone, cur);
+  }
+
+  // ---------- traffic ----------
+
+  function congestionLevel(j: Junction): number {
+    const c = opts.congestion;
+    const { occupancy: occ, congested } = j.latest;
+    const speed = j.latest.intensity > 0 ? j.latest.speed : undefined; // no vehicles: speed says nothing
+    if (congested === true) return 3;
+    if ((occ !== undefined && occ >= c.occupancyCongested) || (speed !== undefined && speed <= c.speedCongestedKmh)) return 3;
+    if ((occ !== undefined && occ >= c.occupancyHeavy) || (speed !== undefined && speed <= c.speedHeavyKmh)) return 2;
+    if ((occ !== undefined && occ >= c.occupancyModerate) || (speed !== undefined && speed <= c.speedModerateKmh)) return 1;
+    return 0;
+  }
+
+  function junctionValues(j: Junction): Record<string, number> {
+    let vehicles = 0;
+    let wsum = 0;
+    let w = 0;
+    let ssum = 0;
+    let sn = 0;
+    for (const x of j.window) {
+      vehicles += x.intensity;
+      if (x.speed !== undefined) {
+        wsum += x.speed * x.intensity;
+        w += x.intensity;
+        ssum += x.speed;
+        sn++;
+      }
+    }
+    const out: Record<string, number> = {
+      vehiclesPerHour: Math.round((vehicles * HOUR_MS) / opts.trafficWindowMs),
+      congestionLevel: congestionLevel(j),
+    };
+    if (w > 0) out.averageSpeed = wsum / w;
+    else if (sn > 0) out.averageSpeed = ssum / sn;
+    return out;
+  }
+
+  function onTraffic(r: EnrichedReading, live: boolean): void {
+    let j = junctions.get(r.device);
+    if (!j) {
+      j = { id: r.device, zone: r.zone, window: [], latestT: 0, latest: { intensity: 0 } };
+      junctions.set(r.device, j);
+    }
+    j.zone = r.zone;
+    const f = r.fields;
+    const intensity = typeof f.intensity === 'number' ? f.intensity : 0;
+    const speed = typeof f.averageVehicleSpeed === 'number' ? f.averageVehicleSpeed : undefined;
+    if (j.window.some((x) => x.t === r.time)) return; // a resent reading
+    // The reading's time is the end of its counting period (dateObserved, else dateObservedTo): the whole
+    // count belongs to the window that contains that time.
+    let i = j.window.length;
+    while (i > 0 && (j.window[i - 1] as { t: number }).t > r.time) i--;
+    j.window.splice(i, 0, { t: r.time, intensity, speed });
+    if (r.time >= j.latestT) {
+      j.latestT = r.time;
+      j.latest = {
+        intensity,
+        speed,
+        occupancy: typeof f.occupancy === 'number' ? f.occupancy : undefined,
+        congested: typeof f.congested === 'boolean' ? f.congested : undefined,
+      };
+    }
+    const from = j.latestT - opts.trafficWindowMs;
+    while (j.window.length && (j.window[0] as { t: number }).t <= from) j.window.shift();
+    if (!live) return;
+    const e: IndicatorEvent = { scope: 'device', id: j.id, zone: j.zone, family: 'traffic', time: r.time, values: junctionValues(j) };
+    deps.bus.emit('indicator', e);
+    store(`i|device|${j.id}`, indicatorLine(e), 'traffic', j.id);
+    touchAggregates(j.zone, 'traffic');
+  }
+
+  // ---------- street lights ----------
+
+  function locationOf(r: EnrichedReading): { lat: number; lon: number } | Promise<{ lat: number; lon: number }> {
+    const known = locations.get(r.device);
+    if (known !== undefined) return known;
+    const fallback = zoneCentre.get(r.zone) ?? deps.profile.centre;
+    const p = deps.devices
+      .get(r.device)
+      .then((d) => d?.location ?? fallback)
+      .catch(() => fallback)
+      .then((loc) => {
+        locations.set(r.device, loc);
+        return loc;
+      });
+    locations.set(r.device, p);
+    return p;
+  }
+
+  const isOn = (l: Lamp) => l.powerState === 'on' || l.powerState === 'low';
+
+  function lampValues(l: Lamp, today = clock.dayKey(l.lastT)): Record<string, number | boolean> {
+    const on = isOn(l);
+    const fault = (l.status !== undefined && l.status !== 'ok') || (on && l.powerW !== undefined && l.powerW < opts.lampMinPowerW);
+    return {
+      on,
+      dimmed: on && l.illuminance !== undefined && l.illuminance < 1,
+      fault,
+      onInDaylight: on && l.onInDaylight,
+      powerW: l.powerW ?? 0,
+      burningHoursToday: l.burnDay.key === today ? l.burnDay.hours : 0,
+      energyTodayKWh: l.energyDay.key === today ? l.energyDay.kwh : 0,
+      energyMonthKWh: l.energyMonth.key === clock.monthKey(l.lastT) ? l.energyMonth.kwh : 0,
+    };
+  }
+
+  /** State kept in the stored lamp point so that a restart can go on from it. */
+  function lampCheckpoint(l: Lamp): Record<string, number | string> {
+    const out: Record<string, number | string> = {};
+    if (l.counter !== undefined) out.energyCounterKWh = l.counter;
+    if (l.powerState !== undefined) out.powerState = l.powerState;
+    if (l.status !== undefined) out.lampStatus = l.status;
+    if (l.illuminance !== undefined) out.illuminanceLevel = l.illuminance;
+    return out;
+  }
+
+  function onStreetLight(r: EnrichedReading, loc: { lat: number; lon: number }, live: boolean): void {
+    let l = lamps.get(r.device);
+    if (!l) {
+      l = {
+        id: r.device,
+        zone: r.zone,
+        lastT: Number.NEGATIVE_INFINITY,
+        energyDay: { key: '', kwh: 0 },
+        energyMonth: { key: '', kwh: 0 },
+        burnDay: { key: '', hours: 0 },
+        onInDaylight: false,
+      };
+      lamps.set(r.device, l);
+    }
+    if (r.time <= l.lastT) return; // older than the lamp's last reading (or a resend): ignored
+    l.zone = r.zone;
+    const f = r.fields;
+    const day = clock.dayKey(r.time);
+    const month = clock.monthKey(r.time);
+    if (l.energyDay.key !== day) l.energyDay = { key: day, kwh: 0 };
+    if (l.energyMonth.key !== month) l.energyMonth = { key: month, kwh: 0 };
+    if (l.burnDay.key !== day) l.burnDay = { key: day, hours: 0 };
+    // Burning time: the interval since the previous reading, when the lamp was on then (bounded by
+    // lampMaxGapMs, and only the part of it inside the reading's day).
+    if (isOn(l) && Number.isFinite(l.lastT)) {
+      const from = Math.max(l.lastT, r.time - opts.lampMaxGapMs, clock.dayStart(r.time));
+      if (r.time > from) l.burnDay.hours += (r.time - from) / HOUR_MS;
+    }
+    if (typeof f.energyConsumed === 'number') {
+      if (l.counter !== undefined) {
+        const delta = f.energyConsumed - l.counter;
+        // A counter that went down restarted (replaced meter, firmware reset): what it shows now is new energy.
+        const used = delta < 0 ? f.energyConsumed : delta;
+        l.energyDay.kwh += used;
+        l.energyMonth.kwh += used;
+      }
+      l.counter = f.energyConsumed;
+    }
+    if (typeof f.powerState === 'string') l.powerState = f.powerState;
+    if (typeof f.illuminanceLevel === 'number') l.illuminance = f.illuminanceLevel;
+    if (typeof f.powerConsumption === 'number') l.powerW = f.powerConsumption;
+    if (typeof f.status === 'string') l.status = f.status;
+    l.lastT = r.time;
+    l.onInDaylight = isOn(l) && isDaylight(r.time, loc.lat, loc.lon, opts.daylightMarginMs);
+    if (!live) return;
+    const e: IndicatorEvent = { scope: 'device', id: l.id, zone: l.zone, family: 'streetLight', time: r.time, values: lampValues(l) };
+    deps.bus.emit('indicator', e);
+    store(`i|device|${l.id}`, indicatorLine(e, lampCheckpoint(l)), 'streetLight', l.id);
+    touchAggregates(l.zone, 'streetLight');
+  }
+
+  // ---------- zone and city aggregates ----------
+
+  const keyOf = (id: string, family: Family) => `${id}\u0000${family}`;
+  const splitKey = (k: string) => k.split('\u0000') as [string, Family];
+
+  function touchAggregates(zone: string, family: Family): void {
+    for (const id of [zone, 'city']) {
+      const k = keyOf(id, family);
+      if (opts.storeIntervalMs === 0) {
+        const e = aggregate(id, family);
+        if (e) store(`i|${k}`, indicatorLine(e), family, id);
+      } else storeDirty.add(k);
+      if (opts.indicatorEmitIntervalMs === 0) {
+        const e = aggregate(id, family);
+        if (e) deps.bus.emit('indicator', e);
+      } else {
+        emitDirty.add(k);
+        indicatorTimer ??= setTimeout(emitAggregates, opts.indicatorEmitIntervalMs);
+      }
+    }
+  }
+
+  function emitAggregates(): void {
+    indicatorTimer = undefined;
+    for (const k of emitDirty) {
+      const [id, family] = splitKey(k);
+      const e = aggregate(id, family);
+      if (e) deps.bus.emit('indicator', e);
+    }
+    emitDirty.clear();
+  }
+
+  /** Zone (`id` a zone id) or city (`id` = 'city') indicators of a family, computed now. */
+  function aggregate(id: string, family: Family): IndicatorEvent | undefined {
+    const inScope = (zone: string) => id === 'city' || zone === id;
+    const now = Date.now();
+    const base = {
+      scope: id === 'city' ? ('city' as const) : ('zone' as const),
+      id,
+      ...(id === 'city' ? {} : { zone: id }),
+      family,
+      time: now,
+    };
+    if (family === 'traffic') {
+      let n = 0;
+      let vph = 0;
+      let speedW = 0;
+      let speedSum = 0;
+      let congested = 0;
+      for (const j of junctions.values()) {
+        // A junction that has not reported within the window no longer counts.
+        if (!inScope(j.zone) || j.latestT <= now - opts.trafficWindowMs) continue;
+        const v = junctionValues(j);
+        n++;
+        vph += v.vehiclesPerHour as number;
+        if (v.averageSpeed !== undefined) {
+          const w = Math.max(v.vehiclesPerHour as number, 1e-9);
+          speedSum += v.averageSpeed * w;
+          speedW += w;
+        }
+        if (v.congestionLevel === 3) congested++;
+      }
+      if (!n && id !== 'city' && ![...junctions.values()].some((j) => j.zone === id)) return undefined;
+      const values: Record<string, number> = { vehiclesPerHour: vph, congestedJunctions: congested };
+      if (speedW > 0) values.averageSpeed = speedSum / speedW;
+      return { ...base, values };
+    }
+    if (family === 'streetLight') {
+      const today = clock.dayKey(now);
+      const month = clock.monthKey(now);
+      const values = {
+        powerNowW: 0,
+        energyTodayKWh: 0,
+        energyMonthKWh: 0,
+        lampsOn: 0,
+        lampsDimmed: 0,
+        lampsFaulty: 0,
+        lampsOnInDaylight: 0,
+        burningHoursToday: 0,
+      };
+      let any = false;
+      for (const l of lamps.values()) {
+        if (!inScope(l.zone)) continue;
+        any = true;
+        const v = lampValues(l, today);
+        values.powerNowW += l.powerW ?? 0;
+        if (l.energyDay.key === today) values.energyTodayKWh += l.energyDay.kwh;
+        if (l.energyMonth.key === month) values.energyMonthKWh += l.energyMonth.kwh;
+        if (v.on) values.lampsOn++;
+        if (v.dimmed) values.lampsDimmed++;
+        if (v.fault) values.lampsFaulty++;
+        if (v.onInDaylight) values.lampsOnInDaylight++;
+        values.burningHoursToday += v.burningHoursToday as number;
+      }
+      if (!any && id !== 'city') return undefined;
+      return { ...base, values };
+    }
+    return undefined;
+  }
+
+  // ---------- readings ----------
+
+  function onReading(r: EnrichedReading): void {
+    try {
+      if (r.family === 'airQuality') onAir(r, true);
+      else if (r.family === 'traffic') onTraffic(r, true);
+      else if (r.family === 'streetLight') {
+        const loc = locationOf(r);
+        if (loc instanceof Promise)
+          loc.then((l) => onStreetLight(r, l, !stopped)).catch((err) => log.error({ err }, 'lamp reading failed'));
+        else onStreetLight(r, loc, true);
+      }
+    } catch (err) {
+      // A bad reading must never take the bus (and so ingest) down with it.
+      log.error({ err, device: r.device }, 'analytics failed on a reading');
+    }
+  }
+
+  // ---------- restore ----------
+
+  async function query(sql: string): Promise<Record<string, unknown>[]> {
+    const raw = (await deps.influx.queryRaw(sql, { precision: 'ms', database: deps.target.database })) as {
+      results?: { series?: { columns: string[]; values: unknown[][]; tags?: Record<string, string> }[]; error?: string }[];
+    };
+    const out: Record<string, unknown>[] = [];
+    for (const r of raw.results ?? []) {
+      if (r.error) throw new Error(r.error);
+      for (const s of r.series ?? []) {
+        for (const v of s.values) out.push({ ...s.tags, ...Object.fromEntries(s.columns.map((c, i) => [c, v[i]])) });
+      }
+    }
+    return out;
+  }
+
+  const from = (m: string) => `"${deps.target.database}"."${deps.target.retentionPolicy}"."${m}"`;
+
+  async function restore(): Promise<void> {
+    const now = Date.now();
+    const future = now + 86_400_000; // readings up to ingest's maxFutureMs ahead are accepted
+    // Air: hourly mean and count per station and pollutant, as the live path would have accumulated them.
+    const sel = VN_POLLUTANTS.map((p) => `mean("${p}") AS "${p}_mean", count("${p}") AS "${p}_n"`).join(', ');
+    const airFrom = hourStart(now) - opts.airHoursKept * HOUR_MS;
+    const air = await query(
+      `SELECT ${sel} FROM ${from('airQuality')} WHERE time >= ${airFrom}ms AND time <= ${future}ms GROUP BY time(1h), "device", "zone" fill(none)`,
+    );
+    for (const row of air) {
+      const id = row.device as string;
+      let st = stations.get(id);
+      if (!st) {
+        st = { id, zone: row.zone as string, hours: new Map(), newestHour: 0, hour: null, day: null };
+        stations.set(id, st);
+      }
+      const hour = row.time as number;
+      const b = new Map<VnPollutant, Acc>();
+      for (const p of VN_POLLUTANTS) {
+        const n = row[`${p}_n`] as number | null;
+        const m = row[`${p}_mean`] as number | null;
+        if (n && m !== null) b.set(p, { sum: m * n, n });
+      }
+      if (!b.size) continue;
+      st.hours.set(hour, b);
+      st.newestHour = Math.max(st.newestHour, hour);
+    }
+    for (const st of stations.values()) recomputeStation(st, undefined, false);
+
+    // Traffic: replay the raw readings of the last window.
+    const traffic = await query(
+      `SELECT * FROM ${from('traffic')} WHERE time > ${now - opts.trafficWindowMs - 300_000}ms AND time <= ${future}ms`,
+    );
+    for (const row of traffic) onTraffic(rowToReading(row, 'traffic'), false);
+
+    // Street lights: the last stored checkpoint of each lamp this month, then the raw readings after it.
+    const monthStart = clock.monthStart(now);
+    const points = await query(
+      `SELECT * FROM ${from(INDICATORS_MEASUREMENT)} WHERE "scope" = 'device' AND "family" = 'streetLight' AND time >= ${monthStart}ms AND time <= ${future}ms GROUP BY "id" ORDER BY time DESC LIMIT 1`,
+    );
+    for (const row of points) {
+      const t = row.time as number;
+      const num = (k: string) => (typeof row[k] === 'number' ? (row[k] as number) : undefined);
+      lamps.set(row.id as string, {
+        id: row.id as string,
+        zone: row.zone as string,
+        lastT: t,
+        powerState: (row.powerState as string | null) ?? undefined,
+        status: (row.lampStatus as string | null) ?? undefined,
+        illuminance: num('illuminanceLevel'),
+        powerW: num('powerW'),
+        counter: num('energyCounterKWh'),
+        energyDay: { key: clock.dayKey(t), kwh: num('energyTodayKWh') ?? 0 },
+        energyMonth: { key: clock.monthKey(t), kwh: num('energyMonthKWh') ?? 0 },
+        burnDay: { key: clock.dayKey(t), hours: num('burningHoursToday') ?? 0 },
+        onInDaylight: row.onInDaylight === true,
+      });
+    }
+    const oldestCheckpoint = Math.min(now, ...[...lamps.values()].map((l) => l.lastT));
+    const replayFrom = Math.max(monthStart, now - opts.restoreMaxReplayMs, lamps.size ? oldestCheckpoint : monthStart);
+    const lampRows = await query(`SELECT * FROM ${from('streetLight')} WHERE time > ${replayFrom - 1}ms AND time <= ${future}ms`);
+    for (const row of lampRows) {
+      const r = rowToReading(row, 'streetLight');
+      onStreetLight(r, await locationOf(r), false);
+    }
+    log.info(
+      { stations: stations.size, junctions: junctions.size, lamps: lamps.size, replayed: traffic.length + lampRows.length },
+      'analytics state restored from InfluxDB',
+    );
+  }
+
+  function rowToReading(row: Record<string, unknown>, family: Family): EnrichedReading {
+    const fields: Record<string, number | boolean | string> = {};
+    for (const [k, v] of Object.entries(row)) if (!TAG_COLUMNS.has(k) && v !== null && v !== undefined) fields[k] = v as number;
+    return { device: row.device as string, zone: row.zone as string, family, time: row.time as number, fields };
+  }
+
+  return {
+    async start() {
+      if (started) return;
+      started = true;
+      try {
+        await deps.beforeRestore?.();
+        await restore();
+      } catch (err) {
+        // Not fatal: the indices and indicators build up again from new readings.
+        log.warn({ err: (err as Error).message }, 'analytics could not restore its state from InfluxDB');
+      }
+      deps.bus.on('reading', onReading);
+      if (opts.storeIntervalMs > 0) storeTimer = setInterval(flushStore, opts.storeIntervalMs);
+    },
+    async stop() {
+      if (!started || stopped) return;
+      stopped = true;
+      deps.bus.off('reading', onReading);
+      clearInterval(storeTimer);
+      clearTimeout(indicatorTimer);
+      for (const t of emitTimers.values()) clearTimeout(t);
+      emitTimers.clear();
+      flushStore(); // the last state of every subject, so that the next start goes on from it
+      await writer.stop();
+    },
+    currentAqi() {
+      return {
+        stations: [...stations.values()]
+          .filter((s) => s.hour || s.day)
+          .map((s) => ({ scope: 'station' as const, id: s.id, zone: s.zone, hour: s.hour, day: s.day })),
+        zones: [...zoneAqi.values()],
+      };
+    },
+    indicators(filter = {}) {
+      const out: IndicatorEvent[] = [];
+      const fam = (f: Family) => !filter.family || filter.family === f;
+      if (!filter.scope || filter.scope === 'device') {
+        for (const j of junctions.values()) {
+          if (fam('traffic') && (!filter.zone || j.zone === filter.zone))
+            out.push({ scope: 'device', id: j.id, zone: j.zone, family: 'traffic', time: j.latestT, values: junctionValues(j) });
+        }
+        for (const l of lamps.values()) {
+          if (fam('streetLight') && (!filter.zone || l.zone === filter.zone))
+            out.push({ scope: 'device', id: l.id, zone: l.zone, family: 'streetLight', time: l.lastT, values: lampValues(l) });
+        }
+      }
+      const zones = new Set([...junctions.values(), ...lamps.values()].map((x) => x.zone));
+      for (const f of ['traffic', 'streetLight'] as const) {
+        if (!fam(f)) continue;
+        if (!filter.scope || filter.scope === 'zone') {
+          for (const z of zones) {
+            if (filter.zone && z !== filter.zone) continue;
+            const e = aggregate(z, f);
+            if (e) out.push(e);
+          }
+        }
+        if ((!filter.scope || filter.scope === 'city') && !filter.zone) {
+          const e = aggregate('city', f);
+          if (e) out.push(e);
+        }
+      }
+      return out;
+    },
+  };
+}
+
+export { AQI_MEASUREMENT, INDICATORS_MEASUREMENT };

@@ -1,0 +1,15 @@
+/** Public face of commands: commands to devices with their lifecycle, and schedules that create them. */
+export { createCommands } from './commands.ts';
+export type {
+  CommandFilter,
+  CommandRequest,
+  Commands,
+  CommandsDeps,
+  CommandsOptions,
+  CommandTarget,
+  CommandTransport,
+  Schedule,
+  ScheduleRequest,
+} from './commands.ts';
+export { SqliteCommandStore } from './store.ts';
+export { formatTimeOfDay, latestEdge, parseTimeOfDay, TIME_OF_DAY_PATTERN } from './time-of-day.ts';

@@ -1,0 +1,319 @@
+/**
+ * Routes of analytics (issue 5, parts 1-2): current air-quality indices (VN_AQI and, labelled apart, the US
+ * EPA AQI), both scales, index history from the `aqi` measurement, and current derived indicators.
+ */
+import { escape as influxEscape } from 'influx';
+import {
+  AQI_MEASUREMENT,
+  describeIndex,
+  EPA_AQI_SCALE,
+  epaCategory,
+  VN_AQI_SCALE,
+  vnCategory,
+  type Analytics,
+  type CurrentAqi,
+} from '../analytics/index.ts';
+import type { AqiEvent } from '../platform/bus.ts';
+import { FAMILIES, type Family } from '../ingest/index.ts';
+import { PlatformError } from '../platform/errors.ts';
+import { chooseWindow, type HistoryTarget } from './history.ts';
+import type { RouteDef } from './routes.ts';
+
+const names = { type: 'object', properties: { vi: { type: 'string' }, en: { type: 'string' } } } as const;
+const rgb = { type: 'object', properties: { r: { type: 'integer' }, g: { type: 'integer' }, b: { type: 'integer' } } } as const;
+const described = {
+  type: ['object', 'null'],
+  description: 'An index value with its category names and colour; null when it cannot be computed (VN_AQI needs PM10 or PM2.5)',
+  properties: {
+    scale: { type: 'string', enum: ['vn_aqi', 'us_epa_aqi'] },
+    aqi: { type: 'integer' },
+    level: { type: 'integer', minimum: 1, maximum: 6 },
+    category: { type: 'string' },
+    name: names,
+    color: { type: 'string', description: '#rrggbb' },
+    rgb,
+    dominant: { type: 'string', description: 'pm25 | pm10 | o3 | no2 | so2 | co' },
+    subIndices: { type: 'object', additionalProperties: { type: 'integer' } },
+  },
+} as const;
+const periodIndex = {
+  type: ['object', 'null'],
+  properties: {
+    period: { type: 'string', enum: ['hour', 'day'] },
+    time: { type: 'string', format: 'date-time', description: 'Start of the hour, or of the city-local day' },
+    vn: described,
+    epa: described,
+  },
+} as const;
+const currentSchema = {
+  type: 'object',
+  properties: {
+    scope: { type: 'string', enum: ['station', 'zone'] },
+    id: { type: 'string' },
+    zone: { type: 'string' },
+    hour: periodIndex,
+    day: periodIndex,
+  },
+} as const;
+const category = {
+  type: 'object',
+  properties: {
+    level: { type: 'integer' },
+    key: { type: 'string' },
+    min: { type: 'integer' },
+    max: { type: 'integer' },
+    name: names,
+    color: { type: 'string' },
+    rgb,
+  },
+} as const;
+const indicatorSchema = {
+  type: 'object',
+  properties: {
+    scope: { type: 'string', enum: ['device', 'zone', 'city'] },
+    id: { type: 'string' },
+    zone: { type: 'string' },
+    family: { type: 'string', enum: FAMILIES },
+    time: { type: 'integer', description: 'epoch ms: the device’s last observation, or when a zone/city value was computed' },
+    values: { type: 'object', additionalProperties: { type: ['number', 'boolean', 'string'] } },
+  },
+} as const;
+const problem = { description: 'application/problem+json with a stable `code`', schema: { $ref: '#/components/schemas/Problem' } };
+
+function describePeriod(e: AqiEvent | null) {
+  if (!e) return null;
+  return {
+    period: e.period,
+    time: new Date(e.time).toISOString(),
+    vn: describeIndex('vn_aqi', e.vn),
+    epa: describeIndex('us_epa_aqi', e.epa),
+  };
+}
+
+const describeCurrent = (c: CurrentAqi) => ({
+  scope: c.scope,
+  id: c.id,
+  zone: c.zone,
+  hour: describePeriod(c.hour),
+  day: describePeriod(c.day),
+});
+
+export function analyticsRoutes(analytics: Analytics | undefined, history: HistoryTarget): RouteDef[] {
+  return [
+    {
+      method: 'get',
+      path: '/api/v1/aqi',
+      summary: 'Current air-quality indices per station and per zone (a zone = its worst station): VN_AQI and, apart, the US EPA AQI',
+      tag: 'analytics',
+      role: 'viewer',
+      query: { type: 'object', additionalProperties: false, properties: { zone: { type: 'string', maxLength: 64 } } },
+      responses: {
+        200: {
+          description: 'stations and zones, each with its hourly (NowCast) and daily index',
+          schema: {
+            type: 'object',
+            properties: { stations: { type: 'array', items: currentSchema }, zones: { type: 'array', items: currentSchema } },
+          },
+        },
+        400: problem,
+      },
+      handler: (req, res) => {
+        const zone = (req.query as { zone?: string }).zone;
+        const cur = analytics?.currentAqi() ?? { stations: [], zones: [] };
+        const keep = (c: CurrentAqi) => !zone || c.zone === zone;
+        res.json({ stations: cur.stations.filter(keep).map(describeCurrent), zones: cur.zones.filter(keep).map(describeCurrent) });
+      },
+    },
+    {
+      method: 'get',
+      path: '/api/v1/aqi/scales',
+      summary: 'Both index scales: breakpoints, categories, Vietnamese and English names, colours',
+      tag: 'analytics',
+      role: 'viewer',
+      responses: {
+        200: {
+          description: 'vn (VN_AQI, Decision 1459/QĐ-TCMT) and epa (US EPA AQI, for comparison)',
+          schema: {
+            type: 'object',
+            properties: {
+              vn: {
+                type: 'object',
+                properties: {
+                  id: { const: 'vn_aqi' },
+                  name: names,
+                  source: { type: 'string' },
+                  unit: { type: 'string' },
+                  indexBreakpoints: { type: 'array', items: { type: 'integer' } },
+                  breakpoints: {
+                    type: 'object',
+                    description: 'Concentration breakpoints per row (o3_1h, o3_8h, co, so2, no2, pm10, pm25), µg/m³',
+                    additionalProperties: { type: 'array', items: { type: 'number' } },
+                  },
+                  categories: { type: 'array', items: category },
+                },
+              },
+              epa: {
+                type: 'object',
+                properties: {
+                  id: { const: 'us_epa_aqi' },
+                  name: names,
+                  source: { type: 'string' },
+                  unit: { type: 'string' },
+                  breakpoints: {
+                    type: 'object',
+                    description: 'Bands per pollutant (pm25, pm10): concentrations cLo..cHi map to iLo..iHi',
+                    additionalProperties: {
+                      type: 'array',
+                      items: {
+                        type: 'object',
+                        properties: {
+                          cLo: { type: 'number' },
+                          cHi: { type: 'number' },
+                          iLo: { type: 'integer' },
+                          iHi: { type: 'integer' },
+                        },
+                      },
+                    },
+                  },
+                  categories: { type: 'array', items: category },
+                },
+              },
+            },
+          },
+        },
+      },
+      handler: (_req, res) => res.json({ vn: VN_AQI_SCALE, epa: EPA_AQI_SCALE }),
+    },
+    {
+      method: 'get',
+      path: '/api/v1/aqi/history',
+      summary: 'Index history of a station or zone from InfluxDB, the worst (max) value per window; at most a few hundred points',
+      tag: 'analytics',
+      role: 'viewer',
+      query: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['scope', 'id'],
+        properties: {
+          scope: { type: 'string', enum: ['station', 'zone'] },
+          id: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$', description: 'Station (device) id or zone id' },
+          period: { type: 'string', enum: ['hour', 'day'], default: 'hour', description: 'Hourly (NowCast) or daily index' },
+          from: { type: 'string', format: 'date-time', description: 'Start (default: to − 24 h)' },
+          to: { type: 'string', format: 'date-time', description: 'End, exclusive (default: now)' },
+        },
+      },
+      responses: {
+        200: {
+          description: 'series: per window the highest VN_AQI and the highest EPA AQI, each with its category',
+          schema: {
+            type: 'object',
+            properties: {
+              scope: { type: 'string' },
+              id: { type: 'string' },
+              period: { type: 'string' },
+              window: { type: 'string' },
+              from: { type: 'string', format: 'date-time' },
+              to: { type: 'string', format: 'date-time' },
+              points: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  properties: {
+                    time: { type: 'integer', description: 'epoch ms, start of the window' },
+                    vn: {
+                      type: ['object', 'null'],
+                      properties: {
+                        aqi: { type: 'integer' },
+                        level: { type: 'integer' },
+                        category: { type: 'string' },
+                        name: names,
+                        color: { type: 'string' },
+                      },
+                    },
+                    epa: {
+                      type: ['object', 'null'],
+                      properties: {
+                        aqi: { type: 'integer' },
+                        level: { type: 'integer' },
+                        category: { type: 'string' },
+                        name: names,
+                        color: { type: 'string' },
+                      },
+                    },
+                  },
+                },
+              },
+            },
+          },
+        },
+        400: problem,
+      },
+      handler: async (req, res) => {
+        const q = req.query as { scope: 'station' | 'zone'; id: string; period: 'hour' | 'day'; from?: string; to?: string };
+        const toMs = q.to ? Date.parse(q.to) : Date.now();
+        const fromMs = q.from ? Date.parse(q.from) : toMs - 86_400_000;
+        if (!(fromMs < toMs)) throw new PlatformError('CP_API_VALIDATION', '`from` must be before `to`');
+        // Indices are stored per hour (or day): a finer window than that would only repeat points.
+        let window = chooseWindow(fromMs, toMs) as string;
+        const floor = q.period === 'day' ? 86_400_000 : 3_600_000;
+        const ms: Record<string, number> = { '10s': 1e4, '1m': 6e4, '5m': 3e5, '15m': 9e5, '1h': 3.6e6, '6h': 2.16e7, '1d': 8.64e7 };
+        if ((ms[window] ?? 0) < floor) window = q.period === 'day' ? '1d' : '1h';
+        const src = `${influxEscape.quoted(history.database)}.${influxEscape.quoted(history.retentionPolicy)}.${influxEscape.quoted(AQI_MEASUREMENT)}`;
+        const sql =
+          `SELECT max("vn_aqi") AS "vn_aqi", max("epa_aqi") AS "epa_aqi" FROM ${src} ` +
+          `WHERE "scope" = ${influxEscape.stringLit(q.scope)} AND "id" = ${influxEscape.stringLit(q.id)} AND "period" = ${influxEscape.stringLit(q.period)} ` +
+          `AND time >= ${fromMs}ms AND time < ${toMs}ms GROUP BY time(${window}) fill(none)`;
+        const raw = (await history.influx.queryRaw(sql, { precision: 'ms' })) as {
+          results?: { series?: { columns: string[]; values: unknown[][] }[]; error?: string }[];
+        };
+        const points: unknown[] = [];
+        for (const r of raw.results ?? []) {
+          if (r.error) throw new Error(r.error);
+          for (const s of r.series ?? []) {
+            const at = (c: string) => s.columns.indexOf(c);
+            for (const v of s.values) {
+              const vn = v[at('vn_aqi')] as number | null;
+              const epa = v[at('epa_aqi')] as number | null;
+              const show = (aqi: number | null, cat: typeof vnCategory) => {
+                if (aqi === null || aqi === undefined) return null;
+                const c = cat(aqi);
+                return { aqi, level: c.level, category: c.key, name: c.name, color: c.color };
+              };
+              points.push({ time: v[at('time')] as number, vn: show(vn, vnCategory), epa: show(epa, epaCategory) });
+            }
+          }
+        }
+        res.json({
+          scope: q.scope,
+          id: q.id,
+          period: q.period,
+          window,
+          from: new Date(fromMs).toISOString(),
+          to: new Date(toMs).toISOString(),
+          points,
+        });
+      },
+    },
+    {
+      method: 'get',
+      path: '/api/v1/indicators',
+      summary: 'Current derived indicators of traffic junctions, street lights, zones and the city',
+      tag: 'analytics',
+      role: 'viewer',
+      query: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          scope: { type: 'string', enum: ['device', 'zone', 'city'] },
+          zone: { type: 'string', maxLength: 64 },
+          family: { type: 'string', enum: ['traffic', 'streetLight'] },
+        },
+      },
+      responses: { 200: { description: 'indicators', schema: { type: 'array', items: indicatorSchema } }, 400: problem },
+      handler: (req, res) => {
+        const q = req.query as { scope?: 'device' | 'zone' | 'city'; zone?: string; family?: Family };
+        res.json(analytics?.indicators(q) ?? []);
+      },
+    },
+  ];
+}

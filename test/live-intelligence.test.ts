@@ -1,0 +1,99 @@
+/**
+ * City intelligence on the live sockets (issue 5): real socket.io clients receive the air-quality index and
+ * the indicators of their zone, and every connected screen — whatever it subscribed to — receives a new
+ * alarm and its acknowledgement.
+ *
+ * Run: node --import tsx --test test/live-intelligence.test.ts
+ */
+import { before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { io as ioClient, type Socket } from 'socket.io-client';
+import type { ConfigInput } from '../platform/config.ts';
+import { startTestPlatform, type TestPlatform } from './helpers/platform.ts';
+import { fileScope } from './helpers/scope.ts';
+
+const scope = fileScope();
+let p: TestPlatform;
+
+before(async () => {
+  p = await startTestPlatform(scope, {
+    analytics: { aqiEmitIntervalMs: 0, indicatorEmitIntervalMs: 0, storeIntervalMs: 0 },
+    alarms: {
+      rules: [{ id: 'pm25-very-high', kind: 'threshold', family: 'airQuality', field: 'pm25', op: '>=', value: 300, clearValue: 200 }],
+    } as ConfigInput['alarms'],
+  });
+});
+
+async function screen(sub: Record<string, string>): Promise<{ socket: Socket; events: Record<string, any[]> }> {
+  const token = await p.loginAs('viewer');
+  const socket = ioClient(p.addr.api, { transports: ['websocket'], reconnection: false, auth: { token } });
+  scope.after(() => socket.close());
+  const events: Record<string, any[]> = { aqi: [], indicator: [], alarm: [] };
+  for (const name of Object.keys(events)) socket.on(name, (e: any) => events[name]?.push(e));
+  const ack = await socket.timeout(5000).emitWithAck('subscribe', sub);
+  assert.equal(ack.ok, true);
+  return { socket, events };
+}
+
+test('a zone screen gets its stations’ AQI and indicators; every screen gets alarms', async () => {
+  const tranPhu = await screen({ zone: 'tran-phu' });
+  const otherZone = await screen({ zone: 'da-mai' });
+  const station = await p.provision('airQuality', { zone: 'tran-phu' });
+  const device = await p.connect(station.id, station.token);
+
+  // 40 µg/m³ PM2.5 in this hour and the last: NowCast 40, between the breakpoints 25 (50) and 50 (100): 50 + 50/25 × 15 = 80.
+  const hourStart = Math.floor(Date.now() / 3_600_000) * 3_600_000;
+  await device.publishAsync(
+    `devices/${station.id}/telemetry`,
+    JSON.stringify([
+      { dateObserved: hourStart - 3_600_000 + 60_000, pm25: 40 },
+      { dateObserved: Math.max(hourStart + 1000, Date.now() - 1000), pm25: 40 },
+    ]),
+    { qos: 1 },
+  );
+  const aqi = await p.waitFor(
+    () => tranPhu.events.aqi?.find((e) => e.scope === 'station' && e.id === station.id && e.period === 'hour' && e.time === hourStart),
+    5000,
+    'station AQI on the zone screen',
+  );
+  assert.equal(aqi.vn.aqi, 80);
+  assert.equal(aqi.vn.category, 'moderate');
+  assert.ok(aqi.epa, 'the EPA index travels beside it');
+  assert.notEqual(aqi.epa.aqi, aqi.vn.aqi);
+  await p.waitFor(() => tranPhu.events.aqi?.find((e) => e.scope === 'zone' && e.id === 'tran-phu'), 5000, 'zone AQI');
+  assert.ok(!otherZone.events.aqi?.some((e) => e.zone === 'tran-phu'), 'another zone’s screen does not get it');
+
+  const light = await p.provision('streetLight', { zone: 'tran-phu' });
+  const lamp = await p.connect(light.id, light.token);
+  await lamp.publishAsync(`devices/${light.id}/telemetry`, JSON.stringify({ powerState: 'on', powerConsumption: 90, energyConsumed: 12 }), {
+    qos: 1,
+  });
+  const ind = await p.waitFor(
+    () => tranPhu.events.indicator?.find((e) => e.scope === 'device' && e.id === light.id),
+    5000,
+    'lamp indicators on the zone screen',
+  );
+  assert.equal(ind.values.on, true);
+  assert.equal(ind.values.powerW, 90);
+
+  // An alarm in tran-phu reaches the da-mai screen too.
+  await device.publishAsync(`devices/${station.id}/telemetry`, JSON.stringify({ pm25: 350 }), { qos: 1 });
+  const raised = await p.waitFor(
+    () => otherZone.events.alarm?.find((a) => a.rule === 'pm25-very-high' && a.subject === station.id && a.state === 'active'),
+    5000,
+    'alarm on every screen',
+  );
+  assert.ok(tranPhu.events.alarm?.some((a) => a.id === raised.id));
+  const res = await p.api(`/api/v1/alarms/${raised.id}/acknowledge`, {
+    method: 'POST',
+    as: 'operator',
+    body: '{}',
+    headers: { 'content-type': 'application/json' },
+  });
+  assert.equal(res.status, 200);
+  await p.waitFor(
+    () => otherZone.events.alarm?.find((a) => a.id === raised.id && a.state === 'acknowledged'),
+    5000,
+    'acknowledgement on every screen',
+  );
+});
