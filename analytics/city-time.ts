@@ -1,7 +1,8 @@
 /**
  * Calendar days and months in the city's time zone (IANA name from the city profile), for the daily air index
- * and the street lights' energy per day and month. Built on Intl (no time-zone library needed).
+ * and the street lights' energy per day and month, from the platform's time-zone offsets (platform/time-zone.ts).
  */
+import { assertTimeZone, utcOffsetMs } from '../platform/time-zone.ts';
 
 export const HOUR_MS = 3_600_000;
 
@@ -20,44 +21,27 @@ export interface CityClock {
 }
 
 export function createCityClock(timeZone: string): CityClock {
-  const fmt = new Intl.DateTimeFormat('en-CA', {
-    timeZone,
-    hourCycle: 'h23',
-    year: 'numeric',
-    month: '2-digit',
-    day: '2-digit',
-    hour: '2-digit',
-    minute: '2-digit',
-    second: '2-digit',
-  });
-  const parts = (t: number) => {
-    const o: Record<string, number> = {};
-    for (const p of fmt.formatToParts(new Date(t))) if (p.type !== 'literal') o[p.type] = Number(p.value);
-    return o as { year: number; month: number; day: number; hour: number; minute: number; second: number };
-  };
-  /** Offset of local time from UTC at `t`, ms (the offset at `t` is used for the day's start: exact without DST). */
-  const offset = (t: number) => {
-    const p = parts(t);
-    const asUtc = Date.UTC(p.year, p.month - 1, p.day, p.hour, p.minute, p.second);
-    return asUtc - Math.floor(t / 1000) * 1000;
-  };
+  assertTimeZone(timeZone);
+  /** The local wall clock of `t` as a UTC date (its getUTC* fields are the local ones). */
+  const local = (t: number) => new Date(t + utcOffsetMs(t, timeZone));
   const pad = (n: number) => String(n).padStart(2, '0');
+  // The offset at `t` is used for the day's and month's start: exact for zones without daylight saving.
   return {
     dayStart(t) {
-      const p = parts(t);
-      return Date.UTC(p.year, p.month - 1, p.day) - offset(t);
+      const l = local(t);
+      return Date.UTC(l.getUTCFullYear(), l.getUTCMonth(), l.getUTCDate()) - utcOffsetMs(t, timeZone);
     },
     monthStart(t) {
-      const p = parts(t);
-      return Date.UTC(p.year, p.month - 1, 1) - offset(t);
+      const l = local(t);
+      return Date.UTC(l.getUTCFullYear(), l.getUTCMonth(), 1) - utcOffsetMs(t, timeZone);
     },
     dayKey(t) {
-      const p = parts(t);
-      return `${p.year}-${pad(p.month)}-${pad(p.day)}`;
+      const l = local(t);
+      return `${l.getUTCFullYear()}-${pad(l.getUTCMonth() + 1)}-${pad(l.getUTCDate())}`;
     },
     monthKey(t) {
-      const p = parts(t);
-      return `${p.year}-${pad(p.month)}`;
+      const l = local(t);
+      return `${l.getUTCFullYear()}-${pad(l.getUTCMonth() + 1)}`;
     },
   };
 }

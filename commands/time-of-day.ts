@@ -2,6 +2,7 @@
  * Wall-clock times of a city (its IANA time zone) for schedules: `HH:MM` or `HH:MM:SS` local times, and the
  * instants at which they occur. Pure functions; Intl does the zone arithmetic (no DST table of our own).
  */
+import { utcOffsetMs } from '../platform/time-zone.ts';
 
 const DAY_MS = 86_400_000;
 
@@ -13,37 +14,6 @@ export function parseTimeOfDay(s: string): number {
   if (!new RegExp(TIME_OF_DAY_PATTERN).test(s)) throw new RangeError(`not a time of day (HH:MM or HH:MM:SS): ${s}`);
   const [h, m, sec] = s.split(':').map(Number) as [number, number, number | undefined];
   return h * 3600 + m * 60 + (sec ?? 0);
-}
-
-const formatters = new Map<string, Intl.DateTimeFormat>();
-
-function formatterFor(timeZone: string): Intl.DateTimeFormat {
-  let f = formatters.get(timeZone);
-  if (!f) {
-    // Throws RangeError for an unknown zone.
-    f = new Intl.DateTimeFormat('en-US', {
-      timeZone,
-      hourCycle: 'h23',
-      year: 'numeric',
-      month: 'numeric',
-      day: 'numeric',
-      hour: 'numeric',
-      minute: 'numeric',
-      second: 'numeric',
-    });
-    formatters.set(timeZone, f);
-  }
-  return f;
-}
-
-/** Offset of the zone from UTC at that instant, ms (local = utc + offset). */
-export function utcOffsetMs(utcMs: number, timeZone: string): number {
-  const parts: Record<string, number> = {};
-  for (const p of formatterFor(timeZone).formatToParts(new Date(utcMs))) {
-    if (p.type !== 'literal') parts[p.type] = Number(p.value);
-  }
-  const asUtc = Date.UTC(parts.year as number, (parts.month as number) - 1, parts.day, parts.hour, parts.minute, parts.second);
-  return asUtc - Math.floor(utcMs / 1000) * 1000;
 }
 
 /** The UTC instant of a local wall-clock time given as ms since the local epoch (two passes settle DST edges). */

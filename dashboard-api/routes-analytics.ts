@@ -14,7 +14,7 @@ import {
   type CurrentAqi,
 } from '../analytics/index.ts';
 import type { AqiEvent } from '../platform/bus.ts';
-import { FAMILIES, type Family } from '../ingest/index.ts';
+import { DEVICE_ID_PATTERN, FAMILIES, type Family } from '../ingest/index.ts';
 import { PlatformError } from '../platform/errors.ts';
 import { chooseWindow, type HistoryTarget } from './history.ts';
 import type { RouteDef } from './routes.ts';
@@ -196,7 +196,7 @@ export function analyticsRoutes(analytics: Analytics | undefined, history: Histo
         required: ['scope', 'id'],
         properties: {
           scope: { type: 'string', enum: ['station', 'zone'] },
-          id: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$', description: 'Station (device) id or zone id' },
+          id: { type: 'string', pattern: DEVICE_ID_PATTERN, description: 'Station (device) id or zone id' },
           period: { type: 'string', enum: ['hour', 'day'], default: 'hour', description: 'Hourly (NowCast) or daily index' },
           from: { type: 'string', format: 'date-time', description: 'Start (default: to − 24 h)' },
           to: { type: 'string', format: 'date-time', description: 'End, exclusive (default: now)' },

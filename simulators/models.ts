@@ -9,6 +9,7 @@
  */
 import type { AirQualityReading, Family, ReadingByFamily, StreetLightReading, TrafficReading } from '../ingest/contract.ts';
 import { VEHICLE_TYPES } from '../ingest/contract.ts';
+import { assertTimeZone, utcOffsetMs } from '../platform/time-zone.ts';
 
 export type Rng = () => number;
 
@@ -30,71 +31,15 @@ export function createRng(seed: number): Rng {
 const HOUR_MS = 3_600_000;
 const DAY_MS = 86_400_000;
 
-const formatters = new Map<string, Intl.DateTimeFormat>();
-/** Per zone: UTC hour bucket → offset. Bounded so a long replay cannot grow it without limit. */
-const offsetCache = new Map<string, Map<number, number>>();
-const OFFSET_CACHE_MAX = 256;
-
-function formatterFor(timeZone: string): Intl.DateTimeFormat {
-  let f = formatters.get(timeZone);
-  if (!f) {
-    // Throws RangeError for an unknown zone: factories call this so a bad profile fails at start-up.
-    f = new Intl.DateTimeFormat('en-US', {
-      timeZone,
-      hourCycle: 'h23',
-      year: 'numeric',
-      month: 'numeric',
-      day: 'numeric',
-      hour: 'numeric',
-      minute: 'numeric',
-      second: 'numeric',
-    });
-    formatters.set(timeZone, f);
-  }
-  return f;
-}
-
-function computeOffsetMs(utcMs: number, timeZone: string): number {
-  const parts: Record<string, number> = {};
-  for (const p of formatterFor(timeZone).formatToParts(new Date(utcMs))) {
-    if (p.type !== 'literal') parts[p.type] = Number(p.value);
-  }
-  const asUtc = Date.UTC(parts.year!, parts.month! - 1, parts.day!, parts.hour!, parts.minute!, parts.second!);
-  return asUtc - Math.floor(utcMs / 1000) * 1000;
-}
-
-/**
- * Offset of the zone from UTC at that instant, ms. Intl formatting is slow (microseconds per call) and every
- * reading of every device needs it, so the offset is computed once per zone and UTC hour: zones change offset
- * on whole (UTC) hours, and Vietnam never does. Zones whose transitions fall on a half hour may be off by the
- * shift for at most that half hour, which a simulator can live with.
- */
-function utcOffsetMs(at: Date, timeZone: string): number {
-  const t = at.getTime();
-  const bucket = Math.floor(t / HOUR_MS);
-  let zoneCache = offsetCache.get(timeZone);
-  if (!zoneCache) {
-    zoneCache = new Map();
-    offsetCache.set(timeZone, zoneCache);
-  }
-  let offset = zoneCache.get(bucket);
-  if (offset === undefined) {
-    if (zoneCache.size >= OFFSET_CACHE_MAX) zoneCache.clear();
-    offset = computeOffsetMs(bucket * HOUR_MS, timeZone);
-    zoneCache.set(bucket, offset);
-  }
-  return offset;
-}
-
 /** Fractional hour of the day, [0, 24), in that IANA time zone. */
 export function localHour(at: Date, timeZone: string): number {
-  const local = at.getTime() + utcOffsetMs(at, timeZone);
+  const local = at.getTime() + utcOffsetMs(at.getTime(), timeZone);
   return (((local % DAY_MS) + DAY_MS) % DAY_MS) / HOUR_MS;
 }
 
 /** Day of the week in that zone, 0 = Sunday. */
 function localWeekday(at: Date, timeZone: string): number {
-  const day = Math.floor((at.getTime() + utcOffsetMs(at, timeZone)) / DAY_MS);
+  const day = Math.floor((at.getTime() + utcOffsetMs(at.getTime(), timeZone)) / DAY_MS);
   return (((day + 4) % 7) + 7) % 7; // 1970-01-01 was a Thursday
 }
 
@@ -188,7 +133,7 @@ const EPISODE_RATE_PER_HOUR = 1 / 120;
 
 export function createAirQualityModel(rng: Rng, opts: AirQualityModelOptions): DeviceModel<AirQualityReading> {
   const { timeZone } = opts;
-  formatterFor(timeZone);
+  assertTimeZone(timeZone);
   // Station character: how busy the road nearby is, how dusty the surroundings (PM10/PM2.5 ratio).
   const basePm25 = uniform(rng, 26, 38);
   const coarseRatio = uniform(rng, 1.4, 1.7);
@@ -286,7 +231,7 @@ type VehicleType = (typeof VEHICLE_TYPES)[number];
 export function createTrafficModel(rng: Rng, opts: TrafficModelOptions): DeviceModel<TrafficReading> {
   const { timeZone, periodSeconds } = opts;
   const laneId = opts.laneId ?? 1;
-  formatterFor(timeZone);
+  assertTimeZone(timeZone);
   if (!(periodSeconds > 0)) throw new RangeError(`periodSeconds must be > 0, got ${periodSeconds}`);
 
   // A busy urban lane in Vietnam moves dense motorcycle streams: tens of vehicles a minute at peak.
@@ -397,7 +342,7 @@ const stateForLevel = (level: number): StreetLightReading['powerState'] => (leve
 
 export function createStreetLightModel(rng: Rng, opts: StreetLightModelOptions): StreetLightModel {
   const { timeZone } = opts;
-  formatterFor(timeZone);
+  assertTimeZone(timeZone);
   const ratedPowerW = opts.ratedPowerW ?? LED_RATINGS_W[Math.floor(rng() * LED_RATINGS_W.length)]!;
   const faultProbability = clamp(opts.faultProbability ?? 0.001, 0, 1);
   const faultRatePerHour = faultProbability >= 1 ? Infinity : -Math.log(1 - faultProbability) / 24;
