@@ -30,8 +30,8 @@ fi
 
 # The dashboard (dashboard/ → dashboard/dist, served by dashboard-api): built when missing or older than any
 # of its sources or the lockfile.
-if [ ! -f dashboard/dist/index.html ] ||
-  [ -n "$(find dashboard package-lock.json -path dashboard/dist -prune -o -type f -newer dashboard/dist/index.html -print -quit)" ]; then
+if [ -f dashboard/vite.config.ts ] && { [ ! -f dashboard/dist/index.html ] ||
+  [ -n "$(find dashboard package-lock.json -path dashboard/dist -prune -o -type f -newer dashboard/dist/index.html -print -quit)" ]; }; then
   echo "citypulse: building the dashboard ..." >&2
   npx vite build -c dashboard/vite.config.ts >&2
 fi
