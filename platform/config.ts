@@ -206,8 +206,18 @@ export const CONFIG_SCHEMA = {
               description:
                 'Map tile URL template ({z}/{x}/{y}) of a tile server on your network; empty = no tiles, the map draws the zones of the city profile',
             },
-            tileAttribution: { type: 'string', default: '', description: 'Attribution shown on the map for the tiles of api.dashboard.tileUrl' },
-            tileMaxZoom: { type: 'integer', minimum: 1, maximum: 24, default: 19, description: 'Highest zoom level api.dashboard.tileUrl serves' },
+            tileAttribution: {
+              type: 'string',
+              default: '',
+              description: 'Attribution shown on the map for the tiles of api.dashboard.tileUrl',
+            },
+            tileMaxZoom: {
+              type: 'integer',
+              minimum: 1,
+              maximum: 24,
+              default: 19,
+              description: 'Highest zoom level api.dashboard.tileUrl serves',
+            },
           },
         },
       },
