@@ -90,7 +90,7 @@ async function start(): Promise<number> {
   const addr = await platform.start();
   const out = process.stderr;
   out.write(
-    `\ncitypulse is running\n  API + socket.io  ${addr.api}   (OpenAPI: ${addr.api}/api/v1/openapi.json, health: ${addr.api}/api/v1/health)\n  MQTT             ${addr.mqtt}\n  InfluxDB         ${addr.influx}   (database ${cfg.influx.database})\n  metrics          ${addr.api}/metrics\n`,
+    `\ncitypulse is running\n${cfg.api.dashboard.enabled ? `  dashboard        ${addr.api}/   (wall screen: ${addr.api}/wall)\n` : ''}  API + socket.io  ${addr.api}   (OpenAPI: ${addr.api}/api/v1/openapi.json, health: ${addr.api}/api/v1/health)\n  MQTT             ${addr.mqtt}\n  InfluxDB         ${addr.influx}   (database ${cfg.influx.database})\n  metrics          ${addr.api}/metrics\n`,
   );
   if (addr.mqtts) out.write(`  MQTT over TLS    ${addr.mqtts}   (server certificate: ${addr.mqttsCertFile})\n`);
   if (addr.ws) out.write(`  MQTT over WS     ${addr.ws}\n`);

@@ -1,0 +1,52 @@
+/**
+ * REST calls to the platform (same origin: the dashboard is served by dashboard-api). Bearer session token;
+ * a 401 ends the session on this screen (the store goes back to the login form).
+ */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    detail: string,
+  ) {
+    super(detail);
+  }
+}
+
+let token: string | undefined;
+let onUnauthorized: (() => void) | undefined;
+
+export function setToken(t: string | undefined, unauthorized?: () => void): void {
+  token = t;
+  onUnauthorized = unauthorized;
+}
+
+export async function api<T>(path: string, init: { method?: string; body?: unknown } = {}): Promise<T> {
+  const headers: Record<string, string> = {};
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (init.body !== undefined) headers['content-type'] = 'application/json';
+  const res = await fetch(path, {
+    method: init.method ?? 'GET',
+    headers,
+    body: init.body === undefined ? undefined : JSON.stringify(init.body),
+  });
+  if (res.status === 204) return undefined as T;
+  const body = (await res.json().catch(() => ({}))) as { code?: string; detail?: string };
+  if (!res.ok) {
+    if (res.status === 401 && token) onUnauthorized?.();
+    throw new ApiError(res.status, body.code ?? 'CP_API_INTERNAL', body.detail ?? res.statusText);
+  }
+  return body as T;
+}
+
+/** What dashboard-api serves at /dashboard-config.json (api.dashboard.* options; no secrets). */
+export interface DashboardConfig {
+  tileUrl: string;
+  tileAttribution: string;
+  tileMaxZoom: number;
+}
+
+export async function loadDashboardConfig(): Promise<DashboardConfig> {
+  const res = await fetch('/dashboard-config.json');
+  if (!res.ok) return { tileUrl: '', tileAttribution: '', tileMaxZoom: 19 };
+  return (await res.json()) as DashboardConfig;
+}

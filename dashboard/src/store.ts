@@ -1,0 +1,385 @@
+/**
+ * The dashboard's state: one mutable store fed by REST at (re)connect and by socket.io events after that.
+ * Views subscribe and re-render at most once per animation frame however many events arrive (a city sends
+ * hundreds of readings a second); the map takes only the devices that changed (`takeDirty`).
+ *
+ * Connection: socket.io-client reconnects by itself (backoff up to 3 s). Every (re)connect re-subscribes,
+ * applies the snapshot and refetches the lists, so a screen that was cut off catches up without a reload.
+ */
+import { io, type Socket } from 'socket.io-client';
+import { api, ApiError, setToken } from './api.ts';
+import { type Formats, formatsFor, type Key, type Lang, translate } from './i18n.ts';
+import type {
+  AlarmRecord,
+  AqiEvent,
+  CityProfile,
+  ClientToServer,
+  CommandRecord,
+  DeviceInfo,
+  EnrichedReading,
+  IndexValue,
+  IndicatorEvent,
+  Role,
+  Scales,
+  ServerToClient,
+  Session,
+} from './types.ts';
+
+export type ConnState = 'connecting' | 'connected' | 'disconnected' | 'offline';
+export type Scale = 'vn' | 'epa';
+
+export interface FeedItem {
+  id: number;
+  at: number;
+  kind: 'online' | 'offline' | 'rejected' | 'alarm' | 'command';
+  /** Translated when shown, so a language switch changes the feed too. */
+  key: Key;
+  vars: Record<string, string>;
+  device?: string;
+}
+
+export interface AqiNow {
+  id: string;
+  zone: string;
+  time: number;
+  vn: IndexValue | null;
+  epa: IndexValue | null;
+}
+
+const LS_SESSION = 'citypulse.session';
+const LS_LANG = 'citypulse.lang';
+const LS_SCALE = 'citypulse.scale';
+const FEED_MAX = 200;
+const COMMANDS_MAX = 500;
+
+function readJson<T>(storage: Storage, key: string): T | undefined {
+  try {
+    const s = storage.getItem(key);
+    return s ? (JSON.parse(s) as T) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+class Store {
+  session: Session | undefined = readJson<Session>(localStorage, LS_SESSION) ?? readJson<Session>(sessionStorage, LS_SESSION);
+  lang: Lang = localStorage.getItem(LS_LANG) === 'en' ? 'en' : 'vi';
+  scale: Scale = localStorage.getItem(LS_SCALE) === 'epa' ? 'epa' : 'vn';
+  loginMessage: Key | undefined;
+  conn: ConnState = 'connecting';
+  ready = false;
+  city: CityProfile | undefined;
+  scales: Scales | undefined;
+  devices = new Map<string, DeviceInfo>();
+  latest = new Map<string, EnrichedReading>();
+  stationAqi = new Map<string, AqiNow>();
+  zoneAqi = new Map<string, AqiNow>();
+  /** Device indicators (traffic congestionLevel, lamp on/dimmed/fault). */
+  deviceIndicators = new Map<string, IndicatorEvent['values']>();
+  cityIndicators: Partial<Record<'traffic' | 'streetLight', IndicatorEvent['values']>> = {};
+  alarms = new Map<number, AlarmRecord>();
+  commands = new Map<string, CommandRecord>();
+  feed: FeedItem[] = [];
+  /** New alarms announced on this screen and not dismissed yet. */
+  announcements: AlarmRecord[] = [];
+  private feedSeq = 0;
+  private listeners = new Set<() => void>();
+  private frame = 0;
+  private dirty = new Set<string>();
+  private allDirty = true;
+  private socket: Socket<ServerToClient, ClientToServer> | undefined;
+  private readingListeners = new Set<(r: EnrichedReading) => void>();
+
+  get fmt(): Formats {
+    return formatsFor(this.lang, this.city?.timezone ?? 'Asia/Ho_Chi_Minh');
+  }
+
+  t = (key: Key, vars?: Record<string, string | number>): string => translate(this.lang, key, vars);
+
+  subscribe(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  /** Readings as they arrive (charts append them), not throttled. */
+  onReading(fn: (r: EnrichedReading) => void): () => void {
+    this.readingListeners.add(fn);
+    return () => this.readingListeners.delete(fn);
+  }
+
+  /** Schedules one notification of every view for the next frame. */
+  changed(device?: string): void {
+    if (device) this.dirty.add(device);
+    if (this.frame) return;
+    const run = () => {
+      this.frame = 0;
+      for (const fn of this.listeners) fn();
+    };
+    // A hidden tab gets no animation frames: fall back to a timer so state never lags far behind.
+    this.frame = document.hidden ? (setTimeout(run, 250) as unknown as number) : requestAnimationFrame(run);
+  }
+
+  /** Devices whose marker must be redrawn since the last call (all: `'all'`). */
+  takeDirty(): Set<string> | 'all' {
+    if (this.allDirty) {
+      this.allDirty = false;
+      this.dirty.clear();
+      return 'all';
+    }
+    const d = this.dirty;
+    this.dirty = new Set();
+    return d;
+  }
+
+  /** The next takeDirty() returns 'all' (a new map draws every marker). */
+  markAllDirty(): void {
+    this.allDirty = true;
+    this.changed();
+  }
+
+  setLang(lang: Lang): void {
+    this.lang = lang;
+    localStorage.setItem(LS_LANG, lang);
+    document.documentElement.lang = lang;
+    this.changed();
+  }
+
+  setScale(scale: Scale): void {
+    this.scale = scale;
+    localStorage.setItem(LS_SCALE, scale);
+    this.allDirty = true;
+    this.changed();
+  }
+
+  can(role: Role): boolean {
+    const order: Role[] = ['viewer', 'operator', 'admin'];
+    return !!this.session && order.indexOf(this.session.role) >= order.indexOf(role);
+  }
+
+  async login(username: string, password: string): Promise<void> {
+    try {
+      const out = await api<{ token: string; operator: { username: string; role: Role } }>('/api/v1/auth/login', {
+        method: 'POST',
+        body: { username, password },
+      });
+      this.loginMessage = undefined;
+      this.useSession({ token: out.token, username: out.operator.username, role: out.operator.role }, true);
+    } catch (err) {
+      this.loginMessage =
+        err instanceof ApiError && err.status === 429
+          ? 'loginRateLimited'
+          : err instanceof ApiError && err.status === 401
+            ? 'loginFailed'
+            : 'loginError';
+      this.changed();
+    }
+  }
+
+  /** A token handed over in the URL fragment (wall screens): checked with /auth/me, kept for this tab only. */
+  async adoptToken(token: string): Promise<void> {
+    setToken(token);
+    try {
+      const me = await api<{ username: string; role: Role }>('/api/v1/auth/me');
+      this.useSession({ token, username: me.username, role: me.role }, false);
+    } catch {
+      this.loginMessage = 'sessionExpired';
+      setToken(undefined);
+      this.changed();
+    }
+  }
+
+  private useSession(s: Session, remember: boolean): void {
+    this.session = s;
+    (remember ? localStorage : sessionStorage).setItem(LS_SESSION, JSON.stringify(s));
+    this.start();
+  }
+
+  async logout(message?: Key): Promise<void> {
+    const had = this.session;
+    this.session = undefined;
+    this.loginMessage = message;
+    localStorage.removeItem(LS_SESSION);
+    sessionStorage.removeItem(LS_SESSION);
+    this.socket?.close();
+    this.socket = undefined;
+    this.ready = false;
+    if (had && !message) await api('/api/v1/auth/logout', { method: 'POST' }).catch(() => undefined);
+    setToken(undefined);
+    this.changed();
+  }
+
+  /** Starts (or restarts) the live connection of the current session. */
+  start(): void {
+    const s = this.session;
+    if (!s) return;
+    setToken(s.token, () => void this.logout('sessionExpired'));
+    this.socket?.close();
+    this.conn = 'connecting';
+    const socket: Socket<ServerToClient, ClientToServer> = io({
+      auth: { token: s.token },
+      transports: ['websocket'],
+      reconnectionDelay: 500,
+      reconnectionDelayMax: 3000,
+    });
+    this.socket = socket;
+    socket.on('connect', () => void this.resync(socket));
+    socket.on('disconnect', () => {
+      if (this.conn !== 'offline') this.conn = 'disconnected';
+      this.changed();
+    });
+    socket.on('offline', () => {
+      this.conn = 'offline';
+      this.changed();
+    });
+    socket.on('connect_error', (err) => {
+      const code = (err as Error & { data?: { code?: string } }).data?.code;
+      if (code === 'CP_API_UNAUTHORIZED') return void this.logout('sessionExpired');
+      if (this.conn === 'connected' || this.conn === 'connecting') this.conn = 'disconnected';
+      this.changed();
+    });
+    socket.on('reading', (r) => this.applyReading(r));
+    socket.on('status', (st) => {
+      const d = this.devices.get(st.device);
+      if (d) d.online = st.state === 'online';
+      this.pushFeed(
+        st.state === 'online' ? 'online' : 'offline',
+        st.state === 'online' ? 'eventOnline' : 'eventOffline',
+        { device: st.device },
+        st.device,
+      );
+      this.changed(st.device);
+    });
+    socket.on('rejected', (r) => {
+      this.pushFeed('rejected', 'eventRejected', { device: r.device, code: r.code }, r.device);
+      this.changed();
+    });
+    socket.on('aqi', (a) => this.applyAqi(a));
+    socket.on('indicator', (i) => this.applyIndicator(i));
+    socket.on('alarm', (a) => {
+      const known = this.alarms.has(a.id);
+      this.alarms.set(a.id, a);
+      if (!known && a.state === 'active') {
+        this.announcements = [a, ...this.announcements].slice(0, 5);
+        this.pushFeed('alarm', 'eventAlarm', { rule: a.rule, subject: a.subject }, a.scope === 'device' ? a.subject : undefined);
+      } else {
+        this.announcements = this.announcements.map((x) => (x.id === a.id ? a : x));
+      }
+      this.changed(a.scope === 'device' ? a.subject : undefined);
+    });
+    socket.on('command', (c) => {
+      this.commands.set(c.id, c);
+      if (this.commands.size > COMMANDS_MAX) this.commands.delete(this.commands.keys().next().value as string);
+      this.changed();
+    });
+  }
+
+  private async resync(socket: Socket<ServerToClient, ClientToServer>): Promise<void> {
+    try {
+      const [city, scales, devices, aqi, indicators, alarms, commands] = await Promise.all([
+        this.city ? Promise.resolve(this.city) : api<CityProfile>('/api/v1/city'),
+        this.scales ? Promise.resolve(this.scales) : api<Scales>('/api/v1/aqi/scales').catch(() => undefined),
+        api<DeviceInfo[]>('/api/v1/devices'),
+        api<{ stations: CurrentAqi[]; zones: CurrentAqi[] }>('/api/v1/aqi').catch(() => ({ stations: [], zones: [] })),
+        api<IndicatorEvent[]>('/api/v1/indicators').catch(() => []),
+        api<AlarmRecord[]>('/api/v1/alarms?limit=200').catch(() => []),
+        api<CommandRecord[]>('/api/v1/commands?limit=200').catch(() => []),
+      ]);
+      this.city = city;
+      this.scales = scales;
+      this.devices = new Map(devices.map((d) => [d.id, d]));
+      for (const c of [...aqi.stations, ...aqi.zones]) {
+        const h = c.hour;
+        if (!h) continue;
+        const now: AqiNow = { id: c.id, zone: c.zone, time: Date.parse(h.time), vn: h.vn, epa: h.epa };
+        (c.scope === 'station' ? this.stationAqi : this.zoneAqi).set(c.id, now);
+      }
+      for (const i of indicators) this.applyIndicator(i, false);
+      this.alarms = new Map(alarms.map((a) => [a.id, a]));
+      for (const c of [...commands].reverse()) this.commands.set(c.id, c);
+      const ack = await socket.timeout(10_000).emitWithAck('subscribe', {});
+      if (ack.ok && ack.snapshot) {
+        for (const r of ack.snapshot.readings) this.latest.set(r.device, r);
+        for (const st of ack.snapshot.statuses) {
+          const d = this.devices.get(st.device);
+          if (d) d.online = st.state === 'online';
+        }
+      }
+      this.conn = 'connected';
+      this.ready = true;
+      this.allDirty = true;
+      document.documentElement.lang = this.lang;
+      this.changed();
+    } catch (err) {
+      // The socket reconnects by itself; a failed resync is retried at the next connect.
+      if (!(err instanceof ApiError && err.status === 401)) console.warn('resync failed', err);
+      socket.disconnect().connect();
+    }
+  }
+
+  private applyReading(r: EnrichedReading): void {
+    const prev = this.latest.get(r.device);
+    if (!prev || prev.time <= r.time) this.latest.set(r.device, r);
+    for (const fn of this.readingListeners) fn(r);
+    this.changed(r.device);
+  }
+
+  private applyAqi(a: AqiEvent): void {
+    if (a.period !== 'hour') return;
+    const map = a.scope === 'station' ? this.stationAqi : this.zoneAqi;
+    const prev = map.get(a.id);
+    if (prev && prev.time > a.time) return;
+    map.set(a.id, { id: a.id, zone: a.zone, time: a.time, vn: a.vn, epa: a.epa });
+    this.changed(a.scope === 'station' ? a.id : undefined);
+  }
+
+  private applyIndicator(i: IndicatorEvent, notify = true): void {
+    if (i.scope === 'device') this.deviceIndicators.set(i.id, i.values);
+    else if (i.scope === 'city' && (i.family === 'traffic' || i.family === 'streetLight')) this.cityIndicators[i.family] = i.values;
+    if (notify) this.changed(i.scope === 'device' ? i.id : undefined);
+  }
+
+  private pushFeed(kind: FeedItem['kind'], key: Key, vars: Record<string, string>, device?: string): void {
+    this.feed.unshift({ id: ++this.feedSeq, at: Date.now(), kind, key, vars, device });
+    if (this.feed.length > FEED_MAX) this.feed.length = FEED_MAX;
+  }
+
+  dismissAnnouncement(id: number): void {
+    this.announcements = this.announcements.filter((a) => a.id !== id);
+    this.changed();
+  }
+
+  /** The colour of an index on the chosen scale, from GET /api/v1/aqi/scales. */
+  aqiColour(v: IndexValue | null | undefined): string | undefined {
+    if (!v) return undefined;
+    return this.scales?.[this.scale].categories.find((c) => c.level === v.level)?.color;
+  }
+
+  aqiName(v: IndexValue | null | undefined): string {
+    if (!v) return this.t('unknown');
+    return this.scales?.[this.scale].categories.find((c) => c.level === v.level)?.name[this.lang] ?? v.category;
+  }
+}
+
+interface CurrentAqi {
+  scope: 'station' | 'zone';
+  id: string;
+  zone: string;
+  hour: { time: string; vn: IndexValue | null; epa: IndexValue | null } | null;
+}
+
+const RULE_KEYS: Record<string, Key> = {
+  'lamp-fault': 'ruleLampFault',
+  'lamp-on-in-daylight': 'ruleLampOnInDaylight',
+  congestion: 'ruleCongestion',
+  'aqi-category': 'ruleAqiCategory',
+  'device-offline': 'ruleDeviceOffline',
+};
+
+/** Built-in rules by their fixed ids; an own rule shows its id. */
+export function ruleName(s: Store, rule: string): string {
+  const key = RULE_KEYS[rule];
+  return key ? s.t(key) : s.t('ruleOther', { rule });
+}
+
+export type { Store };
+export const store = new Store();
