@@ -118,13 +118,21 @@ export function createAlarms(opts: AlarmsOptions, deps: AlarmsDeps): Alarms {
       return;
     }
     queue.push(job);
-    draining ??= drain();
+    // drain() may finish synchronously (synchronous jobs): it sets `draining` itself, before its first await.
+    if (!draining) void drain();
   };
-  async function drain(): Promise<void> {
+  function drain(): Promise<void> {
+    let done = () => {};
+    draining = new Promise<void>((resolve) => (done = resolve));
+    return drainLoop().finally(done);
+  }
+  async function drainLoop(): Promise<void> {
     while (queue.length && !stopped) {
       const job = queue.shift() as () => void | Promise<void>;
       try {
-        await job();
+        // Most jobs are synchronous: they run inline, without a promise and a microtask per reading.
+        const pending = job();
+        if (pending instanceof Promise) await pending;
       } catch (err) {
         log.error({ err }, 'alarm rule evaluation failed');
       }
@@ -253,11 +261,27 @@ export function createAlarms(opts: AlarmsOptions, deps: AlarmsDeps): Alarms {
   const readingRules = rules.filter((r) => r.rule.source === 'reading');
   const needsLocation = readingRules.some((r) => r.usesDaylight);
 
-  async function onReading(ev: EnrichedReading): Promise<void> {
+  /** Reading rules per family, computed once (not filtered per reading). */
+  const rulesByFamily = new Map<string, CompiledRule[]>();
+  const relevantRules = (family: string) => {
+    let list = rulesByFamily.get(family);
+    if (!list) {
+      list = readingRules.filter((r) => !r.rule.family || r.rule.family === family);
+      rulesByFamily.set(family, list);
+    }
+    return list;
+  };
+
+  /** Synchronous unless the device's location must be looked up first (then a promise). */
+  function onReading(ev: EnrichedReading): void | Promise<void> {
+    if (!relevantRules(ev.family).length) return;
+    if (needsLocation && !deviceMeta.has(ev.device)) return ensureMeta(ev.device).then(() => evaluateReading(ev));
+    evaluateReading(ev);
+  }
+
+  function evaluateReading(ev: EnrichedReading): void {
     const at = now();
-    const relevant = readingRules.filter((r) => !r.rule.family || r.rule.family === ev.family);
-    if (!relevant.length) return;
-    if (needsLocation) await ensureMeta(ev.device);
+    const relevant = relevantRules(ev.family);
     const prevState = deviceState.get(ev.device);
     const fresh = !prevState || ev.time >= prevState.time;
     let fields: Fields | undefined;
@@ -332,7 +356,9 @@ export function createAlarms(opts: AlarmsOptions, deps: AlarmsDeps): Alarms {
   }
 
   const listeners = {
-    reading: (r: EnrichedReading) => push(() => onReading(r)),
+    reading: (r: EnrichedReading) => {
+      if (relevantRules(r.family).length) push(() => onReading(r));
+    },
     status: (s: StatusEvent) => push(() => onStatus(s)),
     aqi: (a: AqiEvent) => push(() => onAqi(a)),
   };

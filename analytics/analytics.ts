@@ -112,8 +112,17 @@ interface Station {
 interface Junction {
   id: string;
   zone: string;
-  /** Readings inside the window, by observation time. */
+  /** Readings inside the window, by observation time (from index `head` on: evicted entries are skipped, not shifted). */
   window: { t: number; intensity: number; speed?: number }[];
+  head: number;
+  /** Observation times inside the window: a resent reading is recognised without scanning the window. */
+  times: Set<number>;
+  /**
+   * Running sums over the window (vehicles, speed·vehicles, vehicles with a speed, speeds, readings with a speed),
+   * so a reading costs O(1) however many readings the window holds (a device flushing a backlog fills it).
+   * Recomputed from the window once as many readings were evicted as it holds, so float error cannot build up.
+   */
+  sums: { vehicles: number; wsum: number; w: number; ssum: number; sn: number; evicted: number };
   latestT: number;
   latest: { occupancy?: number; speed?: number; congested?: boolean; intensity: number };
 }
@@ -155,7 +164,7 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
     },
   );
   /** Lines waiting for the next store tick, by subject key (the latest value of a subject wins). */
-  const pending = new Map<string, { line: string; family: Family; device: string }>();
+  const pending = new Map<string, { line: () => string | undefined; family: Family; device: string }>();
   /** Zone/city indicator subjects changed since the last store tick and since the last emit. */
   const storeDirty = new Set<string>();
   const emitDirty = new Set<string>();
@@ -168,20 +177,30 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
 
   // ---------- storage and emission ----------
 
-  function store(key: string, line: string | undefined, family: Family, device: string): void {
-    if (!line) return;
-    if (opts.storeIntervalMs === 0) writer.writePoints([{ line, family, device }]);
-    else pending.set(key, { line, family, device });
+  /**
+   * Stores a subject's point: now (storeIntervalMs 0) or at the next store tick, the latest call per key winning.
+   * `line` builds the line protocol: only when it is written, not on every reading that supersedes it.
+   */
+  function store(key: string, line: () => string | undefined, family: Family, device: string): void {
+    if (opts.storeIntervalMs === 0) {
+      const text = line();
+      if (text) writer.writePoints([{ line: text, family, device }]);
+    } else pending.set(key, { line, family, device });
   }
 
   function flushStore(): void {
     for (const key of storeDirty) {
       const [id, family] = splitKey(key);
       const e = aggregate(id, family);
-      if (e) store(`i|${key}`, indicatorLine(e), family, id);
+      if (e) store(`i|${key}`, () => indicatorLine(e), family, id);
     }
     storeDirty.clear();
-    if (pending.size) writer.writePoints([...pending.values()]);
+    const points: { line: string; family: Family; device: string }[] = [];
+    for (const p of pending.values()) {
+      const line = p.line();
+      if (line) points.push({ line, family: p.family, device: p.device });
+    }
+    if (points.length) writer.writePoints(points);
     pending.clear();
   }
 
@@ -268,7 +287,7 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
     for (const h of hours) {
       const ev = stationEvents(st, h);
       for (const e of [ev.hour, ev.day]) {
-        store(`a|station|${st.id}|${e.period}|${e.time}`, aqiLine(e), 'airQuality', st.id);
+        store(`a|station|${st.id}|${e.period}|${e.time}`, () => aqiLine(e), 'airQuality', st.id);
         if (h !== st.newestHour) continue;
         if (e.period === 'hour') st.hour = e;
         else st.day = e;
@@ -297,7 +316,7 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
         epa: worst((x) => x.epa?.aqi ?? -1).epa,
       };
       cur[period] = e;
-      store(`a|zone|${zone}|${period}|${newest}`, aqiLine(e), 'airQuality', zone);
+      store(`a|zone|${zone}|${period}|${newest}`, () => aqiLine(e), 'airQuality', zone);
       if (emit) throttled(`aqi|zone|${zone}|${period}`, opts.aqiEmitIntervalMs, () => deps.bus.emit('aqi', e));
     }
     zoneAqi.set(zone, cur);
@@ -317,20 +336,7 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
   }
 
   function junctionValues(j: Junction): Record<string, number> {
-    let vehicles = 0;
-    let wsum = 0;
-    let w = 0;
-    let ssum = 0;
-    let sn = 0;
-    for (const x of j.window) {
-      vehicles += x.intensity;
-      if (x.speed !== undefined) {
-        wsum += x.speed * x.intensity;
-        w += x.intensity;
-        ssum += x.speed;
-        sn++;
-      }
-    }
+    const { vehicles, wsum, w, ssum, sn } = j.sums;
     const out: Record<string, number> = {
       vehiclesPerHour: Math.round((vehicles * HOUR_MS) / opts.trafficWindowMs),
       congestionLevel: congestionLevel(j),
@@ -343,19 +349,32 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
   function onTraffic(r: EnrichedReading, live: boolean): void {
     let j = junctions.get(r.device);
     if (!j) {
-      j = { id: r.device, zone: r.zone, window: [], latestT: 0, latest: { intensity: 0 } };
+      j = {
+        id: r.device,
+        zone: r.zone,
+        window: [],
+        head: 0,
+        times: new Set(),
+        sums: { vehicles: 0, wsum: 0, w: 0, ssum: 0, sn: 0, evicted: 0 },
+        latestT: 0,
+        latest: { intensity: 0 },
+      };
       junctions.set(r.device, j);
     }
     j.zone = r.zone;
     const f = r.fields;
     const intensity = typeof f.intensity === 'number' ? f.intensity : 0;
     const speed = typeof f.averageVehicleSpeed === 'number' ? f.averageVehicleSpeed : undefined;
-    if (j.window.some((x) => x.t === r.time)) return; // a resent reading
+    if (j.times.has(r.time)) return; // a resent reading
     // The reading's time is the end of its counting period (dateObserved, else dateObservedTo): the whole
     // count belongs to the window that contains that time.
     let i = j.window.length;
-    while (i > 0 && (j.window[i - 1] as { t: number }).t > r.time) i--;
-    j.window.splice(i, 0, { t: r.time, intensity, speed });
+    while (i > j.head && (j.window[i - 1] as { t: number }).t > r.time) i--;
+    const entry = { t: r.time, intensity, speed };
+    if (i === j.window.length) j.window.push(entry);
+    else j.window.splice(i, 0, entry);
+    j.times.add(r.time);
+    addToSums(j.sums, entry, 1);
     if (r.time >= j.latestT) {
       j.latestT = r.time;
       j.latest = {
@@ -365,13 +384,44 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
         congested: typeof f.congested === 'boolean' ? f.congested : undefined,
       };
     }
-    const from = j.latestT - opts.trafficWindowMs;
-    while (j.window.length && (j.window[0] as { t: number }).t <= from) j.window.shift();
+    evictWindow(j, j.latestT - opts.trafficWindowMs);
     if (!live) return;
     const e: IndicatorEvent = { scope: 'device', id: j.id, zone: j.zone, family: 'traffic', time: r.time, values: junctionValues(j) };
     deps.bus.emit('indicator', e);
-    store(`i|device|${j.id}`, indicatorLine(e), 'traffic', j.id);
+    store(`i|device|${j.id}`, () => indicatorLine(e), 'traffic', j.id);
     touchAggregates(j.zone, 'traffic');
+  }
+
+  function addToSums(s: Junction['sums'], x: { intensity: number; speed?: number }, sign: 1 | -1): void {
+    s.vehicles += sign * x.intensity;
+    if (x.speed !== undefined) {
+      s.wsum += sign * x.speed * x.intensity;
+      s.w += sign * x.intensity;
+      s.ssum += sign * x.speed;
+      s.sn += sign;
+    }
+  }
+
+  /** Drops readings at or before `from` from the window (and its sums). */
+  function evictWindow(j: Junction, from: number): void {
+    const s = j.sums;
+    while (j.head < j.window.length && (j.window[j.head] as { t: number }).t <= from) {
+      const x = j.window[j.head++] as Junction['window'][number];
+      j.times.delete(x.t);
+      addToSums(s, x, -1);
+      s.evicted++;
+    }
+    // Compact the array once half of it is evicted (amortised O(1) per reading).
+    if (j.head > 64 && j.head * 2 > j.window.length) {
+      j.window = j.window.slice(j.head);
+      j.head = 0;
+    }
+    if (s.evicted > j.window.length - j.head) {
+      // As many evictions as readings left: recompute exactly (amortised O(1)), so rounding never accumulates.
+      const fresh = { vehicles: 0, wsum: 0, w: 0, ssum: 0, sn: 0, evicted: 0 };
+      for (let k = j.head; k < j.window.length; k++) addToSums(fresh, j.window[k] as Junction['window'][number], 1);
+      j.sums = fresh;
+    }
   }
 
   // ---------- street lights ----------
@@ -466,7 +516,8 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
     if (!live) return;
     const e: IndicatorEvent = { scope: 'device', id: l.id, zone: l.zone, family: 'streetLight', time: r.time, values: lampValues(l) };
     deps.bus.emit('indicator', e);
-    store(`i|device|${l.id}`, indicatorLine(e, lampCheckpoint(l)), 'streetLight', l.id);
+    const checkpoint = lampCheckpoint(l);
+    store(`i|device|${l.id}`, () => indicatorLine(e, checkpoint), 'streetLight', l.id);
     touchAggregates(l.zone, 'streetLight');
   }
 
@@ -480,7 +531,7 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
       const k = keyOf(id, family);
       if (opts.storeIntervalMs === 0) {
         const e = aggregate(id, family);
-        if (e) store(`i|${k}`, indicatorLine(e), family, id);
+        if (e) store(`i|${k}`, () => indicatorLine(e), family, id);
       } else storeDirty.add(k);
       if (opts.indicatorEmitIntervalMs === 0) {
         const e = aggregate(id, family);

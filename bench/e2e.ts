@@ -6,6 +6,7 @@
  * so "stored" is simply the point count of that database and runs cannot disturb each other's numbers.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -15,7 +16,26 @@ import { leafZones } from '../registry/index.ts';
 import { CONFIG_SCHEMA, loadConfig, type ConfigInput } from '../platform/config.ts';
 import { startLocalInflux, type LocalInflux } from '../platform/influxdb-local.ts';
 import { createPlatform, type Platform, type PlatformAddresses } from '../platform/platform.ts';
-import type { BenchDevice, LatencyArgs, LatencyResult, LoadRequest, LoadResponse, ThroughputArgs, ThroughputResult } from './load.ts';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { Aedes } from 'aedes';
+import type {
+  BenchDevice,
+  IdleArgs,
+  IdleResult,
+  LatencyArgs,
+  LatencyResult,
+  LoadRequest,
+  LoadResponse,
+  SinkArgs,
+  SinkResult,
+  SocketsArgs,
+  SocketsResult,
+  StormArgs,
+  StormResult,
+  ThroughputArgs,
+  ThroughputResult,
+} from './load.ts';
 import { summarize, type LatencySummary } from './stats.ts';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
@@ -37,6 +57,11 @@ export interface BenchEnv {
   /** From the X-Influxdb-Version header of /ping. */
   influxVersion: string;
   load: LoadGenerator;
+  /**
+   * A second device process, started on first use: the baseline's subscriber, the fan-out's load sockets, and
+   * half of the idle devices (a process may hold 20,000 file descriptors).
+   */
+  helper(): LoadGenerator;
   /** Temp folder of this bench: InfluxDB and every run's platform data live below it. */
   dir: string;
   /** Cleanups of runs in progress, so close() on Ctrl-C also stops a running platform. */
@@ -61,12 +86,14 @@ export async function startBenchEnv(): Promise<BenchEnv> {
   let env: BenchEnv | undefined;
   let influx: LocalInflux | undefined;
   let load: LoadGenerator | undefined;
+  let second: LoadGenerator | undefined;
   let closing: Promise<void> | undefined;
   const active = new Set<() => Promise<void>>();
   const close = () =>
     (closing ??= (async () => {
       await Promise.all([...active].map((stop) => stop()));
       await load?.close();
+      await second?.close();
       // The current instance: the drain phase replaces the first one (stop() is idempotent).
       await (env?.influx ?? influx)?.stop();
       await rm(tmp, { recursive: true, force: true });
@@ -76,7 +103,15 @@ export async function startBenchEnv(): Promise<BenchEnv> {
     const ping = await fetch(`${influx.url}/ping`);
     const influxVersion = ping.headers.get('x-influxdb-version') ?? 'unknown';
     load = new LoadGenerator();
-    env = { influx, influxVersion, load, dir: tmp, active, close };
+    env = {
+      influx,
+      influxVersion,
+      load,
+      helper: () => (second ??= new LoadGenerator()),
+      dir: tmp,
+      active,
+      close,
+    };
     return env;
   } catch (err) {
     await close();
@@ -120,6 +155,34 @@ export class LoadGenerator {
     return this.request({ id: this.nextId++, cmd: 'latency', args }) as Promise<Answer<LatencyResult>>;
   }
 
+  sink(args: SinkArgs): Promise<Answer<SinkResult>> {
+    return this.request({ id: this.nextId++, cmd: 'sink', args }) as Promise<Answer<SinkResult>>;
+  }
+
+  sinkStop(): Promise<Answer<SinkResult>> {
+    return this.request({ id: this.nextId++, cmd: 'sinkStop', args: {} }) as Promise<Answer<SinkResult>>;
+  }
+
+  idle(args: IdleArgs): Promise<Answer<IdleResult>> {
+    return this.request({ id: this.nextId++, cmd: 'idle', args }) as Promise<Answer<IdleResult>>;
+  }
+
+  release(): Promise<Answer<IdleResult>> {
+    return this.request({ id: this.nextId++, cmd: 'release', args: {} }) as Promise<Answer<IdleResult>>;
+  }
+
+  storm(args: StormArgs): Promise<Answer<StormResult>> {
+    return this.request({ id: this.nextId++, cmd: 'storm', args }) as Promise<Answer<StormResult>>;
+  }
+
+  sockets(args: SocketsArgs): Promise<Answer<SocketsResult>> {
+    return this.request({ id: this.nextId++, cmd: 'sockets', args }) as Promise<Answer<SocketsResult>>;
+  }
+
+  socketsStop(): Promise<Answer<SocketsResult>> {
+    return this.request({ id: this.nextId++, cmd: 'socketsStop', args: {} }) as Promise<Answer<SocketsResult>>;
+  }
+
   async close(): Promise<void> {
     if (this.exited) return;
     const gone = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
@@ -153,6 +216,8 @@ export interface CpuShare {
   others: number;
   /** Unused CPU: a throughput run with idle CPU is limited by something other than CPU. */
   idle: number;
+  /** CPU time of the platform process meanwhile, ms: per reading, the figure other processes disturb least. */
+  platformMs: number;
 }
 
 /**
@@ -181,6 +246,7 @@ function cpuMeter(influxdPid: number | undefined): { stop(devicesCpuMs: number):
         // Machine-wide busy time minus ours: catches short-lived processes too (other sessions' test runs).
         others: Math.max(0, pct(machine1.busy - machine0.busy - platform - devicesCpuMs - influxd)),
         idle: pct(machine1.idle - machine0.idle),
+        platformMs: platform,
       };
     },
   };
@@ -227,6 +293,11 @@ interface RunContext {
 interface PlatformOptions {
   /** durability.fsync of the platform (default: the shipped default, true). */
   fsync?: boolean;
+  /** Keep the per-device rate limit at its default (the storm: a realistic backlog flush, within the burst). */
+  rateLimit?: boolean;
+  /** Broker options beside host and port (connection limits for thousands of bench devices from one address). */
+  broker?: ConfigInput['broker'];
+
   /** Log lines the run causes on purpose (InfluxDB stopped): kept apart from the warnings. */
   expected?: RegExp;
 }
@@ -255,7 +326,7 @@ async function withPlatform<T>(
     overrides: {
       dataDir,
       cityProfile: join(REPO, 'cities/bac-giang.json'),
-      broker: { host: '127.0.0.1', port: 0 },
+      broker: { ...opts.broker, host: '127.0.0.1', port: 0 },
       api: { host: '127.0.0.1', port: 0 },
       influx: { url: env.influx.url, database },
       log: { level: 'warn' },
@@ -263,7 +334,7 @@ async function withPlatform<T>(
       // ingest and durability: defaults on purpose (the figures are for the shipped settings), but for the
       // fsync comparison and the per-device rate limit (RATE_LIMIT_OFF). The durable log is in dataDir/wal, on the file system of the temp folder.
       ...(opts.fsync === undefined ? {} : { durability: { fsync: opts.fsync } }),
-      ingest: benchIngest,
+      ...(opts.rateLimit ? {} : { ingest: benchIngest }),
     },
   });
   const platform = createPlatform(config, { logDestination });
@@ -373,6 +444,8 @@ export interface LatencyOptions {
   seconds: number;
   rate: number;
   samples: number;
+  /** The measuring socket asks for batched events. */
+  batch?: boolean;
 }
 
 export interface LatencyRun {
@@ -388,8 +461,15 @@ export interface LatencyRun {
   warnings: string[];
 }
 
-export async function runLatency(env: BenchEnv, o: LatencyOptions, name: string): Promise<LatencyRun> {
+export async function runLatency(
+  env: BenchEnv,
+  o: LatencyOptions,
+  name: string,
+  /** Runs before the load starts; its result runs once the load ended (extra sockets of the fan-out). */
+  around?: (platform: Platform, addr: PlatformAddresses) => Promise<() => Promise<void>>,
+): Promise<LatencyRun> {
   return withPlatform(env, name, o.devices, async ({ platform, addr, database, devices, warnings }) => {
+    const after = await around?.(platform, addr);
     const cpu = cpuMeter(env.influx.pid);
     const { result: r, cpuMs } = await env.load.latency({
       mqttUrl: addr.mqtt,
@@ -402,8 +482,10 @@ export async function runLatency(env: BenchEnv, o: LatencyOptions, name: string)
       rate: o.rate,
       samples: o.samples,
       base: timeBase(),
+      batch: o.batch,
     });
     const cpuShare = cpu.stop(cpuMs);
+    await after?.();
     await platform.parts.ingest.flush(60_000);
     const stored = await countReadings(env.influx.url, database);
     return {
@@ -603,4 +685,271 @@ async function influxQuery(influxUrl: string, database: string, q: string): Prom
   const error = body.results?.[0]?.error;
   if (!res.ok || error) throw new Error(`InfluxDB query failed (HTTP ${res.status}): ${error ?? JSON.stringify(body)}\nquery: ${q}`);
   return body;
+}
+
+// ---------- the bare-broker baseline (issue 7) ----------
+
+export interface BaselineRun {
+  ackedReadings: number;
+  ackedMessages: number;
+  /** Messages the one subscriber received (relayed by the broker). */
+  relayedMessages: number;
+  /** acked − relayed messages (0: the broker relayed everything it acknowledged). */
+  loss: number;
+  publishSeconds: number;
+  ackedPerSecond: number;
+  cpu: CpuShare;
+}
+
+/**
+ * A bare Aedes broker (defaults, no hooks, in this process as the platform would be) relaying QoS 1 to one
+ * QoS 1 subscriber in the helper process, loaded by the same load generator with the same payloads as the
+ * throughput runs: the ceiling the platform's broker path is compared with.
+ */
+export async function runBaseline(
+  env: BenchEnv,
+  o: { devices: number; seconds: number; window: number; readingsPerMessage: number },
+): Promise<BaselineRun> {
+  const aedes = await Aedes.createBroker();
+  const server = net.createServer(aedes.handle);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `mqtt://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+  const sink = env.helper();
+  try {
+    await sink.sink({ mqttUrl: url, topic: 'devices/+/telemetry' });
+    const devices = Array.from({ length: o.devices }, (_, i) => ({ id: `tf-base-${String(i).padStart(4, '0')}`, token: 'x' }));
+    const cpu = cpuMeter(env.influx.pid);
+    const { result: r, cpuMs } = await env.load.throughput({
+      mqttUrl: url,
+      devices,
+      seconds: o.seconds,
+      window: o.window,
+      readingsPerMessage: o.readingsPerMessage,
+      base: timeBase(),
+    });
+    const share = cpu.stop(cpuMs);
+    // The last relays may trail the publishers' acks by a moment.
+    await new Promise((res) => setTimeout(res, 1000));
+    const relayed = (await sink.sinkStop()).result.messages;
+    const publishSeconds = Number(r.lastAckNs - r.startNs) / 1e9;
+    return {
+      ackedReadings: r.readings,
+      ackedMessages: r.messages,
+      relayedMessages: relayed,
+      loss: r.messages - relayed,
+      publishSeconds,
+      ackedPerSecond: r.readings / publishSeconds,
+      cpu: share,
+    };
+  } finally {
+    await sink.sinkStop().catch(() => undefined);
+    await new Promise<void>((resolve) => aedes.close(() => resolve()));
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}
+
+// ---------- idle connections and memory (issue 7) ----------
+
+/** Full garbage collection without --expose-gc, so resident memory is measured after, not before, collection. */
+const gc: () => void = (() => {
+  setFlagsFromString('--expose-gc');
+  return runInNewContext('gc') as () => void;
+})();
+
+const rssMiB = () => process.memoryUsage().rss / 2 ** 20;
+
+async function settledRss(): Promise<number> {
+  for (let i = 0; i < 3; i++) {
+    gc();
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return rssMiB();
+}
+
+export interface ConnectionsRun {
+  devices: number;
+  connected: number;
+  /** Platform's count of online devices once every device had its CONNACK. */
+  online: number;
+  connectSeconds: number;
+  /** Resident memory of the platform process (this process: platform + bench harness), MiB, after a full GC. */
+  rssBeforeMiB: number;
+  rssAfterMiB: number;
+  heapAfterMiB: number;
+  /** (after − before) / devices, KiB. */
+  perDeviceKiB: number;
+  /** Resident memory while the devices connected (before GC), MiB. */
+  rssPeakMiB: number;
+  warnings: string[];
+}
+
+/** Broker limits for thousands of bench devices connecting from one loopback address (real ones come from many). */
+export const MANY_DEVICES_BROKER: ConfigInput['broker'] = { maxConnectionAttemptsPerAddress: 0, maxConnections: 19_000 };
+
+/**
+ * Idle devices held by one platform: `devices` MQTT connections (half in each device process), resident memory
+ * of the platform process before and after (both after a full GC), and the platform's own online count.
+ */
+export async function runConnections(env: BenchEnv, o: { devices: number; concurrency: number }, name: string): Promise<ConnectionsRun> {
+  return withPlatform(
+    env,
+    name,
+    o.devices,
+    async ({ platform, addr, devices, warnings }) => {
+      const rssBefore = await settledRss();
+      let peak = rssBefore;
+      const sampler = setInterval(() => (peak = Math.max(peak, rssMiB())), 100);
+      const half = Math.ceil(devices.length / 2);
+      const parts = [devices.slice(0, half), devices.slice(half)].filter((p) => p.length);
+      const gens = [env.load, env.helper()];
+      try {
+        const t0 = process.hrtime.bigint();
+        const answers = await Promise.all(
+          parts.map((p, i) =>
+            (gens[i] as LoadGenerator).idle({ mqttUrl: addr.mqtt, devices: p, concurrency: o.concurrency, keepaliveSeconds: 300 }),
+          ),
+        );
+        const connectSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+        // The 'client' event (online) may trail the CONNACK by a tick.
+        for (const until = Date.now() + 5000; platform.parts.broker.onlineCount() < devices.length && Date.now() < until; )
+          await new Promise((r) => setTimeout(r, 50));
+        const online = platform.parts.broker.onlineCount();
+        clearInterval(sampler);
+        const rssAfter = await settledRss();
+        const connected = answers.reduce((n, a) => n + a.result.connected, 0);
+        return {
+          devices: devices.length,
+          connected,
+          online,
+          connectSeconds,
+          rssBeforeMiB: rssBefore,
+          rssAfterMiB: rssAfter,
+          heapAfterMiB: process.memoryUsage().heapUsed / 2 ** 20,
+          perDeviceKiB: ((rssAfter - rssBefore) * 1024) / Math.max(1, online),
+          rssPeakMiB: peak,
+          warnings,
+        };
+      } finally {
+        clearInterval(sampler);
+        await Promise.all(parts.map((_, i) => (gens[i] as LoadGenerator).release().catch(() => undefined)));
+      }
+    },
+    { broker: MANY_DEVICES_BROKER },
+  );
+}
+
+// ---------- reconnect storm (issue 7) ----------
+
+export interface StormRun {
+  devices: number;
+  /** Readings flushed per device after reconnecting. */
+  backlog: number;
+  ackedReadings: number;
+  storedReadings: number;
+  loss: number;
+  /** Cut → last device reconnected (CONNACK), s. */
+  reconnectSeconds: number;
+  /** Cut → last PUBACK, s. */
+  ackedSeconds: number;
+  /** Cut → every acknowledged reading stored in InfluxDB (ingest.flush), s: the storm absorbed. */
+  storedSeconds: number;
+  connectRetries: number;
+  flushed: boolean;
+  writer: WriterCounters;
+  cpu: CpuShare;
+  warnings: string[];
+}
+
+/**
+ * `devices` idle devices (platform defaults, rate limit included; only the per-address connection limits are
+ * lifted) lose their connections at once, reconnect at once and each flush `backlog` readings (QoS 1,
+ * `readingsPerMessage` a message). Measured: cut → every acknowledged reading stored; acked vs stored.
+ */
+export async function runStorm(
+  env: BenchEnv,
+  o: { devices: number; backlog: number; readingsPerMessage: number; window: number; concurrency: number },
+  name: string,
+): Promise<StormRun> {
+  return withPlatform(
+    env,
+    name,
+    o.devices,
+    async ({ platform, addr, database, devices, warnings }) => {
+      const half = Math.ceil(devices.length / 2);
+      const parts = [devices.slice(0, half), devices.slice(half)].filter((p) => p.length);
+      const gens = [env.load, env.helper()];
+      await Promise.all(
+        parts.map((p, i) =>
+          (gens[i] as LoadGenerator).idle({ mqttUrl: addr.mqtt, devices: p, concurrency: o.concurrency, keepaliveSeconds: 300 }),
+        ),
+      );
+      const cpu = cpuMeter(env.influx.pid);
+      const base = timeBase();
+      const answers = await Promise.all(
+        parts.map((_, i) =>
+          (gens[i] as LoadGenerator).storm({
+            mqttUrl: addr.mqtt,
+            backlog: o.backlog,
+            readingsPerMessage: o.readingsPerMessage,
+            window: o.window,
+            base,
+            timeoutSeconds: 120,
+          }),
+        ),
+      );
+      const flushed = await platform.parts.ingest.flush(120_000);
+      const storedNs = process.hrtime.bigint();
+      const cpuMs = answers.reduce((n, a) => n + a.cpuMs, 0);
+      const share = cpu.stop(cpuMs);
+      const stored = await countReadings(env.influx.url, database);
+      const rs = answers.map((a) => a.result);
+      // Both device processes cut at about the same moment; the earlier cut is the start.
+      const cut = rs.reduce((m, r) => (r.cutNs < m ? r.cutNs : m), rs[0]?.cutNs ?? 0n);
+      const max = (f: (r: StormResult) => bigint) => rs.reduce((m, r) => (f(r) > m ? f(r) : m), 0n);
+      const secs = (t: bigint) => Number(t - cut) / 1e9;
+      const acked = rs.reduce((n, r) => n + r.readings, 0);
+      return {
+        devices: devices.length,
+        backlog: o.backlog,
+        ackedReadings: acked,
+        storedReadings: stored,
+        loss: acked - stored,
+        reconnectSeconds: secs(max((r) => r.reconnectedNs)),
+        ackedSeconds: secs(max((r) => r.lastAckNs)),
+        storedSeconds: secs(storedNs),
+        connectRetries: rs.reduce((n, r) => n + r.connectRetries, 0),
+        flushed,
+        writer: writerCounters(platform),
+        cpu: share,
+        warnings,
+      };
+    },
+    { broker: MANY_DEVICES_BROKER, rateLimit: true },
+  );
+}
+
+// ---------- fan-out (issue 7) ----------
+
+export interface FanoutRun extends LatencyRun {
+  sockets: number;
+  /** Frames and bytes the load sockets received, and how many of them the server closed (slow consumers). */
+  loadFrames: number;
+  loadBytes: number;
+  loadClosed: number;
+}
+
+/**
+ * The latency run with `sockets − 1` more dashboard sockets subscribed to everything (raw WebSocket clients in
+ * the helper process); the measuring socket subscribes last, so the server writes to it last.
+ */
+export async function runFanout(env: BenchEnv, o: LatencyOptions & { sockets: number; batch: boolean }, name: string): Promise<FanoutRun> {
+  const helper = env.helper();
+  let load: SocketsResult = { frames: 0, bytes: 0, closed: 0 };
+  const run = await runLatency(env, o, name, async (platform, addr) => {
+    await helper.sockets({ apiUrl: addr.api, apiToken: platform.adminToken, count: o.sockets - 1, batch: o.batch });
+    return async () => {
+      load = (await helper.socketsStop()).result;
+    };
+  });
+  return { ...run, sockets: o.sockets, loadFrames: load.frames, loadBytes: load.bytes, loadClosed: load.closed };
 }

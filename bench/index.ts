@@ -1,8 +1,9 @@
 /**
  * citypulse end-to-end benchmark: MQTT devices → broker → ingest (durable log) → InfluxDB and the live socket.io API.
  *
- *   npm run bench [-- all|throughput|latency|drain] [--devices=50] [--seconds=6] [--runs=3] [--window=20]
- *                 [--rate=2000] [--latency-seconds=10] [--samples=20] [--warmup=3] [--drain-readings=200000]
+ *   npm run bench [-- all|throughput|latency|fanout|connections|storm|drain] [--devices=50] [--seconds=6] [--runs=3]
+ *                 [--window=20] [--rate=5000] [--latency-seconds=10] [--samples=20] [--warmup=3] [--drain-readings=200000]
+ *                 [--idle-devices=15000] [--connect-concurrency=500] [--storm-devices=10000] [--storm-backlog=60] [--sockets=200]
  *
  * Everything runs on this machine over loopback: a private InfluxDB in a temp folder, a fresh platform per run
  * on ephemeral ports, and the devices in a child process. Prints each run, the medians, and a markdown table
@@ -11,6 +12,10 @@
  * - throughput: QoS 1 at 1 and 10 readings/message, each run once with durability.fsync on (the default) and
  *   once off, alternating, so both settings see the same machine conditions.
  * - latency: publish → socket.io and publish → queryable at a steady rate (platform defaults).
+ *   Beside each, a bare Aedes broker relaying the same load to one QoS 1 subscriber (the in-run baseline).
+ * - fanout: the latency run with 200 dashboard sockets subscribed to everything (batched, and once one event per reading).
+ * - connections: idle devices held by one platform and the resident memory per device.
+ * - storm: idle devices cut at once, reconnecting at once and flushing a backlog; cut → all stored, loss.
  * - drain: InfluxDB stopped, a fixed number of acknowledged readings published, InfluxDB restarted, time until
  *   the durable log is empty.
  */
@@ -20,21 +25,29 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
+  runBaseline,
+  runConnections,
   runDrain,
+  runFanout,
   runLatency,
+  runStorm,
   RATE_LIMIT_OFF,
   runThroughput,
   startBenchEnv,
+  type BaselineRun,
   type BenchEnv,
+  type ConnectionsRun,
   type CpuShare,
   type DrainRun,
+  type FanoutRun,
   type LatencyRun,
+  type StormRun,
   type ThroughputRun,
 } from './e2e.ts';
 import { int, markdownTable, median, ms, percentileSorted, textTable } from './stats.ts';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
-const COMMANDS = ['all', 'throughput', 'latency', 'drain'] as const;
+const COMMANDS = ['all', 'throughput', 'latency', 'connections', 'storm', 'fanout', 'drain'] as const;
 type Command = (typeof COMMANDS)[number];
 
 /** A mistake on the command line: the message is enough, no stack trace. */
@@ -46,11 +59,16 @@ const OPTIONS = {
   seconds: [6, 1, 60],
   runs: [3, 1, 9],
   window: [20, 1, 1000],
-  rate: [2000, 1, 50_000],
+  rate: [5000, 1, 50_000],
   'latency-seconds': [10, 1, 60],
   samples: [20, 1, 200],
   warmup: [3, 0, 30],
   'drain-readings': [200_000, 1000, 2_000_000],
+  'idle-devices': [15_000, 1, 18_000],
+  'connect-concurrency': [500, 1, 5000],
+  'storm-devices': [10_000, 1, 18_000],
+  'storm-backlog': [60, 1, 1000],
+  sockets: [200, 1, 1000],
 } as const;
 type OptionName = keyof typeof OPTIONS;
 
@@ -58,6 +76,9 @@ type OptionName = keyof typeof OPTIONS;
 const USES: Record<Exclude<Command, 'all'>, OptionName[]> = {
   throughput: ['devices', 'seconds', 'runs', 'window', 'warmup'],
   latency: ['devices', 'rate', 'latency-seconds', 'samples', 'runs', 'warmup'],
+  connections: ['idle-devices', 'connect-concurrency', 'runs'],
+  storm: ['storm-devices', 'storm-backlog', 'connect-concurrency', 'runs'],
+  fanout: ['devices', 'rate', 'sockets', 'latency-seconds', 'runs', 'warmup'],
   drain: ['devices', 'drain-readings', 'window', 'runs', 'warmup'],
 };
 
@@ -74,6 +95,11 @@ interface Options {
   warmup: number;
   /** Readings published during the outage of each drain run. */
   drainReadings: number;
+  idleDevices: number;
+  connectConcurrency: number;
+  stormDevices: number;
+  stormBacklog: number;
+  sockets: number;
   /** Every option by its command-line name, to print the exact command of a figure. */
   values: Record<OptionName, number>;
 }
@@ -104,6 +130,11 @@ function parseOptions(argv: string[]): Options {
     samples: v.samples,
     warmup: v.warmup,
     drainReadings: v['drain-readings'],
+    idleDevices: v['idle-devices'],
+    connectConcurrency: v['connect-concurrency'],
+    stormDevices: v['storm-devices'],
+    stormBacklog: v['storm-backlog'],
+    sockets: v.sockets,
     values: v,
   };
 }
@@ -264,22 +295,31 @@ async function throughputPhase(env: BenchEnv, o: Options, readingsPerMessage: nu
     explainLoss([w], 'warm-up');
   }
   const runs: Record<'on' | 'off', ThroughputRun[]> = { on: [], off: [] };
+  const base: BaselineRun[] = [];
   for (let i = 0; i < o.runs; i++) {
     // Alternating order (on-off, off-on, …): a machine getting busier or quieter does not favour one setting.
-    for (const fsync of i % 2 === 0 ? [true, false] : [false, true]) {
+    // The bare broker runs between them, so all three see the same machine conditions.
+    for (const what of i % 2 === 0 ? (['on', 'base', 'off'] as const) : (['off', 'base', 'on'] as const)) {
+      if (what === 'base') {
+        base.push(await runBaseline(env, { ...opts, seconds: o.seconds }));
+        continue;
+      }
+      const fsync = what === 'on';
       const r = await runThroughput(
         env,
         { ...opts, seconds: o.seconds, fsync },
         `tp${readingsPerMessage}_${fsync ? 'on' : 'off'}_${i + 1}`,
       );
-      runs[fsync ? 'on' : 'off'].push(r);
+      runs[what].push(r);
     }
     const last = (k: 'on' | 'off') => int((runs[k][i] as ThroughputRun).ackedPerSecond);
-    process.stdout.write(`  run ${i + 1}/${o.runs} done (acked/s: fsync on ${last('on')}, off ${last('off')})\n`);
+    process.stdout.write(
+      `  run ${i + 1}/${o.runs} done (acked/s: fsync on ${last('on')}, off ${last('off')}, bare aedes ${int((base[i] as BaselineRun).ackedPerSecond)})\n`,
+    );
   }
   console.log(
     runsTable(
-      ['', 'acked', 'stored', 'loss', 'publish s', 'acked/s', 'e2e s', 'stored/s', ...CPU_HEADER],
+      ['', 'acked', 'stored', 'loss', 'publish s', 'acked/s', 'e2e s', 'stored/s', 'platform CPU µs/reading', ...CPU_HEADER],
       [
         [fsyncLabel(true), runs.on],
         [fsyncLabel(false), runs.off],
@@ -292,14 +332,35 @@ async function throughputPhase(env: BenchEnv, o: Options, readingsPerMessage: nu
         r.ackedPerSecond,
         r.endToEndSeconds,
         r.storedPerSecond,
+        (1000 * r.cpu.platformMs) / Math.max(1, r.ackedReadings),
         ...cpuCells(r.cpu),
       ],
-      [int, int, int, (n) => n.toFixed(2), int, (n) => n.toFixed(2), int, int, int, int, int, int],
+      [int, int, int, (n) => n.toFixed(2), int, (n) => n.toFixed(2), int, (n) => n.toFixed(1), int, int, int, int, int],
     ),
+  );
+  console.log(
+    `  Baseline: a bare Aedes ${packageVersion('aedes')} broker (defaults, no hooks, in the bench process) relaying every QoS 1 publish to one QoS 1 subscriber (helper process), same devices and payloads`,
+  );
+  console.log(
+    runsTable(
+      ['', 'acked', 'relayed msgs', 'lost msgs', 'publish s', 'acked/s', ...CPU_HEADER],
+      [['bare aedes', base]],
+      (r) => [r.ackedReadings, r.relayedMessages, r.loss, r.publishSeconds, r.ackedPerSecond, ...cpuCells(r.cpu)],
+      [int, int, int, (n) => n.toFixed(2), int, int, int, int, int, int],
+    ),
+  );
+  // Run by run (back to back, same conditions): platform stored/s over the bare broker's acked/s.
+  const vsBase = runs.on.map((r, i) => r.storedPerSecond / (base[i] as BaselineRun).ackedPerSecond);
+  const baseMedian = median(base.map((r) => r.ackedPerSecond));
+  const storedOnMedian = median(runs.on.map((r) => r.storedPerSecond));
+  console.log(
+    `  platform (fsync on) stored/s ÷ bare aedes acked/s: medians ${ratio(storedOnMedian / baseMedian)}; run by run ${vsBase.map(ratio).join(', ')}`,
   );
   explainLoss(runs.on, fsyncLabel(true));
   explainLoss(runs.off, fsyncLabel(false));
+  flagDisturbed(base, (r) => r.cpu, 'bare aedes');
   const med = (k: 'on' | 'off', f: (r: ThroughputRun) => number) => median(runs[k].map(f));
+  const cpuPerReading = (r: ThroughputRun) => (1000 * r.cpu.platformMs) / Math.max(1, r.ackedReadings);
   const ackedRatio = med('off', (r) => r.ackedPerSecond) / med('on', (r) => r.ackedPerSecond);
   const storedRatio = med('off', (r) => r.storedPerSecond) / med('on', (r) => r.storedPerSecond);
   // Run i of both settings ran back to back: their ratio shows how much of the difference is run-to-run noise.
@@ -314,6 +375,11 @@ async function throughputPhase(env: BenchEnv, o: Options, readingsPerMessage: nu
   const cmd = commandFor(o, 'throughput');
   const what = `${o.devices} devices, QoS 1, ${readingsPerMessage} reading${readingsPerMessage > 1 ? 's' : ''}/message`;
   return [
+    {
+      figure: `Stored readings/s end to end, fsync on (default), zero loss (${what}); ratio to a bare Aedes broker relaying the same load to one subscriber in the same run`,
+      value: `${spread(runs.on.map((r) => r.storedPerSecond))}; bare Aedes ${spread(base.map((r) => r.ackedPerSecond))}; ratio ${ratio(storedOnMedian / baseMedian)} (run by run ${vsBase.map(ratio).join(', ')})`,
+      command: cmd,
+    },
     { figure: `Acknowledged readings/s, fsync on (default) (${what})`, value: spread(runs.on.map((r) => r.ackedPerSecond)), command: cmd },
     { figure: `Acknowledged readings/s, fsync off (${what})`, value: spread(runs.off.map((r) => r.ackedPerSecond)), command: cmd },
     {
@@ -329,6 +395,11 @@ async function throughputPhase(env: BenchEnv, o: Options, readingsPerMessage: nu
     {
       figure: `Ratio fsync off / on, of the medians (${what})`,
       value: `acknowledged ${ratio(ackedRatio)}, stored ${ratio(storedRatio)} (acknowledged run by run: ${pairs.map(ratio).join(', ')})`,
+      command: cmd,
+    },
+    {
+      figure: `Platform CPU per reading, fsync on (${what}): the figure other processes on the machine disturb least`,
+      value: spread(runs.on.map(cpuPerReading), (n) => `${n.toFixed(1)} µs`),
       command: cmd,
     },
     {
@@ -396,6 +467,206 @@ async function latencyPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
     {
       figure: `Publish → queryable in InfluxDB, p50 / max (${o.samples} readings ${at})`,
       value: `${ms(med((r) => r.queryable.p50))} / ${ms(med((r) => r.queryable.max))} ms`,
+      command: cmd,
+    },
+  ];
+}
+
+const mib = (n: number) => `${n.toFixed(0)} MiB`;
+
+async function connectionsPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
+  console.log(
+    `\nIdle connections: ${int(o.idleDevices)} devices (MQTT 3.1.1, keepalive 300 s, half in each of two device processes,` +
+      ` ${o.connectConcurrency} connecting at once per process) held by one platform; resident memory of the platform` +
+      ` process (platform + bench harness) after a full GC before and after; ${o.runs} runs;` +
+      ' broker.maxConnectionAttemptsPerAddress 0 and maxConnections 19,000 (every bench device connects from 127.0.0.1)',
+  );
+  const runs: ConnectionsRun[] = [];
+  for (let i = 0; i < o.runs; i++) {
+    runs.push(await runConnections(env, { devices: o.idleDevices, concurrency: o.connectConcurrency }, `conn_${i + 1}`));
+    process.stdout.write(`  run ${i + 1}/${o.runs} done\n`);
+  }
+  console.log(
+    runsTable(
+      ['', 'devices', 'online', 'connect s', 'RSS before MiB', 'RSS after MiB', 'peak MiB', 'heap MiB', 'KiB/device'],
+      [['', runs]],
+      (r) => [r.devices, r.online, r.connectSeconds, r.rssBeforeMiB, r.rssAfterMiB, r.rssPeakMiB, r.heapAfterMiB, r.perDeviceKiB],
+      [int, int, (n) => n.toFixed(1), int, int, int, int, (n) => n.toFixed(1)],
+    ),
+  );
+  for (const [i, r] of runs.entries()) {
+    if (r.online !== r.devices) console.log(`  ! run ${i + 1}: ${r.online} of ${r.devices} devices online`);
+    for (const line of r.warnings.slice(0, 3)) console.log(`  ! run ${i + 1}: platform warning ${line.slice(0, 300)}`);
+  }
+  const cmd = commandFor(o, 'connections');
+  return [
+    {
+      figure: `Idle devices held by one platform process (target 15,000 under 300 MB)`,
+      value: `${int(median(runs.map((r) => r.online)))} online of ${int(o.idleDevices)}; resident ${spread(
+        runs.map((r) => r.rssAfterMiB),
+        mib,
+      )} (${spread(
+        runs.map((r) => r.rssBeforeMiB),
+        mib,
+      )} before they connected)`,
+      command: cmd,
+    },
+    {
+      figure: 'Resident memory per idle device (after − before, full GC)',
+      value: `${spread(
+        runs.map((r) => r.perDeviceKiB),
+        (n) => `${n.toFixed(1)} KiB`,
+      )}`,
+      command: cmd,
+    },
+    {
+      figure: `Time to connect ${int(o.idleDevices)} devices (${o.connectConcurrency} at once per device process)`,
+      value: spread(
+        runs.map((r) => r.connectSeconds),
+        seconds,
+      ),
+      command: cmd,
+    },
+  ];
+}
+
+async function stormPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
+  const rpm = 10;
+  console.log(
+    `\nReconnect storm: ${int(o.stormDevices)} idle devices lose their connections at once, reconnect at once and each` +
+      ` flushes a backlog of ${o.stormBacklog} readings (${rpm}/message, QoS 1, 5 unacked); platform defaults (fsync on, per-device` +
+      ` rate limit on) but broker.maxConnectionAttemptsPerAddress 0 (every bench device connects from 127.0.0.1); ${o.runs} runs`,
+  );
+  const runs: StormRun[] = [];
+  for (let i = 0; i < o.runs; i++) {
+    const r = await runStorm(
+      env,
+      { devices: o.stormDevices, backlog: o.stormBacklog, readingsPerMessage: rpm, window: 5, concurrency: o.connectConcurrency },
+      `storm_${i + 1}`,
+    );
+    runs.push(r);
+    process.stdout.write(`  run ${i + 1}/${o.runs} done (absorbed in ${seconds(r.storedSeconds)}, loss ${int(r.loss)})\n`);
+  }
+  console.log(
+    runsTable(
+      ['', 'acked', 'stored', 'loss', 'reconnected s', 'acked s', 'stored s', 'retries', ...CPU_HEADER],
+      [['', runs]],
+      (r) => [
+        r.ackedReadings,
+        r.storedReadings,
+        r.loss,
+        r.reconnectSeconds,
+        r.ackedSeconds,
+        r.storedSeconds,
+        r.connectRetries,
+        ...cpuCells(r.cpu),
+      ],
+      [int, int, int, (n) => n.toFixed(1), (n) => n.toFixed(1), (n) => n.toFixed(1), int, int, int, int, int, int],
+    ),
+  );
+  for (const [i, r] of runs.entries()) {
+    if (!r.flushed) console.log(`  ! run ${i + 1}: ingest.flush timed out`);
+    if (r.loss || r.writer.dropped || r.writer.rejected || r.writer.deadLetters)
+      console.log(
+        `  ! run ${i + 1}: loss ${r.loss}; writer dropped=${r.writer.dropped} rejected=${r.writer.rejected} deadLetters=${r.writer.deadLetters} ${r.writer.lastDeadLetter ?? ''}`,
+      );
+    for (const line of r.warnings.slice(0, 3)) console.log(`  ! run ${i + 1}: platform warning ${line.slice(0, 300)}`);
+  }
+  flagDisturbed(runs, (r) => r.cpu);
+  const cmd = commandFor(o, 'storm');
+  const totalLoss = runs.reduce((n, r) => n + r.loss, 0);
+  const totalAcked = runs.reduce((n, r) => n + r.ackedReadings, 0);
+  return [
+    {
+      figure: `Reconnect storm: ${int(o.stormDevices)} devices cut at once → every acknowledged reading of their backlogs (${o.stormBacklog} each) stored (target < 30 s)`,
+      value: spread(
+        runs.map((r) => r.storedSeconds),
+        seconds,
+      ),
+      command: cmd,
+    },
+    {
+      figure: 'Reconnect storm: cut → last device reconnected / → last reading acknowledged',
+      value: `${spread(
+        runs.map((r) => r.reconnectSeconds),
+        seconds,
+      )} / ${spread(
+        runs.map((r) => r.ackedSeconds),
+        seconds,
+      )}`,
+      command: cmd,
+    },
+    {
+      figure: `Reconnect storm: acknowledged but not stored (${o.runs} runs)`,
+      value: `${int(totalLoss)} of ${int(totalAcked)}`,
+      command: cmd,
+    },
+  ];
+}
+
+async function fanoutPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
+  console.log(
+    `\nFan-out: ${o.sockets} dashboard sockets subscribed to everything (${o.sockets - 1} raw WebSocket clients in the helper` +
+      ` process + the measuring socket.io client, subscribed last) while ${int(o.rate)} readings/s arrive` +
+      ` (${o.devices} devices, 1 reading/message, QoS 1), ${o.latencySeconds} s, ${o.runs} runs with batched sockets` +
+      ' (auth.batch: readings and device indicators as arrays) and one run with one event per reading, for comparison',
+  );
+  const opts = { devices: o.devices, rate: o.rate, samples: 1, sockets: o.sockets };
+  if (o.warmup) await runFanout(env, { ...opts, seconds: o.warmup, batch: true }, 'fan_warmup');
+  const runs: FanoutRun[] = [];
+  for (let i = 0; i < o.runs; i++) {
+    runs.push(await runFanout(env, { ...opts, seconds: o.latencySeconds, batch: true }, `fan_${i + 1}`));
+    process.stdout.write(`  run ${i + 1}/${o.runs} done (batched)\n`);
+  }
+  // The comparison may not survive the load (the platform falls behind): reported, not fatal.
+  let single: FanoutRun | undefined;
+  let singleError = '';
+  try {
+    if (process.env.CITYPULSE_BENCH_FANOUT_BATCHED_ONLY) throw new Error('skipped (CITYPULSE_BENCH_FANOUT_BATCHED_ONLY)');
+    single = await runFanout(env, { ...opts, seconds: o.latencySeconds, batch: false }, 'fan_events');
+    process.stdout.write('  run with one event per reading done\n');
+  } catch (err) {
+    singleError = (err as Error).message.split('\n')[0] as string;
+    console.log(`  run with one event per reading failed: ${singleError}`);
+  }
+  const cells = (r: FanoutRun) => [
+    r.published,
+    r.socket.p50,
+    r.socket.p99,
+    r.socket.max,
+    r.socketMissing,
+    r.loadFrames,
+    r.loadClosed,
+    r.loss,
+    ...cpuCells(r.cpu),
+  ];
+  console.log(
+    runsTable(
+      ['', 'published', 'socket p50 ms', 'p99 ms', 'max ms', 'missed', 'load frames', 'closed', 'loss', ...CPU_HEADER],
+      [['batched', runs], ...(single ? ([['one event per reading', [single]]] as [string, FanoutRun[]][]) : [])],
+      cells,
+      [int, ms, ms, ms, int, int, int, int, int, int, int, int, int],
+    ),
+  );
+  explainLoss(runs);
+  flagDisturbed(runs, (r) => r.cpu);
+  const cmd = commandFor(o, 'fanout');
+  const med = (f: (r: FanoutRun) => number) => median(runs.map(f));
+  return [
+    {
+      figure: `Fan-out: publish → socket p50 / p99 / max with ${o.sockets} sockets subscribed to everything at ${int(o.rate)} readings/s, batched sockets (target p99 ≤ 50 ms)`,
+      value: `${ms(med((r) => r.socket.p50))} / ${ms(med((r) => r.socket.p99))} / ${ms(med((r) => r.socket.max))} ms; missed ${int(
+        runs.reduce((n, r) => n + r.socketMissing, 0),
+      )} of ${int(runs.reduce((n, r) => n + r.published, 0))}; sockets closed by the server ${int(runs.reduce((n, r) => n + r.loadClosed, 0))}`,
+      command: cmd,
+    },
+    {
+      figure: `Fan-out, same load, one socket.io event per reading (not batched; 1 run)`,
+      value: single
+        ? `${ms(single.socket.p50)} / ${ms(single.socket.p99)} / ${ms(single.socket.max)} ms; missed ${int(single.socketMissing)} of ${int(
+            single.published,
+          )}; sockets closed by the server ${int(single.loadClosed)}`
+        : `failed: ${singleError}`,
       command: cmd,
     },
   ];
@@ -563,6 +834,9 @@ async function main(): Promise<void> {
       await phase('throughput, 10 readings/message', () => throughputPhase(env, o, 10));
     }
     if (o.command === 'all' || o.command === 'latency') await phase('latency', () => latencyPhase(env, o));
+    if (o.command === 'all' || o.command === 'fanout') await phase('fanout', () => fanoutPhase(env, o));
+    if (o.command === 'all' || o.command === 'connections') await phase('connections', () => connectionsPhase(env, o));
+    if (o.command === 'all' || o.command === 'storm') await phase('storm', () => stormPhase(env, o));
     if (o.command === 'all' || o.command === 'drain') await phase('drain', () => drainPhase(env, o));
 
     console.log(

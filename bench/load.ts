@@ -9,6 +9,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { io as ioClient } from 'socket.io-client';
+import type { WebSocket } from 'ws';
 
 export interface BenchDevice {
   id: string;
@@ -53,6 +54,8 @@ export interface LatencyArgs {
   /** Readings whose publish → queryable-in-InfluxDB time is measured (published in addition to `rate`). */
   samples: number;
   base: number;
+  /** The measuring socket asks for batched events (`readings` arrays; see dashboard-api/live.ts). */
+  batch?: boolean;
 }
 
 export interface LatencyResult {
@@ -64,7 +67,80 @@ export interface LatencyResult {
   queryableMs: number[];
 }
 
-export type LoadRequest = { id: number; cmd: 'throughput'; args: ThroughputArgs } | { id: number; cmd: 'latency'; args: LatencyArgs };
+export interface SinkArgs {
+  mqttUrl: string;
+  /** Subscribed at QoS 1 (the bare-broker baseline: one subscriber relayed every publish). */
+  topic: string;
+}
+
+export interface SinkResult {
+  messages: number;
+}
+
+export interface IdleArgs {
+  mqttUrl: string;
+  devices: BenchDevice[];
+  /** Connections being opened at once (a pool): more would overflow the listen backlog into SYN retries. */
+  concurrency: number;
+  /** MQTT keepalive of the idle devices, s. */
+  keepaliveSeconds: number;
+}
+
+export interface IdleResult {
+  connected: number;
+  seconds: number;
+}
+
+export interface StormArgs {
+  mqttUrl: string;
+  /** Readings each device flushes after reconnecting. */
+  backlog: number;
+  readingsPerMessage: number;
+  /** Unacknowledged QoS 1 publishes per device at most. */
+  window: number;
+  base: number;
+  /** Give up after this long, s. */
+  timeoutSeconds: number;
+}
+
+export interface StormResult {
+  devices: number;
+  readings: number;
+  messages: number;
+  /** All held connections cut (their sockets destroyed at once). */
+  cutNs: bigint;
+  /** The last device's CONNACK after the cut. */
+  reconnectedNs: bigint;
+  lastAckNs: bigint;
+  /** Connect attempts that failed and were retried (a device keeps trying, like a real one). */
+  connectRetries: number;
+}
+
+export interface SocketsArgs {
+  apiUrl: string;
+  apiToken: string;
+  count: number;
+  /** Ask the server for batched events (`readings`, `indicators` arrays) instead of one event per reading. */
+  batch: boolean;
+}
+
+export interface SocketsResult {
+  frames: number;
+  bytes: number;
+  /** Sockets that closed before the end (e.g. disconnected by the server as slow consumers). */
+  closed: number;
+}
+
+export type LoadRequest =
+  | { id: number; cmd: 'throughput'; args: ThroughputArgs }
+  | { id: number; cmd: 'latency'; args: LatencyArgs }
+  | { id: number; cmd: 'sink'; args: SinkArgs }
+  | { id: number; cmd: 'sinkStop'; args: Record<string, never> }
+  | { id: number; cmd: 'idle'; args: IdleArgs }
+  | { id: number; cmd: 'release'; args: Record<string, never> }
+  | { id: number; cmd: 'storm'; args: StormArgs }
+  | { id: number; cmd: 'sockets'; args: SocketsArgs }
+  | { id: number; cmd: 'socketsStop'; args: Record<string, never> };
 export type LoadResponse = { id: number; ok: true; result: unknown; cpuMs: number } | { id: number; ok: false; error: string };
 
 const nowNs = () => process.hrtime.bigint();
@@ -176,19 +252,30 @@ async function throughput(a: ThroughputArgs): Promise<ThroughputResult> {
 async function latency(a: LatencyArgs): Promise<LatencyResult> {
   const clients = await connectAll(a.mqttUrl, a.devices);
   const watch = watchConnections(clients);
-  const socket = ioClient(a.apiUrl, { transports: ['websocket'], reconnection: false, auth: { token: a.apiToken } });
+  const socket = ioClient(a.apiUrl, {
+    transports: ['websocket'],
+    reconnection: false,
+    auth: a.batch ? { token: a.apiToken, batch: true } : { token: a.apiToken },
+  });
   let tick: NodeJS.Timeout | undefined;
   try {
     // Readings are identified by device and observation time, which ingest passes through unchanged.
     const sentAt = new Map<string, bigint>();
     const socketLatenciesMs: number[] = [];
-    socket.on('reading', (r: { device: string; time: number }) => {
+    const received = (r: { device: string; time: number }) => {
       const key = `${r.device}:${r.time}`;
       const t0 = sentAt.get(key);
       if (t0 === undefined) return;
       socketLatenciesMs.push(msSince(t0));
       sentAt.delete(key);
-    });
+    };
+    socket.on('reading', received);
+    socket.on(
+      'readings' as 'reading',
+      ((rs: { device: string; time: number }[]) => {
+        for (const r of rs) received(r);
+      }) as unknown as (r: { device: string; time: number }) => void,
+    );
     const ack = (await socket.timeout(5000).emitWithAck('subscribe', {})) as { ok: boolean; error?: string };
     if (!ack.ok) throw new Error(`socket.io subscribe refused: ${ack.error}`);
 
@@ -263,6 +350,198 @@ async function latency(a: LatencyArgs): Promise<LatencyResult> {
   }
 }
 
+/** Counts QoS 1 publishes relayed by a broker to one subscriber (the bare Aedes baseline). */
+let sink: { client: MqttClient; messages: number } | undefined;
+
+async function startSink(a: SinkArgs): Promise<SinkResult> {
+  const client = await connectAsync(a.mqttUrl, { clientId: `bench-sink-${process.pid}`, protocolVersion: 4, reconnectPeriod: 0 });
+  const state = { client, messages: 0 };
+  client.on('message', () => state.messages++);
+  await client.subscribeAsync(a.topic, { qos: 1 });
+  sink = state;
+  return { messages: 0 };
+}
+
+async function stopSink(): Promise<SinkResult> {
+  const s = sink;
+  sink = undefined;
+  if (!s) return { messages: 0 };
+  await s.client.endAsync(true).catch(() => undefined);
+  return { messages: s.messages };
+}
+
+/** Idle devices held open between commands (connections, storm). */
+let held: { clients: MqttClient[]; devices: BenchDevice[]; keepalive: number } | undefined;
+
+/** Runs `fn` over `items` with at most `concurrency` at once. */
+async function pool<T, R>(items: T[], concurrency: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i] as T, i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
+  return out;
+}
+
+const deviceOptions = (d: BenchDevice, keepalive: number, connectTimeout = 30_000) => ({
+  clientId: d.id,
+  username: d.id,
+  password: d.token,
+  protocolVersion: 4 as const,
+  reconnectPeriod: 0,
+  connectTimeout,
+  keepalive,
+});
+
+async function idle(a: IdleArgs): Promise<IdleResult> {
+  if (held) throw new Error('devices are already held');
+  const t0 = nowNs();
+  const clients: MqttClient[] = [];
+  try {
+    await pool(a.devices, a.concurrency, async (d) => {
+      clients.push(await connectAsync(a.mqttUrl, deviceOptions(d, a.keepaliveSeconds)));
+    });
+  } catch (err) {
+    await closeAll(clients);
+    throw new Error(`MQTT connect failed after ${clients.length} of ${a.devices.length}: ${(err as Error).message}`);
+  }
+  held = { clients, devices: a.devices, keepalive: a.keepaliveSeconds };
+  return { connected: clients.length, seconds: msSince(t0) / 1000 };
+}
+
+async function release(): Promise<IdleResult> {
+  const h = held;
+  held = undefined;
+  if (!h) return { connected: 0, seconds: 0 };
+  const t0 = nowNs();
+  await closeAll(h.clients);
+  return { connected: h.clients.length, seconds: msSince(t0) / 1000 };
+}
+
+/**
+ * Reconnect storm: every held connection is cut at once (its socket destroyed, as a cellular outage would),
+ * then every device reconnects at once and flushes `backlog` readings at QoS 1. A device whose connect fails
+ * tries again after 100-600 ms (a real device backs off), until `timeoutSeconds`.
+ */
+async function storm(a: StormArgs): Promise<StormResult> {
+  const h = held;
+  if (!h) throw new Error('no devices held: run idle first');
+  held = undefined;
+  const cutNs = nowNs();
+  for (const c of h.clients) c.stream?.destroy();
+  await closeAll(h.clients);
+  const deadline = Date.now() + a.timeoutSeconds * 1000;
+  let reconnectedNs = 0n;
+  let lastAckNs = 0n;
+  let readings = 0;
+  let messages = 0;
+  let connectRetries = 0;
+  const clients: MqttClient[] = [];
+  try {
+    await Promise.all(
+      h.devices.map(async (d) => {
+        let client: MqttClient | undefined;
+        for (;;) {
+          try {
+            client = await connectAsync(a.mqttUrl, deviceOptions(d, h.keepalive, Math.max(1000, deadline - Date.now())));
+            break;
+          } catch (err) {
+            if (Date.now() > deadline) throw err;
+            connectRetries++;
+            await sleep(100 + Math.random() * 500);
+          }
+        }
+        clients.push(client);
+        reconnectedNs = nowNs();
+        const c = client;
+        const topic = `devices/${d.id}/telemetry`;
+        await new Promise<void>((resolve, reject) => {
+          let seq = 0;
+          let inFlight = 0;
+          const send = () => {
+            const batch = [];
+            for (let k = 0; k < a.readingsPerMessage && seq < a.backlog; k++, seq++) batch.push(reading(a.base + seq * 1000, seq));
+            inFlight++;
+            c.publish(topic, JSON.stringify(a.readingsPerMessage === 1 ? batch[0] : batch), { qos: 1 }, (err) => {
+              inFlight--;
+              if (err) return reject(err);
+              messages++;
+              readings += batch.length;
+              lastAckNs = nowNs();
+              if (seq < a.backlog) send();
+              else if (inFlight === 0) resolve();
+            });
+          };
+          for (let k = 0; k < a.window && seq < a.backlog; k++) send();
+          if (inFlight === 0) resolve();
+        });
+      }),
+    );
+  } finally {
+    await closeAll(clients);
+  }
+  return { devices: h.devices.length, readings, messages, cutNs, reconnectedNs, lastAckNs, connectRetries };
+}
+
+/**
+ * Dashboard sockets that only load the server: raw WebSocket clients speaking the engine.io / socket.io
+ * protocol by hand (open, CONNECT with the token, `subscribe` to everything, pong), counting frames without
+ * decoding them, so 200 of them cost this process little and the server's fan-out is what is measured.
+ */
+let loadSockets: { sockets: WebSocket[]; frames: number; bytes: number; closed: number } | undefined;
+
+async function openSockets(a: SocketsArgs): Promise<SocketsResult> {
+  const { WebSocket } = await import('ws');
+  const state = { sockets: [] as WebSocket[], frames: 0, bytes: 0, closed: 0 };
+  loadSockets = state;
+  const url = `${a.apiUrl.replace(/^http/, 'ws')}/socket.io/?EIO=4&transport=websocket`;
+  const auth = JSON.stringify(a.batch ? { token: a.apiToken, batch: true } : { token: a.apiToken });
+  await pool(Array.from({ length: a.count }), 50, async () => {
+    const ws = new WebSocket(url, { skipUTF8Validation: true, perMessageDeflate: false });
+    state.sockets.push(ws);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('socket.io subscribe timed out')), 10_000);
+      let subscribed = false;
+      ws.on('message', (data: Buffer) => {
+        state.frames++;
+        state.bytes += data.length;
+        const c0 = data[0];
+        if (c0 === 0x32 && data.length === 1) return void ws.send('3'); // engine.io ping → pong
+        if (subscribed) return;
+        const text = data.toString('utf8');
+        if (text.startsWith('0{')) ws.send(`40${auth}`);
+        else if (text.startsWith('40')) ws.send('420["subscribe",{}]');
+        else if (text.startsWith('44')) reject(new Error(`socket.io connect refused: ${text}`));
+        else if (text.startsWith('430')) {
+          subscribed = true;
+          clearTimeout(timer);
+          if (!text.includes('"ok":true')) reject(new Error(`subscribe refused: ${text.slice(0, 200)}`));
+          else resolve();
+        }
+      });
+      ws.on('error', reject);
+      ws.on('close', () => {
+        state.closed++;
+        reject(new Error('socket closed before it subscribed'));
+      });
+    });
+  });
+  return { frames: state.frames, bytes: state.bytes, closed: state.closed };
+}
+
+async function closeSockets(): Promise<SocketsResult> {
+  const s = loadSockets;
+  loadSockets = undefined;
+  if (!s) return { frames: 0, bytes: 0, closed: 0 };
+  const result = { frames: s.frames, bytes: s.bytes, closed: s.closed };
+  for (const ws of s.sockets) ws.terminate();
+  return result;
+}
+
 /** Rejects with `message` when `p` has not settled after `ms`; the timer never outlives the race. */
 async function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -280,13 +559,36 @@ async function countOf(influxUrl: string, database: string, q: string): Promise<
   return body.results?.[0]?.series?.[0]?.values[0]?.[1] ?? 0;
 }
 
+function dispatch(req: LoadRequest): Promise<unknown> {
+  switch (req.cmd) {
+    case 'throughput':
+      return throughput(req.args);
+    case 'latency':
+      return latency(req.args);
+    case 'sink':
+      return startSink(req.args);
+    case 'sinkStop':
+      return stopSink();
+    case 'idle':
+      return idle(req.args);
+    case 'release':
+      return release();
+    case 'storm':
+      return storm(req.args);
+    case 'sockets':
+      return openSockets(req.args);
+    case 'socketsStop':
+      return closeSockets();
+  }
+}
+
 // Only when forked (an IPC channel exists); importing this file for its types does nothing.
 if (process.send) {
   const reply = (r: LoadResponse) => process.send?.(r);
   process.on('message', (req: LoadRequest) => {
     // CPU time of this process for the command, so the report shows what the devices cost on the same cores.
     const cpu0 = process.cpuUsage();
-    const run = req.cmd === 'throughput' ? throughput(req.args) : latency(req.args);
+    const run = dispatch(req);
     run.then(
       (result) => {
         const cpu = process.cpuUsage(cpu0);

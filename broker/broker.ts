@@ -94,6 +94,9 @@ export interface Broker {
   readonly aedes: Aedes;
 }
 
+/** Pending connections the kernel queues for accept() (see start()). */
+const LISTEN_BACKLOG = 16_384;
+
 type AuthError = Error & { returnCode: number };
 const authError = (message: string, returnCode: number): AuthError => Object.assign(new Error(message), { returnCode });
 
@@ -388,7 +391,10 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
     async start() {
       const tcp = await new Promise<{ host: string; port: number }>((resolve, reject) => {
         server.once('error', reject);
-        server.listen(opts.port, opts.host, () => {
+        // A deep accept queue: after an outage thousands of devices connect within a second, and SYNs dropped
+        // from a full queue (Node's default is 511) come back only after the kernel's 1, 3, 7, 15 … s back-off.
+        // The kernel caps it at net.core.somaxconn.
+        server.listen({ port: opts.port, host: opts.host, backlog: LISTEN_BACKLOG }, () => {
           server.off('error', reject);
           const a = server.address() as net.AddressInfo;
           log.info({ host: a.address, port: a.port }, 'MQTT broker listening');

@@ -10,6 +10,12 @@
  *
  * Fan-out costs one emit per event (socket.io encodes once and sends to the union of rooms), whatever the
  * number of sockets: rooms `all`, `device:<id>`, `zone:<id>`, `family:<name>`.
+ *
+ * Batched sockets (issue 7): a client that connects with `auth: { token, batch: true }` receives readings and
+ * device indicators as arrays instead (`readings`, `indicators`), at most one of each per `BATCH_MS` per
+ * subscription. Every socket.io event is a WebSocket frame and a write per socket: 200 screens at 5,000
+ * readings/s would be 2 million frames a second one by one, about 50 per second per socket batched. A
+ * batched socket subscribed to overlapping scopes (all and a zone) gets a reading once per scope.
  */
 import type http from 'node:http';
 import { Ajv } from 'ajv';
@@ -54,6 +60,10 @@ export interface ServerToClient {
   aqi: (a: AqiEvent) => void;
   /** Derived indicators of a device, a zone or the city. */
   indicator: (i: IndicatorEvent) => void;
+  /** Batched sockets: the readings of the last BATCH_MS for one of its subscriptions, oldest first. */
+  readings: (r: EnrichedReading[]) => void;
+  /** Batched sockets: device indicators of the last BATCH_MS (zone and city ones come as `indicator`). */
+  indicators: (i: IndicatorEvent[]) => void;
   /** An alarm raised or changed: to every connected socket (every screen announces new alarms). */
   alarm: (a: AlarmRecord) => void;
   /** A command created or changed state: to all, its device's and its zone's rooms. */
@@ -66,10 +76,14 @@ export interface ClientToServer {
   unsubscribe: (sub: Subscription, ack?: (a: { ok: boolean }) => void) => void;
 }
 
-/** Per socket: who connected (set at the handshake). */
+/** Per socket: who connected (set at the handshake), and whether it asked for batched events. */
 export interface SocketData {
   principal: Principal;
+  batch?: boolean;
 }
+
+/** Batched sockets get readings and device indicators at most this often, ms (the latency it adds at most). */
+export const BATCH_MS = 20;
 
 /** Latest reading and status per device, kept from the bus (the snapshot source). */
 export class LatestValues {
@@ -115,6 +129,7 @@ export function attachLive(
       (p) => {
         if (!p) return next(Object.assign(new Error('unauthorized'), { data: { code: 'CP_API_UNAUTHORIZED' } }));
         socket.data.principal = p;
+        socket.data.batch = (socket.handshake.auth as { batch?: unknown }).batch === true;
         next();
       },
       (err) => {
@@ -141,22 +156,51 @@ export function attachLive(
     const all = io.sockets.adapter.rooms;
     return rooms.some((room) => all.has(room));
   };
+  // Batched delivery: per room of batched sockets (`batch:<room>`), what waits for the next flush.
+  const batchRooms = new Map<string, { readings: EnrichedReading[]; indicators: IndicatorEvent[] }>();
+  let batchedSockets = 0;
+  let batchTimer: NodeJS.Timeout | undefined;
+  const flushBatches = () => {
+    batchTimer = undefined;
+    for (const [room, b] of batchRooms) {
+      if (b.readings.length) io.to(`batch:${room}`).emit('readings', b.readings);
+      if (b.indicators.length) io.to(`batch:${room}`).emit('indicators', b.indicators);
+    }
+    batchRooms.clear();
+  };
+  const queueBatch = (rooms: string[], kind: 'readings' | 'indicators', item: EnrichedReading | IndicatorEvent) => {
+    const all = io.sockets.adapter.rooms;
+    for (const room of rooms) {
+      if (!all.has(`batch:${room}`)) continue;
+      let b = batchRooms.get(room);
+      if (!b) {
+        b = { readings: [], indicators: [] };
+        batchRooms.set(room, b);
+      }
+      if (kind === 'readings') b.readings.push(item as EnrichedReading);
+      else b.indicators.push(item as IndicatorEvent);
+      batchTimer ??= setTimeout(flushBatches, BATCH_MS);
+    }
+  };
   const onReading = (r: EnrichedReading) => {
     deps.latest.readings.set(r.device, r);
     const rooms = roomsFor(r);
     if (watched(rooms)) io.to(rooms).emit('reading', r);
+    if (batchedSockets > 0) queueBatch(rooms, 'readings', r);
   };
+  /** Low-volume events go one by one to batched sockets too: the rooms plus their `batch:` counterparts. */
+  const withBatched = (rooms: string[]) => (batchedSockets > 0 ? [...rooms, ...rooms.map((r) => `batch:${r}`)] : rooms);
   const onStatus = (s: StatusEvent) => {
     deps.latest.statuses.set(s.device, s);
-    const rooms = roomsFor(s);
+    const rooms = withBatched(roomsFor(s));
     if (watched(rooms)) io.to(rooms).emit('status', s);
   };
   const onRejected = (r: BusEvents['rejected'][0]) => {
-    const rooms = roomsFor(r);
+    const rooms = withBatched(roomsFor(r));
     if (watched(rooms)) io.to(rooms).emit('rejected', r);
   };
   const onAqi = (a: AqiEvent) => {
-    const rooms = ['all', `zone:${a.zone}`, 'family:airQuality', ...(a.scope === 'station' ? [`device:${a.id}`] : [])];
+    const rooms = withBatched(['all', `zone:${a.zone}`, 'family:airQuality', ...(a.scope === 'station' ? [`device:${a.id}`] : [])]);
     if (watched(rooms)) io.to(rooms).emit('aqi', a);
   };
   const onIndicator = (i: IndicatorEvent) => {
@@ -164,6 +208,15 @@ export function attachLive(
     if (i.zone) rooms.push(`zone:${i.zone}`);
     if (i.scope === 'device') rooms.push(`device:${i.id}`);
     if (watched(rooms)) io.to(rooms).emit('indicator', i);
+    if (batchedSockets > 0) {
+      // Device indicators come with every reading: batched; zone and city ones are throttled already.
+      if (i.scope === 'device') queueBatch(rooms, 'indicators', i);
+      else {
+        const batched = rooms.map((r) => `batch:${r}`);
+        if (watched(batched)) io.to(batched).emit('indicator', i);
+      }
+      // (A socket is either batched or not: its rooms are `batch:` ones or plain ones, never both.)
+    }
   };
   // Alarms are few and every operator must see a new one, whatever the screen is subscribed to.
   const onAlarm = (a: AlarmRecord) => io.emit('alarm', a);
@@ -171,7 +224,8 @@ export function attachLive(
     const rooms = ['all', `device:${c.device}`];
     if (c.zone) rooms.push(`zone:${c.zone}`);
     if (c.family) rooms.push(`family:${c.family}`);
-    if (watched(rooms)) io.to(rooms).emit('command', c);
+    const to = withBatched(rooms);
+    if (watched(to)) io.to(to).emit('command', c);
   };
   const forwarded = {
     reading: onReading,
@@ -214,19 +268,24 @@ export function attachLive(
         });
       }
       const room = roomOf(s);
-      void socket.join(room);
+      void socket.join(socket.data.batch ? `batch:${room}` : room);
       ack({ ok: true, room, snapshot: deps.latest.matching(s) });
     });
     socket.on('unsubscribe', (sub, ack) => {
-      if (sub && validSub(sub)) void socket.leave(roomOf(sub));
+      if (sub && validSub(sub)) void socket.leave(socket.data.batch ? `batch:${roomOf(sub)}` : roomOf(sub));
       if (typeof ack === 'function') ack({ ok: true });
     });
+    if (socket.data.batch) {
+      batchedSockets++;
+      socket.on('disconnect', () => batchedSockets--);
+    }
   });
 
   return {
     io,
     async close() {
       clearInterval(slowCheck);
+      clearTimeout(batchTimer);
       clearInterval(expiryCheck);
       offEnded();
       for (const [event, fn] of Object.entries(forwarded)) deps.bus.off(event as keyof BusEvents, fn as (...a: unknown[]) => void);

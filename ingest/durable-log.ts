@@ -185,12 +185,15 @@ export class DurableLog {
     if (this.closed) throw new Error('durable log is closed');
     const seqs: number[] = [];
     for (const p of points) {
-      const payload = Buffer.from(`${p.family}\t${p.device}\t${p.line}`, 'utf8');
-      const header = Buffer.allocUnsafe(HEADER);
-      header.writeUInt32LE(payload.length, 0);
-      header.writeUInt32LE(crc32(payload), 4);
-      this.pending.push(header, payload);
-      this.pendingBytes += HEADER + payload.length;
+      // One buffer per record (header + payload), written in place: no intermediate payload buffer.
+      const text = `${p.family}\t${p.device}\t${p.line}`;
+      const len = Buffer.byteLength(text, 'utf8');
+      const record = Buffer.allocUnsafe(HEADER + len);
+      record.write(text, HEADER, 'utf8');
+      record.writeUInt32LE(len, 0);
+      record.writeUInt32LE(crc32(record.subarray(HEADER)), 4);
+      this.pending.push(record);
+      this.pendingBytes += HEADER + len;
       this.pendingPoints++;
       seqs.push(this.nextSeq++);
     }
@@ -215,9 +218,9 @@ export class DurableLog {
         if (this.opts.fsync) await fdatasync(this.fd);
         // Record offsets of what just reached the file.
         let off = seg.bytes;
-        for (let i = 0; i < bufs.length; i += 2) {
+        for (const record of bufs) {
           seg.offsets.push(off);
-          off += (bufs[i] as Buffer).length + (bufs[i + 1] as Buffer).length;
+          off += record.length;
         }
         seg.count += points;
         seg.bytes += bytes;

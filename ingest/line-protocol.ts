@@ -10,9 +10,11 @@ import { FIELD_KINDS, type EnrichedReading } from './contract.ts';
 
 const MEASUREMENT_ESCAPE = /[, ]/g;
 const KEY_ESCAPE = /[,= ]/g;
+/** Non-global twin of KEY_ESCAPE: a test without lastIndex state, so the common case (nothing to escape) allocates nothing. */
+const NEEDS_ESCAPE = /[,= ]/;
 
 function escapeKey(s: string): string {
-  return s.replace(KEY_ESCAPE, (c) => `\\${c}`);
+  return NEEDS_ESCAPE.test(s) ? s.replace(KEY_ESCAPE, (c) => `\\${c}`) : s;
 }
 
 /** One line, time in ms (write with precision=ms). Tags sorted by key, as InfluxDB prefers. */

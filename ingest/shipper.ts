@@ -41,7 +41,10 @@ export class LogShipper {
   /** Appends to the log; the returned promise resolves once the points are durable. */
   append(points: LogPoint[]): Promise<void> {
     const { seqs, durable } = this.log.append(points);
-    for (let i = 0; i < points.length; i++) this.tail.push({ ...(points[i] as LogPoint), seq: seqs[i] as number });
+    for (let i = 0; i < points.length; i++) {
+      const p = points[i] as LogPoint;
+      this.tail.push({ line: p.line, family: p.family, device: p.device, seq: seqs[i] as number });
+    }
     this.evict();
     return durable;
   }

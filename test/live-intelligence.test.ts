@@ -97,3 +97,32 @@ test('a zone screen gets its stations’ AQI and indicators; every screen gets a
     'acknowledgement on every screen',
   );
 });
+
+test('a batched socket (auth.batch) gets readings as arrays, never one event per reading', async () => {
+  const token = await p.loginAs('viewer');
+  const socket = ioClient(p.addr.api, { transports: ['websocket'], reconnection: false, auth: { token, batch: true } });
+  scope.after(() => socket.close());
+  const arrays: any[][] = [];
+  const single: any[] = [];
+  const statuses: any[] = [];
+  socket.on('readings', (rs: any[]) => arrays.push(rs));
+  socket.on('reading', (r: any) => single.push(r));
+  socket.on('status', (s: any) => statuses.push(s));
+  assert.equal((await socket.timeout(5000).emitWithAck('subscribe', { zone: 'le-loi' })).ok, true);
+  const dev = await p.provision('traffic', { zone: 'le-loi' });
+  const client = await p.connect(dev.id, dev.token);
+  // Ten readings in one message: they arrive within one batching interval, so in one or a few arrays.
+  const batch = Array.from({ length: 10 }, (_, i) => ({ dateObserved: Date.now() - 10_000 + i, intensity: i }));
+  await client.publishAsync(`devices/${dev.id}/telemetry`, JSON.stringify(batch), { qos: 1 });
+  await p.waitFor(() => arrays.flat().filter((r) => r.device === dev.id).length === 10, 5000, 'ten readings in arrays');
+  assert.ok(arrays.length < 10, `${arrays.length} arrays for 10 readings`);
+  assert.deepEqual(
+    arrays.flat().map((r) => r.fields.intensity),
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+  );
+  assert.equal(single.length, 0, 'no per-reading events on a batched socket');
+  assert.ok(
+    statuses.some((s) => s.device === dev.id && s.state === 'online'),
+    'low-volume events still come one by one',
+  );
+});
