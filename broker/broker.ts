@@ -15,7 +15,7 @@
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import net from 'node:net';
-import type { Duplex } from 'node:stream';
+import type { Duplex, Writable } from 'node:stream';
 import { Aedes, type Client } from 'aedes';
 import { TOPICS, type DeviceStatus } from '../ingest/contract.ts';
 import { ConnectionGuard, LIMIT_DEFAULTS, limitPacketSize } from './connection-guard.ts';
@@ -198,7 +198,10 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
       }
       if (result instanceof Promise) {
         result.then(
-          () => cb(null),
+          () => {
+            corkBriefly(client.conn);
+            cb(null);
+          },
           (err: Error) => {
             log.error({ err: err.message, device: device.id }, 'message not made durable: connection closed unacknowledged');
             cb(err);
@@ -235,6 +238,21 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
       cb(null, null); // SUBACK 0x80 for this topic; the connection stays
     },
   });
+
+  // A group commit of the durable log releases the PUBACKs of many publishes at once, often several of one
+  // connection: cork each connection until the next turn of the event loop so they leave in one write
+  // (writev) instead of one system call each (the bench profile showed socket writes as the top cost).
+  const corked = new Set<Writable>();
+  const uncorkAll = () => {
+    for (const conn of corked) conn.uncork();
+    corked.clear();
+  };
+  const corkBriefly = (conn: Writable | undefined) => {
+    if (!conn || corked.has(conn) || conn.destroyed) return;
+    conn.cork();
+    if (corked.size === 0) setImmediate(uncorkAll);
+    corked.add(conn);
+  };
 
   const publish = (topic: string, payload: string | Buffer, o: { qos?: 0 | 1; retain?: boolean } = {}) =>
     new Promise<void>((resolve, reject) =>

@@ -8,7 +8,7 @@
  * The size check is hand-written (a small state machine over the fixed header) because it must run on the
  * raw stream before mqtt-packet's parser, which buffers the whole packet before handing it over.
  */
-import { Duplex } from 'node:stream';
+import type { Duplex } from 'node:stream';
 
 /** Defaults of the broker's limits (platform/config.ts uses them as its schema defaults). */
 export const LIMIT_DEFAULTS = {
@@ -77,10 +77,14 @@ export class ConnectionGuard {
 }
 
 /**
- * Wraps a connection so that a packet longer than `maxPacketBytes` (or a malformed length) destroys it;
- * `onViolation` says why. Writes pass straight through; reads keep backpressure.
+ * Guards a connection so that a packet longer than `maxPacketBytes` (or a malformed length) destroys it before
+ * its body is buffered; `onViolation` says why. Returns the same stream.
+ *
+ * The check sits in the stream's own `push` (where net, tls and ws streams hand over received bytes) rather
+ * than in a wrapping Duplex: a wrapper doubled the stream machinery of every write (one per PUBACK) and cost
+ * memory per idle connection, both measured in the bench (issue 7). Writes are untouched.
  */
-export function limitPacketSize(inner: Duplex, maxPacketBytes: number, onViolation: (reason: string) => void): Duplex {
+export function limitPacketSize<S extends Duplex>(inner: S, maxPacketBytes: number, onViolation: (reason: string) => void): S {
   let state: 'type' | 'length' | 'body' = 'type';
   let length = 0;
   let multiplier = 1;
@@ -115,33 +119,20 @@ export function limitPacketSize(inner: Duplex, maxPacketBytes: number, onViolati
     return undefined;
   };
 
-  const outer = new Duplex({
-    read() {
-      inner.resume();
-    },
-    write(chunk: Buffer, _enc, cb) {
-      inner.write(chunk, cb);
-    },
-    final(cb) {
-      inner.end(cb);
-    },
-    destroy(err, cb) {
-      inner.destroy();
-      cb(err);
-    },
-  });
-  inner.on('data', (chunk: Buffer) => {
-    const violation = check(chunk);
-    if (violation) {
-      onViolation(violation);
-      inner.destroy();
-      outer.destroy();
-      return;
+  const push = inner.push;
+  let violated = false;
+  inner.push = function guardedPush(this: S, chunk: unknown, encoding?: BufferEncoding): boolean {
+    if (violated) return false;
+    if (chunk !== null && chunk !== undefined) {
+      const violation = check(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string, encoding));
+      if (violation) {
+        violated = true;
+        onViolation(violation);
+        inner.destroy();
+        return false;
+      }
     }
-    if (!outer.push(chunk)) inner.pause();
-  });
-  inner.on('end', () => outer.push(null));
-  inner.on('close', () => outer.destroy());
-  inner.on('error', (err) => outer.destroy(err));
-  return outer;
+    return push.call(this, chunk, encoding);
+  };
+  return inner;
 }
