@@ -184,6 +184,8 @@ export function attachLive(
   };
   const onReading = (r: EnrichedReading) => {
     deps.latest.readings.set(r.device, r);
+    // No socket connected (every socket has its own room): nothing to route, skip building the room names.
+    if (io.sockets.adapter.rooms.size === 0) return;
     const rooms = roomsFor(r);
     if (watched(rooms)) io.to(rooms).emit('reading', r);
     if (batchedSockets > 0) queueBatch(rooms, 'readings', r);

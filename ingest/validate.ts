@@ -91,28 +91,37 @@ export function createReadingParser(opts: ParserOptions) {
     const validate = validators[device.family];
     const readings: EnrichedReading[] = [];
     const rejections: Rejection[] = [];
-    const seenTimes = new Set<number>();
     const single = !Array.isArray(data);
-    items.forEach((item: unknown, i) => {
+    // Only an array can repeat an observation time.
+    const seenTimes = single ? undefined : new Set<number>();
+    // A plain loop with no closures per reading: this runs for every reading on the hot path.
+    for (let i = 0; i < items.length; i++) {
+      const item: unknown = items[i];
       const index = single ? undefined : i;
-      const reject = (code: ErrorCode, reason: string, path?: string) => {
-        const r: Rejection = { code, reason, payload: single ? text : stringifyForDeadLetter(item) };
-        if (index !== undefined) r.index = index;
-        if (path) r.path = path;
-        rejections.push(r);
-      };
       if (item === null || typeof item !== 'object' || Array.isArray(item)) {
-        reject(
-          'CP_INGEST_BAD_SHAPE',
-          `a reading must be a JSON object, got ${item === null ? 'null' : Array.isArray(item) ? 'array' : typeof item}`,
+        rejections.push(
+          rejection(
+            'CP_INGEST_BAD_SHAPE',
+            `a reading must be a JSON object, got ${item === null ? 'null' : Array.isArray(item) ? 'array' : typeof item}`,
+            single ? text : stringifyForDeadLetter(item),
+            index,
+          ),
         );
-        return;
+        continue;
       }
       if (!validate(item)) {
         const errs = validate.errors ?? [];
         const e = (errs.find((x) => x.keyword === 'anyOf') ?? errs[0]) as ErrorObject;
-        reject('CP_INGEST_INVALID_READING', describe(e), e.instancePath || undefined);
-        return;
+        rejections.push(
+          rejection(
+            'CP_INGEST_INVALID_READING',
+            describe(e),
+            single ? text : stringifyForDeadLetter(item),
+            index,
+            e.instancePath || undefined,
+          ),
+        );
+        continue;
       }
       const obj = item as Record<string, unknown>;
       const explicit = obj.dateObserved ?? (device.family === 'traffic' ? obj.dateObservedTo : undefined);
@@ -121,25 +130,33 @@ export function createReadingParser(opts: ParserOptions) {
       else {
         time = typeof explicit === 'number' ? explicit : Date.parse(explicit as string);
         if (!(time >= Math.max(MIN_TIME, receivedAt - opts.maxPastMs) && time <= receivedAt + opts.maxFutureMs)) {
-          reject(
-            'CP_INGEST_INVALID_READING',
-            `observation time ${String(explicit)} is outside the accepted window (now − ${Math.round(opts.maxPastMs / 3_600_000)} h .. now + ${Math.round(opts.maxFutureMs / 3_600_000)} h)`,
-            '/dateObserved',
+          rejections.push(
+            rejection(
+              'CP_INGEST_INVALID_READING',
+              `observation time ${String(explicit)} is outside the accepted window (now − ${Math.round(opts.maxPastMs / 3_600_000)} h .. now + ${Math.round(opts.maxFutureMs / 3_600_000)} h)`,
+              single ? text : stringifyForDeadLetter(item),
+              index,
+              '/dateObserved',
+            ),
           );
-          return;
+          continue;
         }
-        if (seenTimes.has(time)) {
-          reject(
-            'CP_INGEST_INVALID_READING',
-            `another reading of this message has the same observation time ${String(explicit)}`,
-            '/dateObserved',
+        if (seenTimes?.has(time)) {
+          rejections.push(
+            rejection(
+              'CP_INGEST_INVALID_READING',
+              `another reading of this message has the same observation time ${String(explicit)}`,
+              stringifyForDeadLetter(item),
+              index,
+              '/dateObserved',
+            ),
           );
-          return;
+          continue;
         }
       }
-      seenTimes.add(time);
+      seenTimes?.add(time);
       readings.push({ device: device.id, family: device.family, zone: device.zone, time, fields: flatten(obj) });
-    });
+    }
     return { readings, rejections, total: items.length, array: !single };
   };
 }
@@ -151,6 +168,13 @@ function stringifyForDeadLetter(item: unknown): string {
   } catch {
     return '[unserialisable: nested too deeply]';
   }
+}
+
+function rejection(code: ErrorCode, reason: string, payload: string, index?: number, path?: string): Rejection {
+  const r: Rejection = { code, reason, payload };
+  if (index !== undefined) r.index = index;
+  if (path) r.path = path;
+  return r;
 }
 
 function whole(code: ErrorCode, reason: string, payload: string, total = 1): ParseResult {
