@@ -84,7 +84,7 @@ test('the platform SIGKILLed under steady load, restarted on the same data folde
     CITYPULSE_INFLUX_DATABASE: 'killed',
     CITYPULSE_API_ADMIN_TOKEN: 'test-admin-token-000000000000',
     // Batches wait long enough that a kill always finds acknowledged readings not yet in InfluxDB.
-    CITYPULSE_INGEST_BATCH_MAX_AGE_MS: '1000',
+    CITYPULSE_INGEST_BATCH_MAX_AGE_MS: '5000',
     CITYPULSE_INGEST_MAX_READINGS_PER_SECOND: '0', // one device at 1,000 readings/s: far above a field device's limit
   };
   let proc = await startPlatformProcess(env, ports);
