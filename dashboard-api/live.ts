@@ -206,6 +206,7 @@ export function attachLive(
     if (watched(rooms)) io.to(rooms).emit('aqi', a);
   };
   const onIndicator = (i: IndicatorEvent) => {
+    if (io.sockets.adapter.rooms.size === 0) return; // no socket connected: nothing to route
     const rooms = ['all', `family:${i.family}`];
     if (i.zone) rooms.push(`zone:${i.zone}`);
     if (i.scope === 'device') rooms.push(`device:${i.id}`);
