@@ -52,7 +52,7 @@ test(`fuzz (seed ${SEED}): the process stays up, memory bounded, every good read
   const rssBefore = process.memoryUsage().rss;
 
   // The well-behaved fleet.
-  const loads = [];
+  const loads: { id: string; load: ReturnType<typeof startLoad> }[] = [];
   for (let i = 0; i < 3; i++) {
     const d = await p.provision('traffic');
     const load = startLoad(await p.connect(d.id, d.token), d.id, { perSecond: 50, base: Date.now() - 3_600_000 + i * 1e7 });
