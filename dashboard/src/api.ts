@@ -45,8 +45,15 @@ export interface DashboardConfig {
   tileMaxZoom: number;
 }
 
+const NO_TILES: DashboardConfig = { tileUrl: '', tileAttribution: '', tileMaxZoom: 19 };
+
+/** Never rejects: while the server is unreachable (a restart) the map simply draws without tiles. */
 export async function loadDashboardConfig(): Promise<DashboardConfig> {
-  const res = await fetch('/dashboard-config.json');
-  if (!res.ok) return { tileUrl: '', tileAttribution: '', tileMaxZoom: 19 };
-  return (await res.json()) as DashboardConfig;
+  try {
+    const res = await fetch('/dashboard-config.json');
+    if (!res.ok) return NO_TILES;
+    return (await res.json()) as DashboardConfig;
+  } catch {
+    return NO_TILES;
+  }
 }

@@ -46,7 +46,11 @@ let contract: Promise<Record<string, SchemaNode>> | undefined;
 /** The numeric fields of a family from the device contract (GET /api/v1/contract), nested objects flattened as x_k. */
 async function numericFields(family: string): Promise<string[]> {
   contract ??= api<{ families: Record<string, SchemaNode> }>('/api/v1/contract').then((c) => c.families);
-  const props = (await contract.catch(() => ({}) as Record<string, SchemaNode>))[family]?.properties ?? {};
+  const families = await contract.catch(() => {
+    contract = undefined; // not cached: asked again next time (the server may be restarting)
+    return {} as Record<string, SchemaNode>;
+  });
+  const props = families[family]?.properties ?? {};
   const numeric = (n: SchemaNode) => [n.type].flat().some((t) => t === 'number' || t === 'integer');
   const out: string[] = [];
   for (const [k, n] of Object.entries(props)) {
