@@ -102,7 +102,6 @@ export function createAlarms(opts: AlarmsOptions, deps: AlarmsDeps): Alarms {
   const deviceState = new Map<string, { time: number; fields: Fields }>();
   const deviceMeta = new Map<string, Pick<Device, 'location' | 'zone' | 'family'>>();
   const zoneCentre = new Map(deps.profile.zones.filter((z) => z.centre).map((z) => [z.id, z.centre as { lat: number; lon: number }]));
-  const daylightCache = new Map<string, boolean>();
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
 
@@ -168,14 +167,7 @@ export function createAlarms(opts: AlarmsOptions, deps: AlarmsDeps): Alarms {
     return deviceMeta.get(device)?.location ?? zoneCentre.get(zone) ?? deps.profile.centre;
   }
   function daylightAt(time: number, loc: { lat: number; lon: number }): boolean {
-    const k = `${loc.lat.toFixed(3)},${loc.lon.toFixed(3)},${Math.floor(time / 60_000)}`;
-    let v = daylightCache.get(k);
-    if (v === undefined) {
-      if (daylightCache.size > 20_000) daylightCache.clear();
-      v = isDaylight(time, loc.lat, loc.lon);
-      daylightCache.set(k, v);
-    }
-    return v;
+    return isDaylight(time, loc.lat, loc.lon); // cached per place and hour in analytics/sun.ts
   }
 
   /** Feeds one evaluation of a tracker's conditions, then advances its lifecycle. */
