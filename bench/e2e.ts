@@ -7,6 +7,7 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -16,8 +17,6 @@ import { leafZones } from '../registry/index.ts';
 import { CONFIG_SCHEMA, loadConfig, type ConfigInput } from '../platform/config.ts';
 import { startLocalInflux, type LocalInflux } from '../platform/influxdb-local.ts';
 import { createPlatform, type Platform, type PlatformAddresses } from '../platform/platform.ts';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { Aedes } from 'aedes';
 import type {
   BenchDevice,
@@ -361,7 +360,18 @@ async function withPlatform<T>(
       });
       devices.push({ id: device.id, token });
     }
-    return await fn({ platform, addr, database, devices, warnings, expected });
+    // The platform's event-loop delay over the run (what every reading waits behind), printed per run.
+    const loop = monitorEventLoopDelay({ resolution: 5 });
+    loop.enable();
+    try {
+      return await fn({ platform, addr, database, devices, warnings, expected });
+    } finally {
+      loop.disable();
+      const ms = (ns: number) => (ns / 1e6).toFixed(0);
+      console.log(
+        `  ${name}: platform event-loop delay p50 / p99 / max ${ms(loop.percentile(50))} / ${ms(loop.percentile(99))} / ${ms(loop.max)} ms`,
+      );
+    }
   } finally {
     await cleanup();
     env.active.delete(cleanup);
@@ -750,20 +760,21 @@ export async function runBaseline(
 
 // ---------- idle connections and memory (issue 7) ----------
 
-/** Full garbage collection without --expose-gc, so resident memory is measured after, not before, collection. */
-const gc: () => void = (() => {
-  setFlagsFromString('--expose-gc');
-  return runInNewContext('gc') as () => void;
-})();
-
 const rssMiB = () => process.memoryUsage().rss / 2 ** 20;
 
-async function settledRss(): Promise<number> {
-  for (let i = 0; i < 3; i++) {
-    gc();
-    await new Promise((r) => setTimeout(r, 200));
+/**
+ * Resident memory after `seconds` of idleness, sampled every second: no forced GC, so the figure is what a
+ * deployment holds once V8's own memory reducer has run (it compacts the heap and shrinks the young generation
+ * some seconds after the allocation rate drops; about 20 s after 15,000 connections here). A forced gc() measures
+ * more, not less: it neither shrinks the young generation nor compacts every fragmented page.
+ */
+async function idleRss(seconds: number): Promise<{ settled: number; min: number }> {
+  let min = rssMiB();
+  for (let i = 0; i < seconds; i++) {
+    await new Promise((r) => setTimeout(r, 1000));
+    min = Math.min(min, rssMiB());
   }
-  return rssMiB();
+  return { settled: rssMiB(), min };
 }
 
 export interface ConnectionsRun {
@@ -772,9 +783,14 @@ export interface ConnectionsRun {
   /** Platform's count of online devices once every device had its CONNACK. */
   online: number;
   connectSeconds: number;
-  /** Resident memory of the platform process (this process: platform + bench harness), MiB, after a full GC. */
+  /** Resident memory of the platform process (this process: platform + bench harness), MiB, after `settleSeconds` idle. */
   rssBeforeMiB: number;
   rssAfterMiB: number;
+  /** Resident memory right after the last device was online, before the idle memory reducer ran, MiB. */
+  rssConnectedMiB: number;
+  settleSeconds: number;
+  /** V8 heap in use before and after, MiB (live objects and not yet collected garbage). */
+  heapBeforeMiB: number;
   heapAfterMiB: number;
   /** (after − before) / devices, KiB. */
   perDeviceKiB: number;
@@ -788,15 +804,21 @@ export const MANY_DEVICES_BROKER: ConfigInput['broker'] = { maxConnectionAttempt
 
 /**
  * Idle devices held by one platform: `devices` MQTT connections (half in each device process), resident memory
- * of the platform process before and after (both after a full GC), and the platform's own online count.
+ * of the platform process before and after (each after `settleSeconds` idle, see idleRss), and the platform's own
+ * online count.
  */
-export async function runConnections(env: BenchEnv, o: { devices: number; concurrency: number }, name: string): Promise<ConnectionsRun> {
+export async function runConnections(
+  env: BenchEnv,
+  o: { devices: number; concurrency: number; settleSeconds: number },
+  name: string,
+): Promise<ConnectionsRun> {
   return withPlatform(
     env,
     name,
     o.devices,
     async ({ platform, addr, devices, warnings }) => {
-      const rssBefore = await settledRss();
+      const rssBefore = (await idleRss(o.settleSeconds)).settled;
+      const heapBefore = process.memoryUsage().heapUsed / 2 ** 20;
       let peak = rssBefore;
       const sampler = setInterval(() => (peak = Math.max(peak, rssMiB())), 100);
       const half = Math.ceil(devices.length / 2);
@@ -815,7 +837,9 @@ export async function runConnections(env: BenchEnv, o: { devices: number; concur
           await new Promise((r) => setTimeout(r, 50));
         const online = platform.parts.broker.onlineCount();
         clearInterval(sampler);
-        const rssAfter = await settledRss();
+        const rssConnected = rssMiB();
+        peak = Math.max(peak, rssConnected);
+        const rssAfter = (await idleRss(o.settleSeconds)).settled;
         const connected = answers.reduce((n, a) => n + a.result.connected, 0);
         return {
           devices: devices.length,
@@ -824,6 +848,9 @@ export async function runConnections(env: BenchEnv, o: { devices: number; concur
           connectSeconds,
           rssBeforeMiB: rssBefore,
           rssAfterMiB: rssAfter,
+          rssConnectedMiB: rssConnected,
+          settleSeconds: o.settleSeconds,
+          heapBeforeMiB: heapBefore,
           heapAfterMiB: process.memoryUsage().heapUsed / 2 ** 20,
           perDeviceKiB: ((rssAfter - rssBefore) * 1024) / Math.max(1, online),
           rssPeakMiB: peak,

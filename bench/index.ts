@@ -66,6 +66,7 @@ const OPTIONS = {
   'drain-readings': [200_000, 1000, 2_000_000],
   'idle-devices': [15_000, 1, 18_000],
   'connect-concurrency': [500, 1, 5000],
+  'settle-seconds': [40, 0, 600],
   'storm-devices': [10_000, 1, 18_000],
   'storm-backlog': [60, 1, 1000],
   sockets: [200, 1, 1000],
@@ -76,7 +77,7 @@ type OptionName = keyof typeof OPTIONS;
 const USES: Record<Exclude<Command, 'all'>, OptionName[]> = {
   throughput: ['devices', 'seconds', 'runs', 'window', 'warmup'],
   latency: ['devices', 'rate', 'latency-seconds', 'samples', 'runs', 'warmup'],
-  connections: ['idle-devices', 'connect-concurrency', 'runs'],
+  connections: ['idle-devices', 'connect-concurrency', 'settle-seconds', 'runs'],
   storm: ['storm-devices', 'storm-backlog', 'connect-concurrency', 'runs'],
   fanout: ['devices', 'rate', 'sockets', 'latency-seconds', 'runs', 'warmup'],
   drain: ['devices', 'drain-readings', 'window', 'runs', 'warmup'],
@@ -97,6 +98,8 @@ interface Options {
   drainReadings: number;
   idleDevices: number;
   connectConcurrency: number;
+  /** Idle seconds before each memory reading of the connections phase. */
+  settleSeconds: number;
   stormDevices: number;
   stormBacklog: number;
   sockets: number;
@@ -132,6 +135,7 @@ function parseOptions(argv: string[]): Options {
     drainReadings: v['drain-readings'],
     idleDevices: v['idle-devices'],
     connectConcurrency: v['connect-concurrency'],
+    settleSeconds: v['settle-seconds'],
     stormDevices: v['storm-devices'],
     stormBacklog: v['storm-backlog'],
     sockets: v.sockets,
@@ -478,20 +482,50 @@ async function connectionsPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
   console.log(
     `\nIdle connections: ${int(o.idleDevices)} devices (MQTT 3.1.1, keepalive 300 s, half in each of two device processes,` +
       ` ${o.connectConcurrency} connecting at once per process) held by one platform; resident memory of the platform` +
-      ` process (platform + bench harness) after a full GC before and after; ${o.runs} runs;` +
+      ` process (platform + bench harness) after ${o.settleSeconds} s idle before and after (no forced GC: V8's own idle` +
+      ` memory reducer, as in a deployment), the peak while connecting, and right after; ${o.runs} runs;` +
       ' broker.maxConnectionAttemptsPerAddress 0 and maxConnections 19,000 (every bench device connects from 127.0.0.1)',
   );
   const runs: ConnectionsRun[] = [];
   for (let i = 0; i < o.runs; i++) {
-    runs.push(await runConnections(env, { devices: o.idleDevices, concurrency: o.connectConcurrency }, `conn_${i + 1}`));
+    runs.push(
+      await runConnections(
+        env,
+        { devices: o.idleDevices, concurrency: o.connectConcurrency, settleSeconds: o.settleSeconds },
+        `conn_${i + 1}`,
+      ),
+    );
     process.stdout.write(`  run ${i + 1}/${o.runs} done\n`);
   }
   console.log(
     runsTable(
-      ['', 'devices', 'online', 'connect s', 'RSS before MiB', 'RSS after MiB', 'peak MiB', 'heap MiB', 'KiB/device'],
+      [
+        '',
+        'devices',
+        'online',
+        'connect s',
+        'RSS before MiB',
+        'peak MiB',
+        'connected MiB',
+        'RSS after MiB',
+        'heap before',
+        'heap after',
+        'KiB/device',
+      ],
       [['', runs]],
-      (r) => [r.devices, r.online, r.connectSeconds, r.rssBeforeMiB, r.rssAfterMiB, r.rssPeakMiB, r.heapAfterMiB, r.perDeviceKiB],
-      [int, int, (n) => n.toFixed(1), int, int, int, int, (n) => n.toFixed(1)],
+      (r) => [
+        r.devices,
+        r.online,
+        r.connectSeconds,
+        r.rssBeforeMiB,
+        r.rssPeakMiB,
+        r.rssConnectedMiB,
+        r.rssAfterMiB,
+        r.heapBeforeMiB,
+        r.heapAfterMiB,
+        r.perDeviceKiB,
+      ],
+      [int, int, (n) => n.toFixed(1), int, int, int, int, int, int, (n) => n.toFixed(1)],
     ),
   );
   for (const [i, r] of runs.entries()) {
@@ -508,11 +542,14 @@ async function connectionsPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
       )} (${spread(
         runs.map((r) => r.rssBeforeMiB),
         mib,
-      )} before they connected)`,
+      )} before they connected; peak while connecting ${spread(
+        runs.map((r) => r.rssPeakMiB),
+        mib,
+      )})`,
       command: cmd,
     },
     {
-      figure: 'Resident memory per idle device (after − before, full GC)',
+      figure: `Resident memory per idle device (after − before, each after ${o.settleSeconds} s idle)`,
       value: `${spread(
         runs.map((r) => r.perDeviceKiB),
         (n) => `${n.toFixed(1)} KiB`,

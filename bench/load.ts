@@ -54,7 +54,7 @@ export interface LatencyArgs {
   /** Readings whose publish → queryable-in-InfluxDB time is measured (published in addition to `rate`). */
   samples: number;
   base: number;
-  /** The measuring socket asks for batched events (`readings` arrays; see dashboard-api/live.ts). */
+  /** The measuring socket asks for batched events (`batch`: readings and indicators arrays; see dashboard-api/live.ts). */
   batch?: boolean;
 }
 
@@ -120,7 +120,7 @@ export interface SocketsArgs {
   apiUrl: string;
   apiToken: string;
   count: number;
-  /** Ask the server for batched events (`readings`, `indicators` arrays) instead of one event per reading. */
+  /** Ask the server for batched events (`batch`: readings and indicators arrays) instead of one event per reading. */
   batch: boolean;
 }
 
@@ -271,9 +271,9 @@ async function latency(a: LatencyArgs): Promise<LatencyResult> {
     };
     socket.on('reading', received);
     socket.on(
-      'readings' as 'reading',
-      ((rs: { device: string; time: number }[]) => {
-        for (const r of rs) received(r);
+      'batch' as 'reading',
+      ((b: { readings: { device: string; time: number }[] }) => {
+        for (const r of b.readings) received(r);
       }) as unknown as (r: { device: string; time: number }) => void,
     );
     const ack = (await socket.timeout(5000).emitWithAck('subscribe', {})) as { ok: boolean; error?: string };

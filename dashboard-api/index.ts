@@ -3,6 +3,6 @@ export { createDashboardApi } from './server.ts';
 export type { DashboardApi, DashboardApiOptions } from './server.ts';
 export { createApp } from './app.ts';
 export type { ApiDeps, HealthReport } from './routes.ts';
-export type { ClientToServer, ServerToClient, SubscribeAck, Subscription } from './live.ts';
+export type { ClientToServer, LiveBatch, ServerToClient, SubscribeAck, Subscription } from './live.ts';
 export { createAuth, SERVICE_ACTOR } from './auth.ts';
 export type { Auth, AuthOptions, Principal } from './auth.ts';

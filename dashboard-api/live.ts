@@ -12,10 +12,12 @@
  * number of sockets: rooms `all`, `device:<id>`, `zone:<id>`, `family:<name>`.
  *
  * Batched sockets (issue 7): a client that connects with `auth: { token, batch: true }` receives readings and
- * device indicators as arrays instead (`readings`, `indicators`), at most one of each per `BATCH_MS` per
- * subscription. Every socket.io event is a WebSocket frame and a write per socket: 200 screens at 5,000
- * readings/s would be 2 million frames a second one by one, about 50 per second per socket batched. A
- * batched socket subscribed to overlapping scopes (all and a zone) gets a reading once per scope.
+ * device indicators in one `batch` event `{ readings, indicators }` (arrays, oldest first) instead, at most one
+ * per `BATCH_MS` per subscription. Every socket.io event is a WebSocket frame and a write(v) system call per
+ * socket, and on this machine that call is the largest cost of fan-out: 200 screens at 5,000 readings/s would
+ * be 2 million frames a second one by one, 50 per second per socket batched (one frame for both arrays: two
+ * events per flush measured 84–103 ms p99 in `npm run bench -- fanout`, see the README). A batched socket
+ * subscribed to overlapping scopes (all and a zone) gets a reading once per scope.
  */
 import type http from 'node:http';
 import { Ajv } from 'ajv';
@@ -60,10 +62,11 @@ export interface ServerToClient {
   aqi: (a: AqiEvent) => void;
   /** Derived indicators of a device, a zone or the city. */
   indicator: (i: IndicatorEvent) => void;
-  /** Batched sockets: the readings of the last BATCH_MS for one of its subscriptions, oldest first. */
-  readings: (r: EnrichedReading[]) => void;
-  /** Batched sockets: device indicators of the last BATCH_MS (zone and city ones come as `indicator`). */
-  indicators: (i: IndicatorEvent[]) => void;
+  /**
+   * Batched sockets: for one of its subscriptions, the readings and the device indicators of the last BATCH_MS,
+   * oldest first (zone and city indicators come one by one as `indicator`).
+   */
+  batch: (b: LiveBatch) => void;
   /** An alarm raised or changed: to every connected socket (every screen announces new alarms). */
   alarm: (a: AlarmRecord) => void;
   /** A command created or changed state: to all, its device's and its zone's rooms. */
@@ -74,6 +77,12 @@ export interface ServerToClient {
 export interface ClientToServer {
   subscribe: (sub: Subscription, ack: (a: SubscribeAck) => void) => void;
   unsubscribe: (sub: Subscription, ack?: (a: { ok: boolean }) => void) => void;
+}
+
+/** What a batched socket receives every BATCH_MS at most (either array may be empty, never both). */
+export interface LiveBatch {
+  readings: EnrichedReading[];
+  indicators: IndicatorEvent[];
 }
 
 /** Per socket: who connected (set at the handshake), and whether it asked for batched events. */
@@ -157,15 +166,13 @@ export function attachLive(
     return rooms.some((room) => all.has(room));
   };
   // Batched delivery: per room of batched sockets (`batch:<room>`), what waits for the next flush.
-  const batchRooms = new Map<string, { readings: EnrichedReading[]; indicators: IndicatorEvent[] }>();
+  const batchRooms = new Map<string, LiveBatch>();
   let batchedSockets = 0;
   let batchTimer: NodeJS.Timeout | undefined;
   const flushBatches = () => {
     batchTimer = undefined;
-    for (const [room, b] of batchRooms) {
-      if (b.readings.length) io.to(`batch:${room}`).emit('readings', b.readings);
-      if (b.indicators.length) io.to(`batch:${room}`).emit('indicators', b.indicators);
-    }
+    // One event (one frame, one write per socket) for both arrays.
+    for (const [room, b] of batchRooms) io.to(`batch:${room}`).emit('batch', b);
     batchRooms.clear();
   };
   const queueBatch = (rooms: string[], kind: 'readings' | 'indicators', item: EnrichedReading | IndicatorEvent) => {

@@ -103,10 +103,17 @@ test('a batched socket (auth.batch) gets readings as arrays, never one event per
   const socket = ioClient(p.addr.api, { transports: ['websocket'], reconnection: false, auth: { token, batch: true } });
   scope.after(() => socket.close());
   const arrays: any[][] = [];
+  const indicatorArrays: any[][] = [];
   const single: any[] = [];
+  const singleIndicators: any[] = [];
   const statuses: any[] = [];
-  socket.on('readings', (rs: any[]) => arrays.push(rs));
+  socket.on('batch', (b: any) => {
+    assert.ok(b.readings.length + b.indicators.length > 0, 'no empty batch');
+    arrays.push(b.readings);
+    indicatorArrays.push(b.indicators);
+  });
   socket.on('reading', (r: any) => single.push(r));
+  socket.on('indicator', (i: any) => singleIndicators.push(i));
   socket.on('status', (s: any) => statuses.push(s));
   assert.equal((await socket.timeout(5000).emitWithAck('subscribe', { zone: 'le-loi' })).ok, true);
   const dev = await p.provision('traffic', { zone: 'le-loi' });
@@ -121,6 +128,13 @@ test('a batched socket (auth.batch) gets readings as arrays, never one event per
     [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
   );
   assert.equal(single.length, 0, 'no per-reading events on a batched socket');
+  // Each reading's device indicators come in the same batches, never as one event per reading.
+  await p.waitFor(
+    () => indicatorArrays.flat().some((i) => i.scope === 'device' && i.id === dev.id),
+    5000,
+    'device indicators in the batches',
+  );
+  assert.equal(singleIndicators.filter((i) => i.scope === 'device').length, 0, 'no per-reading device indicator events');
   assert.ok(
     statuses.some((s) => s.device === dev.id && s.state === 'online'),
     'low-volume events still come one by one',
