@@ -90,6 +90,8 @@ interface Tracker {
 
 const SYSTEM = 'system';
 const AUDIT_SYSTEM = '(system)';
+/** What a no-data rule sees when a reading arrives (shared: not one object per reading). */
+const NOT_SILENT: Fields = Object.freeze({ silentMs: 0, silentS: 0 });
 
 export function createAlarms(opts: AlarmsOptions, deps: AlarmsDeps): Alarms {
   const rules = resolveRules(opts);
@@ -120,6 +122,22 @@ export function createAlarms(opts: AlarmsOptions, deps: AlarmsDeps): Alarms {
     // drain() may finish synchronously (synchronous jobs): it sets `draining` itself, before its first await.
     if (!draining) void drain();
   };
+  /**
+   * One event: inline when nothing waits (the common case, no closure and no queue entry per reading), else
+   * queued behind what waits. A job that turns asynchronous (a device lookup) holds the later ones back.
+   */
+  const run = <T>(handler: (ev: T) => void | Promise<void>, ev: T) => {
+    if (stopped) return;
+    if (draining || queue.length) return push(() => handler(ev));
+    let pending: void | Promise<void>;
+    try {
+      pending = handler(ev);
+    } catch (err) {
+      log.error({ err }, 'alarm rule evaluation failed');
+      return;
+    }
+    if (pending instanceof Promise) push(() => pending);
+  };
   function drain(): Promise<void> {
     let done = () => {};
     draining = new Promise<void>((resolve) => (done = resolve));
@@ -144,15 +162,28 @@ export function createAlarms(opts: AlarmsOptions, deps: AlarmsDeps): Alarms {
     return store;
   };
   const key = (ruleId: string, subject: string) => `${ruleId}\u0000${subject}`;
-  const tracker = (rule: CompiledRule, subject: string, init: Pick<Tracker, 'scope' | 'family' | 'zone'>): Tracker => {
-    const k = key(rule.rule.id, subject);
-    let t = trackers.get(k);
-    if (!t) {
-      t = { rule, subject, raiseSince: null, clearSince: null, on: false, ...init };
-      trackers.set(k, t);
+  /** Per rule, its trackers by subject: the per-reading lookup builds no key string. */
+  const bySubject = new Map<CompiledRule, Map<string, Tracker>>();
+  const tracker = (
+    rule: CompiledRule,
+    subject: string,
+    scope: Tracker['scope'],
+    family: Tracker['family'],
+    zone: Tracker['zone'],
+  ): Tracker => {
+    let subjects = bySubject.get(rule);
+    if (!subjects) {
+      subjects = new Map();
+      bySubject.set(rule, subjects);
     }
-    if (init.zone) t.zone = init.zone;
-    if (init.family) t.family = init.family;
+    let t = subjects.get(subject);
+    if (!t) {
+      t = { rule, subject, raiseSince: null, clearSince: null, on: false, scope, family, zone };
+      subjects.set(subject, t);
+      trackers.set(key(rule.rule.id, subject), t);
+    }
+    if (zone) t.zone = zone;
+    if (family) t.family = family;
     return t;
   };
 
@@ -275,20 +306,22 @@ export function createAlarms(opts: AlarmsOptions, deps: AlarmsDeps): Alarms {
     const at = now();
     const relevant = relevantRules(ev.family);
     const prevState = deviceState.get(ev.device);
-    const fresh = !prevState || ev.time >= prevState.time;
     let fields: Fields | undefined;
-    if (fresh) {
-      const merged = { ...(prevState?.fields ?? {}), ...ev.fields };
-      deviceState.set(ev.device, { time: ev.time, fields: merged });
-      fields = merged;
+    if (!prevState) {
+      fields = { ...ev.fields };
+      deviceState.set(ev.device, { time: ev.time, fields });
+    } else if (ev.time >= prevState.time) {
+      // Merged in place (one object per device, not one per reading); what a rule keeps of it (the message) is
+      // taken when the alarm is raised.
+      prevState.time = ev.time;
+      fields = Object.assign(prevState.fields, ev.fields);
     }
-    const init = { scope: 'device' as const, family: ev.family, zone: ev.zone };
     for (const c of relevant) {
       const kind = c.rule.kind;
-      const t = tracker(c, ev.device, init);
+      const t = tracker(c, ev.device, 'device', ev.family, ev.zone);
       if (kind === 'noData') {
         t.lastDataAt = at;
-        observe(t, { silentMs: 0, silentS: 0 }, at);
+        observe(t, NOT_SILENT, at);
         continue;
       }
       if (!fields) continue;
@@ -317,7 +350,7 @@ export function createAlarms(opts: AlarmsOptions, deps: AlarmsDeps): Alarms {
     for (const c of rules) {
       if (c.rule.source !== 'status' || (c.rule.family && c.rule.family !== ev.family)) continue;
       if (c.where && !c.where(f)) continue;
-      observe(tracker(c, ev.device, { scope: 'device', family: ev.family as AlarmRecord['family'], zone: ev.zone }), f, at);
+      observe(tracker(c, ev.device, 'device', ev.family as AlarmRecord['family'], ev.zone), f, at);
     }
   }
 
@@ -328,7 +361,7 @@ export function createAlarms(opts: AlarmsOptions, deps: AlarmsDeps): Alarms {
       if (c.rule.source !== 'aqi' || (c.rule.scope ?? 'station') !== ev.scope) continue;
       if (c.where && !c.where(f)) continue;
       const scope = ev.scope === 'station' ? ('device' as const) : ('zone' as const);
-      observe(tracker(c, ev.id, { scope, zone: ev.zone, ...(scope === 'device' ? { family: 'airQuality' as const } : {}) }), f, at);
+      observe(tracker(c, ev.id, scope, scope === 'device' ? 'airQuality' : undefined, ev.zone), f, at);
     }
   }
 
@@ -349,10 +382,10 @@ export function createAlarms(opts: AlarmsOptions, deps: AlarmsDeps): Alarms {
 
   const listeners = {
     reading: (r: EnrichedReading) => {
-      if (relevantRules(r.family).length) push(() => onReading(r));
+      if (relevantRules(r.family).length) run(onReading, r);
     },
-    status: (s: StatusEvent) => push(() => onStatus(s)),
-    aqi: (a: AqiEvent) => push(() => onAqi(a)),
+    status: (s: StatusEvent) => run(onStatus, s),
+    aqi: (a: AqiEvent) => run(onAqi, a),
   };
 
   const ruleById = new Map(rules.map((r) => [r.rule.id, r]));
@@ -368,14 +401,14 @@ export function createAlarms(opts: AlarmsOptions, deps: AlarmsDeps): Alarms {
           log.warn({ alarm: a.id, rule: a.rule }, 'open alarm of a rule that is no longer configured: left open');
           continue;
         }
-        const t = tracker(rule, a.subject, { scope: a.scope, family: a.family, zone: a.zone });
+        const t = tracker(rule, a.subject, a.scope, a.family, a.zone);
         t.on = true;
         t.alarmId = a.id;
       }
       for (const a of s.suppressed()) {
         const rule = ruleById.get(a.rule);
         if (!rule) continue;
-        const t = tracker(rule, a.subject, { scope: a.scope, family: a.family, zone: a.zone });
+        const t = tracker(rule, a.subject, a.scope, a.family, a.zone);
         if (t.alarmId !== undefined) continue;
         t.on = true;
         t.suppressedId = a.id;
@@ -394,7 +427,7 @@ export function createAlarms(opts: AlarmsOptions, deps: AlarmsDeps): Alarms {
         onStatus({ device: d.id, family: d.family, zone: d.zone, state: 'offline', at: iso });
         for (const c of readingRules) {
           if (c.rule.kind !== 'noData' || (c.rule.family && c.rule.family !== d.family)) continue;
-          const t = tracker(c, d.id, { scope: 'device', family: d.family, zone: d.zone });
+          const t = tracker(c, d.id, 'device', d.family, d.zone);
           t.lastDataAt ??= at;
         }
       }

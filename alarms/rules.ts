@@ -443,10 +443,18 @@ function firstField(c: Condition): string | undefined {
 }
 
 /** A field by name, or by a dotted path into nested objects (`vn.level`). */
+/** Dotted field paths, split once (rules evaluate the same few paths for every reading). */
+const paths = new Map<string, string[]>();
+
 export function lookup(f: Fields, field: string): unknown {
   if (field in f) return f[field];
+  let path = paths.get(field);
+  if (!path) {
+    path = field.split('.');
+    paths.set(field, path);
+  }
   let o: unknown = f;
-  for (const k of field.split('.')) {
+  for (const k of path) {
     if (!o || typeof o !== 'object') return undefined;
     o = (o as Record<string, unknown>)[k];
   }

@@ -8,7 +8,8 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -363,9 +364,26 @@ async function withPlatform<T>(
     // The platform's event-loop delay over the run (what every reading waits behind), printed per run.
     const loop = monitorEventLoopDelay({ resolution: 5 });
     loop.enable();
+    // CITYPULSE_BENCH_ALLOC_PROFILE=<run name> (tp1_on_1, say): an allocation profile of that run, garbage
+    // included, to <run name>.heapprofile (open it in Chrome DevTools' Memory tab). GC cost follows allocation.
+    const allocProfile = process.env.CITYPULSE_BENCH_ALLOC_PROFILE === name ? new Session() : undefined;
+    if (allocProfile) {
+      allocProfile.connect();
+      await allocProfile.post('HeapProfiler.startSampling', {
+        samplingInterval: 4096,
+        includeObjectsCollectedByMajorGC: true,
+        includeObjectsCollectedByMinorGC: true,
+      } as never);
+    }
     try {
       return await fn({ platform, addr, database, devices, warnings, expected });
     } finally {
+      if (allocProfile) {
+        const r = (await allocProfile.post('HeapProfiler.stopSampling')) as { profile: unknown };
+        writeFileSync(`${name}.heapprofile`, JSON.stringify(r.profile));
+        allocProfile.disconnect();
+        console.log(`  ${name}: allocation profile written to ${name}.heapprofile`);
+      }
       loop.disable();
       const ms = (ns: number) => (ns / 1e6).toFixed(0);
       console.log(

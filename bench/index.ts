@@ -3,7 +3,8 @@
  *
  *   npm run bench [-- all|throughput|latency|fanout|connections|storm|drain] [--devices=50] [--seconds=6] [--runs=3]
  *                 [--window=20] [--rate=5000] [--latency-seconds=10] [--samples=20] [--warmup=3] [--drain-readings=200000]
- *                 [--idle-devices=15000] [--connect-concurrency=500] [--storm-devices=10000] [--storm-backlog=60] [--sockets=200]
+ *                 [--idle-devices=15000] [--connect-concurrency=500] [--settle-seconds=40] [--storm-devices=10000]
+ *                 [--storm-backlog=60] [--sockets=200]
  *
  * Everything runs on this machine over loopback: a private InfluxDB in a temp folder, a fresh platform per run
  * on ephemeral ports, and the devices in a child process. Prints each run, the medians, and a markdown table
@@ -14,10 +15,15 @@
  * - latency: publish → socket.io and publish → queryable at a steady rate (platform defaults).
  *   Beside each, a bare Aedes broker relaying the same load to one QoS 1 subscriber (the in-run baseline).
  * - fanout: the latency run with 200 dashboard sockets subscribed to everything (batched, and once one event per reading).
- * - connections: idle devices held by one platform and the resident memory per device.
+ * - connections: idle devices held by one platform and the resident memory per device, after --settle-seconds
+ *   idle (no forced GC: V8's own idle memory reducer), with the peak while they connect.
  * - storm: idle devices cut at once, reconnecting at once and flushing a backlog; cut → all stored, loss.
  * - drain: InfluxDB stopped, a fixed number of acknowledged readings published, InfluxDB restarted, time until
  *   the durable log is empty.
+ *
+ * Every run also prints the platform's event-loop delay (p50/p99/max). Node flags are printed with the machine
+ * (NODE_OPTIONS=--max-semi-space-size=64 npm run bench -- throughput, say: see the README). Diagnostics:
+ * node --cpu-prof … then bench/cpu-profile.ts; CITYPULSE_BENCH_ALLOC_PROFILE=<run name> for allocations.
  */
 import { closeSync, fdatasyncSync, openSync, readFileSync, rmSync, statfsSync, writeSync } from 'node:fs';
 import os from 'node:os';
@@ -204,7 +210,8 @@ function printMachine(env: BenchEnv): { cpu: string; memory: string; node: strin
     cpu: `${cpus[0]?.model.trim() ?? 'unknown'} × ${cpus.length}`,
     memory: `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`,
     os: `${os.type()} ${os.release()} ${os.arch()}`,
-    node: process.version,
+    // Flags change the figures (a larger V8 young generation, say: see the README), so they are printed.
+    node: `${process.version}, flags: ${[...process.execArgv, process.env.NODE_OPTIONS ?? ''].filter((f) => f && f !== 'tsx' && f !== '--import').join(' ') || 'none'}`,
     packages: ['aedes', 'mqtt', 'influx', 'socket.io', 'socket.io-client'].map((p) => `${p} ${packageVersion(p)}`).join(', '),
     influxdb: `InfluxDB ${env.influxVersion} (private instance, ${env.influx.url})`,
     disk: diskInfo(env.dir),
