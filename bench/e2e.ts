@@ -14,8 +14,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { leafZones } from '../registry/index.ts';
-import { CONFIG_SCHEMA, loadConfig, type ConfigInput } from '../platform/config.ts';
+import type { HostRequest, HostResponse, HostStarted } from './platform-host.ts';
+import { benchOverrides, provisionBenchDevices, type PlatformOptions } from './settings.ts';
+export { RATE_LIMIT_OFF } from './settings.ts';
+import { loadConfig, type ConfigInput } from '../platform/config.ts';
 import { startLocalInflux, type LocalInflux } from '../platform/influxdb-local.ts';
 import { createPlatform, type Platform, type PlatformAddresses } from '../platform/platform.ts';
 import { Aedes } from 'aedes';
@@ -37,16 +39,6 @@ import type {
   ThroughputResult,
 } from './load.ts';
 import { summarize, type LatencySummary } from './stats.ts';
-
-const REPO = fileURLToPath(new URL('..', import.meta.url));
-
-/**
- * The per-device reading rate limit (ingest.maxReadingsPerSecond, when this version of the platform has it) is
- * switched off for the bench: 50 bench devices stand in for thousands of real ones, each sending hundreds to
- * thousands of readings a second, and a per-device policy would measure the policy, not the pipeline.
- */
-export const RATE_LIMIT_OFF: boolean = 'maxReadingsPerSecond' in CONFIG_SCHEMA.properties.ingest.properties;
-const benchIngest = (RATE_LIMIT_OFF ? { maxReadingsPerSecond: 0 } : {}) as ConfigInput['ingest'];
 
 /** Observation times start an hour back: inside the 90 d retention, and runs of a few seconds never reach "now". */
 const timeBase = () => Date.now() - 3_600_000;
@@ -290,18 +282,6 @@ interface RunContext {
   expected: string[];
 }
 
-interface PlatformOptions {
-  /** durability.fsync of the platform (default: the shipped default, true). */
-  fsync?: boolean;
-  /** Keep the per-device rate limit at its default (the storm: a realistic backlog flush, within the burst). */
-  rateLimit?: boolean;
-  /** Broker options beside host and port (connection limits for thousands of bench devices from one address). */
-  broker?: ConfigInput['broker'];
-
-  /** Log lines the run causes on purpose (InfluxDB stopped): kept apart from the warnings. */
-  expected?: RegExp;
-}
-
 /** Starts a fresh platform (own data folder and database) with `deviceCount` traffic counters, runs `fn`, cleans up. */
 async function withPlatform<T>(
   env: BenchEnv,
@@ -321,22 +301,7 @@ async function withPlatform<T>(
       if (warnings.length <= 5) process.stderr.write(`  [platform] ${line}`);
     },
   };
-  const config = loadConfig({
-    env: {},
-    overrides: {
-      dataDir,
-      cityProfile: join(REPO, 'cities/bac-giang.json'),
-      broker: { ...opts.broker, host: '127.0.0.1', port: 0 },
-      api: { host: '127.0.0.1', port: 0 },
-      influx: { url: env.influx.url, database },
-      log: { level: 'warn' },
-      simulate: { enabled: false },
-      // ingest and durability: defaults on purpose (the figures are for the shipped settings), but for the
-      // fsync comparison and the per-device rate limit (RATE_LIMIT_OFF). The durable log is in dataDir/wal, on the file system of the temp folder.
-      ...(opts.fsync === undefined ? {} : { durability: { fsync: opts.fsync } }),
-      ...(opts.rateLimit ? {} : { ingest: benchIngest }),
-    },
-  });
+  const config = loadConfig({ env: {}, overrides: benchOverrides(env.influx.url, dataDir, database, opts) });
   const platform = createPlatform(config, { logDestination });
   let cleaning: Promise<void> | undefined;
   const cleanup = () =>
@@ -348,19 +313,7 @@ async function withPlatform<T>(
   env.active.add(cleanup);
   try {
     const addr = await platform.start();
-    const profile = platform.parts.profile;
-    const zone = leafZones(profile)[0] ?? profile.zones[0];
-    if (!zone) throw new Error('the city profile has no zones');
-    const devices: BenchDevice[] = [];
-    for (let i = 0; i < deviceCount; i++) {
-      const { device, token } = await platform.parts.devices.provision({
-        id: `tf-bench-${String(i).padStart(4, '0')}`,
-        family: 'traffic',
-        zone: zone.id,
-        location: profile.centre,
-      });
-      devices.push({ id: device.id, token });
-    }
+    const devices = await provisionBenchDevices(platform, deviceCount);
     // The platform's event-loop delay over the run (what every reading waits behind), printed per run.
     const loop = monitorEventLoopDelay({ resolution: 5 });
     loop.enable();
@@ -778,21 +731,84 @@ export async function runBaseline(
 
 // ---------- idle connections and memory (issue 7) ----------
 
-const rssMiB = () => process.memoryUsage().rss / 2 ** 20;
+/** Resident memory of a process, MiB, from /proc/<pid>/status (VmRSS), as `ps` and `top` show it. */
+function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : Number.NaN;
+}
 
 /**
- * Resident memory after `seconds` of idleness, sampled every second: no forced GC, so the figure is what a
- * deployment holds once V8's own memory reducer has run (it compacts the heap and shrinks the young generation
- * some seconds after the allocation rate drops; about 20 s after 15,000 connections here). A forced gc() measures
- * more, not less: it neither shrinks the young generation nor compacts every fragmented page.
+ * Resident memory after `seconds` of idleness: no forced GC, so the figure is what a deployment holds once V8's
+ * own memory reducer has run (it compacts the heap and shrinks the young generation some seconds after the
+ * allocation rate drops; about 20 s after 15,000 connections here). A forced gc() measures more, not less: it
+ * neither shrinks the young generation nor compacts every fragmented page.
  */
-async function idleRss(seconds: number): Promise<{ settled: number; min: number }> {
-  let min = rssMiB();
-  for (let i = 0; i < seconds; i++) {
-    await new Promise((r) => setTimeout(r, 1000));
-    min = Math.min(min, rssMiB());
+async function idleRss(pid: number, seconds: number): Promise<number> {
+  for (let i = 0; i < seconds; i++) await new Promise((r) => setTimeout(r, 1000));
+  return rssMiB(pid);
+}
+
+/** A platform in its own process (bench/platform-host.ts), one command at a time over IPC. */
+class PlatformProcess {
+  private readonly child: ChildProcess;
+  private readonly pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
+  private nextId = 1;
+  private exited = false;
+
+  constructor() {
+    // NODE_OPTIONS (a V8 flag, say) reaches the child through the environment, as with `npm start`.
+    this.child = fork(fileURLToPath(new URL('./platform-host.ts', import.meta.url)), [], {
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    this.child.on('message', (m: HostResponse) => {
+      const p = this.pending.get(m.id);
+      if (!p) return;
+      this.pending.delete(m.id);
+      if (m.ok) p.resolve(m.result);
+      else p.reject(new Error(`platform process: ${m.error}`));
+    });
+    this.child.on('exit', (code, signal) => {
+      this.exited = true;
+      for (const p of this.pending.values()) p.reject(new Error(`platform process exited (${signal ?? `code ${code}`})`));
+      this.pending.clear();
+    });
   }
-  return { settled: rssMiB(), min };
+
+  get pid(): number {
+    return this.child.pid as number;
+  }
+
+  start(overrides: ConfigInput, devices: number): Promise<HostStarted> {
+    return this.request({ id: this.nextId++, cmd: 'start', overrides, devices }) as Promise<HostStarted>;
+  }
+  online(): Promise<number> {
+    return this.request({ id: this.nextId++, cmd: 'online' }) as Promise<number>;
+  }
+  heapMiB(): Promise<number> {
+    return (this.request({ id: this.nextId++, cmd: 'heap' }) as Promise<number>).then((b) => b / 2 ** 20);
+  }
+  /** Stops the platform; its warnings. */
+  stop(): Promise<string[]> {
+    return this.request({ id: this.nextId++, cmd: 'stop' }) as Promise<string[]>;
+  }
+
+  async close(): Promise<void> {
+    if (this.exited) return;
+    const gone = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    this.child.disconnect(); // the host stops its platform and exits when the IPC channel closes
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
+    await gone;
+    clearTimeout(timer);
+  }
+
+  private request(req: HostRequest): Promise<unknown> {
+    if (this.exited) return Promise.reject(new Error('platform process is not running'));
+    return new Promise((resolve, reject) => {
+      this.pending.set(req.id, { resolve, reject });
+      this.child.send(req);
+    });
+  }
 }
 
 export interface ConnectionsRun {
@@ -801,7 +817,7 @@ export interface ConnectionsRun {
   /** Platform's count of online devices once every device had its CONNACK. */
   online: number;
   connectSeconds: number;
-  /** Resident memory of the platform process (this process: platform + bench harness), MiB, after `settleSeconds` idle. */
+  /** Resident memory of the platform process (the platform alone), MiB, after `settleSeconds` idle. */
   rssBeforeMiB: number;
   rssAfterMiB: number;
   /** Resident memory right after the last device was online, before the idle memory reducer ran, MiB. */
@@ -812,7 +828,7 @@ export interface ConnectionsRun {
   heapAfterMiB: number;
   /** (after − before) / devices, KiB. */
   perDeviceKiB: number;
-  /** Resident memory while the devices connected (before GC), MiB. */
+  /** Resident memory while the devices connected, MiB (sampled every 100 ms). */
   rssPeakMiB: number;
   warnings: string[];
 }
@@ -821,66 +837,80 @@ export interface ConnectionsRun {
 export const MANY_DEVICES_BROKER: ConfigInput['broker'] = { maxConnectionAttemptsPerAddress: 0, maxConnections: 19_000 };
 
 /**
- * Idle devices held by one platform: `devices` MQTT connections (half in each device process), resident memory
- * of the platform process before and after (each after `settleSeconds` idle, see idleRss), and the platform's own
- * online count.
+ * Idle devices held by one platform: a platform in its own process (bench/platform-host.ts, the same settings
+ * as the other runs), `devices` MQTT connections (half in each device process), the platform process's resident
+ * memory before and after (each after `settleSeconds` idle, see idleRss), and the platform's own online count.
  */
 export async function runConnections(
   env: BenchEnv,
   o: { devices: number; concurrency: number; settleSeconds: number },
   name: string,
 ): Promise<ConnectionsRun> {
-  return withPlatform(
-    env,
-    name,
-    o.devices,
-    async ({ platform, addr, devices, warnings }) => {
-      const rssBefore = (await idleRss(o.settleSeconds)).settled;
-      const heapBefore = process.memoryUsage().heapUsed / 2 ** 20;
-      let peak = rssBefore;
-      const sampler = setInterval(() => (peak = Math.max(peak, rssMiB())), 100);
-      const half = Math.ceil(devices.length / 2);
-      const parts = [devices.slice(0, half), devices.slice(half)].filter((p) => p.length);
-      const gens = [env.load, env.helper()];
-      try {
-        const t0 = process.hrtime.bigint();
-        const answers = await Promise.all(
-          parts.map((p, i) =>
-            (gens[i] as LoadGenerator).idle({ mqttUrl: addr.mqtt, devices: p, concurrency: o.concurrency, keepaliveSeconds: 300 }),
-          ),
-        );
-        const connectSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
-        // The 'client' event (online) may trail the CONNACK by a tick.
-        for (const until = Date.now() + 5000; platform.parts.broker.onlineCount() < devices.length && Date.now() < until; )
-          await new Promise((r) => setTimeout(r, 50));
-        const online = platform.parts.broker.onlineCount();
-        clearInterval(sampler);
-        const rssConnected = rssMiB();
-        peak = Math.max(peak, rssConnected);
-        const rssAfter = (await idleRss(o.settleSeconds)).settled;
-        const connected = answers.reduce((n, a) => n + a.result.connected, 0);
-        return {
-          devices: devices.length,
-          connected,
-          online,
-          connectSeconds,
-          rssBeforeMiB: rssBefore,
-          rssAfterMiB: rssAfter,
-          rssConnectedMiB: rssConnected,
-          settleSeconds: o.settleSeconds,
-          heapBeforeMiB: heapBefore,
-          heapAfterMiB: process.memoryUsage().heapUsed / 2 ** 20,
-          perDeviceKiB: ((rssAfter - rssBefore) * 1024) / Math.max(1, online),
-          rssPeakMiB: peak,
-          warnings,
-        };
-      } finally {
-        clearInterval(sampler);
-        await Promise.all(parts.map((_, i) => (gens[i] as LoadGenerator).release().catch(() => undefined)));
-      }
-    },
-    { broker: MANY_DEVICES_BROKER },
-  );
+  const dataDir = await mkdtemp(join(env.dir, 'platform-'));
+  const database = `bench_${name}`;
+  const host = new PlatformProcess();
+  let cleaning: Promise<void> | undefined;
+  const cleanup = () =>
+    (cleaning ??= (async () => {
+      await host.close();
+      await influxQuery(env.influx.url, '', `DROP DATABASE "${database}"`).catch(() => undefined);
+      await rm(dataDir, { recursive: true, force: true });
+    })());
+  env.active.add(cleanup);
+  const gens = [env.load, env.helper()];
+  let parts: BenchDevice[][] = [];
+  try {
+    const { mqtt, devices } = await host.start(
+      benchOverrides(env.influx.url, dataDir, database, { broker: MANY_DEVICES_BROKER }),
+      o.devices,
+    );
+    const rssBefore = await idleRss(host.pid, o.settleSeconds);
+    const heapBefore = await host.heapMiB();
+    let peak = rssBefore;
+    const sampler = setInterval(() => (peak = Math.max(peak, rssMiB(host.pid))), 100);
+    const half = Math.ceil(devices.length / 2);
+    parts = [devices.slice(0, half), devices.slice(half)].filter((p) => p.length);
+    try {
+      const t0 = process.hrtime.bigint();
+      const answers = await Promise.all(
+        parts.map((p, i) =>
+          (gens[i] as LoadGenerator).idle({ mqttUrl: mqtt, devices: p, concurrency: o.concurrency, keepaliveSeconds: 300 }),
+        ),
+      );
+      const connectSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+      // The 'client' event (online) may trail the CONNACK by a tick.
+      let online = await host.online();
+      for (const until = Date.now() + 5000; online < devices.length && Date.now() < until; online = await host.online())
+        await new Promise((r) => setTimeout(r, 50));
+      clearInterval(sampler);
+      const rssConnected = rssMiB(host.pid);
+      peak = Math.max(peak, rssConnected);
+      const rssAfter = await idleRss(host.pid, o.settleSeconds);
+      const heapAfter = await host.heapMiB();
+      const warnings = await host.stop();
+      return {
+        devices: devices.length,
+        connected: answers.reduce((n, a) => n + a.result.connected, 0),
+        online,
+        connectSeconds,
+        rssBeforeMiB: rssBefore,
+        rssAfterMiB: rssAfter,
+        rssConnectedMiB: rssConnected,
+        settleSeconds: o.settleSeconds,
+        heapBeforeMiB: heapBefore,
+        heapAfterMiB: heapAfter,
+        perDeviceKiB: ((rssAfter - rssBefore) * 1024) / Math.max(1, online),
+        rssPeakMiB: peak,
+        warnings,
+      };
+    } finally {
+      clearInterval(sampler);
+    }
+  } finally {
+    await Promise.all(parts.map((_, i) => (gens[i] as LoadGenerator).release().catch(() => undefined)));
+    await cleanup();
+    env.active.delete(cleanup);
+  }
 }
 
 // ---------- reconnect storm (issue 7) ----------

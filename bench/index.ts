@@ -488,8 +488,9 @@ const mib = (n: number) => `${n.toFixed(0)} MiB`;
 async function connectionsPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
   console.log(
     `\nIdle connections: ${int(o.idleDevices)} devices (MQTT 3.1.1, keepalive 300 s, half in each of two device processes,` +
-      ` ${o.connectConcurrency} connecting at once per process) held by one platform; resident memory of the platform` +
-      ` process (platform + bench harness) after ${o.settleSeconds} s idle before and after (no forced GC: V8's own idle` +
+      ` ${o.connectConcurrency} connecting at once per process) held by one platform in a process of its own` +
+      ` (bench/platform-host.ts: the platform alone, run with tsx like npm start); its resident memory (VmRSS)` +
+      ` after ${o.settleSeconds} s idle before and after (no forced GC: V8's own idle` +
       ` memory reducer, as in a deployment), the peak while connecting, and right after; ${o.runs} runs;` +
       ' broker.maxConnectionAttemptsPerAddress 0 and maxConnections 19,000 (every bench device connects from 127.0.0.1)',
   );
@@ -680,16 +681,17 @@ async function fanoutPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
     r.socket.max,
     r.socketMissing,
     r.loadFrames,
+    r.loadFrames ? r.loadBytes / r.loadFrames / 1024 : 0,
     r.loadClosed,
     r.loss,
     ...cpuCells(r.cpu),
   ];
   console.log(
     runsTable(
-      ['', 'published', 'socket p50 ms', 'p99 ms', 'max ms', 'missed', 'load frames', 'closed', 'loss', ...CPU_HEADER],
+      ['', 'published', 'socket p50 ms', 'p99 ms', 'max ms', 'missed', 'load frames', 'KiB/frame', 'closed', 'loss', ...CPU_HEADER],
       [['batched', runs], ...(single ? ([['one event per reading', [single]]] as [string, FanoutRun[]][]) : [])],
       cells,
-      [int, ms, ms, ms, int, int, int, int, int, int, int, int, int],
+      [int, ms, ms, ms, int, int, (n) => n.toFixed(1), int, int, int, int, int, int, int],
     ),
   );
   explainLoss(runs);

@@ -165,6 +165,11 @@ export class Downsampler {
     return this.running;
   }
 
+  /** Resolves when no catch-up runs (at once when none does); never rejects. */
+  settled(): Promise<void> {
+    return (this.running ?? Promise.resolve()).catch(() => undefined);
+  }
+
   /** Recomputes every tier for [fromMs, toMs) (e.g. after an import): the same statements as the catch-up. */
   async backfill(fromMs: number, toMs: number, only?: string[]): Promise<void> {
     for (const m of only ?? Object.keys(this.measurements)) {

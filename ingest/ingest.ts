@@ -253,9 +253,29 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
         if (!flushed)
           logger.warn(log.usage(), 'stopping with readings not yet in InfluxDB: they stay in the durable log for the next start');
       }
-      // Late readings marked but not yet recomputed into the tiers: one last catch-up (the marks live in memory).
-      if (downsampler?.pending())
-        await downsampler.catchUp().catch((err: Error) => logger.warn({ err: err.message }, 'final catch-up failed'));
+      // A catch-up the timer started may still run: wait for it, so no SELECT … INTO of this platform outlives
+      // its stop. Then late readings marked but not yet recomputed into the tiers get one last catch-up (the marks
+      // live in memory). Both within the stop's flush time.
+      if (downsampler) {
+        const final = (async () => {
+          await downsampler.settled();
+          if (downsampler.pending()) await downsampler.catchUp();
+        })().then(
+          () => true,
+          (err: Error) => {
+            logger.warn({ err: err.message }, 'final catch-up failed');
+            return true;
+          },
+        );
+        let timer: NodeJS.Timeout | undefined;
+        const done = await Promise.race([final, new Promise<false>((r) => (timer = setTimeout(() => r(false), opts.stopFlushTimeoutMs)))]);
+        clearTimeout(timer);
+        if (!done)
+          logger.warn(
+            { pendingHours: downsampler.pending() },
+            'stopping while a downsampling catch-up still runs in InfluxDB; hours not yet recomputed are not resumed at the next start',
+          );
+      }
       ship.stop();
       await writer.stop(1000);
       await log.close();

@@ -126,3 +126,33 @@ test('a live reading reaches the minute tier through InfluxDB’s continuous que
   assert.equal(row.powerConsumption, 70, 'mean of the minute');
   assert.equal(row.energyConsumed, 6, 'last value of the counter');
 });
+
+test('stopping waits for a running catch-up: no SELECT … INTO of the platform outlives its stop', async () => {
+  // A platform of its own (this test stops it) on the same InfluxDB; its timer never starts a catch-up itself.
+  const q = await startTestPlatform(
+    scope,
+    { influx: { retentionDuration: '60w', downsample: { catchUpIntervalMs: 3_600_000 } } },
+    { influx: p.influx },
+  );
+  const { id, token } = await q.provision('airQuality');
+  const device = await q.connect(id, token);
+  const now = Date.now();
+  // One late reading an hour for most of a year: a catch-up with a year of hours to recompute per tier.
+  const readings: { dateObserved: number; pm25: number }[] = [];
+  for (let t = now - 360 * DAY; t < now - 2 * HOUR; t += HOUR) readings.push({ dateObserved: t, pm25: 10 + ((t / HOUR) % 53) });
+  for (let i = 0; i < readings.length; i += 1000)
+    await device.publishAsync(`devices/${id}/telemetry`, JSON.stringify(readings.slice(i, i + 1000)), { qos: 1 });
+  assert.equal(await q.platform.parts.ingest.flush(30_000), true);
+  const ds = q.platform.parts.ingest.downsampler;
+  assert.ok(ds && ds.pending() > 0, 'late hours are marked');
+  // What the catch-up timer does, just before an operator stops the platform.
+  void ds.catchUp();
+  assert.equal(ds.pending(), 0, 'the marked hours are now being recomputed, not pending');
+  await q.platform.stop();
+
+  const db = q.platform.config.influx.database;
+  const running = (await q.rows('SHOW QUERIES')).filter((r) => /\bINTO\b/.test(String(r.query)) && String(r.query).includes(db));
+  assert.deepEqual(running, [], 'no catch-up query still running after the stop');
+  const inHourTier = await q.rows(`SELECT count(pm25) FROM "hour"."airQuality" WHERE device = '${id}'`);
+  assert.equal(Number(inHourTier[0]?.count), readings.length, 'the catch-up finished before the stop returned');
+});

@@ -215,8 +215,10 @@ class Store {
     setToken(s.token, () => void this.logout('sessionExpired'));
     this.socket?.close();
     this.conn = 'connecting';
+    // Batched: readings and device indicators arrive as one `batch` event every 20 ms at most, not one frame
+    // each (a city at thousands of readings/s would otherwise cost every screen thousands of frames a second).
     const socket: Socket<ServerToClient, ClientToServer> = io({
-      auth: { token: s.token },
+      auth: { token: s.token, batch: true },
       transports: ['websocket'],
       reconnectionDelay: 500,
       reconnectionDelayMax: 3000,
@@ -238,6 +240,10 @@ class Store {
       this.changed();
     });
     socket.on('reading', (r) => this.applyReading(r));
+    socket.on('batch', (b) => {
+      for (const r of b.readings) this.applyReading(r);
+      for (const i of b.indicators) this.applyIndicator(i);
+    });
     socket.on('status', (st) => {
       const d = this.devices.get(st.device);
       if (d) d.online = st.state === 'online';
