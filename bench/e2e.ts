@@ -282,6 +282,40 @@ interface RunContext {
   expected: string[];
 }
 
+/**
+ * A run's cleanup, registered with the bench (which runs it on an abort too) and run once: `stop` (the
+ * platform), then its database and data folder.
+ */
+function runCleanup(env: BenchEnv, database: string, dataDir: string, stop: () => Promise<void>): () => Promise<void> {
+  let cleaning: Promise<void> | undefined;
+  const cleanup = () =>
+    (cleaning ??= (async () => {
+      await stop();
+      await dropDatabase(env.influx.url, database);
+      await rm(dataDir, { recursive: true, force: true });
+    })());
+  env.active.add(cleanup);
+  return cleanup;
+}
+
+/**
+ * Drops a run's database after killing the queries still running on it. A SELECT … INTO still running there
+ * (a catch-up or a continuous query) and DROP DATABASE deadlocked InfluxDB 1.6 here: every later write to any
+ * database timed out until influxd was killed (the stalled storm run). Best effort: a failure leaves a
+ * database behind, which the bench's InfluxDB folder removal takes away.
+ */
+async function dropDatabase(influxUrl: string, database: string): Promise<void> {
+  try {
+    const running = (await influxQuery(influxUrl, '', 'SHOW QUERIES')).results?.[0]?.series?.[0]?.values ?? [];
+    for (const [qid, query, db] of running as [number, string, string][])
+      if (db === database || query.includes(`${database}.`) || query.includes(`"${database}"`))
+        await influxQuery(influxUrl, '', `KILL QUERY ${qid}`).catch(() => undefined);
+    await influxQuery(influxUrl, '', `DROP DATABASE "${database}"`);
+  } catch {
+    /* best effort */
+  }
+}
+
 /** Starts a fresh platform (own data folder and database) with `deviceCount` traffic counters, runs `fn`, cleans up. */
 async function withPlatform<T>(
   env: BenchEnv,
@@ -303,14 +337,7 @@ async function withPlatform<T>(
   };
   const config = loadConfig({ env: {}, overrides: benchOverrides(env.influx.url, dataDir, database, opts) });
   const platform = createPlatform(config, { logDestination });
-  let cleaning: Promise<void> | undefined;
-  const cleanup = () =>
-    (cleaning ??= (async () => {
-      await platform.stop();
-      await influxQuery(env.influx.url, '', `DROP DATABASE "${database}"`).catch(() => undefined);
-      await rm(dataDir, { recursive: true, force: true });
-    })());
-  env.active.add(cleanup);
+  const cleanup = runCleanup(env, database, dataDir, () => platform.stop());
   try {
     const addr = await platform.start();
     const devices = await provisionBenchDevices(platform, deviceCount);
@@ -849,14 +876,7 @@ export async function runConnections(
   const dataDir = await mkdtemp(join(env.dir, 'platform-'));
   const database = `bench_${name}`;
   const host = new PlatformProcess();
-  let cleaning: Promise<void> | undefined;
-  const cleanup = () =>
-    (cleaning ??= (async () => {
-      await host.close();
-      await influxQuery(env.influx.url, '', `DROP DATABASE "${database}"`).catch(() => undefined);
-      await rm(dataDir, { recursive: true, force: true });
-    })());
-  env.active.add(cleanup);
+  const cleanup = runCleanup(env, database, dataDir, () => host.close());
   const gens = [env.load, env.helper()];
   let parts: BenchDevice[][] = [];
   try {
