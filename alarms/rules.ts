@@ -442,10 +442,10 @@ function firstField(c: Condition): string | undefined {
   return c.field;
 }
 
-/** A field by name, or by a dotted path into nested objects (`vn.level`). */
 /** Dotted field paths, split once (rules evaluate the same few paths for every reading). */
 const paths = new Map<string, string[]>();
 
+/** A field by name, or by a dotted path into nested objects (`vn.level`). */
 export function lookup(f: Fields, field: string): unknown {
   if (field in f) return f[field];
   let path = paths.get(field);
