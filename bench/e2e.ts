@@ -111,85 +111,112 @@ export async function startBenchEnv(): Promise<BenchEnv> {
   }
 }
 
-/** The forked device process (bench/load.ts), one command at a time over IPC. */
-export class LoadGenerator {
+/** A command without its id (distributed over the union of commands). */
+type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
+
+/**
+ * A forked bench process (tsx loaded in it too) answering commands over IPC: `{ id, … }` out, `{ id, ok, … }`
+ * back. 'advanced' serialization carries the bigint timestamps. Closing the IPC channel ends the child.
+ */
+class IpcChild<Req extends { id: number }, Res extends { id: number; ok: boolean; error?: string }> {
   private readonly child: ChildProcess;
-  private readonly pending = new Map<number, { resolve(v: Answer<unknown>): void; reject(e: Error): void }>();
+  private readonly pending = new Map<number, { resolve(v: Res): void; reject(e: Error): void }>();
   private nextId = 1;
   private exited = false;
 
-  constructor() {
-    // tsx must be loaded in the child as well; 'advanced' serialization carries the bigint timestamps.
-    this.child = fork(fileURLToPath(new URL('./load.ts', import.meta.url)), [], {
+  constructor(
+    file: string,
+    private readonly label: string,
+    private readonly killAfterMs: number,
+  ) {
+    this.child = fork(fileURLToPath(new URL(file, import.meta.url)), [], {
       execArgv: ['--import', 'tsx'],
       serialization: 'advanced',
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
-    this.child.on('message', (m: LoadResponse) => {
+    this.child.on('message', (m: Res) => {
       const p = this.pending.get(m.id);
       if (!p) return;
       this.pending.delete(m.id);
-      if (m.ok) p.resolve({ result: m.result, cpuMs: m.cpuMs });
-      else p.reject(new Error(`load generator: ${m.error}`));
+      if (m.ok) p.resolve(m);
+      else p.reject(new Error(`${label}: ${m.error}`));
     });
     this.child.on('exit', (code, signal) => {
       this.exited = true;
-      for (const p of this.pending.values()) p.reject(new Error(`load generator exited (${signal ?? `code ${code}`})`));
+      for (const p of this.pending.values()) p.reject(new Error(`${label} exited (${signal ?? `code ${code}`})`));
       this.pending.clear();
     });
   }
 
-  throughput(args: ThroughputArgs): Promise<Answer<ThroughputResult>> {
-    return this.request({ id: this.nextId++, cmd: 'throughput', args }) as Promise<Answer<ThroughputResult>>;
+  get pid(): number {
+    return this.child.pid as number;
   }
 
-  latency(args: LatencyArgs): Promise<Answer<LatencyResult>> {
-    return this.request({ id: this.nextId++, cmd: 'latency', args }) as Promise<Answer<LatencyResult>>;
-  }
-
-  sink(args: SinkArgs): Promise<Answer<SinkResult>> {
-    return this.request({ id: this.nextId++, cmd: 'sink', args }) as Promise<Answer<SinkResult>>;
-  }
-
-  sinkStop(): Promise<Answer<SinkResult>> {
-    return this.request({ id: this.nextId++, cmd: 'sinkStop', args: {} }) as Promise<Answer<SinkResult>>;
-  }
-
-  idle(args: IdleArgs): Promise<Answer<IdleResult>> {
-    return this.request({ id: this.nextId++, cmd: 'idle', args }) as Promise<Answer<IdleResult>>;
-  }
-
-  release(): Promise<Answer<IdleResult>> {
-    return this.request({ id: this.nextId++, cmd: 'release', args: {} }) as Promise<Answer<IdleResult>>;
-  }
-
-  storm(args: StormArgs): Promise<Answer<StormResult>> {
-    return this.request({ id: this.nextId++, cmd: 'storm', args }) as Promise<Answer<StormResult>>;
-  }
-
-  sockets(args: SocketsArgs): Promise<Answer<SocketsResult>> {
-    return this.request({ id: this.nextId++, cmd: 'sockets', args }) as Promise<Answer<SocketsResult>>;
-  }
-
-  socketsStop(): Promise<Answer<SocketsResult>> {
-    return this.request({ id: this.nextId++, cmd: 'socketsStop', args: {} }) as Promise<Answer<SocketsResult>>;
+  /** Sends a command (its id is filled in); resolves with the child's successful answer. */
+  request(req: WithoutId<Req>): Promise<Res> {
+    if (this.exited) return Promise.reject(new Error(`${this.label} is not running`));
+    return new Promise((resolve, reject) => {
+      const id = this.nextId++;
+      this.pending.set(id, { resolve, reject });
+      this.child.send({ ...req, id });
+    });
   }
 
   async close(): Promise<void> {
     if (this.exited) return;
     const gone = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
     this.child.disconnect(); // the child exits when its IPC channel closes (no command runs by now)
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), this.killAfterMs);
     await gone;
     clearTimeout(timer);
   }
+}
 
-  private request(req: LoadRequest): Promise<Answer<unknown>> {
-    if (this.exited) return Promise.reject(new Error('load generator is not running'));
-    return new Promise((resolve, reject) => {
-      this.pending.set(req.id, { resolve, reject });
-      this.child.send(req);
-    });
+/** The forked device process (bench/load.ts), one command at a time over IPC. */
+export class LoadGenerator extends IpcChild<LoadRequest, LoadResponse> {
+  constructor() {
+    super('./load.ts', 'load generator', 5000);
+  }
+
+  throughput(args: ThroughputArgs): Promise<Answer<ThroughputResult>> {
+    return this.command('throughput', args) as Promise<Answer<ThroughputResult>>;
+  }
+
+  latency(args: LatencyArgs): Promise<Answer<LatencyResult>> {
+    return this.command('latency', args) as Promise<Answer<LatencyResult>>;
+  }
+
+  sink(args: SinkArgs): Promise<Answer<SinkResult>> {
+    return this.command('sink', args) as Promise<Answer<SinkResult>>;
+  }
+
+  sinkStop(): Promise<Answer<SinkResult>> {
+    return this.command('sinkStop', {}) as Promise<Answer<SinkResult>>;
+  }
+
+  idle(args: IdleArgs): Promise<Answer<IdleResult>> {
+    return this.command('idle', args) as Promise<Answer<IdleResult>>;
+  }
+
+  release(): Promise<Answer<IdleResult>> {
+    return this.command('release', {}) as Promise<Answer<IdleResult>>;
+  }
+
+  storm(args: StormArgs): Promise<Answer<StormResult>> {
+    return this.command('storm', args) as Promise<Answer<StormResult>>;
+  }
+
+  sockets(args: SocketsArgs): Promise<Answer<SocketsResult>> {
+    return this.command('sockets', args) as Promise<Answer<SocketsResult>>;
+  }
+
+  socketsStop(): Promise<Answer<SocketsResult>> {
+    return this.command('socketsStop', {}) as Promise<Answer<SocketsResult>>;
+  }
+
+  private async command(cmd: LoadRequest['cmd'], args: unknown): Promise<Answer<unknown>> {
+    const m = (await this.request({ cmd, args } as WithoutId<LoadRequest>)) as LoadResponse & { ok: true };
+    return { result: m.result, cpuMs: m.cpuMs };
   }
 }
 
@@ -283,8 +310,8 @@ interface RunContext {
 }
 
 /**
- * A run's cleanup, registered with the bench (which runs it on an abort too) and run once: `stop` (the
- * platform), then its database and data folder.
+ * A run's cleanup, registered with the bench (which runs it on an abort too) until it has run, and run once:
+ * `stop` (the platform), then its database and data folder.
  */
 function runCleanup(env: BenchEnv, database: string, dataDir: string, stop: () => Promise<void>): () => Promise<void> {
   let cleaning: Promise<void> | undefined;
@@ -293,6 +320,7 @@ function runCleanup(env: BenchEnv, database: string, dataDir: string, stop: () =
       await stop();
       await dropDatabase(env.influx.url, database);
       await rm(dataDir, { recursive: true, force: true });
+      env.active.delete(cleanup);
     })());
   env.active.add(cleanup);
   return cleanup;
@@ -372,7 +400,6 @@ async function withPlatform<T>(
     }
   } finally {
     await cleanup();
-    env.active.delete(cleanup);
   }
 }
 
@@ -776,65 +803,27 @@ async function idleRss(pid: number, seconds: number): Promise<number> {
 }
 
 /** A platform in its own process (bench/platform-host.ts), one command at a time over IPC. */
-class PlatformProcess {
-  private readonly child: ChildProcess;
-  private readonly pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
-  private nextId = 1;
-  private exited = false;
-
+class PlatformProcess extends IpcChild<HostRequest, HostResponse> {
   constructor() {
     // NODE_OPTIONS (a V8 flag, say) reaches the child through the environment, as with `npm start`.
-    this.child = fork(fileURLToPath(new URL('./platform-host.ts', import.meta.url)), [], {
-      execArgv: ['--import', 'tsx'],
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
-    this.child.on('message', (m: HostResponse) => {
-      const p = this.pending.get(m.id);
-      if (!p) return;
-      this.pending.delete(m.id);
-      if (m.ok) p.resolve(m.result);
-      else p.reject(new Error(`platform process: ${m.error}`));
-    });
-    this.child.on('exit', (code, signal) => {
-      this.exited = true;
-      for (const p of this.pending.values()) p.reject(new Error(`platform process exited (${signal ?? `code ${code}`})`));
-      this.pending.clear();
-    });
+    super('./platform-host.ts', 'platform process', 15_000);
   }
 
-  get pid(): number {
-    return this.child.pid as number;
+  private async call<T>(req: WithoutId<HostRequest>): Promise<T> {
+    return ((await this.request(req)) as HostResponse & { ok: true }).result as T;
   }
-
   start(overrides: ConfigInput, devices: number): Promise<HostStarted> {
-    return this.request({ id: this.nextId++, cmd: 'start', overrides, devices }) as Promise<HostStarted>;
+    return this.call({ cmd: 'start', overrides, devices });
   }
   online(): Promise<number> {
-    return this.request({ id: this.nextId++, cmd: 'online' }) as Promise<number>;
+    return this.call({ cmd: 'online' });
   }
-  heapMiB(): Promise<number> {
-    return (this.request({ id: this.nextId++, cmd: 'heap' }) as Promise<number>).then((b) => b / 2 ** 20);
+  async heapMiB(): Promise<number> {
+    return (await this.call<number>({ cmd: 'heap' })) / 2 ** 20;
   }
   /** Stops the platform; its warnings. */
   stop(): Promise<string[]> {
-    return this.request({ id: this.nextId++, cmd: 'stop' }) as Promise<string[]>;
-  }
-
-  async close(): Promise<void> {
-    if (this.exited) return;
-    const gone = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
-    this.child.disconnect(); // the host stops its platform and exits when the IPC channel closes
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
-    await gone;
-    clearTimeout(timer);
-  }
-
-  private request(req: HostRequest): Promise<unknown> {
-    if (this.exited) return Promise.reject(new Error('platform process is not running'));
-    return new Promise((resolve, reject) => {
-      this.pending.set(req.id, { resolve, reject });
-      this.child.send(req);
-    });
+    return this.call({ cmd: 'stop' });
   }
 }
 
@@ -929,7 +918,6 @@ export async function runConnections(
   } finally {
     await Promise.all(parts.map((_, i) => (gens[i] as LoadGenerator).release().catch(() => undefined)));
     await cleanup();
-    env.active.delete(cleanup);
   }
 }
 
