@@ -165,6 +165,8 @@ describe('in the browser', () => {
 
     // English on the switch: the strings change, and stay English after a reload.
     await testid(page, 'lang-switch').click();
+    // The switch re-renders on the next frame; live batches may be rendering meanwhile: wait for it (bounded).
+    await page.locator('[data-testid="nav-map"]', { hasText: /^Map$/ }).waitFor({ timeout: 2000 });
     assert.equal(await testid(page, 'nav-map').textContent(), 'Map');
     assert.match((await testid(page, 'map-device-count').textContent()) ?? '', /9 devices/);
     assert.equal(await page.evaluate(() => (globalThis as unknown as InPage).document.documentElement.lang), 'en');
@@ -172,6 +174,7 @@ describe('in the browser', () => {
     await page.locator('[data-testid="conn-state"][data-state="connected"]').waitFor();
     assert.equal(await testid(page, 'nav-overview').textContent(), 'Overview');
     await testid(page, 'lang-switch').click();
+    await page.locator('[data-testid="nav-overview"]', { hasText: /^Tổng quan$/ }).waitFor({ timeout: 2000 });
     assert.equal(await testid(page, 'nav-overview').textContent(), 'Tổng quan');
     assert.deepEqual(errors, []);
     await page.context().close();
