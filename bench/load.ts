@@ -10,6 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { io as ioClient } from 'socket.io-client';
 import type { WebSocket } from 'ws';
+import { type LiveBatchFrame, unpackBatch } from '../dashboard-api/index.ts';
 
 export interface BenchDevice {
   id: string;
@@ -272,8 +273,8 @@ async function latency(a: LatencyArgs): Promise<LatencyResult> {
     socket.on('reading', received);
     socket.on(
       'batch' as 'reading',
-      ((b: { readings: { device: string; time: number }[] }) => {
-        for (const r of b.readings) received(r);
+      ((frame: LiveBatchFrame) => {
+        for (const r of unpackBatch(frame).readings) received(r);
       }) as unknown as (r: { device: string; time: number }) => void,
     );
     const ack = (await socket.timeout(5000).emitWithAck('subscribe', {})) as { ok: boolean; error?: string };

@@ -12,12 +12,13 @@
  * number of sockets: rooms `all`, `device:<id>`, `zone:<id>`, `family:<name>`.
  *
  * Batched sockets (issue 7): a client that connects with `auth: { token, batch: true }` receives readings and
- * device indicators in one `batch` event `{ readings, indicators }` (arrays, oldest first) instead, at most one
- * per `BATCH_MS` per subscription. Every socket.io event is a WebSocket frame and a write(v) system call per
- * socket, and on this machine that call is the largest cost of fan-out: 200 screens at 5,000 readings/s would
- * be 2 million frames a second one by one, 50 per second per socket batched (one frame for both arrays: two
- * events per flush measured 84–103 ms p99 in `npm run bench -- fanout`, see the README). A batched socket
- * subscribed to overlapping scopes (all and a zone) gets a reading once per scope.
+ * device indicators in one `batch` event instead, at most one per `BATCH_MS` per subscription, packed as arrays
+ * (`LiveBatchFrame`, batch-frame.ts; `unpackBatch` gives the objects back, oldest first). Every socket.io event
+ * is a WebSocket frame and a write(v) system call per socket, and on this machine those writes are the largest
+ * cost of fan-out: 200 screens at 5,000 readings/s would be 2 million frames a second one by one, 50 per second
+ * per socket batched (one frame for both arrays: two events per flush measured 84–103 ms p99 in
+ * `npm run bench -- fanout`, see the README), and packing makes each frame about a third the size. A batched
+ * socket subscribed to overlapping scopes (all and a zone) gets a reading once per scope.
  */
 import type http from 'node:http';
 import { Ajv } from 'ajv';
@@ -27,6 +28,7 @@ import type { AlarmRecord, AqiEvent, BusEvents, CommandRecord, IndicatorEvent, L
 import { silentLogger, type Logger } from '../platform/logger.ts';
 import type { Metrics } from '../platform/metrics.ts';
 import type { Auth, Principal } from './auth.ts';
+import { BatchPacker, type LiveBatchFrame } from './batch-frame.ts';
 
 export const SUBSCRIPTION_SCHEMA = {
   type: 'object',
@@ -64,9 +66,10 @@ export interface ServerToClient {
   indicator: (i: IndicatorEvent) => void;
   /**
    * Batched sockets: for one of its subscriptions, the readings and the device indicators of the last BATCH_MS,
-   * oldest first (zone and city indicators come one by one as `indicator`).
+   * packed (`unpackBatch` gives them as objects, oldest first; zone and city indicators come one by one as
+   * `indicator`).
    */
-  batch: (b: LiveBatch) => void;
+  batch: (b: LiveBatchFrame) => void;
   /** An alarm raised or changed: to every connected socket (every screen announces new alarms). */
   alarm: (a: AlarmRecord) => void;
   /** A command created or changed state: to all, its device's and its zone's rooms. */
@@ -77,12 +80,6 @@ export interface ServerToClient {
 export interface ClientToServer {
   subscribe: (sub: Subscription, ack: (a: SubscribeAck) => void) => void;
   unsubscribe: (sub: Subscription, ack?: (a: { ok: boolean }) => void) => void;
-}
-
-/** What a batched socket receives every BATCH_MS at most (either array may be empty, never both). */
-export interface LiveBatch {
-  readings: EnrichedReading[];
-  indicators: IndicatorEvent[];
 }
 
 /** Per socket: who connected (set at the handshake), and whether it asked for batched events. */
@@ -166,13 +163,13 @@ export function attachLive(
     return rooms.some((room) => all.has(room));
   };
   // Batched delivery: per room of batched sockets (`batch:<room>`), what waits for the next flush.
-  const batchRooms = new Map<string, LiveBatch>();
+  const batchRooms = new Map<string, BatchPacker>();
   let batchedSockets = 0;
   let batchTimer: NodeJS.Timeout | undefined;
   const flushBatches = () => {
     batchTimer = undefined;
     // One event (one frame, one write per socket) for both arrays.
-    for (const [room, b] of batchRooms) io.to(`batch:${room}`).emit('batch', b);
+    for (const [room, b] of batchRooms) io.to(`batch:${room}`).emit('batch', b.take());
     batchRooms.clear();
   };
   const queueBatch = (rooms: string[], kind: 'readings' | 'indicators', item: EnrichedReading | IndicatorEvent) => {
@@ -181,11 +178,11 @@ export function attachLive(
       if (!all.has(`batch:${room}`)) continue;
       let b = batchRooms.get(room);
       if (!b) {
-        b = { readings: [], indicators: [] };
+        b = new BatchPacker();
         batchRooms.set(room, b);
       }
-      if (kind === 'readings') b.readings.push(item as EnrichedReading);
-      else b.indicators.push(item as IndicatorEvent);
+      if (kind === 'readings') b.addReading(item as EnrichedReading);
+      else b.addIndicator(item as IndicatorEvent);
       batchTimer ??= setTimeout(flushBatches, BATCH_MS);
     }
   };

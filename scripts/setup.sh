@@ -29,9 +29,9 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
 fi
 
 # The dashboard (dashboard/ → dashboard/dist, served by dashboard-api): built when missing or older than any
-# of its sources or the lockfile.
+# of its sources, the one platform file it bundles (the batch unpacker) or the lockfile.
 if [ -f dashboard/vite.config.ts ] && { [ ! -f dashboard/dist/index.html ] ||
-  [ -n "$(find dashboard package-lock.json -path dashboard/dist -prune -o -type f -newer dashboard/dist/index.html -print -quit)" ]; }; then
+  [ -n "$(find dashboard dashboard-api/batch-frame.ts package-lock.json -path dashboard/dist -prune -o -type f -newer dashboard/dist/index.html -print -quit)" ]; }; then
   echo "citypulse: building the dashboard ..." >&2
   npx vite build -c dashboard/vite.config.ts >&2
 fi

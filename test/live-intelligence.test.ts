@@ -8,6 +8,7 @@
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { io as ioClient, type Socket } from 'socket.io-client';
+import { BatchPacker, type LiveBatchFrame, type UnpackedReading, unpackBatch } from '../dashboard-api/index.ts';
 import type { ConfigInput } from '../platform/config.ts';
 import { startTestPlatform, type TestPlatform } from './helpers/platform.ts';
 import { fileScope } from './helpers/scope.ts';
@@ -107,7 +108,10 @@ test('a batched socket (auth.batch) gets readings as arrays, never one event per
   const single: any[] = [];
   const singleIndicators: any[] = [];
   const statuses: any[] = [];
-  socket.on('batch', (b: any) => {
+  const frames: LiveBatchFrame[] = [];
+  socket.on('batch', (frame: LiveBatchFrame) => {
+    frames.push(frame);
+    const b = unpackBatch(frame);
     assert.ok(b.readings.length + b.indicators.length > 0, 'no empty batch');
     arrays.push(b.readings);
     indicatorArrays.push(b.indicators);
@@ -123,10 +127,19 @@ test('a batched socket (auth.batch) gets readings as arrays, never one event per
   await client.publishAsync(`devices/${dev.id}/telemetry`, JSON.stringify(batch), { qos: 1 });
   await p.waitFor(() => arrays.flat().filter((r) => r.device === dev.id).length === 10, 5000, 'ten readings in arrays');
   assert.ok(arrays.length < 10, `${arrays.length} arrays for 10 readings`);
+  const mine = arrays.flat().filter((r) => r.device === dev.id);
   assert.deepEqual(
-    arrays.flat().map((r) => r.fields.intensity),
+    mine.map((r) => r.fields.intensity),
     [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
   );
+  // Unpacked, each is the reading as ingested: its observation time, zone, family and fields.
+  assert.deepEqual(
+    mine.map((r) => [r.time, r.zone, r.family]),
+    batch.map((b) => [b.dateObserved, 'le-loi', 'traffic']),
+  );
+  // On the wire they travel packed: arrays, field names once per frame.
+  const wire = frames.find((f) => f.readings.some((it) => it[0] === dev.id)) as LiveBatchFrame;
+  assert.ok(Array.isArray(wire.readings[0]) && wire.shapes.some((keys) => keys.includes('intensity')), JSON.stringify(wire).slice(0, 300));
   assert.equal(single.length, 0, 'no per-reading events on a batched socket');
   // Each reading's device indicators come in the same batches, never as one event per reading.
   await p.waitFor(
@@ -139,4 +152,39 @@ test('a batched socket (auth.batch) gets readings as arrays, never one event per
     statuses.some((s) => s.device === dev.id && s.state === 'online'),
     'low-volume events still come one by one',
   );
+});
+
+test('a batch frame gives back exactly what was packed: mixed shapes, older and newer times, every value type', () => {
+  const packer = new BatchPacker();
+  const readings: UnpackedReading[] = [
+    { device: 'tf-1', zone: 'z1', family: 'traffic', time: 1_790_000_000_500, fields: { intensity: 3, occupancy: 0.25 } },
+    { device: 'aq-1', zone: 'z2', family: 'airQuality', time: 1_790_000_000_000, fields: { pm25: 41.5, status: 'ok' } },
+    { device: 'tf-2', zone: 'z1', family: 'traffic', time: 1_790_000_003_000, fields: { intensity: 0 } },
+    { device: 'sl-1', zone: 'z3', family: 'streetLight', time: 1_790_000_001_000, fields: { on: false, dimLevel: 40 } },
+    { device: 'tf-1', zone: 'z1', family: 'traffic', time: 1_790_000_001_500, fields: { intensity: 4, occupancy: 0.5 } },
+  ];
+  const indicators = [
+    {
+      scope: 'device' as const,
+      id: 'tf-1',
+      zone: 'z1',
+      family: 'traffic',
+      time: 1_790_000_000_500,
+      values: { congestionLevel: 2, intensity: 3 },
+    },
+  ];
+  for (const r of readings) packer.addReading(r);
+  for (const i of indicators) packer.addIndicator(i);
+  assert.equal(packer.empty, false);
+  const frame: LiveBatchFrame = JSON.parse(JSON.stringify(packer.take()));
+  assert.equal(packer.empty, true, 'take() starts a new frame');
+  assert.deepEqual(unpackBatch(frame), { readings, indicators });
+  // Repeated field lists are listed once: four distinct lists among the five readings, one for the indicator.
+  assert.equal(frame.shapes.length, 5);
+  assert.ok(JSON.stringify(frame).length < JSON.stringify({ readings, indicators }).length * 0.75);
+  // The next frame carries its own time base and field lists.
+  packer.addReading({ device: 'tf-3', zone: 'z1', family: 'traffic', time: 5, fields: { intensity: 1 } });
+  assert.deepEqual(unpackBatch(packer.take()).readings, [
+    { device: 'tf-3', zone: 'z1', family: 'traffic', time: 5, fields: { intensity: 1 } },
+  ]);
 });

@@ -24,6 +24,7 @@ import type {
   ServerToClient,
   Session,
 } from './types.ts';
+import { unpackLiveBatch } from './types.ts';
 
 export type ConnState = 'connecting' | 'connected' | 'disconnected' | 'offline';
 export type Scale = 'vn' | 'epa';
@@ -240,7 +241,8 @@ class Store {
       this.changed();
     });
     socket.on('reading', (r) => this.applyReading(r));
-    socket.on('batch', (b) => {
+    socket.on('batch', (frame) => {
+      const b = unpackLiveBatch(frame);
       for (const r of b.readings) this.applyReading(r);
       for (const i of b.indicators) this.applyIndicator(i);
     });

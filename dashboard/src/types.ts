@@ -1,6 +1,7 @@
 /**
  * Wire types the dashboard reads, taken from the platform's own contract files (type-only imports: nothing of
- * the server is bundled). The socket events are exactly dashboard-api/live.ts' ServerToClient.
+ * the server is bundled, except the batch unpacker, a file that imports nothing). The socket events are exactly
+ * dashboard-api/live.ts' ServerToClient.
  */
 export type { ClientToServer, ServerToClient, SubscribeAck } from '../../dashboard-api/live.ts';
 export type {
@@ -16,7 +17,12 @@ export type {
 export type { EnrichedReading, Family } from '../../ingest/contract.ts';
 export type { CityProfile, Zone } from '../../registry/city-profile.ts';
 
-import type { Family } from '../../ingest/contract.ts';
+import type { EnrichedReading, Family } from '../../ingest/contract.ts';
+import type { IndicatorEvent } from '../../platform/bus.ts';
+import { type LiveBatch, type LiveBatchFrame, unpackBatch } from '../../dashboard-api/batch-frame.ts';
+
+/** A batched socket's frame as the platform's own reading and indicator types (the unpacker is untyped on family). */
+export const unpackLiveBatch = unpackBatch as (f: LiveBatchFrame) => LiveBatch<EnrichedReading, IndicatorEvent>;
 
 export type Role = 'viewer' | 'operator' | 'admin';
 
