@@ -130,6 +130,8 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
   const MAX_TRACKED_INFLIGHT = 1000;
   /** Clients whose CONNECT had an empty client id with a persistent session [MQTT-3.1.3-8]. */
   const emptyPersistentId = new WeakSet<Client>();
+  /** Device telemetry and acks taken by ingest in authorizePublish, which nobody may subscribe to (see below). */
+  const consumed = new WeakSet<object>();
   const aedes = await Aedes.createBroker({
     drainTimeout: opts.drainTimeoutMs,
     keepaliveLimit: opts.maxKeepaliveSeconds,
@@ -186,6 +188,7 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
         return cb(new Error(`publish to ${packet.topic} not allowed`));
       }
       packet.retain = false; // telemetry and acks are a stream, not state: never kept by the broker
+      if (!lab) consumed.add(packet);
       // Ingest runs here, not in the `published` hook: aedes 1.2 writes a QoS 1 PUBACK *before* it calls
       // `published` (lib/handlers/publish.js), while authorizePublish completes before the PUBACK is sent.
       // So a device is told "received" only once onMessage's promise says the reading is durable.
@@ -238,6 +241,21 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
       cb(null, null); // SUBACK 0x80 for this topic; the connection stays
     },
   });
+
+  // A device's telemetry and acks end in ingest (authorizePublish above): authorizeSubscribe lets no client
+  // subscribe to them outside lab mode, so aedes' routing of each one afterwards (a Packet and PublishState,
+  // the persistence's offline-subscription lookup, the mqemitter match, the `publish` event) finds nobody.
+  // It was ~8 % of the broker's thread per message at one reading a message (`npm run bench -- throughput`
+  // profile); aedes has no option to skip it, so its publish is wrapped for exactly those packets. The QoS 1
+  // PUBACK is written by aedes before this call, as before.
+  // (aedes' internal call passes the client as the second argument; its typings show only the public form.)
+  type InternalPublish = (packet: object, client: unknown, done?: (err?: Error) => void) => void;
+  const internal = aedes as unknown as { publish: InternalPublish };
+  const aedesPublish = internal.publish.bind(aedes);
+  internal.publish = (packet, client, done) => {
+    if (client && consumed.delete(packet)) return done?.();
+    aedesPublish(packet, client, done);
+  };
 
   // A group commit of the durable log releases the PUBACKs of many publishes at once, often several of one
   // connection: cork each connection until the next turn of the event loop so they leave in one write

@@ -1,5 +1,5 @@
 /**
- * The stream processor: telemetry from the broker's `published` hook → validation → enrichment → durable log
+ * The stream processor: telemetry from the broker's authorizePublish hook → validation → enrichment → durable log
  * (acknowledged once on disk) → batched InfluxDB writes, and the live bus; rejections → dead letters and the
  * device's errors topic.
  */

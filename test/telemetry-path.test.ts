@@ -77,6 +77,9 @@ describe('a reading travels device → broker → ingest → InfluxDB and socket
     };
     await client.publishAsync(`devices/${dev.id}/telemetry`, JSON.stringify(reading), { qos: 1 });
 
+    // Until InfluxDB answered the write, a query can see a point's fields one by one (its cache takes each
+    // field as a series of its own): wait for the write's confirmation, then read.
+    assert.equal(await p.platform.parts.ingest.flush(), true);
     const rows = await p.rowsAtLeast(`SELECT * FROM "traffic" WHERE "device" = '${dev.id}'`);
     assert.equal(rows.length, 1);
     const row = rows[0] as Record<string, unknown>;
