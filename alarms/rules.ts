@@ -487,7 +487,15 @@ function compare(v: unknown, op: CompareOp, value: unknown): boolean {
 }
 
 export function evaluate(c: Condition, f: Fields): boolean {
-  if ('all' in c) return c.all.every((s) => evaluate(s, f));
-  if ('any' in c) return c.any.some((s) => evaluate(s, f));
+  // Plain loops: every()/some() with an arrow allocated a closure per rule per reading (10 % of the bytes
+  // allocated at 10 readings/message in `npm run bench -- throughput`).
+  if ('all' in c) {
+    for (const s of c.all) if (!evaluate(s, f)) return false;
+    return true;
+  }
+  if ('any' in c) {
+    for (const s of c.any) if (evaluate(s, f)) return true;
+    return false;
+  }
   return compare(lookup(f, c.field), c.op, c.value);
 }

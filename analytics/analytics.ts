@@ -124,7 +124,10 @@ interface Junction {
    */
   sums: { vehicles: number; wsum: number; w: number; ssum: number; sn: number; evicted: number };
   latestT: number;
+  /** The latest reading's values, updated in place. */
   latest: { occupancy?: number; speed?: number; congested?: boolean; intensity: number };
+  /** Its key in the store's pending map (built once, not per reading). */
+  storeKey: string;
 }
 
 interface Lamp {
@@ -185,7 +188,12 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
     if (opts.storeIntervalMs === 0) {
       const text = line();
       if (text) writer.writePoints([{ line: text, family, device }]);
-    } else pending.set(key, { line, family, device });
+    } else {
+      // The subject's entry is reused: a busy device supersedes its point on every reading.
+      const p = pending.get(key);
+      if (p) p.line = line;
+      else pending.set(key, { line, family, device });
+    }
   }
 
   function flushStore(): void {
@@ -357,7 +365,8 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
         times: new Set(),
         sums: { vehicles: 0, wsum: 0, w: 0, ssum: 0, sn: 0, evicted: 0 },
         latestT: 0,
-        latest: { intensity: 0 },
+        latest: { intensity: 0, speed: undefined, occupancy: undefined, congested: undefined },
+        storeKey: `i|device|${r.device}`,
       };
       junctions.set(r.device, j);
     }
@@ -377,18 +386,17 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
     addToSums(j.sums, entry, 1);
     if (r.time >= j.latestT) {
       j.latestT = r.time;
-      j.latest = {
-        intensity,
-        speed,
-        occupancy: typeof f.occupancy === 'number' ? f.occupancy : undefined,
-        congested: typeof f.congested === 'boolean' ? f.congested : undefined,
-      };
+      const latest = j.latest;
+      latest.intensity = intensity;
+      latest.speed = speed;
+      latest.occupancy = typeof f.occupancy === 'number' ? f.occupancy : undefined;
+      latest.congested = typeof f.congested === 'boolean' ? f.congested : undefined;
     }
     evictWindow(j, j.latestT - opts.trafficWindowMs);
     if (!live) return;
     const e: IndicatorEvent = { scope: 'device', id: j.id, zone: j.zone, family: 'traffic', time: r.time, values: junctionValues(j) };
     deps.bus.emit('indicator', e);
-    store(`i|device|${j.id}`, () => indicatorLine(e), 'traffic', j.id);
+    store(j.storeKey, () => indicatorLine(e), 'traffic', j.id);
     touchAggregates(j.zone, 'traffic');
   }
 
