@@ -68,7 +68,8 @@ const PREFIX: Record<Family, string> = { airQuality: 'aq', traffic: 'tf', street
 /**
  * Last-seen times are written together at most this often, ms. One UPDATE transaction per connect and per
  * disconnect cost ~80 µs of the broker's thread each: after an outage, 10,000 devices dropping at once held the
- * thread ~0.8 s, and the same again as they came back (`npm run bench -- storm` profile; see the README).
+ * thread ~0.8 s, and the same again as they came back (`npm run bench -- storm` profile; see the README). A
+ * crash loses at most the last second's times; a device's next connect or disconnect sets its time again.
  */
 const SEEN_FLUSH_MS = 1000;
 
@@ -89,6 +90,9 @@ interface Row {
 export class SqliteDeviceStore implements DeviceStore {
   private readonly db: Database.Database;
   private readonly stmt;
+  /** Last-seen times not written yet (id → ISO time), newest per device. */
+  private readonly seen = new Map<string, string>();
+  private seenTimer: NodeJS.Timeout | undefined;
 
   /** `file` may be ':memory:'. `zoneExists` rejects devices placed outside the city profile. */
   constructor(
@@ -144,10 +148,6 @@ export class SqliteDeviceStore implements DeviceStore {
     }
     return { device: (await this.get(id)) as Device, token };
   }
-
-  /** Last-seen times not written yet (id → ISO time), newest per device. */
-  private readonly seen = new Map<string, string>();
-  private seenTimer: NodeJS.Timeout | undefined;
 
   private toDevice(row: Row): Device {
     const d = toDevice(row);
