@@ -937,10 +937,32 @@ export interface StormRun {
   /** Cut → every acknowledged reading stored in InfluxDB (ingest.flush), s: the storm absorbed. */
   storedSeconds: number;
   connectRetries: number;
+  /**
+   * Connections the kernel dropped because a listen queue was full (TcpExt ListenOverflows, machine-wide) from
+   * the cut to the end; undefined where /proc/net/netstat cannot be read.
+   */
+  listenOverflows: number | undefined;
   flushed: boolean;
   writer: WriterCounters;
   cpu: CpuShare;
   warnings: string[];
+}
+
+/** The kernel's TcpExt ListenOverflows counter (Linux), or undefined. */
+export function listenOverflows(): number | undefined {
+  try {
+    const lines = readFileSync('/proc/net/netstat', 'utf8').split('\n');
+    for (let i = 0; i + 1 < lines.length; i += 2) {
+      const names = (lines[i] as string).split(' ');
+      if (names[0] !== 'TcpExt:') continue;
+      const k = names.indexOf('ListenOverflows');
+      const v = Number((lines[i + 1] as string).split(' ')[k]);
+      return k > 0 && Number.isFinite(v) ? v : undefined;
+    }
+  } catch {
+    // not Linux
+  }
+  return undefined;
 }
 
 /**
@@ -967,6 +989,7 @@ export async function runStorm(
         ),
       );
       const cpu = cpuMeter(env.influx.pid);
+      const overflowsBefore = listenOverflows();
       const base = timeBase();
       const answers = await Promise.all(
         parts.map((_, i) =>
@@ -982,6 +1005,7 @@ export async function runStorm(
       );
       const flushed = await platform.parts.ingest.flush(120_000);
       const storedNs = process.hrtime.bigint();
+      const overflowsAfter = listenOverflows();
       const cpuMs = answers.reduce((n, a) => n + a.cpuMs, 0);
       const share = cpu.stop(cpuMs);
       const stored = await countReadings(env.influx.url, database);
@@ -1001,6 +1025,7 @@ export async function runStorm(
         ackedSeconds: secs(max((r) => r.lastAckNs)),
         storedSeconds: secs(storedNs),
         connectRetries: rs.reduce((n, r) => n + r.connectRetries, 0),
+        listenOverflows: overflowsBefore === undefined || overflowsAfter === undefined ? undefined : overflowsAfter - overflowsBefore,
         flushed,
         writer: writerCounters(platform),
         cpu: share,

@@ -596,7 +596,7 @@ async function stormPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
   }
   console.log(
     runsTable(
-      ['', 'acked', 'stored', 'loss', 'reconnected s', 'acked s', 'stored s', 'retries', ...CPU_HEADER],
+      ['', 'acked', 'stored', 'loss', 'reconnected s', 'acked s', 'stored s', 'retries', 'listen overflows', ...CPU_HEADER],
       [['', runs]],
       (r) => [
         r.ackedReadings,
@@ -606,9 +606,24 @@ async function stormPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
         r.ackedSeconds,
         r.storedSeconds,
         r.connectRetries,
+        r.listenOverflows ?? Number.NaN,
         ...cpuCells(r.cpu),
       ],
-      [int, int, int, (n) => n.toFixed(1), (n) => n.toFixed(1), (n) => n.toFixed(1), int, int, int, int, int, int],
+      [
+        int,
+        int,
+        int,
+        (n) => n.toFixed(1),
+        (n) => n.toFixed(1),
+        (n) => n.toFixed(1),
+        int,
+        (n) => (Number.isNaN(n) ? '–' : int(n)),
+        int,
+        int,
+        int,
+        int,
+        int,
+      ],
     ),
   );
   for (const [i, r] of runs.entries()) {
@@ -646,6 +661,22 @@ async function stormPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
     {
       figure: `Reconnect storm: acknowledged but not stored (${o.runs} runs)`,
       value: `${int(totalLoss)} of ${int(totalAcked)}`,
+      command: cmd,
+    },
+    {
+      figure:
+        'Reconnect storm: connections the kernel dropped at a full listen queue (TcpExt ListenOverflows, cut → stored) / device connect retries',
+      value: `${
+        runs.some((r) => r.listenOverflows === undefined)
+          ? 'not readable'
+          : spread(
+              runs.map((r) => r.listenOverflows as number),
+              int,
+            )
+      } / ${spread(
+        runs.map((r) => r.connectRetries),
+        int,
+      )}`,
       command: cmd,
     },
   ];
