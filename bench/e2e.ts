@@ -949,7 +949,7 @@ export interface StormRun {
 }
 
 /** The kernel's TcpExt ListenOverflows counter (Linux), or undefined. */
-export function listenOverflows(): number | undefined {
+function listenOverflows(): number | undefined {
   try {
     const lines = readFileSync('/proc/net/netstat', 'utf8').split('\n');
     for (let i = 0; i + 1 < lines.length; i += 2) {

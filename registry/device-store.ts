@@ -149,7 +149,8 @@ export class SqliteDeviceStore implements DeviceStore {
     return { device: (await this.get(id)) as Device, token };
   }
 
-  private toDevice(row: Row): Device {
+  /** The row as a Device, with a last-seen time not written yet. */
+  private deviceOf(row: Row): Device {
     const d = toDevice(row);
     const seen = this.seen.get(row.id);
     if (seen) d.lastSeenAt = seen;
@@ -158,7 +159,7 @@ export class SqliteDeviceStore implements DeviceStore {
 
   async get(id: string): Promise<Device | undefined> {
     const row = this.stmt.get.get(id);
-    return row && this.toDevice(row);
+    return row && this.deviceOf(row);
   }
 
   async list(filter: DeviceFilter = {}): Promise<Device[]> {
@@ -170,7 +171,7 @@ export class SqliteDeviceStore implements DeviceStore {
           (!filter.zone || r.zone === filter.zone) &&
           (filter.includeRevoked || !r.revoked_at),
       )
-      .map((r) => this.toDevice(r));
+      .map((r) => this.deviceOf(r));
   }
 
   async checkToken(id: string, token: string): Promise<TokenCheck> {
@@ -179,8 +180,8 @@ export class SqliteDeviceStore implements DeviceStore {
     const expected = row.token_hash;
     const actual = hashToken(row.token_salt, token);
     if (!timingSafeEqual(expected, actual)) return { result: 'wrong' };
-    if (row.revoked_at) return { result: 'revoked', device: this.toDevice(row) };
-    return { result: 'ok', device: this.toDevice(row) };
+    if (row.revoked_at) return { result: 'revoked', device: this.deviceOf(row) };
+    return { result: 'ok', device: this.deviceOf(row) };
   }
 
   async rotateToken(id: string): Promise<string> {

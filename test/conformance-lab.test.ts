@@ -51,7 +51,16 @@ test('lab mode on: anonymous tools use free topics, retained and QoS 2; devices 
   const dev = await p.provision('airQuality');
   const device = await p.connect(dev.id, dev.token);
   await assert.rejects(device.subscribeAsync('lab/#'), (e: any) => e.packet?.granted?.[0] === 128);
+  // A tool may watch devices' telemetry in lab mode: the broker still routes it after ingest took it (outside
+  // lab mode nobody may subscribe to it, and the broker skips that routing).
+  let watched: string | undefined;
+  b.on('message', (topic, payload) => {
+    if (topic === `devices/${dev.id}/telemetry`) watched = payload.toString();
+  });
+  await b.subscribeAsync('devices/+/telemetry', { qos: 1 });
   await device.publishAsync(`devices/${dev.id}/telemetry`, JSON.stringify({ pm25: 12 }), { qos: 1 });
+  const received = await p.waitFor(() => watched, 5000, 'the tool to receive the telemetry');
+  assert.deepEqual(JSON.parse(received as string), { pm25: 12 });
   await p.rowsAtLeast(`SELECT "pm25" FROM "airQuality" WHERE "device" = '${dev.id}'`);
   // A known device with a wrong token is still refused.
   await assert.rejects(p.connect(dev.id, 'wrong'), (e: any) => e.code === 4);
