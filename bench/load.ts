@@ -10,7 +10,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { io as ioClient } from 'socket.io-client';
 import type { WebSocket } from 'ws';
-import { type LiveBatchFrame, unpackBatch } from '../dashboard-api/index.ts';
+// The frame codec straight from its file, as the dashboard takes it: it imports nothing, where
+// dashboard-api/index.ts would load the whole server (Express, socket.io, SQLite) into every device process.
+import { type LiveBatchFrame, unpackBatch } from '../dashboard-api/batch-frame.ts';
 
 export interface BenchDevice {
   id: string;
