@@ -266,7 +266,7 @@ describe('in the browser', () => {
     }, 100);
     onCleanup(scope, () => clearInterval(publishing));
     const alarm = (await p.waitFor(
-      async () => ((await (await p.api(`/api/v1/alarms?subject=${dev.id}`)).json()) as { id: number; state: string }[])[0],
+      async () => ((await (await p.api(`/api/v1/alarms?rule=lamp-fault&subject=${dev.id}`)).json()) as { id: number; state: string }[])[0],
       10_000,
       'the lamp-fault alarm',
     )) as { id: number };
