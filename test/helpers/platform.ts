@@ -159,14 +159,18 @@ export async function startTestPlatform(
       return client;
     },
     async rowsAtLeast(q, n = 1, timeoutMs = 5000) {
-      return waitFor(
+      await waitFor(
         async () => {
           const r = await rows(q);
           return r.length >= n ? r : undefined;
         },
         timeoutMs,
         `${n} row(s) of ${q}`,
-      ) as Promise<Record<string, unknown>[]>;
+      );
+      // Until InfluxDB has answered a write, a query can see a point's fields one by one (its cache takes each
+      // field as a series of its own): wait (bounded) for ingest's confirmed writes, then read again.
+      await platform.parts.ingest.flush(1000);
+      return rows(q);
     },
     rows,
   };
