@@ -115,8 +115,6 @@ interface Junction {
   /** Readings inside the window, by observation time (from index `head` on: evicted entries are skipped, not shifted). */
   window: { t: number; intensity: number; speed?: number }[];
   head: number;
-  /** Observation times inside the window: a resent reading is recognised without scanning the window. */
-  times: Set<number>;
   /**
    * Running sums over the window (vehicles, speed·vehicles, vehicles with a speed, speeds, readings with a speed),
    * so a reading costs O(1) however many readings the window holds (a device flushing a backlog fills it).
@@ -362,7 +360,6 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
         zone: r.zone,
         window: [],
         head: 0,
-        times: new Set(),
         sums: { vehicles: 0, wsum: 0, w: 0, ssum: 0, sn: 0, evicted: 0 },
         latestT: 0,
         latest: { intensity: 0, speed: undefined, occupancy: undefined, congested: undefined },
@@ -374,15 +371,16 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
     const f = r.fields;
     const intensity = typeof f.intensity === 'number' ? f.intensity : 0;
     const speed = typeof f.averageVehicleSpeed === 'number' ? f.averageVehicleSpeed : undefined;
-    if (j.times.has(r.time)) return; // a resent reading
     // The reading's time is the end of its counting period (dateObserved, else dateObservedTo): the whole
-    // count belongs to the window that contains that time.
+    // count belongs to the window that contains that time. The window is in time order, so its place is found
+    // from the end (readings mostly arrive in order), and a resent reading is the one just before it (no set
+    // of times: hashing each time cost more than this).
     let i = j.window.length;
     while (i > j.head && (j.window[i - 1] as { t: number }).t > r.time) i--;
+    if (i > j.head && (j.window[i - 1] as { t: number }).t === r.time) return; // a resent reading
     const entry = { t: r.time, intensity, speed };
     if (i === j.window.length) j.window.push(entry);
     else j.window.splice(i, 0, entry);
-    j.times.add(r.time);
     addToSums(j.sums, entry, 1);
     if (r.time >= j.latestT) {
       j.latestT = r.time;
@@ -415,7 +413,6 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
     const s = j.sums;
     while (j.head < j.window.length && (j.window[j.head] as { t: number }).t <= from) {
       const x = j.window[j.head++] as Junction['window'][number];
-      j.times.delete(x.t);
       addToSums(s, x, -1);
       s.evicted++;
     }

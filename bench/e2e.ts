@@ -383,9 +383,24 @@ async function withPlatform<T>(
         includeObjectsCollectedByMinorGC: true,
       } as never);
     }
+    // CITYPULSE_BENCH_CPU_PROFILE=<run name>: a CPU profile of that run alone (the platform's thread; the devices
+    // are other processes) to <run name>.cpuprofile, for bench/cpu-profile.ts.
+    const cpuProfile = process.env.CITYPULSE_BENCH_CPU_PROFILE === name ? new Session() : undefined;
+    if (cpuProfile) {
+      cpuProfile.connect();
+      await cpuProfile.post('Profiler.enable');
+      await cpuProfile.post('Profiler.setSamplingInterval', { interval: 200 });
+      await cpuProfile.post('Profiler.start');
+    }
     try {
       return await fn({ platform, addr, database, devices, warnings, expected });
     } finally {
+      if (cpuProfile) {
+        const r = (await cpuProfile.post('Profiler.stop')) as { profile: unknown };
+        writeFileSync(`${name}.cpuprofile`, JSON.stringify(r.profile));
+        cpuProfile.disconnect();
+        console.log(`  ${name}: CPU profile written to ${name}.cpuprofile`);
+      }
       if (allocProfile) {
         const r = (await allocProfile.post('HeapProfiler.stopSampling')) as { profile: unknown };
         writeFileSync(`${name}.heapprofile`, JSON.stringify(r.profile));

@@ -11,8 +11,16 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
   // Default metrics include nodejs_eventloop_lag_seconds and resident memory.
   if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'citypulse_' });
   const reg = [registry];
+  // Readings received are counted per telemetry message (at one reading a message, per reading): a plain map
+  // here, handed to the counter when it is scraped (prom-client's `collect`), instead of prom-client's label
+  // hashing and validation on the hot path (~1 % of the thread at 1 reading/message in the bench profile).
+  const received = new Map<string, number>();
   return {
     registry,
+    /** Counts `n` readings of `family` received (citypulse_readings_received_total). */
+    countReceived(family: string, n: number): void {
+      received.set(family, (received.get(family) ?? 0) + n);
+    },
     mqttConnections: new Gauge({ name: 'citypulse_mqtt_connections', help: 'Authenticated MQTT clients connected now', registers: reg }),
     mqttAuthFailures: new Counter({
       name: 'citypulse_mqtt_auth_failures_total',
@@ -37,6 +45,10 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       help: 'Readings received in telemetry messages, per family',
       labelNames: ['family'] as const,
       registers: reg,
+      collect() {
+        for (const [family, n] of received) this.inc({ family }, n);
+        received.clear();
+      },
     }),
     readingsRejected: new Counter({
       name: 'citypulse_readings_rejected_total',

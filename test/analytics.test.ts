@@ -221,6 +221,22 @@ describe('traffic indicators', () => {
     assert.equal(rows.length >= 1, true);
     const kinds = Object.fromEntries((await p.rows('SHOW FIELD KEYS FROM "indicators"')).map((r) => [r.fieldKey, r.fieldType]));
     assert.equal(kinds.vehiclesPerHour, 'integer');
+
+    // Resent readings (an older one, out of order, and the newest one twice) are not counted again: window
+    // (now−68, now−8] → 30 + 40 + 50 + 10 = 130 (170 if the resent 40 counted twice, 140 the 10).
+    await send(
+      p,
+      j1,
+      'traffic',
+      [
+        { dateObserved: iso(now - 30 * MIN), intensity: 40, averageVehicleSpeed: 40, occupancy: 0.1 },
+        { dateObserved: iso(now - 8 * MIN), intensity: 10, averageVehicleSpeed: 40, occupancy: 0.1 },
+        { dateObserved: iso(now - 8 * MIN), intensity: 10, averageVehicleSpeed: 40, occupancy: 0.1 },
+      ],
+      2, // 4 rows before, 5 after: resent readings overwrite their points (send waits for 2 + 3)
+    );
+    const again = await json(p, '/api/v1/indicators?scope=device&family=traffic&zone=le-loi');
+    assert.equal(again.find((x: any) => x.id === j1.id).values.vehiclesPerHour, 130);
   });
 });
 

@@ -333,6 +333,7 @@ describe('REST API', () => {
     assert.equal(doc.paths['/api/v1/devices'].post.requestBody.content['application/json'].schema.required.length, 3);
     const metrics = await (await p.api('/metrics')).text();
     assert.match(metrics, /citypulse_readings_stored_total\{family="traffic"\} [1-9]/);
+    assert.match(metrics, /citypulse_readings_received_total\{family="traffic"\} [1-9]/);
     assert.match(metrics, /citypulse_nodejs_eventloop_lag_seconds/);
     assert.match(metrics, /citypulse_socket_clients/);
   });

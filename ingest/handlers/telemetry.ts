@@ -13,7 +13,7 @@ import type { HandlerResult, IngestContext } from './context.ts';
 
 export function handleTelemetry(ctx: IngestContext, device: DeviceMeta, payload: Buffer, receivedAt: number, qos: number): HandlerResult {
   const result = ctx.parse(device, payload, receivedAt);
-  ctx.metrics?.readingsReceived.inc({ family: device.family }, result.total);
+  ctx.metrics?.countReceived(device.family, result.total);
   const allowed = ctx.rateLimit.take(device.id, result.readings.length, receivedAt);
   if (allowed < result.readings.length) {
     // Over the device's rate: the rest of this message is refused with a reason, in one record.
