@@ -957,6 +957,10 @@ export interface StormRun {
    * the cut to the end; undefined where /proc/net/netstat cannot be read.
    */
   listenOverflows: number | undefined;
+  /** Batched dashboard sockets subscribed to everything during the storm, the frames they received, and how many the server closed. */
+  sockets: number;
+  socketFrames: number;
+  socketsClosed: number;
   flushed: boolean;
   writer: WriterCounters;
   cpu: CpuShare;
@@ -987,7 +991,7 @@ function listenOverflows(): number | undefined {
  */
 export async function runStorm(
   env: BenchEnv,
-  o: { devices: number; backlog: number; readingsPerMessage: number; window: number; concurrency: number },
+  o: { devices: number; backlog: number; readingsPerMessage: number; window: number; concurrency: number; sockets: number },
   name: string,
 ): Promise<StormRun> {
   return withPlatform(
@@ -1003,6 +1007,10 @@ export async function runStorm(
           (gens[i] as LoadGenerator).idle({ mqttUrl: addr.mqtt, devices: p, concurrency: o.concurrency, keepaliveSeconds: 300 }),
         ),
       );
+      // Operators' screens watching everything while it happens (batched sockets, as the dashboard's): every
+      // disconnect and reconnect is a status change they receive.
+      if (o.sockets > 0)
+        await (gens[1] as LoadGenerator).sockets({ apiUrl: addr.api, apiToken: platform.adminToken, count: o.sockets, batch: true });
       const cpu = cpuMeter(env.influx.pid);
       const overflowsBefore = listenOverflows();
       const base = timeBase();
@@ -1021,6 +1029,7 @@ export async function runStorm(
       const flushed = await platform.parts.ingest.flush(120_000);
       const storedNs = process.hrtime.bigint();
       const overflowsAfter = listenOverflows();
+      const screens = o.sockets > 0 ? (await (gens[1] as LoadGenerator).socketsStop()).result : { frames: 0, bytes: 0, closed: 0 };
       const cpuMs = answers.reduce((n, a) => n + a.cpuMs, 0);
       const share = cpu.stop(cpuMs);
       const stored = await countReadings(env.influx.url, database);
@@ -1041,6 +1050,9 @@ export async function runStorm(
         storedSeconds: secs(storedNs),
         connectRetries: rs.reduce((n, r) => n + r.connectRetries, 0),
         listenOverflows: overflowsBefore === undefined || overflowsAfter === undefined ? undefined : overflowsAfter - overflowsBefore,
+        sockets: o.sockets,
+        socketFrames: screens.frames,
+        socketsClosed: screens.closed,
         flushed,
         writer: writerCounters(platform),
         cpu: share,

@@ -4,7 +4,7 @@
  *   npm run bench [-- all|throughput|latency|fanout|connections|storm|drain] [--devices=50] [--seconds=6] [--runs=3]
  *                 [--window=20] [--rate=5000] [--latency-seconds=10] [--samples=20] [--warmup=3] [--drain-readings=200000]
  *                 [--idle-devices=15000] [--connect-concurrency=500] [--settle-seconds=90] [--storm-devices=10000]
- *                 [--storm-backlog=60] [--sockets=200]
+ *                 [--storm-backlog=60] [--storm-sockets=0] [--sockets=200]
  *
  * Everything runs on this machine over loopback: a private InfluxDB in a temp folder, a fresh platform per run
  * on ephemeral ports, and the devices in a child process. Prints each run, the medians, and a markdown table
@@ -77,6 +77,7 @@ const OPTIONS = {
   'settle-seconds': [90, 0, 600],
   'storm-devices': [10_000, 1, 18_000],
   'storm-backlog': [60, 1, 1000],
+  'storm-sockets': [0, 0, 1000],
   sockets: [200, 1, 1000],
 } as const;
 type OptionName = keyof typeof OPTIONS;
@@ -86,7 +87,7 @@ const USES: Record<Exclude<Command, 'all'>, OptionName[]> = {
   throughput: ['devices', 'seconds', 'runs', 'window', 'warmup'],
   latency: ['devices', 'rate', 'latency-seconds', 'samples', 'runs', 'warmup'],
   connections: ['idle-devices', 'connect-concurrency', 'settle-seconds', 'runs'],
-  storm: ['storm-devices', 'storm-backlog', 'connect-concurrency', 'runs'],
+  storm: ['storm-devices', 'storm-backlog', 'storm-sockets', 'connect-concurrency', 'runs'],
   fanout: ['devices', 'rate', 'sockets', 'latency-seconds', 'runs', 'warmup'],
   drain: ['devices', 'drain-readings', 'window', 'runs', 'warmup'],
 };
@@ -110,6 +111,8 @@ interface Options {
   settleSeconds: number;
   stormDevices: number;
   stormBacklog: number;
+  /** Batched dashboard sockets (subscribed to everything) open during the storm. */
+  stormSockets: number;
   sockets: number;
   /** Every option by its command-line name, to print the exact command of a figure. */
   values: Record<OptionName, number>;
@@ -146,6 +149,7 @@ function parseOptions(argv: string[]): Options {
     settleSeconds: v['settle-seconds'],
     stormDevices: v['storm-devices'],
     stormBacklog: v['storm-backlog'],
+    stormSockets: v['storm-sockets'],
     sockets: v.sockets,
     values: v,
   };
@@ -179,6 +183,15 @@ const FS_TYPES = new Map<number, string>([
  * File system of `dir` and the time of one 4 KiB write + fdatasync there (what one group commit of the durable
  * log costs at least): the fsync on/off ratio depends on it more than on anything in the platform.
  */
+/** net.core.somaxconn (Linux), or undefined. */
+function somaxconn(): number | undefined {
+  try {
+    return Number(readFileSync('/proc/sys/net/core/somaxconn', 'utf8').trim());
+  } catch {
+    return undefined;
+  }
+}
+
 function diskInfo(dir: string): string {
   let type = 'unknown';
   try {
@@ -582,17 +595,27 @@ async function stormPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
   console.log(
     `\nReconnect storm: ${int(o.stormDevices)} idle devices lose their connections at once, reconnect at once and each` +
       ` flushes a backlog of ${o.stormBacklog} readings (${rpm}/message, QoS 1, 5 unacked); platform defaults (fsync on, per-device` +
-      ` rate limit on) but broker.maxConnectionAttemptsPerAddress 0 (every bench device connects from 127.0.0.1); ${o.runs} runs`,
+      ` rate limit on) but broker.maxConnectionAttemptsPerAddress 0 (every bench device connects from 127.0.0.1);` +
+      `${o.stormSockets ? ` ${o.stormSockets} batched dashboard sockets subscribed to everything meanwhile;` : ''} ${o.runs} runs;` +
+      ` net.core.somaxconn ${somaxconn() ?? 'unknown'} (the kernel caps the MQTT listener's accept queue at it)`,
   );
   const runs: StormRun[] = [];
   for (let i = 0; i < o.runs; i++) {
     const r = await runStorm(
       env,
-      { devices: o.stormDevices, backlog: o.stormBacklog, readingsPerMessage: rpm, window: 5, concurrency: o.connectConcurrency },
+      {
+        devices: o.stormDevices,
+        backlog: o.stormBacklog,
+        readingsPerMessage: rpm,
+        window: 5,
+        concurrency: o.connectConcurrency,
+        sockets: o.stormSockets,
+      },
       `storm_${i + 1}`,
     );
     runs.push(r);
-    process.stdout.write(`  run ${i + 1}/${o.runs} done (absorbed in ${seconds(r.storedSeconds)}, loss ${int(r.loss)})\n`);
+    const screens = r.sockets ? `; ${r.sockets} screens got ${int(r.socketFrames)} frames, ${r.socketsClosed} closed by the server` : '';
+    process.stdout.write(`  run ${i + 1}/${o.runs} done (absorbed in ${seconds(r.storedSeconds)}, loss ${int(r.loss)}${screens})\n`);
   }
   console.log(
     runsTable(
@@ -640,7 +663,7 @@ async function stormPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
   const totalAcked = runs.reduce((n, r) => n + r.ackedReadings, 0);
   return [
     {
-      figure: `Reconnect storm: ${int(o.stormDevices)} devices cut at once → every acknowledged reading of their backlogs (${o.stormBacklog} each) stored (target < 30 s)`,
+      figure: `Reconnect storm: ${int(o.stormDevices)} devices cut at once → every acknowledged reading of their backlogs (${o.stormBacklog} each) stored${o.stormSockets ? `, ${o.stormSockets} batched dashboard sockets watching` : ''}; somaxconn ${somaxconn() ?? '?'} (target < 30 s)`,
       value: spread(
         runs.map((r) => r.storedSeconds),
         seconds,
@@ -679,6 +702,15 @@ async function stormPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
       )}`,
       command: cmd,
     },
+    ...(o.stormSockets
+      ? [
+          {
+            figure: `Reconnect storm: frames each of the ${o.stormSockets} batched dashboard sockets received (cut → stored) / sockets the server closed`,
+            value: `${spread(runs.map((r) => r.socketFrames / r.sockets))} / ${spread(runs.map((r) => r.socketsClosed))}`,
+            command: cmd,
+          },
+        ]
+      : []),
   ];
 }
 

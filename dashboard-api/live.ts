@@ -11,8 +11,8 @@
  * Fan-out costs one emit per event (socket.io encodes once and sends to the union of rooms), whatever the
  * number of sockets: rooms `all`, `device:<id>`, `zone:<id>`, `family:<name>`.
  *
- * Batched sockets (issue 7): a client that connects with `auth: { token, batch: true }` receives readings and
- * device indicators in one `batch` event instead, at most one per `BATCH_MS` per subscription, packed as arrays
+ * Batched sockets (issue 7): a client that connects with `auth: { token, batch: true }` receives readings,
+ * device indicators and device statuses in one `batch` event instead, at most one per `BATCH_MS` per subscription, packed as arrays
  * (`LiveBatchFrame`, batch-frame.ts; `unpackBatch` gives the objects back, oldest first). Every socket.io event
  * is a WebSocket frame and a write(v) system call per socket, and on this machine those writes are the largest
  * cost of fan-out: 200 screens at 5,000 readings/s would be 2 million frames a second one by one, 50 per second
@@ -65,9 +65,9 @@ export interface ServerToClient {
   /** Derived indicators of a device, a zone or the city. */
   indicator: (i: IndicatorEvent) => void;
   /**
-   * Batched sockets: for one of its subscriptions, the readings and the device indicators of the last BATCH_MS,
-   * packed (`unpackBatch` gives them as objects, oldest first; zone and city indicators come one by one as
-   * `indicator`).
+   * Batched sockets: for one of its subscriptions, the readings, the device indicators and the device status
+   * changes of the last BATCH_MS, packed (`unpackBatch` gives them as objects, oldest first; a batched socket
+   * gets no `reading` or `status` events, and zone and city indicators come one by one as `indicator`).
    */
   batch: (b: LiveBatchFrame) => void;
   /** An alarm raised or changed: to every connected socket (every screen announces new alarms). */
@@ -172,7 +172,11 @@ export function attachLive(
     for (const [room, b] of batchRooms) io.to(`batch:${room}`).emit('batch', b.take());
     batchRooms.clear();
   };
-  const queueBatch = (rooms: string[], kind: 'readings' | 'indicators', item: EnrichedReading | IndicatorEvent) => {
+  const queueBatch = (
+    rooms: string[],
+    kind: 'readings' | 'indicators' | 'statuses',
+    item: EnrichedReading | IndicatorEvent | StatusEvent,
+  ) => {
     const all = io.sockets.adapter.rooms;
     for (const room of rooms) {
       if (!all.has(`batch:${room}`)) continue;
@@ -182,7 +186,8 @@ export function attachLive(
         batchRooms.set(room, b);
       }
       if (kind === 'readings') b.addReading(item as EnrichedReading);
-      else b.addIndicator(item as IndicatorEvent);
+      else if (kind === 'indicators') b.addIndicator(item as IndicatorEvent);
+      else b.addStatus(item as StatusEvent);
       batchTimer ??= setTimeout(flushBatches, BATCH_MS);
     }
   };
@@ -194,12 +199,16 @@ export function attachLive(
     if (watched(rooms)) io.to(rooms).emit('reading', r);
     if (batchedSockets > 0) queueBatch(rooms, 'readings', r);
   };
-  /** Low-volume events go one by one to batched sockets too: the rooms plus their `batch:` counterparts. */
+  /** Low-volume events (rejections, indices, commands) go one by one to batched sockets too: the rooms plus their `batch:` counterparts. */
   const withBatched = (rooms: string[]) => (batchedSockets > 0 ? [...rooms, ...rooms.map((r) => `batch:${r}`)] : rooms);
   const onStatus = (s: StatusEvent) => {
     deps.latest.statuses.set(s.device, s);
-    const rooms = withBatched(roomsFor(s));
+    if (io.sockets.adapter.rooms.size === 0) return; // no socket connected: nothing to route
+    const rooms = roomsFor(s);
     if (watched(rooms)) io.to(rooms).emit('status', s);
+    // Statuses come in bursts (thousands of devices reconnecting after an outage): in the batch frames, not
+    // one event per change per socket.
+    if (batchedSockets > 0) queueBatch(rooms, 'statuses', s);
   };
   const onRejected = (r: BusEvents['rejected'][0]) => {
     const rooms = withBatched(roomsFor(r));

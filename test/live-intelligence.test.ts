@@ -108,13 +108,15 @@ test('a batched socket (auth.batch) gets readings as arrays, never one event per
   const single: any[] = [];
   const singleIndicators: any[] = [];
   const statuses: any[] = [];
+  const batchedStatuses: any[] = [];
   const frames: LiveBatchFrame[] = [];
   socket.on('batch', (frame: LiveBatchFrame) => {
     frames.push(frame);
     const b = unpackBatch(frame);
-    assert.ok(b.readings.length + b.indicators.length > 0, 'no empty batch');
+    assert.ok(b.readings.length + b.indicators.length + b.statuses.length > 0, 'no empty batch');
     arrays.push(b.readings);
     indicatorArrays.push(b.indicators);
+    batchedStatuses.push(...b.statuses);
   });
   socket.on('reading', (r: any) => single.push(r));
   socket.on('indicator', (i: any) => singleIndicators.push(i));
@@ -148,10 +150,20 @@ test('a batched socket (auth.batch) gets readings as arrays, never one event per
     'device indicators in the batches',
   );
   assert.equal(singleIndicators.filter((i) => i.scope === 'device').length, 0, 'no per-reading device indicator events');
+  // Status changes come in the batches too (they come in bursts after an outage), never one event per change.
   assert.ok(
-    statuses.some((s) => s.device === dev.id && s.state === 'online'),
-    'low-volume events still come one by one',
+    batchedStatuses.some((s) => s.device === dev.id && s.state === 'online' && s.zone === 'le-loi' && s.family === 'traffic'),
+    'the online status in a batch',
   );
+  await client.endAsync();
+  await p.waitFor(() => batchedStatuses.some((s) => s.device === dev.id && s.state === 'offline'), 5000, 'the offline status in a batch');
+  const mineStatuses = batchedStatuses.filter((s) => s.device === dev.id);
+  assert.deepEqual(
+    mineStatuses.map((s) => s.state),
+    ['online', 'offline'],
+  );
+  assert.ok(Date.parse(mineStatuses[1].at) >= Date.parse(mineStatuses[0].at));
+  assert.equal(statuses.length, 0, 'no status events one by one on a batched socket');
 });
 
 test('a batch frame gives back exactly what was packed: mixed shapes, older and newer times, every value type', () => {
@@ -173,18 +185,28 @@ test('a batch frame gives back exactly what was packed: mixed shapes, older and 
       values: { congestionLevel: 2, intensity: 3 },
     },
   ];
+  const statuses = [
+    { device: 'tf-2', zone: 'z1', family: 'traffic', state: 'offline' as const, at: '2026-11-26T01:00:00.000Z' },
+    { device: 'tf-2', zone: 'z1', family: 'traffic', state: 'online' as const, at: '2026-11-26T01:00:02.500Z' },
+  ];
+  packer.addStatus(statuses[0] as (typeof statuses)[0]);
   for (const r of readings) packer.addReading(r);
   for (const i of indicators) packer.addIndicator(i);
+  packer.addStatus(statuses[1] as (typeof statuses)[0]);
   assert.equal(packer.empty, false);
   const frame: LiveBatchFrame = JSON.parse(JSON.stringify(packer.take()));
   assert.equal(packer.empty, true, 'take() starts a new frame');
-  assert.deepEqual(unpackBatch(frame), { readings, indicators });
+  assert.deepEqual(unpackBatch(frame), { readings, indicators, statuses });
+  // The time base is the first reading's, whatever came before it.
+  assert.equal(frame.t0, readings[0]?.time);
   // Repeated field lists are listed once: four distinct lists among the five readings, one for the indicator.
   assert.equal(frame.shapes.length, 5);
-  assert.ok(JSON.stringify(frame).length < JSON.stringify({ readings, indicators }).length * 0.75);
+  assert.ok(JSON.stringify(frame).length < JSON.stringify({ readings, indicators, statuses }).length * 0.75);
   // The next frame carries its own time base and field lists.
   packer.addReading({ device: 'tf-3', zone: 'z1', family: 'traffic', time: 5, fields: { intensity: 1 } });
-  assert.deepEqual(unpackBatch(packer.take()).readings, [
-    { device: 'tf-3', zone: 'z1', family: 'traffic', time: 5, fields: { intensity: 1 } },
-  ]);
+  assert.deepEqual(unpackBatch(packer.take()), {
+    readings: [{ device: 'tf-3', zone: 'z1', family: 'traffic', time: 5, fields: { intensity: 1 } }],
+    indicators: [],
+    statuses: [],
+  });
 });

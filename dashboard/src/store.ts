@@ -23,6 +23,7 @@ import type {
   Scales,
   ServerToClient,
   Session,
+  StatusEvent,
 } from './types.ts';
 import { unpackLiveBatch } from './types.ts';
 
@@ -243,20 +244,11 @@ class Store {
     socket.on('reading', (r) => this.applyReading(r));
     socket.on('batch', (frame) => {
       const b = unpackLiveBatch(frame);
+      for (const st of b.statuses) this.applyStatus(st);
       for (const r of b.readings) this.applyReading(r);
       for (const i of b.indicators) this.applyIndicator(i);
     });
-    socket.on('status', (st) => {
-      const d = this.devices.get(st.device);
-      if (d) d.online = st.state === 'online';
-      this.pushFeed(
-        st.state === 'online' ? 'online' : 'offline',
-        st.state === 'online' ? 'eventOnline' : 'eventOffline',
-        { device: st.device },
-        st.device,
-      );
-      this.changed(st.device);
-    });
+    socket.on('status', (st) => this.applyStatus(st));
     socket.on('rejected', (r) => {
       this.pushFeed('rejected', 'eventRejected', { device: r.device, code: r.code }, r.device);
       this.changed();
@@ -322,6 +314,18 @@ class Store {
       if (!(err instanceof ApiError && err.status === 401)) console.warn('resync failed', err);
       socket.disconnect().connect();
     }
+  }
+
+  private applyStatus(st: StatusEvent): void {
+    const d = this.devices.get(st.device);
+    if (d) d.online = st.state === 'online';
+    this.pushFeed(
+      st.state === 'online' ? 'online' : 'offline',
+      st.state === 'online' ? 'eventOnline' : 'eventOffline',
+      { device: st.device },
+      st.device,
+    );
+    this.changed(st.device);
   }
 
   private applyReading(r: EnrichedReading): void {

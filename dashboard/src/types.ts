@@ -18,11 +18,11 @@ export type { EnrichedReading, Family } from '../../ingest/contract.ts';
 export type { CityProfile, Zone } from '../../registry/city-profile.ts';
 
 import type { EnrichedReading, Family } from '../../ingest/contract.ts';
-import type { IndicatorEvent } from '../../platform/bus.ts';
+import type { IndicatorEvent, StatusEvent } from '../../platform/bus.ts';
 import { type LiveBatch, type LiveBatchFrame, unpackBatch } from '../../dashboard-api/batch-frame.ts';
 
-/** A batched socket's frame as the platform's own reading and indicator types (the unpacker is untyped on family). */
-export const unpackLiveBatch = unpackBatch as (f: LiveBatchFrame) => LiveBatch<EnrichedReading, IndicatorEvent>;
+/** A batched socket's frame as the platform's own reading, indicator and status types (the unpacker is untyped on family). */
+export const unpackLiveBatch = unpackBatch as (f: LiveBatchFrame) => LiveBatch<EnrichedReading, IndicatorEvent, StatusEvent>;
 
 export type Role = 'viewer' | 'operator' | 'admin';
 
