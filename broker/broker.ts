@@ -13,6 +13,7 @@
  * publish to it (`delivered`).
  */
 import { EventEmitter } from 'node:events';
+import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import net from 'node:net';
 import type { Duplex, Writable } from 'node:stream';
@@ -96,6 +97,16 @@ export interface Broker {
 
 /** Pending connections the kernel queues for accept() (see start()). */
 const LISTEN_BACKLOG = 16_384;
+
+/** net.core.somaxconn, which caps every listen backlog (Linux); undefined elsewhere. */
+function somaxconn(): number | undefined {
+  try {
+    const n = Number(readFileSync('/proc/sys/net/core/somaxconn', 'utf8').trim());
+    return Number.isFinite(n) && n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 type AuthError = Error & { returnCode: number };
 const authError = (message: string, returnCode: number): AuthError => Object.assign(new Error(message), { returnCode });
@@ -429,11 +440,18 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
         server.once('error', reject);
         // A deep accept queue: after an outage thousands of devices connect within a second, and SYNs dropped
         // from a full queue (Node's default is 511) come back only after the kernel's 1, 3, 7, 15 … s back-off.
-        // The kernel caps it at net.core.somaxconn.
+        // The kernel caps it at net.core.somaxconn (npm run tune-host raises it).
         server.listen({ port: opts.port, host: opts.host, backlog: LISTEN_BACKLOG }, () => {
           server.off('error', reject);
           const a = server.address() as net.AddressInfo;
-          log.info({ host: a.address, port: a.port }, 'MQTT broker listening');
+          const cap = somaxconn();
+          const acceptQueue = cap === undefined ? LISTEN_BACKLOG : Math.min(cap, LISTEN_BACKLOG);
+          log.info({ host: a.address, port: a.port, acceptQueue }, 'MQTT broker listening');
+          if (acceptQueue < LISTEN_BACKLOG)
+            log.info(
+              { somaxconn: cap, wanted: LISTEN_BACKLOG },
+              'the kernel caps the MQTT accept queue at net.core.somaxconn: devices reconnecting all at once after an outage will be dropped and retried (npm run tune-host raises it)',
+            );
           resolve({ host: a.address, port: a.port });
         });
       });
