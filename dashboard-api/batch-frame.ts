@@ -1,6 +1,6 @@
 /**
- * The frame a batched socket receives (issue 7): readings, device indicators and device statuses of one
- * batching interval, packed as arrays instead of objects. Shared by the server (packing) and every client (unpacking): it imports
+ * The frame a batched socket receives (issue 7): readings, device indicators, device statuses and rejections of
+ * one batching interval, packed as arrays instead of objects. Shared by the server (packing) and every client (unpacking): it imports
  * nothing, so the dashboard bundles it as it is.
  *
  * Why packed: at 200 screens and 5,000 readings/s, the bytes written to the sockets are the largest cost of
@@ -27,6 +27,12 @@ export type PackedItem = [string, string, string, number, number, ...FieldValue[
  */
 export type PackedStatus = [string, string, string, 'online' | 'offline', string];
 
+/**
+ * One rejection: `[device, zone, family, code, reason, at, index?]` (`index`: the reading's place in an array
+ * message). In frames too, because a device with broken firmware can send garbage as fast as its link allows.
+ */
+export type PackedRejection = [string, string, string, string, string, string, number?];
+
 /** The `batch` event's payload, as it travels. */
 export interface LiveBatchFrame {
   /** Times are offsets from this, epoch ms. */
@@ -37,6 +43,8 @@ export interface LiveBatchFrame {
   indicators: PackedItem[];
   /** In the order they happened. */
   statuses: PackedStatus[];
+  /** In the order they happened. */
+  rejections: PackedRejection[];
 }
 
 /** A reading as unpacked (the EnrichedReading of ingest/contract.ts). */
@@ -67,11 +75,23 @@ export interface UnpackedStatus {
   at: string;
 }
 
+/** A rejection as unpacked (the RejectionEvent of platform/bus.ts). */
+export interface UnpackedRejection {
+  device: string;
+  zone: string;
+  family: string;
+  code: string;
+  reason: string;
+  at: string;
+  index?: number;
+}
+
 /** A batch as objects: what `unpackBatch` returns (any of the arrays may be empty, never all). */
-export interface LiveBatch<R = UnpackedReading, I = UnpackedIndicator, S = UnpackedStatus> {
+export interface LiveBatch<R = UnpackedReading, I = UnpackedIndicator, S = UnpackedStatus, J = UnpackedRejection> {
   readings: R[];
   indicators: I[];
   statuses: S[];
+  rejections: J[];
 }
 
 /** Collects one interval's items for one room; `take()` returns the frame and starts over. */
@@ -82,9 +102,10 @@ export class BatchPacker {
   private readings: PackedItem[] = [];
   private indicators: PackedItem[] = [];
   private statuses: PackedStatus[] = [];
+  private rejections: PackedRejection[] = [];
 
   get empty(): boolean {
-    return this.readings.length === 0 && this.indicators.length === 0 && this.statuses.length === 0;
+    return this.readings.length === 0 && this.indicators.length === 0 && this.statuses.length === 0 && this.rejections.length === 0;
   }
 
   addReading(r: { device: string; zone: string; family: string; time: number; fields: Fields }): void {
@@ -99,6 +120,12 @@ export class BatchPacker {
     this.statuses.push([s.device, s.zone, s.family, s.state, s.at]);
   }
 
+  addRejection(r: { device: string; zone: string; family: string; code: string; reason: string; at: string; index?: number }): void {
+    const item: PackedRejection = [r.device, r.zone, r.family, r.code, r.reason, r.at];
+    if (r.index !== undefined) item.push(r.index);
+    this.rejections.push(item);
+  }
+
   take(): LiveBatchFrame {
     const frame: LiveBatchFrame = {
       t0: this.t0,
@@ -106,6 +133,7 @@ export class BatchPacker {
       readings: this.readings,
       indicators: this.indicators,
       statuses: this.statuses,
+      rejections: this.rejections,
     };
     this.t0 = 0;
     this.shapes = [];
@@ -113,6 +141,7 @@ export class BatchPacker {
     this.readings = [];
     this.indicators = [];
     this.statuses = [];
+    this.rejections = [];
     return frame;
   }
 
@@ -157,7 +186,12 @@ export function unpackBatch(frame: LiveBatchFrame): LiveBatch {
       time: frame.t0 + it[3],
       values: unpackFields(frame, it),
     })),
-    // (A frame of an older platform has no statuses.)
+    // (A frame of an older platform has no statuses or rejections.)
     statuses: (frame.statuses ?? []).map((it) => ({ device: it[0], zone: it[1], family: it[2], state: it[3], at: it[4] })),
+    rejections: (frame.rejections ?? []).map((it) => {
+      const r: UnpackedRejection = { device: it[0], zone: it[1], family: it[2], code: it[3], reason: it[4], at: it[5] };
+      if (it[6] !== undefined) r.index = it[6];
+      return r;
+    }),
   };
 }

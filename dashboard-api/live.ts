@@ -12,7 +12,7 @@
  * number of sockets: rooms `all`, `device:<id>`, `zone:<id>`, `family:<name>`.
  *
  * Batched sockets (issue 7): a client that connects with `auth: { token, batch: true }` receives readings,
- * device indicators and device statuses in one `batch` event instead, at most one per `BATCH_MS` per subscription, packed as arrays
+ * device indicators, device statuses and rejections in one `batch` event instead, at most one per `BATCH_MS` per subscription, packed as arrays
  * (`LiveBatchFrame`, batch-frame.ts; `unpackBatch` gives the objects back, oldest first). Every socket.io event
  * is a WebSocket frame and a write(v) system call per socket, and on this machine those writes are the largest
  * cost of fan-out: 200 screens at 5,000 readings/s would be 2 million frames a second one by one, 50 per second
@@ -24,7 +24,16 @@ import type http from 'node:http';
 import { Ajv } from 'ajv';
 import { Server, type Socket } from 'socket.io';
 import { FAMILIES, type EnrichedReading, type Family } from '../ingest/index.ts';
-import type { AlarmRecord, AqiEvent, BusEvents, CommandRecord, IndicatorEvent, LiveBus, StatusEvent } from '../platform/bus.ts';
+import type {
+  AlarmRecord,
+  AqiEvent,
+  BusEvents,
+  CommandRecord,
+  IndicatorEvent,
+  LiveBus,
+  RejectionEvent,
+  StatusEvent,
+} from '../platform/bus.ts';
 import { silentLogger, type Logger } from '../platform/logger.ts';
 import type { Metrics } from '../platform/metrics.ts';
 import type { Auth, Principal } from './auth.ts';
@@ -65,9 +74,10 @@ export interface ServerToClient {
   /** Derived indicators of a device, a zone or the city. */
   indicator: (i: IndicatorEvent) => void;
   /**
-   * Batched sockets: for one of its subscriptions, the readings, the device indicators and the device status
-   * changes of the last BATCH_MS, packed (`unpackBatch` gives them as objects, oldest first; a batched socket
-   * gets no `reading` or `status` events, and zone and city indicators come one by one as `indicator`).
+   * Batched sockets: for one of its subscriptions, the readings, the device indicators, the device status
+   * changes and the rejections of the last BATCH_MS, packed (`unpackBatch` gives them as objects, oldest first;
+   * a batched socket gets no `reading`, `status` or `rejected` events, and zone and city indicators come one by
+   * one as `indicator`).
    */
   batch: (b: LiveBatchFrame) => void;
   /** An alarm raised or changed: to every connected socket (every screen announces new alarms). */
@@ -174,8 +184,8 @@ export function attachLive(
   };
   const queueBatch = (
     rooms: string[],
-    kind: 'readings' | 'indicators' | 'statuses',
-    item: EnrichedReading | IndicatorEvent | StatusEvent,
+    kind: 'readings' | 'indicators' | 'statuses' | 'rejections',
+    item: EnrichedReading | IndicatorEvent | StatusEvent | RejectionEvent,
   ) => {
     const all = io.sockets.adapter.rooms;
     for (const room of rooms) {
@@ -187,7 +197,8 @@ export function attachLive(
       }
       if (kind === 'readings') b.addReading(item as EnrichedReading);
       else if (kind === 'indicators') b.addIndicator(item as IndicatorEvent);
-      else b.addStatus(item as StatusEvent);
+      else if (kind === 'statuses') b.addStatus(item as StatusEvent);
+      else b.addRejection(item as RejectionEvent);
       batchTimer ??= setTimeout(flushBatches, BATCH_MS);
     }
   };
@@ -199,7 +210,7 @@ export function attachLive(
     if (watched(rooms)) io.to(rooms).emit('reading', r);
     if (batchedSockets > 0) queueBatch(rooms, 'readings', r);
   };
-  /** Low-volume events (rejections, indices, commands) go one by one to batched sockets too: the rooms plus their `batch:` counterparts. */
+  /** Low-volume events (indices, commands) go one by one to batched sockets too: the rooms plus their `batch:` counterparts. */
   const withBatched = (rooms: string[]) => (batchedSockets > 0 ? [...rooms, ...rooms.map((r) => `batch:${r}`)] : rooms);
   const onStatus = (s: StatusEvent) => {
     deps.latest.statuses.set(s.device, s);
@@ -210,9 +221,12 @@ export function attachLive(
     // one event per change per socket.
     if (batchedSockets > 0) queueBatch(rooms, 'statuses', s);
   };
-  const onRejected = (r: BusEvents['rejected'][0]) => {
-    const rooms = withBatched(roomsFor(r));
+  const onRejected = (r: RejectionEvent) => {
+    if (io.sockets.adapter.rooms.size === 0) return; // no socket connected: nothing to route
+    const rooms = roomsFor(r);
     if (watched(rooms)) io.to(rooms).emit('rejected', r);
+    // A device with broken firmware can send garbage as fast as its link allows: in the frames.
+    if (batchedSockets > 0) queueBatch(rooms, 'rejections', r);
   };
   const onAqi = (a: AqiEvent) => {
     const rooms = withBatched(['all', `zone:${a.zone}`, 'family:airQuality', ...(a.scope === 'station' ? [`device:${a.id}`] : [])]);

@@ -109,15 +109,19 @@ test('a batched socket (auth.batch) gets readings as arrays, never one event per
   const singleIndicators: any[] = [];
   const statuses: any[] = [];
   const batchedStatuses: any[] = [];
+  const batchedRejections: any[] = [];
+  const singleRejections: any[] = [];
   const frames: LiveBatchFrame[] = [];
   socket.on('batch', (frame: LiveBatchFrame) => {
     frames.push(frame);
     const b = unpackBatch(frame);
-    assert.ok(b.readings.length + b.indicators.length + b.statuses.length > 0, 'no empty batch');
+    assert.ok(b.readings.length + b.indicators.length + b.statuses.length + b.rejections.length > 0, 'no empty batch');
     arrays.push(b.readings);
     indicatorArrays.push(b.indicators);
     batchedStatuses.push(...b.statuses);
+    batchedRejections.push(...b.rejections);
   });
+  socket.on('rejected', (r: any) => singleRejections.push(r));
   socket.on('reading', (r: any) => single.push(r));
   socket.on('indicator', (i: any) => singleIndicators.push(i));
   socket.on('status', (s: any) => statuses.push(s));
@@ -155,6 +159,21 @@ test('a batched socket (auth.batch) gets readings as arrays, never one event per
     batchedStatuses.some((s) => s.device === dev.id && s.state === 'online' && s.zone === 'le-loi' && s.family === 'traffic'),
     'the online status in a batch',
   );
+  // Rejections too (broken firmware can send garbage as fast as its link allows): with the reason and the index.
+  await client.publishAsync(`devices/${dev.id}/telemetry`, '{not json', { qos: 1 });
+  await client.publishAsync(
+    `devices/${dev.id}/telemetry`,
+    JSON.stringify([{ dateObserved: Date.now(), intensity: 1 }, { intensity: 'x' }]),
+    {
+      qos: 1,
+    },
+  );
+  await p.waitFor(() => batchedRejections.filter((r) => r.device === dev.id).length >= 2, 5000, 'two rejections in batches');
+  const rejections = batchedRejections.filter((r) => r.device === dev.id);
+  assert.equal(rejections[0].index, undefined);
+  assert.equal(rejections[1].index, 1);
+  assert.ok(rejections.every((r) => r.zone === 'le-loi' && r.family === 'traffic' && r.code.startsWith('CP_') && r.reason));
+  assert.equal(singleRejections.length, 0, 'no rejected events one by one on a batched socket');
   await client.endAsync();
   await p.waitFor(() => batchedStatuses.some((s) => s.device === dev.id && s.state === 'offline'), 5000, 'the offline status in a batch');
   const mineStatuses = batchedStatuses.filter((s) => s.device === dev.id);
@@ -193,20 +212,34 @@ test('a batch frame gives back exactly what was packed: mixed shapes, older and 
   for (const r of readings) packer.addReading(r);
   for (const i of indicators) packer.addIndicator(i);
   packer.addStatus(statuses[1] as (typeof statuses)[0]);
+  const rejections = [
+    { device: 'tf-9', zone: 'z1', family: 'traffic', code: 'CP_INGEST_MALFORMED_JSON', reason: 'not JSON', at: '2026-11-26T01:00:01.000Z' },
+    {
+      device: 'tf-9',
+      zone: 'z1',
+      family: 'traffic',
+      code: 'CP_INGEST_SCHEMA',
+      reason: 'intensity: must be integer',
+      at: '2026-11-26T01:00:01.100Z',
+      index: 0,
+    },
+  ];
+  for (const r of rejections) packer.addRejection(r);
   assert.equal(packer.empty, false);
   const frame: LiveBatchFrame = JSON.parse(JSON.stringify(packer.take()));
   assert.equal(packer.empty, true, 'take() starts a new frame');
-  assert.deepEqual(unpackBatch(frame), { readings, indicators, statuses });
+  assert.deepEqual(unpackBatch(frame), { readings, indicators, statuses, rejections });
   // The time base is the first reading's, whatever came before it.
   assert.equal(frame.t0, readings[0]?.time);
   // Repeated field lists are listed once: four distinct lists among the five readings, one for the indicator.
   assert.equal(frame.shapes.length, 5);
-  assert.ok(JSON.stringify(frame).length < JSON.stringify({ readings, indicators, statuses }).length * 0.75);
+  assert.ok(JSON.stringify(frame).length < JSON.stringify({ readings, indicators, statuses, rejections }).length * 0.75);
   // The next frame carries its own time base and field lists.
   packer.addReading({ device: 'tf-3', zone: 'z1', family: 'traffic', time: 5, fields: { intensity: 1 } });
   assert.deepEqual(unpackBatch(packer.take()), {
     readings: [{ device: 'tf-3', zone: 'z1', family: 'traffic', time: 5, fields: { intensity: 1 } }],
     indicators: [],
     statuses: [],
+    rejections: [],
   });
 });

@@ -22,6 +22,7 @@ import type {
   Role,
   Scales,
   ServerToClient,
+  RejectionEvent,
   Session,
   StatusEvent,
 } from './types.ts';
@@ -245,14 +246,12 @@ class Store {
     socket.on('batch', (frame) => {
       const b = unpackLiveBatch(frame);
       for (const st of b.statuses) this.applyStatus(st);
+      for (const r of b.rejections) this.applyRejected(r);
       for (const r of b.readings) this.applyReading(r);
       for (const i of b.indicators) this.applyIndicator(i);
     });
     socket.on('status', (st) => this.applyStatus(st));
-    socket.on('rejected', (r) => {
-      this.pushFeed('rejected', 'eventRejected', { device: r.device, code: r.code }, r.device);
-      this.changed();
-    });
+    socket.on('rejected', (r) => this.applyRejected(r));
     socket.on('aqi', (a) => this.applyAqi(a));
     socket.on('indicator', (i) => this.applyIndicator(i));
     socket.on('alarm', (a) => {
@@ -314,6 +313,11 @@ class Store {
       if (!(err instanceof ApiError && err.status === 401)) console.warn('resync failed', err);
       socket.disconnect().connect();
     }
+  }
+
+  private applyRejected(r: RejectionEvent): void {
+    this.pushFeed('rejected', 'eventRejected', { device: r.device, code: r.code }, r.device);
+    this.changed();
   }
 
   private applyStatus(st: StatusEvent): void {

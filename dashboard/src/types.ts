@@ -18,11 +18,13 @@ export type { EnrichedReading, Family } from '../../ingest/contract.ts';
 export type { CityProfile, Zone } from '../../registry/city-profile.ts';
 
 import type { EnrichedReading, Family } from '../../ingest/contract.ts';
-import type { IndicatorEvent, StatusEvent } from '../../platform/bus.ts';
+import type { IndicatorEvent, RejectionEvent, StatusEvent } from '../../platform/bus.ts';
 import { type LiveBatch, type LiveBatchFrame, unpackBatch } from '../../dashboard-api/batch-frame.ts';
 
-/** A batched socket's frame as the platform's own reading, indicator and status types (the unpacker is untyped on family). */
-export const unpackLiveBatch = unpackBatch as (f: LiveBatchFrame) => LiveBatch<EnrichedReading, IndicatorEvent, StatusEvent>;
+/** A batched socket's frame as the platform's own event types (the unpacker is untyped on family). */
+export const unpackLiveBatch = unpackBatch as (
+  f: LiveBatchFrame,
+) => LiveBatch<EnrichedReading, IndicatorEvent, StatusEvent, RejectionEvent>;
 
 export type Role = 'viewer' | 'operator' | 'admin';
 
