@@ -50,6 +50,7 @@ import {
   type StormRun,
   type ThroughputRun,
 } from './e2e.ts';
+import { somaxconn } from '../broker/index.ts';
 import { int, markdownTable, median, ms, percentileSorted, textTable } from './stats.ts';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
@@ -183,15 +184,6 @@ const FS_TYPES = new Map<number, string>([
  * File system of `dir` and the time of one 4 KiB write + fdatasync there (what one group commit of the durable
  * log costs at least): the fsync on/off ratio depends on it more than on anything in the platform.
  */
-/** net.core.somaxconn (Linux), or undefined. */
-function somaxconn(): number | undefined {
-  try {
-    return Number(readFileSync('/proc/sys/net/core/somaxconn', 'utf8').trim());
-  } catch {
-    return undefined;
-  }
-}
-
 function diskInfo(dir: string): string {
   let type = 'unknown';
   try {

@@ -96,10 +96,10 @@ export interface Broker {
 }
 
 /** Pending connections the kernel queues for accept() (see start()). */
-const LISTEN_BACKLOG = 16_384;
+export const LISTEN_BACKLOG = 16_384;
 
 /** net.core.somaxconn, which caps every listen backlog (Linux); undefined elsewhere. */
-function somaxconn(): number | undefined {
+export function somaxconn(): number | undefined {
   try {
     const n = Number(readFileSync('/proc/sys/net/core/somaxconn', 'utf8').trim());
     return Number.isFinite(n) && n > 0 ? n : undefined;

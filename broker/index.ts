@@ -1,5 +1,5 @@
 /** Public face of the broker. */
-export { createBroker } from './broker.ts';
+export { createBroker, LISTEN_BACKLOG, somaxconn } from './broker.ts';
 export { LIMIT_DEFAULTS } from './connection-guard.ts';
 export type { Broker, BrokerDeps, BrokerOptions } from './broker.ts';
 export { createWebSocketListener, ensureSelfSignedCert, startTlsListener } from './listeners.ts';

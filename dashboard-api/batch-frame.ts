@@ -1,7 +1,7 @@
 /**
  * The frame a batched socket receives (issue 7): readings, device indicators, device statuses and rejections of
- * one batching interval, packed as arrays instead of objects. Shared by the server (packing) and every client (unpacking): it imports
- * nothing, so the dashboard bundles it as it is.
+ * one batching interval, packed as arrays instead of objects. Shared by the server (packing) and every client
+ * (unpacking): it imports nothing, so the dashboard bundles it as it is.
  *
  * Why packed: at 200 screens and 5,000 readings/s, the bytes written to the sockets are the largest cost of
  * fan-out, for the platform (one loopback or network write per socket per frame) and for every screen that

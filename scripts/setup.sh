@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the project needs and is missing: npm packages from the lockfile, and the Debian packages
-# influxdb + influxdb-client (time series), mosquitto-clients (an independent MQTT client for tests), chromium
+# influxdb + influxdb-client (time series), mosquitto-clients (an independent MQTT client for tests), iproute2 (ss), chromium
 # (dashboard browser tests); then builds the dashboard (dashboard/dist) when it is missing or older than its sources.
 # Idempotent and quick when everything is there. Used by `npm start`, `npm test` and .ci/run.
 set -euo pipefail
@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v influxd >/dev/null 2>&1 || need+=(influxdb influxdb-client)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+# ss (iproute2): a test reads the MQTT listener's accept queue as the kernel reports it.
+command -v ss >/dev/null 2>&1 || need+=(iproute2)
 # Debian chromium: the dashboard's browser tests drive it with playwright-core (a tool's own browser download
 # does not work on a closed network).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)

@@ -9,9 +9,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import mqttPacket from 'mqtt-packet';
 import { connectPacket, rawConnect } from './helpers/raw-mqtt.ts';
 import { startTestPlatform } from './helpers/platform.ts';
+import { LISTEN_BACKLOG, somaxconn } from '../broker/index.ts';
+
+const execFileAsync = promisify(execFile);
 
 test('a packet over broker.maxPacketBytes closes that connection before it is buffered; others flow on', async (t) => {
   const p = await startTestPlatform(t, { broker: { maxPacketBytes: 4096 } });
@@ -115,4 +120,19 @@ test('a zero-length client id is refused (MQTT-3.1.3-8 with a persistent session
     assert.equal(((await raw.next('connack')) as { returnCode: number } | undefined)?.returnCode, 2);
     assert.equal(await raw.closed(), true);
   }
+});
+
+test('the MQTT listener asks the kernel for an accept queue of 16,384 connections; the log says what the kernel granted', async (t) => {
+  const lines: string[] = [];
+  const p = await startTestPlatform(t, { log: { level: 'info' } }, { logLines: lines });
+  const port = new URL(p.addr.mqtt).port;
+  // For a listening socket `ss` reports the accept queue's size (the listen backlog, capped by somaxconn) as Send-Q.
+  const { stdout } = await execFileAsync('ss', ['-Hltn', `sport = :${port}`]);
+  const sendQ = Number(stdout.trim().split(/\s+/)[2]);
+  const cap = somaxconn();
+  assert.equal(sendQ, Math.min(LISTEN_BACKLOG, cap ?? LISTEN_BACKLOG), stdout);
+  const listening = lines.map((l) => JSON.parse(l)).find((l) => l.msg === 'MQTT broker listening');
+  assert.equal(listening?.acceptQueue, sendQ);
+  const capped = lines.some((l) => l.includes('the kernel caps the MQTT accept queue'));
+  assert.equal(capped, sendQ < LISTEN_BACKLOG, 'the cap is logged exactly when the kernel lowered the queue');
 });
