@@ -5,6 +5,16 @@ export { createApp } from './app.ts';
 export type { ApiDeps, HealthReport } from './routes.ts';
 export type { ClientToServer, ServerToClient, SubscribeAck, Subscription } from './live.ts';
 export { BatchPacker, unpackBatch } from './batch-frame.ts';
-export type { LiveBatch, LiveBatchFrame, PackedItem, UnpackedIndicator, UnpackedReading } from './batch-frame.ts';
+export type {
+  LiveBatch,
+  LiveBatchFrame,
+  PackedItem,
+  PackedRejection,
+  PackedStatus,
+  UnpackedIndicator,
+  UnpackedReading,
+  UnpackedRejection,
+  UnpackedStatus,
+} from './batch-frame.ts';
 export { createAuth, SERVICE_ACTOR } from './auth.ts';
 export type { Auth, AuthOptions, Principal } from './auth.ts';
