@@ -12,12 +12,13 @@
  * number of sockets: rooms `all`, `device:<id>`, `zone:<id>`, `family:<name>`.
  *
  * Batched sockets (issue 7): a client that connects with `auth: { token, batch: true }` receives readings,
- * device indicators, device statuses and rejections in one `batch` event instead, at most one per `BATCH_MS` per subscription, packed as arrays
- * (`LiveBatchFrame`, batch-frame.ts; `unpackBatch` gives the objects back, oldest first). Every socket.io event
- * is a WebSocket frame and a write(v) system call per socket, and on this machine those writes are the largest
- * cost of fan-out: 200 screens at 5,000 readings/s would be 2 million frames a second one by one, 50 per second
- * per socket batched (one frame for both arrays: two events per flush measured 84–103 ms p99 in
- * `npm run bench -- fanout`, see the README), and packing makes each frame about a third the size. A batched
+ * device indicators, device statuses and rejections in one `batch` event instead, at most one per `BATCH_MS`
+ * per subscription, packed as arrays (`LiveBatchFrame`, batch-frame.ts; `unpackBatch` gives the objects back,
+ * oldest first). Every socket.io event is a WebSocket frame and a write(v) system call per socket, and on this
+ * machine those writes are the largest cost of fan-out: 200 screens at 5,000 readings/s would be 2 million
+ * frames a second one by one, 50 per second per socket batched (one frame for all the arrays: two events per
+ * flush measured 84–103 ms p99 in `npm run bench -- fanout`, see the README), and packing makes each frame about
+ * a third the size. A batched
  * socket subscribed to overlapping scopes (all and a zone) gets a reading once per scope.
  */
 import type http from 'node:http';
@@ -68,7 +69,7 @@ export interface SubscribeAck {
 export interface ServerToClient {
   reading: (r: EnrichedReading) => void;
   status: (s: StatusEvent) => void;
-  rejected: (r: BusEvents['rejected'][0]) => void;
+  rejected: (r: RejectionEvent) => void;
   /** An air-quality index (station or zone), to all, zone, device (station) and family:airQuality rooms. */
   aqi: (a: AqiEvent) => void;
   /** Derived indicators of a device, a zone or the city. */
@@ -182,11 +183,8 @@ export function attachLive(
     for (const [room, b] of batchRooms) io.to(`batch:${room}`).emit('batch', b.take());
     batchRooms.clear();
   };
-  const queueBatch = (
-    rooms: string[],
-    kind: 'readings' | 'indicators' | 'statuses' | 'rejections',
-    item: EnrichedReading | IndicatorEvent | StatusEvent | RejectionEvent,
-  ) => {
+  /** Adds `item` to the pending frame of each of `rooms` that has batched members (`add`: a BatchPacker method). */
+  const queueBatch = <T>(rooms: string[], add: (b: BatchPacker, item: T) => void, item: T) => {
     const all = io.sockets.adapter.rooms;
     for (const room of rooms) {
       if (!all.has(`batch:${room}`)) continue;
@@ -195,39 +193,41 @@ export function attachLive(
         b = new BatchPacker();
         batchRooms.set(room, b);
       }
-      if (kind === 'readings') b.addReading(item as EnrichedReading);
-      else if (kind === 'indicators') b.addIndicator(item as IndicatorEvent);
-      else if (kind === 'statuses') b.addStatus(item as StatusEvent);
-      else b.addRejection(item as RejectionEvent);
+      add(b, item);
       batchTimer ??= setTimeout(flushBatches, BATCH_MS);
     }
   };
-  const onReading = (r: EnrichedReading) => {
-    deps.latest.readings.set(r.device, r);
+  const addReading = (b: BatchPacker, r: EnrichedReading) => b.addReading(r);
+  const addIndicator = (b: BatchPacker, i: IndicatorEvent) => b.addIndicator(i);
+  const addStatus = (b: BatchPacker, s: StatusEvent) => b.addStatus(s);
+  const addRejection = (b: BatchPacker, r: RejectionEvent) => b.addRejection(r);
+  /**
+   * A device's event to its rooms: one by one to plain sockets, into the frames for batched ones. Readings come
+   * at the ingest rate, statuses in bursts (thousands of devices reconnecting after an outage), rejections as
+   * fast as a device with broken firmware can send: one event per item per screen would be a write each.
+   */
+  const route = <T extends { device: string; zone: string; family: string }>(
+    event: 'reading' | 'status' | 'rejected',
+    item: T,
+    add: (b: BatchPacker, item: T) => void,
+  ) => {
     // No socket connected (every socket has its own room): nothing to route, skip building the room names.
     if (io.sockets.adapter.rooms.size === 0) return;
-    const rooms = roomsFor(r);
-    if (watched(rooms)) io.to(rooms).emit('reading', r);
-    if (batchedSockets > 0) queueBatch(rooms, 'readings', r);
+    const rooms = roomsFor(item);
+    if (watched(rooms)) io.to(rooms).emit(event, item as never);
+    if (batchedSockets > 0) queueBatch(rooms, add, item);
+  };
+  const onReading = (r: EnrichedReading) => {
+    deps.latest.readings.set(r.device, r);
+    route('reading', r, addReading);
   };
   /** Low-volume events (indices, commands) go one by one to batched sockets too: the rooms plus their `batch:` counterparts. */
   const withBatched = (rooms: string[]) => (batchedSockets > 0 ? [...rooms, ...rooms.map((r) => `batch:${r}`)] : rooms);
   const onStatus = (s: StatusEvent) => {
     deps.latest.statuses.set(s.device, s);
-    if (io.sockets.adapter.rooms.size === 0) return; // no socket connected: nothing to route
-    const rooms = roomsFor(s);
-    if (watched(rooms)) io.to(rooms).emit('status', s);
-    // Statuses come in bursts (thousands of devices reconnecting after an outage): in the batch frames, not
-    // one event per change per socket.
-    if (batchedSockets > 0) queueBatch(rooms, 'statuses', s);
+    route('status', s, addStatus);
   };
-  const onRejected = (r: RejectionEvent) => {
-    if (io.sockets.adapter.rooms.size === 0) return; // no socket connected: nothing to route
-    const rooms = roomsFor(r);
-    if (watched(rooms)) io.to(rooms).emit('rejected', r);
-    // A device with broken firmware can send garbage as fast as its link allows: in the frames.
-    if (batchedSockets > 0) queueBatch(rooms, 'rejections', r);
-  };
+  const onRejected = (r: RejectionEvent) => route('rejected', r, addRejection);
   const onAqi = (a: AqiEvent) => {
     const rooms = withBatched(['all', `zone:${a.zone}`, 'family:airQuality', ...(a.scope === 'station' ? [`device:${a.id}`] : [])]);
     if (watched(rooms)) io.to(rooms).emit('aqi', a);
@@ -240,7 +240,7 @@ export function attachLive(
     if (watched(rooms)) io.to(rooms).emit('indicator', i);
     if (batchedSockets > 0) {
       // Device indicators come with every reading: batched; zone and city ones are throttled already.
-      if (i.scope === 'device') queueBatch(rooms, 'indicators', i);
+      if (i.scope === 'device') queueBatch(rooms, addIndicator, i);
       else {
         const batched = rooms.map((r) => `batch:${r}`);
         if (watched(batched)) io.to(batched).emit('indicator', i);
