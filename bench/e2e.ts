@@ -237,6 +237,11 @@ export interface CpuShare {
   idle: number;
   /** CPU time of the platform process meanwhile, ms: per reading, the figure other processes disturb least. */
   platformMs: number;
+  /**
+   * The platform's main thread alone (MQTT, validation, analytics, sockets), % of one core: its ceiling is 100,
+   * whatever the store worker thread and Node's helper threads use besides.
+   */
+  mainThread: number;
 }
 
 /**
@@ -247,6 +252,8 @@ export interface CpuShare {
 function cpuMeter(influxdPid: number | undefined): { stop(devicesCpuMs: number): CpuShare } {
   const wall0 = process.hrtime.bigint();
   const own0 = process.cpuUsage();
+  // The main thread's task id is the process id.
+  const main0 = procCpuMs(process.pid, `/proc/self/task/${process.pid}/stat`);
   const influxCpuMs = () => (influxdPid === undefined ? 0 : procCpuMs(influxdPid));
   const influx0 = influxCpuMs();
   const machine0 = machineCpuMs();
@@ -266,6 +273,7 @@ function cpuMeter(influxdPid: number | undefined): { stop(devicesCpuMs: number):
         others: Math.max(0, pct(machine1.busy - machine0.busy - platform - devicesCpuMs - influxd)),
         idle: pct(machine1.idle - machine0.idle),
         platformMs: platform,
+        mainThread: pct(procCpuMs(process.pid, `/proc/self/task/${process.pid}/stat`) - main0),
       };
     },
   };
@@ -287,10 +295,10 @@ function machineCpuMs(): { busy: number; idle: number } {
 }
 
 /** utime + stime of a process from /proc (Linux; clock ticks of 10 ms, the kernel's USER_HZ); NaN elsewhere. */
-function procCpuMs(pid: number): number {
+function procCpuMs(pid: number, file = `/proc/${pid}/stat`): number {
   try {
     // Fields after the parenthesised command name: state is field 3, utime 14 and stime 15.
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(file, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(fields[11]) + Number(fields[12])) * 10;
   } catch {

@@ -250,8 +250,9 @@ function runsTable<R>(
 }
 
 // CPU while the devices ran, in % of one core: the platform process, the device process and influxd share the cores.
-const CPU_HEADER = ['cpu% platform', 'devices', 'influxd', 'others', 'idle'];
-const cpuCells = (c: CpuShare) => [c.platform, c.devices, c.influxd, c.others, c.idle];
+const CPU_HEADER = ['cpu% platform', 'main thread', 'devices', 'influxd', 'others', 'idle'];
+const cpuCells = (c: CpuShare) => [c.platform, c.mainThread, c.devices, c.influxd, c.others, c.idle];
+const CPU_FORMAT = CPU_HEADER.map(() => int);
 
 /** Prints the evidence for any loss or platform warning: the writer's counters and the first log lines. */
 function explainLoss(runs: (ThroughputRun | LatencyRun)[], label = 'run'): void {
@@ -353,7 +354,7 @@ async function throughputPhase(env: BenchEnv, o: Options, readingsPerMessage: nu
         (1000 * r.cpu.platformMs) / Math.max(1, r.ackedReadings),
         ...cpuCells(r.cpu),
       ],
-      [int, int, int, (n) => n.toFixed(2), int, (n) => n.toFixed(2), int, (n) => n.toFixed(1), int, int, int, int, int],
+      [int, int, int, (n) => n.toFixed(2), int, (n) => n.toFixed(2), int, (n) => n.toFixed(1), ...CPU_FORMAT],
     ),
   );
   console.log(
@@ -364,7 +365,7 @@ async function throughputPhase(env: BenchEnv, o: Options, readingsPerMessage: nu
       ['', 'acked', 'relayed msgs', 'lost msgs', 'publish s', 'acked/s', ...CPU_HEADER],
       [['bare aedes', base]],
       (r) => [r.ackedReadings, r.relayedMessages, r.loss, r.publishSeconds, r.ackedPerSecond, ...cpuCells(r.cpu)],
-      [int, int, int, (n) => n.toFixed(2), int, int, int, int, int, int],
+      [int, int, int, (n) => n.toFixed(2), int, ...CPU_FORMAT],
     ),
   );
   // Run by run (back to back, same conditions): platform stored/s over the bare broker's acked/s.
@@ -462,7 +463,7 @@ async function latencyPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
         r.loss,
         ...cpuCells(r.cpu),
       ],
-      [int, ms, ms, ms, int, ms, ms, int, int, int, int, int, int, int],
+      [int, ms, ms, ms, int, ms, ms, int, int, ...CPU_FORMAT],
     ),
   );
   explainLoss(runs);
@@ -633,11 +634,7 @@ async function stormPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
         (n) => n.toFixed(1),
         int,
         (n) => (Number.isNaN(n) ? '–' : int(n)),
-        int,
-        int,
-        int,
-        int,
-        int,
+        ...CPU_FORMAT,
       ],
     ),
   );
@@ -748,7 +745,7 @@ async function fanoutPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
       ['', 'published', 'socket p50 ms', 'p99 ms', 'max ms', 'missed', 'load frames', 'KiB/frame', 'closed', 'loss', ...CPU_HEADER],
       [['batched', runs], ...(single ? ([['one event per reading', [single]]] as [string, FanoutRun[]][]) : [])],
       cells,
-      [int, ms, ms, ms, int, int, (n) => n.toFixed(1), int, int, int, int, int, int, int],
+      [int, ms, ms, ms, int, int, (n) => n.toFixed(1), int, int, ...CPU_FORMAT],
     ),
   );
   explainLoss(runs);
@@ -849,7 +846,7 @@ async function drainPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
         r.storedDuringOutage,
         ...cpuCells(r.outageCpu),
       ],
-      [int, (n) => n.toFixed(2), int, int, int, int, int, int, int, int, int],
+      [int, (n) => n.toFixed(2), int, int, int, int, ...CPU_FORMAT],
     ),
   );
   console.log('  Drain: InfluxDB restarted, devices idle (first write = InfluxDB answering → first batch confirmed)');
@@ -867,7 +864,7 @@ async function drainPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
         r.loss,
         ...cpuCells(r.drainCpu),
       ],
-      [(n) => n.toFixed(2), (n) => n.toFixed(2), (n) => n.toFixed(2), int, int, int, int, int, int, int, int, int],
+      [(n) => n.toFixed(2), (n) => n.toFixed(2), (n) => n.toFixed(2), int, int, int, int, ...CPU_FORMAT],
     ),
   );
   console.log(

@@ -7,13 +7,12 @@ import type { InfluxDB } from 'influx';
 import { FIELD_KINDS, type DeviceError } from './contract.ts';
 import { Downsampler, ensureTiers, type DownsampledMeasurements, type Tier } from './downsample.ts';
 import { SqliteDeadLetterStore, type DeadLetterStore } from './dead-letters.ts';
-import { DurableLog } from './durable-log.ts';
 import { dispatch, type HandlerResult, type IngestContext } from './handlers/index.ts';
 import { createInfluxClient, ensureDatabase } from './influx-admin.ts';
-import { InfluxWriter, type InfluxTarget, type PendingPoint, type WriterOptions, type WriterState } from './influx-writer.ts';
+import type { InfluxTarget, WriterOptions, WriterState } from './influx-writer.ts';
 import { toLine } from './line-protocol.ts';
 import { ReadingRateLimiter, durationMs } from './rate-limit.ts';
-import { LogShipper } from './shipper.ts';
+import { ReadingStore } from './store.ts';
 import { createReadingParser, type DeviceMeta } from './validate.ts';
 import type { LiveBus } from '../platform/bus.ts';
 import { silentLogger, type Logger } from '../platform/logger.ts';
@@ -84,7 +83,6 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
   const metrics = deps.metrics;
   const influx = createInfluxClient(opts.influx);
   const deadLetters = new SqliteDeadLetterStore(opts.deadLetterFile, opts.deadLetterLimit);
-  const log = new DurableLog({ ...opts.log, logger });
   let databaseReady = false;
   const ds = opts.downsample;
   const measurements: DownsampledMeasurements = { ...FIELD_KINDS, ...ds?.extra };
@@ -97,44 +95,28 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
     if (ds && ds.tiers.length > 0) await ensureTiers(influx, opts.influx.database, opts.influx.retentionPolicy, ds.tiers, measurements);
     databaseReady = true;
   };
-  const confirm = (points: PendingPoint[]) => log.confirm(points.map((p) => p.seq as number));
-  // Late readings (older than the continuous queries look back) are marked for the tiers' catch-up. The
-  // observation time is the line's last token (line-protocol.ts writes it in ms).
-  const stored = (points: PendingPoint[]) => {
-    if (downsampler && ds) {
-      const lateBefore = Date.now() - ds.lateAfterMs;
-      for (const p of points) {
-        const t = Number(p.line.slice(p.line.lastIndexOf(' ') + 1));
-        if (t < lateBefore) downsampler.mark(p.family, t);
-      }
-    }
-    confirm(points);
-  };
-  let shipper: LogShipper | undefined;
-  const writer = new InfluxWriter(
-    opts.influx,
-    // The shipper bounds what the writer holds; the writer's own drop bound is never reached behind it.
-    { ...opts.writer, maxBufferedPoints: Number.MAX_SAFE_INTEGER },
+  const store = new ReadingStore(
     {
-      metrics,
-      logger,
-      onDatabaseMissing: prepareDatabase,
-      onStored: stored,
-      onProgress: () => shipper?.pump(),
-      onRejected(points, reason) {
+      log: opts.log,
+      influx: opts.influx,
+      writer: opts.writer,
+      shipper: { memoryPoints: opts.writer.maxBufferedPoints, chunk: opts.writer.batchSize },
+      // Late readings (older than the continuous queries look back) are marked for the tiers' catch-up.
+      lateAfterMs: downsampler && ds ? ds.lateAfterMs : 0,
+    },
+    {
+      prepareDatabase,
+      late: (family, t) => downsampler?.mark(family, t),
+      deadLetter(points, reason) {
         const at = new Date().toISOString();
         for (const p of points) {
           metrics?.readingsRejected.inc({ family: p.family, code: 'CP_INGEST_STORE_REJECTED' });
           deadLetters.add({ at, device: p.device, code: 'CP_INGEST_STORE_REJECTED', reason, payload: p.line });
         }
-        // Dead-lettered (durably, in SQLite): the log no longer needs them.
-        confirm(points);
       },
     },
+    { metrics, logger },
   );
-  shipper = new LogShipper(log, writer, { memoryPoints: opts.writer.maxBufferedPoints, chunk: opts.writer.batchSize });
-  const ship = shipper;
-  log.onFlushed = () => ship.pump();
 
   let wasFull = false;
   const ctx: IngestContext = {
@@ -149,20 +131,20 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
     }),
     rateLimit: new ReadingRateLimiter(opts.maxReadingsPerSecond, opts.readingsBurst),
     sink: {
-      append: (readings) => ship.append(readings.map((r) => ({ line: toLine(r), family: r.family, device: r.device }))),
+      append: (readings) => store.append(readings.map((r) => ({ line: toLine(r), family: r.family, device: r.device }))),
       whenSpace() {
-        if (!log.full()) {
+        if (!store.full()) {
           if (wasFull) {
             wasFull = false;
-            logger.info(log.usage(), 'durable log has room again: devices are read at full speed');
+            logger.info(store.state().log, 'durable log has room again: devices are read at full speed');
           }
           return undefined;
         }
         if (!wasFull) {
           wasFull = true;
-          logger.warn(log.usage(), 'durable log disk budget full: slowing devices down (acknowledgements withheld, sockets paused)');
+          logger.warn(store.state().log, 'durable log disk budget full: slowing devices down (acknowledgements withheld, sockets paused)');
         }
-        return log.whenSpace();
+        return store.whenSpace();
       },
     },
     deadLetters,
@@ -177,10 +159,9 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
   let catchUpTimer: NodeJS.Timeout | undefined;
 
   const state = (): IngestState => {
-    const u = log.usage();
-    const w = ship.waiting();
+    const { log: u, waiting: w, writer } = store.state();
     return {
-      writer: writer.state(),
+      writer,
       deadLetters: deadLetters.count(),
       databaseReady,
       log: {
@@ -194,23 +175,14 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
     };
   };
 
-  const flush = async (timeoutMs = 30000): Promise<boolean> => {
-    const until = Date.now() + timeoutMs;
-    for (;;) {
-      ship.pump();
-      if (log.usage().points === 0) return true;
-      if (Date.now() > until) return false;
-      await writer.flush(Math.max(1, Math.min(200, until - Date.now())));
-      await new Promise((r) => setTimeout(r, 5));
-    }
-  };
+  const flush = (timeoutMs = 30000): Promise<boolean> => store.flush(timeoutMs);
 
   return {
     deadLetters,
     influx,
     downsampler,
     async start() {
-      const replay = log.open();
+      const replay = await store.open();
       started = true;
       if (replay.to > replay.from) {
         logger.info(
@@ -224,7 +196,7 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
         // Not fatal: readings wait in the log and the database is created when InfluxDB answers again.
         logger.warn({ err: (err as Error).message }, 'InfluxDB not ready at start; readings wait in the durable log');
       }
-      ship.replay(replay.from, replay.to);
+      store.replay(replay.from, replay.to);
       if (downsampler && ds) {
         catchUpTimer = setInterval(() => {
           if (downsampler.pending() === 0 || !databaseReady) return;
@@ -234,7 +206,7 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
       }
       if (metrics) {
         gaugeTimer = setInterval(() => {
-          const u = log.usage();
+          const u = store.state().log;
           metrics.logBacklogPoints.set(u.points);
           metrics.logBytes.set(u.bytes);
           metrics.logOldestSeconds.set(u.oldestMs / 1000);
@@ -251,7 +223,7 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
       if (started) {
         const flushed = await flush(opts.stopFlushTimeoutMs);
         if (!flushed)
-          logger.warn(log.usage(), 'stopping with readings not yet in InfluxDB: they stay in the durable log for the next start');
+          logger.warn(store.state().log, 'stopping with readings not yet in InfluxDB: they stay in the durable log for the next start');
       }
       // A catch-up the timer started may still run: wait for it, so no SELECT … INTO of this platform outlives
       // its stop. Then late readings marked but not yet recomputed into the tiers get one last catch-up (the marks
@@ -276,9 +248,7 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
             'stopping while a downsampling catch-up still runs in InfluxDB; hours not yet recomputed are not resumed at the next start',
           );
       }
-      ship.stop();
-      await writer.stop(1000);
-      await log.close();
+      await store.close();
       deadLetters.close();
     },
     handleMessage(device, kind, payload, qos = 0, receivedAt = Date.now()) {

@@ -1,0 +1,272 @@
+/**
+ * The main thread's side of the store worker (`store-worker.ts`): accepted points go to the worker's durable
+ * log and InfluxDB writer; their acknowledgement resolves once the worker reports them on disk.
+ *
+ * Points appended in one turn of the event loop (every socket's MQTT packets read in it) travel in one message: their
+ * records joined into one string with a typed array of lengths, which the structured clone copies flat. The
+ * worker answers in batches too, each with the log's and the writer's state, which `state()`, `full()` and the
+ * health report read here without asking.
+ */
+import { Worker } from 'node:worker_threads';
+import type { LogPoint } from './durable-log.ts';
+import type { PendingPoint } from './influx-writer.ts';
+import type { FromWorker, StoreState, StoreWorkerData, ToWorker, WorkerPost } from './store-protocol.ts';
+import { silentLogger, type Logger } from '../platform/logger.ts';
+import type { Metrics } from '../platform/metrics.ts';
+
+export interface StoreHooks {
+  /** InfluxDB answered "database not found": create it (the worker retries the batch afterwards). */
+  prepareDatabase(): Promise<void>;
+  /** Points InfluxDB refused for good: dead-letter them (synchronously and durably); the store then confirms them. */
+  deadLetter(points: PendingPoint[], reason: string): void;
+  /** A stored reading older than the continuous queries look back. */
+  late(family: string, time: number): void;
+}
+
+const LEVELS: Record<number, 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'> = {
+  10: 'trace',
+  20: 'debug',
+  30: 'info',
+  40: 'warn',
+  50: 'error',
+  60: 'fatal',
+};
+
+/** Points gathered before they are sent to the worker without waiting for the end of the turn. */
+const SEND_AT = 256;
+
+const EMPTY_STATE: StoreState = {
+  writer: { buffered: 0, inFlight: 0, healthy: true, stored: 0, dropped: 0, rejected: 0 },
+  log: { points: 0, bytes: 0, oldestMs: 0, segments: 0, full: false },
+  waiting: { memory: 0, disk: 0 },
+};
+
+export class ReadingStore {
+  private worker: Worker | undefined;
+  private current: StoreState = EMPTY_STATE;
+  /** When `current` arrived: `log.oldestMs` is aged by the time since. */
+  private currentAt = Date.now();
+  private parts: string[] = [];
+  private lens: number[] = [];
+  private scheduled = false;
+  /** Points handed to the worker (or about to be) since it started. */
+  private appended = 0;
+  /** Acknowledgement waiters in append order: resolved once the worker's answered count reaches `upTo`. */
+  private waiters: { upTo: number; resolve: () => void; reject: (e: Error) => void }[] = [];
+  private waitHead = 0;
+  private spaceWaiters: (() => void)[] = [];
+  private requests = new Map<number, { resolve: (m: FromWorker) => void; reject: (e: Error) => void }>();
+  private nextId = 0;
+  private broken: Error | undefined;
+  private readonly log: Logger;
+
+  constructor(
+    private readonly data: Omit<StoreWorkerData, 'entry' | 'logLevel'>,
+    private readonly hooks: StoreHooks,
+    private readonly deps: { metrics?: Metrics; logger?: Logger },
+  ) {
+    this.log = deps.logger ?? silentLogger;
+  }
+
+  /** Starts the worker and opens the log; returns the range of points left by an earlier run. */
+  async open(): Promise<{ from: number; to: number; torn: number }> {
+    const entry = new URL('./store-worker.ts', import.meta.url).href;
+    const workerData: StoreWorkerData = { ...this.data, entry, logLevel: this.log.level === 'silent' ? 'silent' : this.log.level };
+    const worker = new Worker(new URL('./store-worker-boot.mjs', import.meta.url), { workerData, name: 'citypulse-store' });
+    this.worker = worker;
+    worker.on('message', (post: WorkerPost) => this.receive(post));
+    worker.on('error', (err) => this.fail(err));
+    worker.on('exit', (code) => {
+      if (this.worker === worker) this.fail(new Error(`store worker exited (code ${code})`));
+    });
+    const opened = (await this.request({ t: 'open', id: 0 })) as Extract<FromWorker, { t: 'opened' }>;
+    return { from: opened.from, to: opened.to, torn: opened.torn };
+  }
+
+  /** Ships the points an earlier run left in the log. */
+  replay(from: number, to: number): void {
+    this.send({ t: 'replay', from, to });
+  }
+
+  /** Appends points in order; resolves once they are on disk. */
+  append(points: LogPoint[]): Promise<void> {
+    if (this.broken) return Promise.reject(this.broken);
+    for (const p of points) {
+      const record = `${p.family}\t${p.device}\t${p.line}`;
+      this.parts.push(record);
+      this.lens.push(record.length);
+    }
+    this.appended += points.length;
+    const upTo = this.appended;
+    if (this.lens.length >= SEND_AT) {
+      // A long turn (hundreds of sockets' packets) is sent in parts, so the worker writes and syncs the first
+      // devices' readings while this thread still validates the others: its acknowledgements return sooner.
+      this.sendAppends();
+    } else if (!this.scheduled) {
+      // After the poll phase: the MQTT packets of every socket read in this turn of the event loop travel
+      // together (a message per packet cost more than the work it moved, measured at 1 reading/message).
+      this.scheduled = true;
+      setImmediate(() => {
+        this.scheduled = false;
+        this.sendAppends();
+      });
+    }
+    return new Promise<void>((resolve, reject) => this.waiters.push({ upTo, resolve, reject }));
+  }
+
+  private sendAppends(): void {
+    if (!this.lens.length) return;
+    const text = this.parts.join('');
+    const lens = Uint32Array.from(this.lens);
+    this.parts = [];
+    this.lens = [];
+    this.worker?.postMessage({ t: 'append', text, lens } satisfies ToWorker, [lens.buffer]);
+  }
+
+  /** True while the log uses its whole disk budget (as of the worker's last report). */
+  full(): boolean {
+    return this.current.log.full;
+  }
+
+  whenSpace(): Promise<void> {
+    if (!this.full()) return Promise.resolve();
+    return new Promise((resolve) => this.spaceWaiters.push(resolve));
+  }
+
+  state(): StoreState {
+    const s = this.current;
+    return s.log.oldestMs ? { ...s, log: { ...s.log, oldestMs: s.log.oldestMs + Date.now() - this.currentAt } } : s;
+  }
+
+  /** Resolves true once everything appended so far is confirmed by InfluxDB (or dead-lettered), false on timeout. */
+  async flush(timeoutMs: number): Promise<boolean> {
+    if (!this.worker || this.broken) return this.current.log.points === 0;
+    this.sendAppends();
+    try {
+      const m = await this.request({ t: 'flush', id: 0, timeoutMs });
+      return (m as { ok: boolean }).ok;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Stops shipping, closes the log (what is not confirmed stays for the next start) and ends the worker. */
+  async close(): Promise<void> {
+    const worker = this.worker;
+    if (!worker) return;
+    if (!this.broken) {
+      this.sendAppends();
+      await this.request({ t: 'close', id: 0 }).catch(() => undefined);
+    }
+    this.worker = undefined;
+    await worker.terminate();
+  }
+
+  private send(m: ToWorker): void {
+    this.worker?.postMessage(m);
+  }
+
+  /** Sends a request (its id replaced by a fresh one) and resolves with the worker's answer of the same id. */
+  private request(m: Extract<ToWorker, { id: number }>): Promise<FromWorker> {
+    const id = ++this.nextId;
+    return new Promise<FromWorker>((resolve, reject) => {
+      if (this.broken) return reject(this.broken);
+      this.requests.set(id, { resolve, reject });
+      this.send({ ...m, id });
+    });
+  }
+
+  private answer(id: number, m: FromWorker): void {
+    const r = this.requests.get(id);
+    this.requests.delete(id);
+    r?.resolve(m);
+  }
+
+  private receive(post: WorkerPost): void {
+    const wasFull = this.current.log.full;
+    this.current = post.state;
+    this.currentAt = Date.now();
+    for (const m of post.msgs) {
+      switch (m.t) {
+        case 'durable':
+          this.settle(m.upTo);
+          break;
+        case 'failed':
+          this.settle(m.upTo, new Error(m.error));
+          break;
+        case 'opened':
+        case 'flushed':
+        case 'closed':
+          this.answer(m.id, m);
+          break;
+        case 'late':
+          for (let i = 0; i < m.marks.length; i += 2) this.hooks.late(m.marks[i] as string, m.marks[i + 1] as number);
+          break;
+        case 'rejected':
+          try {
+            this.hooks.deadLetter(m.points, m.reason);
+            this.send({ t: 'confirm', seqs: m.points.map((p) => p.seq as number) });
+          } catch (err) {
+            // Not dead-lettered: the points stay unconfirmed in the log and are shipped again at the next start.
+            this.log.error({ err: (err as Error).message, points: m.points.length }, 'cannot dead-letter points InfluxDB refused');
+          }
+          break;
+        case 'dbMissing':
+          this.hooks
+            .prepareDatabase()
+            .catch((err: Error) => this.log.warn({ err: err.message }, 'cannot create database'))
+            .finally(() => this.send({ t: 'dbReady', id: m.id }));
+          break;
+        case 'metric': {
+          const metric = this.deps.metrics?.[m.name as keyof Metrics] as unknown as Record<string, (...a: unknown[]) => void> | undefined;
+          metric?.[m.op]?.(...m.args);
+          break;
+        }
+        case 'log':
+          this.relay(m.line);
+          break;
+      }
+    }
+    if (wasFull && !this.current.log.full) {
+      const w = this.spaceWaiters;
+      this.spaceWaiters = [];
+      for (const fn of w) fn();
+    }
+  }
+
+  private settle(upTo: number, err?: Error): void {
+    while (this.waitHead < this.waiters.length) {
+      const w = this.waiters[this.waitHead] as (typeof this.waiters)[number];
+      if (w.upTo > upTo) break;
+      this.waitHead++;
+      if (err) w.reject(err);
+      else w.resolve();
+    }
+    if (this.waitHead > 1024 && this.waitHead * 2 > this.waiters.length) {
+      this.waiters = this.waiters.slice(this.waitHead);
+      this.waitHead = 0;
+    }
+  }
+
+  private relay(line: string): void {
+    try {
+      const { level, msg, ...rest } = JSON.parse(line) as { level: number; msg?: string };
+      this.log[LEVELS[level] ?? 'info']({ ...rest, thread: 'store' }, msg ?? '');
+    } catch {
+      this.log.info({ thread: 'store' }, line);
+    }
+  }
+
+  /** The worker died: no acknowledgement may be given for what it held (the devices send it again). */
+  private fail(err: Error): void {
+    if (this.broken) return;
+    this.broken = err;
+    this.worker = undefined;
+    this.log.error({ err: err.message }, 'store worker failed: readings are no longer acknowledged');
+    this.settle(Number.POSITIVE_INFINITY, err);
+    for (const fn of this.spaceWaiters) fn();
+    this.spaceWaiters = [];
+    for (const r of this.requests.values()) r.reject(err);
+    this.requests.clear();
+  }
+}
