@@ -242,6 +242,8 @@ export interface CpuShare {
    * whatever the store worker thread and Node's helper threads use besides.
    */
   mainThread: number;
+  /** The store worker thread (durable log, InfluxDB writer), % of one core; NaN where not measured. */
+  storeThread: number;
 }
 
 /**
@@ -249,11 +251,13 @@ export interface CpuShare {
  * process's own figure. On 2 cores the three compete, so the shares explain where a throughput ceiling is.
  * No `influxdPid`: InfluxDB is stopped (an outage), its share is 0.
  */
-function cpuMeter(influxdPid: number | undefined): { stop(devicesCpuMs: number): CpuShare } {
+function cpuMeter(influxdPid: number | undefined, storeThreadId?: number): { stop(devicesCpuMs: number): CpuShare } {
   const wall0 = process.hrtime.bigint();
   const own0 = process.cpuUsage();
   // The main thread's task id is the process id.
-  const main0 = procCpuMs(process.pid, `/proc/self/task/${process.pid}/stat`);
+  const threadMs = (tid: number | undefined) => (tid === undefined ? Number.NaN : procCpuMs(tid, `/proc/self/task/${tid}/stat`));
+  const main0 = threadMs(process.pid);
+  const store0 = threadMs(storeThreadId);
   const influxCpuMs = () => (influxdPid === undefined ? 0 : procCpuMs(influxdPid));
   const influx0 = influxCpuMs();
   const machine0 = machineCpuMs();
@@ -273,7 +277,8 @@ function cpuMeter(influxdPid: number | undefined): { stop(devicesCpuMs: number):
         others: Math.max(0, pct(machine1.busy - machine0.busy - platform - devicesCpuMs - influxd)),
         idle: pct(machine1.idle - machine0.idle),
         platformMs: platform,
-        mainThread: pct(procCpuMs(process.pid, `/proc/self/task/${process.pid}/stat`) - main0),
+        mainThread: pct(threadMs(process.pid) - main0),
+        storeThread: pct(threadMs(storeThreadId) - store0),
       };
     },
   };
@@ -462,7 +467,7 @@ export async function runThroughput(env: BenchEnv, o: ThroughputOptions, name: s
     name,
     o.devices,
     async ({ platform, addr, database, devices, warnings }) => {
-      const cpu = cpuMeter(env.influx.pid);
+      const cpu = cpuMeter(env.influx.pid, platform.parts.ingest.storeThreadId());
       const { result: r, cpuMs } = await env.load.throughput({
         mqttUrl: addr.mqtt,
         devices,
@@ -528,7 +533,7 @@ export async function runLatency(
 ): Promise<LatencyRun> {
   return withPlatform(env, name, o.devices, async ({ platform, addr, database, devices, warnings }) => {
     const after = await around?.(platform, addr);
-    const cpu = cpuMeter(env.influx.pid);
+    const cpu = cpuMeter(env.influx.pid, platform.parts.ingest.storeThreadId());
     const { result: r, cpuMs } = await env.load.latency({
       mqttUrl: addr.mqtt,
       apiUrl: addr.api,
@@ -628,7 +633,7 @@ export async function runDrain(env: BenchEnv, o: DrainOptions, name: string): Pr
       // Whatever fails from here on, the next runs need InfluxDB back.
       let down = true;
       try {
-        const outageCpu = cpuMeter(undefined);
+        const outageCpu = cpuMeter(undefined, ingest.storeThreadId());
         const { result: r, cpuMs } = await env.load.throughput({
           mqttUrl: addr.mqtt,
           devices,
@@ -646,7 +651,7 @@ export async function runDrain(env: BenchEnv, o: DrainOptions, name: string): Pr
         down = false;
         await restartInflux(env);
         const tReady = process.hrtime.bigint();
-        const drainCpu = cpuMeter(env.influx.pid);
+        const drainCpu = cpuMeter(env.influx.pid, ingest.storeThreadId());
         let first: { t: bigint; points: number } | undefined;
         const sampler = setInterval(() => {
           const points = ingest.state().log.points;
@@ -1019,7 +1024,7 @@ export async function runStorm(
       // disconnect and reconnect is a status change they receive.
       if (o.sockets > 0)
         await (gens[1] as LoadGenerator).sockets({ apiUrl: addr.api, apiToken: platform.adminToken, count: o.sockets, batch: true });
-      const cpu = cpuMeter(env.influx.pid);
+      const cpu = cpuMeter(env.influx.pid, platform.parts.ingest.storeThreadId());
       const overflowsBefore = listenOverflows();
       const base = timeBase();
       const answers = await Promise.all(

@@ -250,9 +250,10 @@ function runsTable<R>(
 }
 
 // CPU while the devices ran, in % of one core: the platform process, the device process and influxd share the cores.
-const CPU_HEADER = ['cpu% platform', 'main thread', 'devices', 'influxd', 'others', 'idle'];
-const cpuCells = (c: CpuShare) => [c.platform, c.mainThread, c.devices, c.influxd, c.others, c.idle];
-const CPU_FORMAT = CPU_HEADER.map(() => int);
+// The platform's share is split out for its main thread and its store worker thread (the rest: GC and libuv helpers).
+const CPU_HEADER = ['cpu% platform', 'main thread', 'store thread', 'devices', 'influxd', 'others', 'idle'];
+const cpuCells = (c: CpuShare) => [c.platform, c.mainThread, c.storeThread, c.devices, c.influxd, c.others, c.idle];
+const CPU_FORMAT = CPU_HEADER.map(() => (n: number) => (Number.isNaN(n) ? '–' : int(n)));
 
 /** Prints the evidence for any loss or platform warning: the writer's counters and the first log lines. */
 function explainLoss(runs: (ThroughputRun | LatencyRun)[], label = 'run'): void {

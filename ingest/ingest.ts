@@ -76,6 +76,8 @@ export interface Ingest {
   readonly influx: InfluxDB;
   /** The tiers' catch-up and backfill; undefined when downsampling is off. */
   readonly downsampler: Downsampler | undefined;
+  /** The store worker's thread id in the operating system (Linux, after start), for per-thread CPU figures. */
+  storeThreadId(): number | undefined;
 }
 
 export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
@@ -257,5 +259,6 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
     },
     flush,
     state,
+    storeThreadId: () => store.osThreadId,
   };
 }

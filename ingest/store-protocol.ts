@@ -41,7 +41,7 @@ export type ToWorker =
   | { t: 'close'; id: number };
 
 export type FromWorker =
-  | { t: 'opened'; id: number; from: number; to: number; torn: number }
+  | { t: 'opened'; id: number; from: number; to: number; torn: number; osThreadId: number | undefined }
   /** The first `upTo` points appended since the worker started are durable (or, `failed`, could not be). */
   | { t: 'durable'; upTo: number }
   | { t: 'failed'; upTo: number; error: string }

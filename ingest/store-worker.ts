@@ -10,6 +10,7 @@
  * database (`dbMissing`), metrics and log records. Every batch of messages carries the log's and the writer's
  * state, so the main thread reads it without asking.
  */
+import { readlinkSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { pino } from 'pino';
 import type { Family } from './contract.ts';
@@ -119,6 +120,15 @@ function append(text: string, lens: Uint32Array): void {
   );
 }
 
+/** This thread's id in the operating system (Linux: /proc/thread-self), for per-thread CPU accounting. */
+function osThreadId(): number | undefined {
+  try {
+    return Number(readlinkSync('/proc/thread-self').split('/').pop());
+  } catch {
+    return undefined;
+  }
+}
+
 async function flush(timeoutMs: number): Promise<boolean> {
   const until = Date.now() + timeoutMs;
   for (;;) {
@@ -137,7 +147,7 @@ port.on('message', (m: ToWorker) => {
       break;
     case 'open': {
       const r = log.open();
-      send({ t: 'opened', id: m.id, ...r });
+      send({ t: 'opened', id: m.id, ...r, osThreadId: osThreadId() });
       break;
     }
     case 'replay':

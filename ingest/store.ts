@@ -59,6 +59,8 @@ export class ReadingStore {
   private nextId = 0;
   private broken: Error | undefined;
   private readonly log: Logger;
+  /** The worker's thread id in the operating system (Linux), once open: the bench reads its CPU time. */
+  osThreadId: number | undefined;
 
   constructor(
     private readonly data: Omit<StoreWorkerData, 'entry' | 'logLevel'>,
@@ -80,6 +82,7 @@ export class ReadingStore {
       if (this.worker === worker) this.fail(new Error(`store worker exited (code ${code})`));
     });
     const opened = (await this.request({ t: 'open', id: 0 })) as Extract<FromWorker, { t: 'opened' }>;
+    this.osThreadId = opened.osThreadId;
     return { from: opened.from, to: opened.to, torn: opened.torn };
   }
 

@@ -73,6 +73,8 @@ test('points reach InfluxDB through the worker; the main thread creates the data
   );
   t.after(() => store.close());
   assert.deepEqual(await store.open(), { from: 0, to: 0, torn: 0 });
+  // A thread of its own (the bench reads its CPU time by this id).
+  assert.ok(Number.isInteger(store.osThreadId) && store.osThreadId !== process.pid, `store thread ${store.osThreadId}`);
   store.replay(0, 0);
 
   const fresh = Array.from({ length: 100 }, (_, i) => point(i));
