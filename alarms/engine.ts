@@ -17,8 +17,10 @@
  * raises nothing new, and one that ended while the platform was down is cleared as soon as an event shows it.
  * Operator-cleared alarms whose condition had not ended keep the rule quiet after a restart too.
  * Device status across a restart: every device the registry has seen (lastSeenAt set, not revoked) and that is
- * not online when the engine starts is taken as offline from the start: if it does not connect within the
- * offline rule's forMs, it is raised as offline.
+ * not online when the broker starts accepting devices (`devicesReachable`) is taken as offline from then: if it
+ * does not connect within the offline rule's forMs, it is raised as offline. Not from the engine's own start:
+ * ingest, analytics (restoring its windows from InfluxDB) and the broker start after it, and a slow start must
+ * not count against devices that could not connect yet.
  */
 import { isDaylight } from '../analytics/sun.ts';
 import type { EnrichedReading } from '../ingest/contract.ts';
@@ -52,6 +54,11 @@ export interface AlarmsDeps {
 
 export interface Alarms {
   start(): Promise<void>;
+  /**
+   * The broker accepts devices from now (after start): devices seen before and not connected now are offline
+   * from now on (status rules), and silent from now on (noData rules).
+   */
+  devicesReachable(): Promise<void>;
   stop(): Promise<void>;
   list(filter: AlarmFilter): AlarmRecord[];
   get(id: number): (AlarmRecord & { notes: AlarmNote[] }) | undefined;
@@ -418,19 +425,6 @@ export function createAlarms(opts: AlarmsOptions, deps: AlarmsDeps): Alarms {
       deps.bus.on('reading', listeners.reading);
       deps.bus.on('status', listeners.status);
       deps.bus.on('aqi', listeners.aqi);
-      // Devices seen before this start and not connected now: offline from now on (status rules), and silent
-      // from now on (noData rules).
-      const at = now();
-      const iso = new Date(at).toISOString();
-      for (const d of devices) {
-        if (!d.lastSeenAt || deps.isOnline?.(d.id)) continue;
-        onStatus({ device: d.id, family: d.family, zone: d.zone, state: 'offline', at: iso });
-        for (const c of readingRules) {
-          if (c.rule.kind !== 'noData' || (c.rule.family && c.rule.family !== d.family)) continue;
-          const t = tracker(c, d.id, 'device', d.family, d.zone);
-          t.lastDataAt ??= at;
-        }
-      }
       timer = setInterval(() => {
         try {
           tick();
@@ -440,6 +434,19 @@ export function createAlarms(opts: AlarmsOptions, deps: AlarmsDeps): Alarms {
       }, tickMs);
       timer.unref();
       log.info({ rules: rules.map((r) => r.rule.id), open: s.open().length }, 'alarm engine started');
+    },
+    async devicesReachable() {
+      const at = now();
+      const iso = new Date(at).toISOString();
+      for (const d of await deps.devices.list()) {
+        if (!d.lastSeenAt || deps.isOnline?.(d.id)) continue;
+        onStatus({ device: d.id, family: d.family, zone: d.zone, state: 'offline', at: iso });
+        for (const c of readingRules) {
+          if (c.rule.kind !== 'noData' || (c.rule.family && c.rule.family !== d.family)) continue;
+          const t = tracker(c, d.id, 'device', d.family, d.zone);
+          t.lastDataAt ??= at;
+        }
+      }
     },
     async stop() {
       if (stopped) return;

@@ -213,6 +213,8 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
     started.push({ name: 'commands', stop: () => (commands as Commands).stop() });
     const mqttAddr = await broker.start();
     started.push({ name: 'broker', stop: () => (broker as Broker).stop() });
+    // The offline period of devices not back after a restart starts now, when they can connect again.
+    await alarms?.devicesReachable();
 
     const b = broker;
     const api = createDashboardApi(config.api, {

@@ -605,7 +605,10 @@ describe('restarts', () => {
     assert.equal(ack.status, 200);
     await a.platform.stop();
 
-    const b = await startTestPlatform(scope, cfg, { influx });
+    const logLines: string[] = [];
+    const b = await startTestPlatform(scope, { ...cfg, log: { level: 'info' } } as ConfigInput, { influx, logLines });
+    const listening = logLines.map((l) => JSON.parse(l) as { msg: string; time: number }).find((l) => l.msg === 'MQTT broker listening');
+    assert.ok(listening, 'the broker logs when it listens');
     const reopened = await alarms(b, { state: 'open' });
     const named = (x: AlarmRecord) => `${x.id} ${x.rule} ${x.subject}`;
     assert.deepEqual(reopened.map(named).sort(), Object.values(before).map(named).sort(), 'the open alarms, reloaded');
@@ -641,7 +644,17 @@ describe('restarts', () => {
     assert.equal(fixed.clearedBy, 'system');
 
     // Seen before the restart, not back within the offline period: offline. Connected ones are not.
-    await theAlarm(b, 'device-offline', stays.id, (x) => x.state === 'active', 'a device that did not come back is offline');
+    const offline = await theAlarm(
+      b,
+      'device-offline',
+      stays.id,
+      (x) => x.state === 'active',
+      'a device that did not come back is offline',
+    );
+    // Its offline period began when the broker accepted devices again (late in the start), not when the alarm
+    // engine started (early, before ingest and analytics): raised no sooner than forMs after the broker listened.
+    const early = listening.time + FOR - Date.parse(offline.raisedAt);
+    assert.ok(early <= 0, `raised ${early} ms before forMs had passed since the broker listened`);
     for (const d of [lamp, day, tf, air]) await none(b, 'device-offline', d.id);
     // The device that was already offline comes back: its alarm from before the restart clears.
     await b.connect(gone.id, gone.token);
