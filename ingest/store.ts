@@ -2,8 +2,9 @@
  * The main thread's side of the store worker (`store-worker.ts`): accepted points go to the worker's durable
  * log and InfluxDB writer; their acknowledgement resolves once the worker reports them on disk.
  *
- * Points appended in one turn of the event loop (every socket's MQTT packets read in it) travel in one message: their
- * records joined into one string with a typed array of lengths, which the structured clone copies flat. The
+ * Points travel in few messages: those of one turn of the event loop (every socket's MQTT packets read in it), or
+ * of several turns while the previous message is not yet durable, or every 256; their records joined into one
+ * string with a typed array of lengths, which the structured clone copies flat. The
  * worker answers in batches too, each with the log's and the writer's state, which `state()`, `full()` and the
  * health report read here without asking.
  */
@@ -49,6 +50,9 @@ export class ReadingStore {
   private parts: string[] = [];
   private lens: number[] = [];
   private scheduled = false;
+  /** Points sent to the worker, and how many of them it answered (durable or failed). */
+  private sentUpTo = 0;
+  private answeredUpTo = 0;
   /** Points handed to the worker (or about to be) since it started. */
   private appended = 0;
   /** Acknowledgement waiters in append order: resolved once the worker's answered count reaches `upTo`. */
@@ -95,9 +99,9 @@ export class ReadingStore {
   append(points: LogPoint[]): Promise<void> {
     if (this.broken) return Promise.reject(this.broken);
     for (const p of points) {
-      const record = `${p.family}\t${p.device}\t${p.line}`;
-      this.parts.push(record);
-      this.lens.push(record.length);
+      // Pieces, joined once per message to the worker: no string per record.
+      this.parts.push(p.family, '\t', p.device, '\t', p.line);
+      this.lens.push(p.family.length + p.device.length + p.line.length + 2);
     }
     this.appended += points.length;
     const upTo = this.appended;
@@ -106,12 +110,13 @@ export class ReadingStore {
       // devices' readings while this thread still validates the others: its acknowledgements return sooner.
       this.sendAppends();
     } else if (!this.scheduled) {
-      // After the poll phase: the MQTT packets of every socket read in this turn of the event loop travel
-      // together (a message per packet cost more than the work it moved, measured at 1 reading/message).
       this.scheduled = true;
       setImmediate(() => {
         this.scheduled = false;
-        this.sendAppends();
+        // While an earlier message is not yet durable, the worker's log could only queue these behind its group
+        // commit: they wait here and leave with the answer (one message a group commit, not one a turn: a
+        // message costs 20–40 µs of this thread, measured at 10 readings/message).
+        if (this.answeredUpTo >= this.sentUpTo) this.sendAppends();
       });
     }
     return new Promise<void>((resolve, reject) => this.waiters.push({ upTo, resolve, reject }));
@@ -123,6 +128,7 @@ export class ReadingStore {
     const lens = Uint32Array.from(this.lens);
     this.parts = [];
     this.lens = [];
+    this.sentUpTo = this.appended;
     this.worker?.postMessage({ t: 'append', text, lens } satisfies ToWorker, [lens.buffer]);
   }
 
@@ -230,6 +236,8 @@ export class ReadingStore {
           break;
       }
     }
+    // Points held while their predecessors were in flight leave now.
+    if (this.lens.length && this.answeredUpTo >= this.sentUpTo) this.sendAppends();
     if (wasFull && !this.current.log.full) {
       const w = this.spaceWaiters;
       this.spaceWaiters = [];
@@ -238,6 +246,7 @@ export class ReadingStore {
   }
 
   private settle(upTo: number, err?: Error): void {
+    if (upTo > this.answeredUpTo) this.answeredUpTo = upTo;
     while (this.waitHead < this.waiters.length) {
       const w = this.waiters[this.waitHead] as (typeof this.waiters)[number];
       if (w.upTo > upTo) break;
