@@ -35,6 +35,9 @@ const LEVELS: Record<number, 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fa
 /** Points gathered before they are sent to the worker without waiting for the end of the turn. */
 const SEND_AT = 256;
 
+const MAX_RESTARTS = 3;
+const RESTART_WINDOW_MS = 60_000;
+
 const EMPTY_STATE: StoreState = {
   writer: { buffered: 0, inFlight: 0, healthy: true, stored: 0, dropped: 0, rejected: 0 },
   log: { points: 0, bytes: 0, oldestMs: 0, segments: 0, full: false },
@@ -57,7 +60,11 @@ export class ReadingStore {
   private spaceWaiters: (() => void)[] = [];
   private requests = new Map<number, { resolve: (m: FromWorker) => void; reject: (e: Error) => void }>();
   private nextId = 0;
+  /** Set while no worker takes appends (it died; a new one may be starting). */
   private broken: Error | undefined;
+  private closing = false;
+  /** When the worker was restarted, within the last RESTART_WINDOW_MS. */
+  private restarts: number[] = [];
   private readonly log: Logger;
   /** The worker's thread id in the operating system (Linux), once open: the bench reads its CPU time. */
   osThreadId: number | undefined;
@@ -73,14 +80,18 @@ export class ReadingStore {
   /** Starts the worker and opens the log; returns the range of points left by an earlier run. */
   async open(): Promise<{ from: number; to: number; torn: number }> {
     const entry = new URL('./store-worker.ts', import.meta.url).href;
-    const workerData: StoreWorkerData = { ...this.data, entry, logLevel: this.log.level === 'silent' ? 'silent' : this.log.level };
+    const workerData: StoreWorkerData = { ...this.data, entry, logLevel: this.log.level };
     const worker = new Worker(new URL('./store-worker-boot.mjs', import.meta.url), { workerData, name: 'citypulse-store' });
     this.worker = worker;
     worker.on('message', (post: WorkerPost) => this.receive(post));
-    worker.on('error', (err) => this.fail(err));
-    worker.on('exit', (code) => {
-      if (this.worker === worker) this.fail(new Error(`store worker exited (code ${code})`));
-    });
+    const died = (err: Error) => {
+      if (this.worker !== worker) return; // an earlier worker, already replaced
+      this.worker = undefined;
+      this.rejectRequests(err);
+      this.fail(err);
+    };
+    worker.on('error', died);
+    worker.on('exit', (code) => died(new Error(`store worker exited (code ${code})`)));
     const opened = (await this.request({ t: 'open', id: 0 })) as Extract<FromWorker, { t: 'opened' }>;
     this.osThreadId = opened.osThreadId;
     return { from: opened.from, to: opened.to, torn: opened.torn };
@@ -157,6 +168,7 @@ export class ReadingStore {
 
   /** Stops shipping, closes the log (what is not confirmed stays for the next start) and ends the worker. */
   async close(): Promise<void> {
+    this.closing = true;
     const worker = this.worker;
     if (!worker) return;
     if (!this.broken) {
@@ -164,6 +176,7 @@ export class ReadingStore {
       await this.request({ t: 'close', id: 0 }).catch(() => undefined);
     }
     this.worker = undefined;
+    this.rejectRequests(new Error('store closed'));
     await worker.terminate();
   }
 
@@ -175,7 +188,7 @@ export class ReadingStore {
   private request(m: Extract<ToWorker, { id: number }>): Promise<FromWorker> {
     const id = ++this.nextId;
     return new Promise<FromWorker>((resolve, reject) => {
-      if (this.broken) return reject(this.broken);
+      if (!this.worker) return reject(this.broken ?? new Error('store worker not running'));
       this.requests.set(id, { resolve, reject });
       this.send({ ...m, id });
     });
@@ -262,16 +275,54 @@ export class ReadingStore {
     }
   }
 
-  /** The worker died: no acknowledgement may be given for what it held (the devices send it again). */
+  private rejectRequests(err: Error): void {
+    for (const r of this.requests.values()) r.reject(err);
+    this.requests.clear();
+  }
+
+  /**
+   * The worker died (a bug: an uncaught error or an exit): no acknowledgement may be given for what it held, so
+   * every waiting one is refused (the devices send those readings again), and so are appends until a new worker
+   * has opened the log, which replays what the old one had made durable. At most MAX_RESTARTS within
+   * RESTART_WINDOW_MS: a worker that keeps dying (a record it cannot handle, say) is left down, loudly.
+   */
   private fail(err: Error): void {
     if (this.broken) return;
     this.broken = err;
-    this.worker = undefined;
-    this.log.error({ err: err.message }, 'store worker failed: readings are no longer acknowledged');
     this.settle(Number.POSITIVE_INFINITY, err);
     for (const fn of this.spaceWaiters) fn();
     this.spaceWaiters = [];
-    for (const r of this.requests.values()) r.reject(err);
-    this.requests.clear();
+    if (this.closing) return;
+    const now = Date.now();
+    this.restarts = this.restarts.filter((t) => t > now - RESTART_WINDOW_MS);
+    if (this.restarts.length >= MAX_RESTARTS) {
+      this.log.error(
+        { err: err.message, restarts: this.restarts.length, windowMs: RESTART_WINDOW_MS },
+        'store worker failed again: not restarted; readings are no longer acknowledged until the platform restarts',
+      );
+      return;
+    }
+    this.restarts.push(now);
+    this.log.error({ err: err.message }, 'store worker failed: unacknowledged readings refused (devices send them again); restarting it');
+    void this.restart();
+  }
+
+  private async restart(): Promise<void> {
+    // The old worker's appends were all answered (refused) above: the new one counts from zero.
+    this.appended = 0;
+    this.parts = [];
+    this.lens = [];
+    this.waiters = [];
+    this.waitHead = 0;
+    try {
+      const r = await this.open();
+      if (this.closing) return;
+      this.broken = undefined;
+      this.send({ t: 'replay', from: r.from, to: r.to });
+      this.log.warn({ replay: r.to - r.from, tornRecords: r.torn }, 'store worker restarted: the durable log is replayed');
+    } catch (err) {
+      if (this.closing) return;
+      this.log.error({ err: (err as Error).message }, 'store worker could not be restarted; readings are no longer acknowledged');
+    }
   }
 }

@@ -4,7 +4,7 @@
  * messages, so each crossing is checked: acknowledgements only for points on disk, a missing database created
  * by the main thread, refused points dead-lettered by the main thread and then confirmed, late readings
  * reported for the tiers, writer metrics and log records relayed; and a worker that dies refuses every
- * acknowledgement it had not given, while what it had made durable is replayed by the next store.
+ * acknowledgement it had not given, is replaced by a new one that replays the log (three times a minute at most).
  *
  * Run: node --import tsx --test test/store-worker.test.ts
  */
@@ -114,7 +114,7 @@ test('points reach InfluxDB through the worker; the main thread creates the data
   assert.ok(lines.some((l) => l.thread === 'store' && l.level === 40 && /refused points/.test(String(l.msg))));
 });
 
-test('a worker that dies refuses the acknowledgements it had not given; the next store replays what was durable', async (t) => {
+test('a worker that dies refuses the acknowledgements it had not given, is restarted and replays the log; one that keeps dying is left down', async (t) => {
   const dir = await tempDir(t);
   const { lines, logger } = capture();
   const options = {
@@ -127,8 +127,11 @@ test('a worker that dies refuses the acknowledgements it had not given; the next
   };
   const hooks = { prepareDatabase: async () => undefined, deadLetter: () => undefined, late: () => undefined };
   const store = new ReadingStore(options, hooks, { logger });
+  t.after(() => store.close());
   await store.open();
   await store.append([point(0), point(1)]);
+  // A message the worker cannot handle throws there: the thread ends with an uncaught error.
+  const crash = () => (store as unknown as { worker: Worker }).worker.postMessage({ t: 'append', text: 42, lens: new Uint32Array(1) });
   const outcomes: ('acked' | 'refused')[] = [];
   const pending = Array.from({ length: 20 }, (_, i) =>
     store.append([point(10 + i)]).then(
@@ -136,19 +139,42 @@ test('a worker that dies refuses the acknowledgements it had not given; the next
       () => outcomes.push('refused'),
     ),
   );
-  // A message the worker cannot handle throws there: the thread ends with an uncaught error.
   await new Promise((r) => setImmediate(r));
-  (store as unknown as { worker: Worker }).worker.postMessage({ t: 'append', text: 42, lens: new Uint32Array(1) });
+  const firstThread = store.osThreadId;
+  crash();
   await Promise.all(pending);
   assert.equal(outcomes.length, 20, 'every acknowledgement is settled, none left hanging');
-  await assert.rejects(store.append([point(99)]), 'an append after the failure is refused at once');
+  assert.ok(lines.some((l) => l.level === 50 && /store worker failed: .*restarting/.test(String(l.msg))));
+  await assert.rejects(store.append([point(99)]), 'an append while no worker runs is refused at once');
+
+  // A new worker opens the same log and replays it: what was acknowledged is there again, and appends work.
+  const acked = 2 + outcomes.filter((o) => o === 'acked').length;
+  await until(() => lines.some((l) => /store worker restarted/.test(String(l.msg))));
+  assert.notEqual(store.osThreadId, firstThread, 'a new thread');
+  await store.append([point(100), point(101)]);
+  await until(() => store.state().log.points >= acked + 2);
+
+  // Three restarts within the minute at most: the fourth failure leaves the store down (refusing, not hanging).
+  for (let i = 0; i < 3; i++) {
+    crash();
+    await until(() => lines.filter((l) => /store worker failed/.test(String(l.msg))).length === i + 2);
+    if (i < 2) await until(() => lines.filter((l) => /store worker restarted/.test(String(l.msg))).length === i + 2);
+  }
+  assert.ok(lines.some((l) => /not restarted/.test(String(l.msg))));
+  await assert.rejects(store.append([point(200)]));
   assert.equal(await store.flush(1000), false);
-  assert.ok(lines.some((l) => l.level === 50 && /store worker failed/.test(String(l.msg))));
   await store.close();
 
   const next = new ReadingStore(options, hooks, { logger });
   const replay = await next.open();
   await next.close();
-  const acked = 2 + outcomes.filter((o) => o === 'acked').length;
-  assert.ok(replay.to - replay.from >= acked, `replays ${replay.to - replay.from} points, at least the ${acked} acknowledged`);
+  assert.ok(replay.to - replay.from >= acked + 2, `replays ${replay.to - replay.from} points, at least the ${acked + 2} acknowledged`);
 });
+
+async function until(fn: () => boolean, ms = 10000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!fn()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
