@@ -1,7 +1,7 @@
 /**
  * The stream processor: telemetry from the broker's authorizePublish hook → validation → enrichment → durable log
  * (acknowledged once on disk) → batched InfluxDB writes, and the live bus; rejections → dead letters and the
- * device's errors topic.
+ * device's errors topic. The durable log and the InfluxDB writes run on the store worker thread (store.ts).
  */
 import type { InfluxDB } from 'influx';
 import { FIELD_KINDS, type DeviceError } from './contract.ts';
