@@ -255,7 +255,7 @@ function cpuMeter(influxdPid: number | undefined, storeThreadId?: number): { sto
   const wall0 = process.hrtime.bigint();
   const own0 = process.cpuUsage();
   // The main thread's task id is the process id.
-  const threadMs = (tid: number | undefined) => (tid === undefined ? Number.NaN : procCpuMs(tid, `/proc/self/task/${tid}/stat`));
+  const threadMs = (tid: number | undefined) => (tid === undefined ? Number.NaN : statCpuMs(`/proc/self/task/${tid}/stat`));
   const main0 = threadMs(process.pid);
   const store0 = threadMs(storeThreadId);
   const influxCpuMs = () => (influxdPid === undefined ? 0 : procCpuMs(influxdPid));
@@ -300,7 +300,12 @@ function machineCpuMs(): { busy: number; idle: number } {
 }
 
 /** utime + stime of a process from /proc (Linux; clock ticks of 10 ms, the kernel's USER_HZ); NaN elsewhere. */
-function procCpuMs(pid: number, file = `/proc/${pid}/stat`): number {
+function procCpuMs(pid: number): number {
+  return statCpuMs(`/proc/${pid}/stat`);
+}
+
+/** utime + stime from a /proc stat file: a process's, or one thread's (`/proc/self/task/<tid>/stat`). */
+function statCpuMs(file: string): number {
   try {
     // Fields after the parenthesised command name: state is field 3, utime 14 and stime 15.
     const stat = readFileSync(file, 'utf8');
