@@ -55,8 +55,9 @@ export interface BrokerDeps {
   devices: Pick<DeviceStore, 'checkToken' | 'touch'>;
   /**
    * A message of an authenticated device on one of its own topics (kind = last topic level). A returned
-   * promise withholds the acknowledgement (and the reading of that device's socket) until it settles; a
-   * rejection closes the connection unacknowledged, so the device sends again.
+   * promise withholds the acknowledgement until it settles, and with it the acknowledgements of the
+   * connection's later messages (they leave in order); a rejection closes the connection with none of them
+   * acknowledged, so the device sends them again.
    */
   onMessage: (device: DeviceMeta, kind: string, payload: Buffer, qos: number) => unknown;
   bus?: LiveBus;
@@ -143,6 +144,40 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
   const emptyPersistentId = new WeakSet<Client>();
   /** Device telemetry and acks taken by ingest in authorizePublish, which nobody may subscribe to (see below). */
   const consumed = new WeakSet<object>();
+  /**
+   * PUBACKs leave in the order the publishes came [MQTT-4.6.0-2]. aedes handles all the packets of one socket
+   * read at once (and reads again as data arrives), and a publish's PUBACK waits for onMessage's promise (the
+   * reading durable), while one refused at once (invalid, over the rate) would be answered at once: ahead of
+   * its connection's earlier publishes. So a connection's publishes wait here in arrival order, and one is
+   * answered only once every earlier one was. test/broker-ack-order.test.ts.
+   */
+  interface Awaiting {
+    settled: boolean;
+    err: Error | undefined;
+    cb: (err: Error | null) => void;
+    device: string;
+  }
+  const awaiting = new WeakMap<Client, Awaiting[]>();
+  const settle = (client: Client, entry: Awaiting, err: Error | undefined) => {
+    entry.settled = true;
+    entry.err = err;
+    const waiting = awaiting.get(client) as Awaiting[];
+    if (waiting[0] !== entry) return;
+    let n = 0;
+    while (n < waiting.length && (waiting[n] as Awaiting).settled) n++;
+    const ready = waiting.splice(0, n);
+    if (waiting.length === 0) awaiting.delete(client);
+    corkBriefly(client.conn);
+    // After a refusal the connection closes, and nothing behind it is acknowledged: the device sends it all again.
+    let refused: Error | undefined;
+    for (const e of ready) {
+      if (e.err && !refused) {
+        refused = e.err;
+        log.error({ err: e.err.message, device: e.device }, 'message not made durable: connection closed unacknowledged');
+      }
+      e.cb(refused ?? null);
+    }
+  };
   const aedes = await Aedes.createBroker({
     drainTimeout: opts.drainTimeoutMs,
     keepaliveLimit: opts.maxKeepaliveSeconds,
@@ -210,20 +245,19 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
         // A bug in a handler must never take the broker down or lose the connection's other messages.
         log.error({ err, device: device.id }, 'message handler failed');
       }
-      if (result instanceof Promise) {
-        result.then(
-          () => {
-            corkBriefly(client.conn);
-            cb(null);
-          },
-          (err: Error) => {
-            log.error({ err: err.message, device: device.id }, 'message not made durable: connection closed unacknowledged');
-            cb(err);
-          },
+      const waiting = awaiting.get(client);
+      const pending = result instanceof Promise;
+      // Settled now and nothing earlier waiting: answered at once.
+      if (!pending && !waiting) return cb(null);
+      const entry: Awaiting = { settled: !pending, err: undefined, cb, device: device.id };
+      if (waiting) waiting.push(entry);
+      else awaiting.set(client, [entry]);
+      if (pending) {
+        (result as Promise<unknown>).then(
+          () => settle(client, entry, undefined),
+          (err: Error) => settle(client, entry, err),
         );
-        return;
       }
-      cb(null);
     },
     authorizeForward(client, packet) {
       if (!devices.has(client)) return packet;
