@@ -27,6 +27,7 @@ import type {
   IdleResult,
   LatencyArgs,
   LatencyResult,
+  LoadClient,
   LoadRequest,
   LoadResponse,
   SinkArgs,
@@ -49,6 +50,8 @@ export interface BenchEnv {
   /** From the X-Influxdb-Version header of /ping. */
   influxVersion: string;
   load: LoadGenerator;
+  /** The devices' MQTT client in the throughput, drain and baseline loads (bench/lean-client.ts or MQTT.js). */
+  client: LoadClient;
   /**
    * A second device process, started on first use: the baseline's subscriber, the fan-out's load sockets, and
    * half of the idle devices (a process may hold 20,000 file descriptors).
@@ -73,7 +76,7 @@ export async function restartInflux(env: BenchEnv): Promise<void> {
   env.influx = await startLocalInflux({ dir, port });
 }
 
-export async function startBenchEnv(): Promise<BenchEnv> {
+export async function startBenchEnv(client: LoadClient = 'lean'): Promise<BenchEnv> {
   const tmp = await mkdtemp(join(tmpdir(), 'citypulse-bench-'));
   let env: BenchEnv | undefined;
   let influx: LocalInflux | undefined;
@@ -99,6 +102,7 @@ export async function startBenchEnv(): Promise<BenchEnv> {
       influx,
       influxVersion,
       load,
+      client,
       helper: () => (second ??= new LoadGenerator()),
       dir: tmp,
       active,
@@ -475,6 +479,7 @@ export async function runThroughput(env: BenchEnv, o: ThroughputOptions, name: s
       const cpu = cpuMeter(env.influx.pid, platform.parts.ingest.storeThreadId());
       const { result: r, cpuMs } = await env.load.throughput({
         mqttUrl: addr.mqtt,
+        client: env.client,
         devices,
         seconds: o.seconds,
         window: o.window,
@@ -641,6 +646,7 @@ export async function runDrain(env: BenchEnv, o: DrainOptions, name: string): Pr
         const outageCpu = cpuMeter(undefined, ingest.storeThreadId());
         const { result: r, cpuMs } = await env.load.throughput({
           mqttUrl: addr.mqtt,
+          client: env.client,
           devices,
           seconds: 120, // a time limit only: the run ends when every device sent its readings
           window: o.window,
@@ -784,11 +790,12 @@ export async function runBaseline(
   const url = `mqtt://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
   const sink = env.helper();
   try {
-    await sink.sink({ mqttUrl: url, topic: 'devices/+/telemetry' });
+    await sink.sink({ mqttUrl: url, client: env.client, topic: 'devices/+/telemetry' });
     const devices = Array.from({ length: o.devices }, (_, i) => ({ id: `tf-base-${String(i).padStart(4, '0')}`, token: 'x' }));
     const cpu = cpuMeter(env.influx.pid);
     const { result: r, cpuMs } = await env.load.throughput({
       mqttUrl: url,
+      client: env.client,
       devices,
       seconds: o.seconds,
       window: o.window,

@@ -50,6 +50,7 @@ import {
   type StormRun,
   type ThroughputRun,
 } from './e2e.ts';
+import type { LoadClient } from './load.ts';
 import { somaxconn } from '../broker/index.ts';
 import { int, markdownTable, median, ms, percentileSorted, textTable } from './stats.ts';
 
@@ -115,22 +116,32 @@ interface Options {
   /** Batched dashboard sockets (subscribed to everything) open during the storm. */
   stormSockets: number;
   sockets: number;
+  /** The devices' MQTT client in the throughput, drain and baseline loads. */
+  client: LoadClient;
   /** Every option by its command-line name, to print the exact command of a figure. */
   values: Record<OptionName, number>;
 }
+
+const CLIENTS: readonly LoadClient[] = ['lean', 'mqttjs'];
+const CLIENT_NAMES: Record<LoadClient, string> = { lean: 'the lean bench client', mqttjs: 'MQTT.js' };
 
 function parseOptions(argv: string[]): Options {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: Object.fromEntries(Object.entries(OPTIONS).map(([name, [def]]) => [name, { type: 'string' as const, default: String(def) }])),
+    options: {
+      ...Object.fromEntries(Object.entries(OPTIONS).map(([name, [def]]) => [name, { type: 'string' as const, default: String(def) }])),
+      client: { type: 'string' as const, default: 'lean' },
+    },
   });
+  const client = values.client as LoadClient;
+  if (!CLIENTS.includes(client)) throw new UsageError(`--client must be one of ${CLIENTS.join(', ')}`);
   const command = (positionals[0] ?? 'all') as Command;
   if (!COMMANDS.includes(command) || positionals.length > 1)
     throw new UsageError(`usage: bench/index.ts [${COMMANDS.join('|')}] [--option=value ...]`);
   const v = {} as Record<OptionName, number>;
   for (const [name, [, min, max]] of Object.entries(OPTIONS) as [OptionName, readonly [number, number, number]][]) {
-    const n = Number(values[name]);
+    const n = Number((values as Record<string, string>)[name]);
     if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer from ${min} to ${max}`);
     v[name] = n;
   }
@@ -152,13 +163,18 @@ function parseOptions(argv: string[]): Options {
     stormBacklog: v['storm-backlog'],
     stormSockets: v['storm-sockets'],
     sockets: v.sockets,
+    client,
     values: v,
   };
 }
 
 /** The command that reproduces a sub-command's figures: options that differ from their defaults are spelled out. */
+/** The sub-commands whose devices use --client (the others' devices are MQTT.js always). */
+const CLIENT_USERS: Exclude<Command, 'all'>[] = ['throughput', 'drain'];
+
 function commandFor(o: Options, sub: Exclude<Command, 'all'>): string {
   const extra = USES[sub].filter((n) => o.values[n] !== OPTIONS[n][0]).map((n) => ` --${n}=${o.values[n]}`);
+  if (o.client !== 'lean' && CLIENT_USERS.includes(sub)) extra.push(` --client=${o.client}`);
   return `\`npm run bench -- ${sub}${extra.join('')}\``;
 }
 
@@ -359,7 +375,7 @@ async function throughputPhase(env: BenchEnv, o: Options, readingsPerMessage: nu
     ),
   );
   console.log(
-    `  Baseline: a bare Aedes ${packageVersion('aedes')} broker (defaults, no hooks, in the bench process) relaying every QoS 1 publish to one QoS 1 subscriber (helper process), same devices and payloads`,
+    `  Baseline: a bare Aedes ${packageVersion('aedes')} broker (defaults, no hooks, in the bench process) relaying every QoS 1 publish to one QoS 1 subscriber (helper process), same devices, client (${CLIENT_NAMES[o.client]}) and payloads`,
   );
   console.log(
     runsTable(
@@ -915,7 +931,7 @@ async function drainPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
 async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2));
   const started = Date.now();
-  const env = await startBenchEnv();
+  const env = await startBenchEnv(o.client);
   // Ctrl-C: stop a running platform, the device process and InfluxDB, and remove the temp folder.
   process.once('SIGINT', () => void env.close().finally(() => process.exit(130)));
   try {
@@ -950,7 +966,7 @@ async function main(): Promise<void> {
       ),
     );
     console.log(
-      `\nRates: median of the runs (min–max in brackets). Devices (MQTT.js, ${o.window} unacked QoS 1 publishes each), platform` +
+      `\nRates: median of the runs (min–max in brackets). Devices (${CLIENT_NAMES[o.client]} in throughput and drain, MQTT.js elsewhere; ${o.window} unacked QoS 1 publishes each), platform` +
         ' and InfluxDB share this machine over loopback; "stored" is counted in InfluxDB after ingest.flush().' +
         " An acknowledgement means the reading is in the durable log: fdatasync'd with fsync on (the default)," +
         ' only written (page cache) with fsync off.' +

@@ -13,14 +13,19 @@ import type { WebSocket } from 'ws';
 // The frame codec straight from its file, as the dashboard takes it: it imports nothing, where
 // dashboard-api/index.ts would load the whole server (Express, socket.io, SQLite) into every device process.
 import { type LiveBatchFrame, unpackBatch } from '../dashboard-api/batch-frame.ts';
+import { LeanClient } from './lean-client.ts';
 
 export interface BenchDevice {
   id: string;
   token: string;
 }
 
+/** The devices' MQTT client: lean (bench/lean-client.ts, the default) or MQTT.js. */
+export type LoadClient = 'lean' | 'mqttjs';
+
 export interface ThroughputArgs {
   mqttUrl: string;
+  client: LoadClient;
   devices: BenchDevice[];
   seconds: number;
   /** Unacknowledged QoS 1 publishes per client at most. */
@@ -72,6 +77,7 @@ export interface LatencyResult {
 
 export interface SinkArgs {
   mqttUrl: string;
+  client: LoadClient;
   /** Subscribed at QoS 1 (the bare-broker baseline: one subscriber relayed every publish). */
   topic: string;
 }
@@ -198,13 +204,52 @@ function watchConnections(clients: MqttClient[]): { failure: Promise<never>; dis
   return { failure, dispose: () => dispose() };
 }
 
+/** What the throughput load needs of a device's client, whichever it is. */
+interface Publisher {
+  id: string;
+  publish(topic: string, payload: string, cb: (err?: Error) => void): void;
+  onClose(handler: () => void): void;
+  end(): Promise<void>;
+}
+
+async function connectPublishers(url: string, devices: BenchDevice[], client: LoadClient): Promise<Publisher[]> {
+  if (client === 'mqttjs') {
+    return (await connectAll(url, devices)).map((c, i) => ({
+      id: (devices[i] as BenchDevice).id,
+      publish: (topic, payload, cb) => c.publish(topic, payload, { qos: 1 }, (err) => cb(err ?? undefined)),
+      onClose: (handler) => c.once('close', handler),
+      end: () => c.endAsync(true).catch(() => undefined),
+    }));
+  }
+  const settled = await Promise.allSettled(
+    devices.map((d) => LeanClient.connect(url, { clientId: d.id, username: d.id, password: d.token })),
+  );
+  const clients = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failed) {
+    await Promise.all(clients.map((c) => c.end()));
+    throw new Error(`MQTT connect failed: ${(failed.reason as Error).message}`);
+  }
+  return clients.map((c) => ({
+    id: c.clientId,
+    publish: (topic, payload, cb) => c.publish(topic, payload, cb),
+    onClose: (handler) => c.onClose(handler),
+    end: () => c.end(),
+  }));
+}
+
 /**
  * Every client publishes at QoS 1 as fast as the broker acknowledges, keeping `window` publishes unacknowledged,
  * until `seconds` have passed (or its `readingsPerDevice` are sent); then waits for the outstanding acks.
  */
 async function throughput(a: ThroughputArgs): Promise<ThroughputResult> {
-  const clients = await connectAll(a.mqttUrl, a.devices);
-  const watch = watchConnections(clients);
+  const clients = await connectPublishers(a.mqttUrl, a.devices, a.client);
+  // A lost connection fails the run: its unacknowledged publishes would never be answered.
+  let running = true;
+  let lost: (err: Error) => void = () => {};
+  const failure = new Promise<never>((_, reject) => (lost = reject));
+  failure.catch(() => undefined); // observed by Promise.race; never an unhandled rejection
+  for (const c of clients) c.onClose(() => running && lost(new Error(`MQTT connection of ${c.id} closed during the run`)));
   let stopping = false;
   let messages = 0;
   let readings = 0;
@@ -212,7 +257,7 @@ async function throughput(a: ThroughputArgs): Promise<ThroughputResult> {
   const startNs = nowNs();
   const timer = setTimeout(() => (stopping = true), a.seconds * 1000);
   try {
-    const drive = (client: MqttClient, device: BenchDevice) =>
+    const drive = (client: Publisher, device: BenchDevice) =>
       new Promise<void>((resolve, reject) => {
         const topic = `devices/${device.id}/telemetry`;
         const quota = a.readingsPerDevice ?? Number.POSITIVE_INFINITY;
@@ -224,7 +269,7 @@ async function throughput(a: ThroughputArgs): Promise<ThroughputResult> {
           for (let k = 0; k < a.readingsPerMessage && seq < quota; k++, seq++) batch.push(reading(a.base + seq, seq));
           const payload = JSON.stringify(a.readingsPerMessage === 1 ? batch[0] : batch);
           inFlight++;
-          client.publish(topic, payload, { qos: 1 }, (err) => {
+          client.publish(topic, payload, (err) => {
             inFlight--;
             if (err) return reject(err);
             messages++;
@@ -238,12 +283,12 @@ async function throughput(a: ThroughputArgs): Promise<ThroughputResult> {
         if (inFlight === 0) resolve();
       });
     const done = Promise.all(clients.map((c, i) => drive(c, a.devices[i] as BenchDevice)));
-    await withTimeout(Promise.race([done, watch.failure]), (a.seconds + 60) * 1000, 'acks did not arrive within 60 s of the end');
+    await withTimeout(Promise.race([done, failure]), (a.seconds + 60) * 1000, 'acks did not arrive within 60 s of the end');
     return { messages, readings, startNs, lastAckNs };
   } finally {
     clearTimeout(timer);
-    watch.dispose();
-    await closeAll(clients);
+    running = false;
+    await Promise.all(clients.map((c) => c.end()));
   }
 }
 
@@ -354,14 +399,21 @@ async function latency(a: LatencyArgs): Promise<LatencyResult> {
 }
 
 /** Counts QoS 1 publishes relayed by a broker to one subscriber (the bare Aedes baseline). */
-let sink: { client: MqttClient; messages: number } | undefined;
+let sink: { count(): number; end(): Promise<void> } | undefined;
 
 async function startSink(a: SinkArgs): Promise<SinkResult> {
-  const client = await connectAsync(a.mqttUrl, { clientId: `bench-sink-${process.pid}`, protocolVersion: 4, reconnectPeriod: 0 });
-  const state = { client, messages: 0 };
-  client.on('message', () => state.messages++);
-  await client.subscribeAsync(a.topic, { qos: 1 });
-  sink = state;
+  const clientId = `bench-sink-${process.pid}`;
+  if (a.client === 'mqttjs') {
+    const client = await connectAsync(a.mqttUrl, { clientId, protocolVersion: 4, reconnectPeriod: 0 });
+    const state = { messages: 0, end: () => client.endAsync(true).then(() => undefined) };
+    client.on('message', () => state.messages++);
+    await client.subscribeAsync(a.topic, { qos: 1 });
+    sink = { count: () => state.messages, end: state.end };
+  } else {
+    const client = await LeanClient.connect(a.mqttUrl, { clientId });
+    await client.subscribe(a.topic);
+    sink = { count: () => client.received, end: () => client.end() };
+  }
   return { messages: 0 };
 }
 
@@ -369,8 +421,8 @@ async function stopSink(): Promise<SinkResult> {
   const s = sink;
   sink = undefined;
   if (!s) return { messages: 0 };
-  await s.client.endAsync(true).catch(() => undefined);
-  return { messages: s.messages };
+  await s.end().catch(() => undefined);
+  return { messages: s.count() };
 }
 
 /** Idle devices held open between commands (connections, storm). */
