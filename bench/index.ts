@@ -4,12 +4,14 @@
  *   npm run bench [-- all|throughput|latency|fanout|connections|storm|drain] [--devices=50] [--seconds=6] [--runs=3]
  *                 [--window=20] [--rate=5000] [--latency-seconds=10] [--samples=20] [--warmup=3] [--drain-readings=200000]
  *                 [--idle-devices=15000] [--connect-concurrency=500] [--settle-seconds=90] [--storm-devices=10000]
- *                 [--storm-backlog=60] [--storm-sockets=0] [--sockets=200]
+ *                 [--storm-backlog=60] [--storm-sockets=0] [--sockets=200] [--client=lean|mqttjs]
  *
  * Everything runs on this machine over loopback: a private InfluxDB in a temp folder, a fresh platform per run
  * on ephemeral ports, and the devices in a child process. Prints each run, the medians, and a markdown table
  * for the README. Exits 0 when every run finished (loss is reported, not a failure), 1 on an error.
  *
+ * The devices of throughput, drain and the bare-Aedes baseline use the lean MQTT client (bench/lean-client.ts:
+ * MQTT.js' CPU on the same 2 cores would be the platform's share); --client=mqttjs runs them on MQTT.js.
  * - throughput: QoS 1 at 1 and 10 readings/message, each run once with durability.fsync on (the default) and
  *   once off, alternating, so both settings see the same machine conditions.
  * - latency: publish → socket.io and publish → queryable at a steady rate (platform defaults).
@@ -966,7 +968,7 @@ async function main(): Promise<void> {
       ),
     );
     console.log(
-      `\nRates: median of the runs (min–max in brackets). Devices (${CLIENT_NAMES[o.client]} in throughput and drain, MQTT.js elsewhere; ${o.window} unacked QoS 1 publishes each), platform` +
+      `\nRates: median of the runs (min–max in brackets). Devices (${o.client === 'mqttjs' ? 'MQTT.js' : `${CLIENT_NAMES[o.client]} in throughput and drain, MQTT.js elsewhere`}; ${o.window} unacked QoS 1 publishes each), platform` +
         ' and InfluxDB share this machine over loopback; "stored" is counted in InfluxDB after ingest.flush().' +
         " An acknowledgement means the reading is in the durable log: fdatasync'd with fsync on (the default)," +
         ' only written (page cache) with fsync off.' +
