@@ -50,7 +50,7 @@ export interface BenchEnv {
   /** From the X-Influxdb-Version header of /ping. */
   influxVersion: string;
   load: LoadGenerator;
-  /** The devices' MQTT client in the throughput, drain and baseline loads (bench/lean-client.ts or MQTT.js). */
+  /** The devices' MQTT client in the throughput, drain, connections, storm and baseline loads (bench/lean-client.ts or MQTT.js). */
   client: LoadClient;
   /**
    * A second device process, started on first use: the baseline's subscriber, the fan-out's load sockets, and
@@ -923,7 +923,7 @@ export async function runConnections(
       const t0 = process.hrtime.bigint();
       const answers = await Promise.all(
         parts.map((p, i) =>
-          (gens[i] as LoadGenerator).idle({ mqttUrl: mqtt, devices: p, concurrency: o.concurrency, keepaliveSeconds: 300 }),
+          (gens[i] as LoadGenerator).idle({ mqttUrl: mqtt, devices: p, concurrency: o.concurrency, keepaliveSeconds: 300, client: env.client }),
         ),
       );
       const connectSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -1029,7 +1029,7 @@ export async function runStorm(
       const gens = [env.load, env.helper()];
       await Promise.all(
         parts.map((p, i) =>
-          (gens[i] as LoadGenerator).idle({ mqttUrl: addr.mqtt, devices: p, concurrency: o.concurrency, keepaliveSeconds: 300 }),
+          (gens[i] as LoadGenerator).idle({ mqttUrl: addr.mqtt, devices: p, concurrency: o.concurrency, keepaliveSeconds: 300, client: env.client }),
         ),
       );
       // Operators' screens watching everything while it happens (batched sockets, as the dashboard's): every
@@ -1043,6 +1043,7 @@ export async function runStorm(
         parts.map((_, i) =>
           (gens[i] as LoadGenerator).storm({
             mqttUrl: addr.mqtt,
+            client: env.client,
             backlog: o.backlog,
             readingsPerMessage: o.readingsPerMessage,
             window: o.window,

@@ -140,6 +140,11 @@ export class LeanClient {
     });
   }
 
+  /** Cuts the connection without DISCONNECT (a lost link, as in the storm). */
+  destroy(): void {
+    this.socket.destroy();
+  }
+
   /** DISCONNECT, then the socket's end; resolves once it is closed. */
   end(): Promise<void> {
     if (this.closed) return Promise.resolve();

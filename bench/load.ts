@@ -88,6 +88,7 @@ export interface SinkResult {
 
 export interface IdleArgs {
   mqttUrl: string;
+  client: LoadClient;
   devices: BenchDevice[];
   /** Connections being opened at once (a pool): more would overflow the listen backlog into SYN retries. */
   concurrency: number;
@@ -102,6 +103,7 @@ export interface IdleResult {
 
 export interface StormArgs {
   mqttUrl: string;
+  client: LoadClient;
   /** Readings each device flushes after reconnecting. */
   backlog: number;
   readingsPerMessage: number;
@@ -204,38 +206,53 @@ function watchConnections(clients: MqttClient[]): { failure: Promise<never>; dis
   return { failure, dispose: () => dispose() };
 }
 
-/** What the throughput load needs of a device's client, whichever it is. */
+/** What the loads need of a device's client, whichever it is. */
 interface Publisher {
   id: string;
   publish(topic: string, payload: string, cb: (err?: Error) => void): void;
   onClose(handler: () => void): void;
   end(): Promise<void>;
+  /** Cuts the connection without DISCONNECT. */
+  destroy(): void;
 }
 
-async function connectPublishers(url: string, devices: BenchDevice[], client: LoadClient): Promise<Publisher[]> {
+/** One device connected with `client` (MQTT 3.1.1, clean session, no reconnect). */
+async function connectDevice(url: string, d: BenchDevice, client: LoadClient, keepalive: number, timeoutMs: number): Promise<Publisher> {
   if (client === 'mqttjs') {
-    return (await connectAll(url, devices)).map((c, i) => ({
-      id: (devices[i] as BenchDevice).id,
+    const c = await connectAsync(url, deviceOptions(d, keepalive, timeoutMs));
+    return {
+      id: d.id,
       publish: (topic, payload, cb) => c.publish(topic, payload, { qos: 1 }, (err) => cb(err ?? undefined)),
       onClose: (handler) => c.once('close', handler),
       end: () => c.endAsync(true).catch(() => undefined),
-    }));
+      destroy: () => c.stream?.destroy(),
+    };
   }
-  const settled = await Promise.allSettled(
-    devices.map((d) => LeanClient.connect(url, { clientId: d.id, username: d.id, password: d.token })),
-  );
+  const c = await LeanClient.connect(url, {
+    clientId: d.id,
+    username: d.id,
+    password: d.token,
+    keepaliveSeconds: keepalive,
+    connectTimeoutMs: timeoutMs,
+  });
+  return {
+    id: d.id,
+    publish: (topic, payload, cb) => c.publish(topic, payload, cb),
+    onClose: (handler) => c.onClose(handler),
+    end: () => c.end(),
+    destroy: () => c.destroy(),
+  };
+}
+
+async function connectPublishers(url: string, devices: BenchDevice[], client: LoadClient): Promise<Publisher[]> {
+  const settled = await Promise.allSettled(devices.map((d) => connectDevice(url, d, client, 300, 10_000)));
   const clients = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
   const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
   if (failed) {
     await Promise.all(clients.map((c) => c.end()));
     throw new Error(`MQTT connect failed: ${(failed.reason as Error).message}`);
   }
-  return clients.map((c) => ({
-    id: c.clientId,
-    publish: (topic, payload, cb) => c.publish(topic, payload, cb),
-    onClose: (handler) => c.onClose(handler),
-    end: () => c.end(),
-  }));
+  return clients;
 }
 
 /**
@@ -426,7 +443,7 @@ async function stopSink(): Promise<SinkResult> {
 }
 
 /** Idle devices held open between commands (connections, storm). */
-let held: { clients: MqttClient[]; devices: BenchDevice[]; keepalive: number } | undefined;
+let held: { clients: Publisher[]; devices: BenchDevice[]; keepalive: number; client: LoadClient } | undefined;
 
 /** Runs `fn` over `items` with at most `concurrency` at once. */
 async function pool<T, R>(items: T[], concurrency: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
@@ -455,16 +472,16 @@ const deviceOptions = (d: BenchDevice, keepalive: number, connectTimeout = 30_00
 async function idle(a: IdleArgs): Promise<IdleResult> {
   if (held) throw new Error('devices are already held');
   const t0 = nowNs();
-  const clients: MqttClient[] = [];
+  const clients: Publisher[] = [];
   try {
     await pool(a.devices, a.concurrency, async (d) => {
-      clients.push(await connectAsync(a.mqttUrl, deviceOptions(d, a.keepaliveSeconds)));
+      clients.push(await connectDevice(a.mqttUrl, d, a.client, a.keepaliveSeconds, 30_000));
     });
   } catch (err) {
-    await closeAll(clients);
+    await Promise.all(clients.map((c) => c.end()));
     throw new Error(`MQTT connect failed after ${clients.length} of ${a.devices.length}: ${(err as Error).message}`);
   }
-  held = { clients, devices: a.devices, keepalive: a.keepaliveSeconds };
+  held = { clients, devices: a.devices, keepalive: a.keepaliveSeconds, client: a.client };
   return { connected: clients.length, seconds: msSince(t0) / 1000 };
 }
 
@@ -473,7 +490,7 @@ async function release(): Promise<IdleResult> {
   held = undefined;
   if (!h) return { connected: 0, seconds: 0 };
   const t0 = nowNs();
-  await closeAll(h.clients);
+  await Promise.all(h.clients.map((c) => c.end()));
   return { connected: h.clients.length, seconds: msSince(t0) / 1000 };
 }
 
@@ -487,22 +504,22 @@ async function storm(a: StormArgs): Promise<StormResult> {
   if (!h) throw new Error('no devices held: run idle first');
   held = undefined;
   const cutNs = nowNs();
-  for (const c of h.clients) c.stream?.destroy();
-  await closeAll(h.clients);
+  for (const c of h.clients) c.destroy();
+  await Promise.all(h.clients.map((c) => c.end()));
   const deadline = Date.now() + a.timeoutSeconds * 1000;
   let reconnectedNs = 0n;
   let lastAckNs = 0n;
   let readings = 0;
   let messages = 0;
   let connectRetries = 0;
-  const clients: MqttClient[] = [];
+  const clients: Publisher[] = [];
   try {
     await Promise.all(
       h.devices.map(async (d) => {
-        let client: MqttClient | undefined;
+        let client: Publisher | undefined;
         for (;;) {
           try {
-            client = await connectAsync(a.mqttUrl, deviceOptions(d, h.keepalive, Math.max(1000, deadline - Date.now())));
+            client = await connectDevice(a.mqttUrl, d, a.client, h.keepalive, Math.max(1000, deadline - Date.now()));
             break;
           } catch (err) {
             if (Date.now() > deadline) throw err;
@@ -521,7 +538,7 @@ async function storm(a: StormArgs): Promise<StormResult> {
             const batch = [];
             for (let k = 0; k < a.readingsPerMessage && seq < a.backlog; k++, seq++) batch.push(reading(a.base + seq * 1000, seq));
             inFlight++;
-            c.publish(topic, JSON.stringify(a.readingsPerMessage === 1 ? batch[0] : batch), { qos: 1 }, (err) => {
+            c.publish(topic, JSON.stringify(a.readingsPerMessage === 1 ? batch[0] : batch), (err) => {
               inFlight--;
               if (err) return reject(err);
               messages++;
@@ -537,7 +554,7 @@ async function storm(a: StormArgs): Promise<StormResult> {
       }),
     );
   } finally {
-    await closeAll(clients);
+    await Promise.all(clients.map((c) => c.end()));
   }
   return { devices: h.devices.length, readings, messages, cutNs, reconnectedNs, lastAckNs, connectRetries };
 }
