@@ -923,7 +923,13 @@ export async function runConnections(
       const t0 = process.hrtime.bigint();
       const answers = await Promise.all(
         parts.map((p, i) =>
-          (gens[i] as LoadGenerator).idle({ mqttUrl: mqtt, devices: p, concurrency: o.concurrency, keepaliveSeconds: 300, client: env.client }),
+          (gens[i] as LoadGenerator).idle({
+            mqttUrl: mqtt,
+            devices: p,
+            concurrency: o.concurrency,
+            keepaliveSeconds: 300,
+            client: env.client,
+          }),
         ),
       );
       const connectSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
@@ -1029,7 +1035,13 @@ export async function runStorm(
       const gens = [env.load, env.helper()];
       await Promise.all(
         parts.map((p, i) =>
-          (gens[i] as LoadGenerator).idle({ mqttUrl: addr.mqtt, devices: p, concurrency: o.concurrency, keepaliveSeconds: 300, client: env.client }),
+          (gens[i] as LoadGenerator).idle({
+            mqttUrl: addr.mqtt,
+            devices: p,
+            concurrency: o.concurrency,
+            keepaliveSeconds: 300,
+            client: env.client,
+          }),
         ),
       );
       // Operators' screens watching everything while it happens (batched sockets, as the dashboard's): every
