@@ -50,7 +50,7 @@ export interface BenchEnv {
   /** From the X-Influxdb-Version header of /ping. */
   influxVersion: string;
   load: LoadGenerator;
-  /** The devices' MQTT client in the throughput, drain, connections, storm and baseline loads (bench/lean-client.ts or MQTT.js). */
+  /** The devices' MQTT client in every load and the baseline's subscriber (bench/lean-client.ts or MQTT.js). */
   client: LoadClient;
   /**
    * A second device process, started on first use: the baseline's subscriber, the fan-out's load sockets, and
@@ -546,6 +546,7 @@ export async function runLatency(
     const cpu = cpuMeter(env.influx.pid, platform.parts.ingest.storeThreadId());
     const { result: r, cpuMs } = await env.load.latency({
       mqttUrl: addr.mqtt,
+      client: env.client,
       apiUrl: addr.api,
       apiToken: platform.adminToken,
       influxUrl: env.influx.url,

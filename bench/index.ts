@@ -10,9 +10,9 @@
  * on ephemeral ports, and the devices in a child process. Prints each run, the medians, and a markdown table
  * for the README. Exits 0 when every run finished (loss is reported, not a failure), 1 on an error.
  *
- * The devices of throughput, drain, connections, storm and the bare-Aedes baseline use the lean MQTT client
- * (bench/lean-client.ts: MQTT.js' CPU on the same 2 cores would be the platform's share); --client=mqttjs runs
- * them on MQTT.js. Latency and fan-out publish through MQTT.js.
+ * Every load's devices (and the bare-Aedes baseline's subscriber) use the lean MQTT client (bench/lean-client.ts:
+ * MQTT.js' CPU on the same 2 cores would be the platform's share, and in latency and fan-out the measuring
+ * socket shares the devices' event loop); --client=mqttjs runs them on MQTT.js.
  * - throughput: QoS 1 at 1 and 10 readings/message, each run once with durability.fsync on (the default) and
  *   once off, alternating, so both settings see the same machine conditions.
  * - latency: publish → socket.io and publish → queryable at a steady rate (platform defaults).
@@ -119,7 +119,7 @@ interface Options {
   /** Batched dashboard sockets (subscribed to everything) open during the storm. */
   stormSockets: number;
   sockets: number;
-  /** The devices' MQTT client in the throughput, drain, connections, storm and baseline loads. */
+  /** The devices' MQTT client (every load, and the baseline's subscriber). */
   client: LoadClient;
   /** Every option by its command-line name, to print the exact command of a figure. */
   values: Record<OptionName, number>;
@@ -172,8 +172,8 @@ function parseOptions(argv: string[]): Options {
 }
 
 /** The command that reproduces a sub-command's figures: options that differ from their defaults are spelled out. */
-/** The sub-commands whose devices use --client (the others' devices are MQTT.js always). */
-const CLIENT_USERS: Exclude<Command, 'all'>[] = ['throughput', 'drain', 'connections', 'storm'];
+/** The sub-commands whose devices use --client. */
+const CLIENT_USERS: Exclude<Command, 'all'>[] = ['throughput', 'latency', 'fanout', 'drain', 'connections', 'storm'];
 
 function commandFor(o: Options, sub: Exclude<Command, 'all'>): string {
   const extra = USES[sub].filter((n) => o.values[n] !== OPTIONS[n][0]).map((n) => ` --${n}=${o.values[n]}`);
@@ -969,7 +969,7 @@ async function main(): Promise<void> {
       ),
     );
     console.log(
-      `\nRates: median of the runs (min–max in brackets). Devices (${o.client === 'mqttjs' ? 'MQTT.js' : `${CLIENT_NAMES[o.client]}, MQTT.js in latency and fan-out`}; ${o.window} unacked QoS 1 publishes each), platform` +
+      `\nRates: median of the runs (min–max in brackets). Devices (${o.client === 'mqttjs' ? 'MQTT.js' : CLIENT_NAMES[o.client]}; ${o.window} unacked QoS 1 publishes each), platform` +
         ' and InfluxDB share this machine over loopback; "stored" is counted in InfluxDB after ingest.flush().' +
         " An acknowledgement means the reading is in the durable log: fdatasync'd with fsync on (the default)," +
         ' only written (page cache) with fsync off.' +

@@ -1,5 +1,6 @@
 /**
- * The device side of the benchmark: MQTT.js devices, a socket.io dashboard client and an InfluxDB poller.
+ * The device side of the benchmark: MQTT devices (bench/lean-client.ts, or MQTT.js with --client=mqttjs), a
+ * socket.io dashboard client and an InfluxDB poller.
  *
  * Runs as a child process forked by bench/e2e.ts, not inside the platform's process: real devices are other
  * machines, and MQTT.js encoding/ack handling on the platform's event loop would be charged to the platform
@@ -7,7 +8,7 @@
  * clients and closes them before it answers, so runs do not share connections.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { connectAsync, type MqttClient } from 'mqtt';
+import { connectAsync } from 'mqtt';
 import { io as ioClient } from 'socket.io-client';
 import type { WebSocket } from 'ws';
 // The frame codec straight from its file, as the dashboard takes it: it imports nothing, where
@@ -50,6 +51,7 @@ export interface ThroughputResult {
 
 export interface LatencyArgs {
   mqttUrl: string;
+  client: LoadClient;
   apiUrl: string;
   /** socket.io needs a token (session or service token). */
   apiToken: string;
@@ -162,50 +164,6 @@ function reading(time: number, seq: number) {
   return { dateObserved: time, intensity: seq % 120, averageVehicleSpeed: 20 + (seq % 400) / 10, occupancy: (seq % 100) / 100 };
 }
 
-/** Connects every device (MQTT 3.1.1, no reconnect: a dropped connection must fail the run, not hide in it). */
-async function connectAll(url: string, devices: BenchDevice[]): Promise<MqttClient[]> {
-  const settled = await Promise.allSettled(
-    devices.map((d) =>
-      connectAsync(url, {
-        clientId: d.id,
-        username: d.id,
-        password: d.token,
-        protocolVersion: 4,
-        reconnectPeriod: 0,
-        connectTimeout: 10_000,
-      }),
-    ),
-  );
-  const clients = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
-  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-  if (failed) {
-    await closeAll(clients);
-    throw new Error(`MQTT connect failed: ${(failed.reason as Error).message}`);
-  }
-  return clients;
-}
-
-async function closeAll(clients: MqttClient[]): Promise<void> {
-  await Promise.all(clients.map((c) => c.endAsync(true).catch(() => undefined)));
-}
-
-/** Rejects when any client loses its connection: its unacknowledged QoS 1 callbacks would never fire. */
-function watchConnections(clients: MqttClient[]): { failure: Promise<never>; dispose(): void } {
-  let dispose = () => {};
-  const failure = new Promise<never>((_, reject) => {
-    const handlers = clients.map((c) => {
-      const onClose = () => reject(new Error(`MQTT connection of ${c.options.clientId} closed during the run`));
-      c.once('close', onClose);
-      return () => c.off('close', onClose);
-    });
-    dispose = () => {
-      for (const h of handlers) h();
-    };
-  });
-  failure.catch(() => undefined); // observed by Promise.race; never an unhandled rejection
-  return { failure, dispose: () => dispose() };
-}
-
 /** What the loads need of a device's client, whichever it is. */
 interface Publisher {
   id: string;
@@ -244,6 +202,15 @@ async function connectDevice(url: string, d: BenchDevice, client: LoadClient, ke
   };
 }
 
+/** Rejects when any connection closes while `running()`: its unacknowledged publishes would never be answered. */
+function failOnClose(clients: Publisher[], running: () => boolean): Promise<never> {
+  let lost: (err: Error) => void = () => {};
+  const failure = new Promise<never>((_, reject) => (lost = reject));
+  failure.catch(() => undefined); // observed by Promise.race; never an unhandled rejection
+  for (const c of clients) c.onClose(() => running() && lost(new Error(`MQTT connection of ${c.id} closed during the run`)));
+  return failure;
+}
+
 async function connectPublishers(url: string, devices: BenchDevice[], client: LoadClient): Promise<Publisher[]> {
   const settled = await Promise.allSettled(devices.map((d) => connectDevice(url, d, client, 300, 10_000)));
   const clients = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
@@ -261,12 +228,8 @@ async function connectPublishers(url: string, devices: BenchDevice[], client: Lo
  */
 async function throughput(a: ThroughputArgs): Promise<ThroughputResult> {
   const clients = await connectPublishers(a.mqttUrl, a.devices, a.client);
-  // A lost connection fails the run: its unacknowledged publishes would never be answered.
   let running = true;
-  let lost: (err: Error) => void = () => {};
-  const failure = new Promise<never>((_, reject) => (lost = reject));
-  failure.catch(() => undefined); // observed by Promise.race; never an unhandled rejection
-  for (const c of clients) c.onClose(() => running && lost(new Error(`MQTT connection of ${c.id} closed during the run`)));
+  const failure = failOnClose(clients, () => running);
   let stopping = false;
   let messages = 0;
   let readings = 0;
@@ -315,8 +278,9 @@ async function throughput(a: ThroughputArgs): Promise<ThroughputResult> {
  * publish → queryable in InfluxDB for `samples` readings spread over the run.
  */
 async function latency(a: LatencyArgs): Promise<LatencyResult> {
-  const clients = await connectAll(a.mqttUrl, a.devices);
-  const watch = watchConnections(clients);
+  const clients = await connectPublishers(a.mqttUrl, a.devices, a.client);
+  let running = true;
+  const failure = failOnClose(clients, () => running);
   const socket = ioClient(a.apiUrl, {
     transports: ['websocket'],
     reconnection: false,
@@ -355,7 +319,7 @@ async function latency(a: LatencyArgs): Promise<LatencyResult> {
       const time = a.base + seq;
       const t0 = nowNs();
       sentAt.set(`${d.id}:${time}`, t0);
-      (clients[i] as MqttClient).publish(`devices/${d.id}/telemetry`, JSON.stringify(reading(time, seq)), { qos: 1 }, (err) => {
+      (clients[i] as Publisher).publish(`devices/${d.id}/telemetry`, JSON.stringify(reading(time, seq)), (err) => {
         if (err) pubError ??= err;
         else acked++;
       });
@@ -399,7 +363,7 @@ async function latency(a: LatencyArgs): Promise<LatencyResult> {
     })();
 
     const [, queryableMs] = await withTimeout(
-      Promise.race([Promise.all([paced, sampled]), watch.failure]),
+      Promise.race([Promise.all([paced, sampled]), failure]),
       (a.seconds + 60) * 1000,
       'latency run did not finish within 60 s of its end',
     );
@@ -409,9 +373,9 @@ async function latency(a: LatencyArgs): Promise<LatencyResult> {
     return { published, acked, socketLatenciesMs, socketMissing: sentAt.size, queryableMs };
   } finally {
     clearInterval(tick);
-    watch.dispose();
+    running = false;
     socket.close();
-    await closeAll(clients);
+    await Promise.all(clients.map((c) => c.end()));
   }
 }
 
