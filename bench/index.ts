@@ -172,12 +172,9 @@ function parseOptions(argv: string[]): Options {
 }
 
 /** The command that reproduces a sub-command's figures: options that differ from their defaults are spelled out. */
-/** The sub-commands whose devices use --client. */
-const CLIENT_USERS: Exclude<Command, 'all'>[] = ['throughput', 'latency', 'fanout', 'drain', 'connections', 'storm'];
-
 function commandFor(o: Options, sub: Exclude<Command, 'all'>): string {
   const extra = USES[sub].filter((n) => o.values[n] !== OPTIONS[n][0]).map((n) => ` --${n}=${o.values[n]}`);
-  if (o.client !== 'lean' && CLIENT_USERS.includes(sub)) extra.push(` --client=${o.client}`);
+  if (o.client !== 'lean') extra.push(` --client=${o.client}`); // every sub-command's devices use it
   return `\`npm run bench -- ${sub}${extra.join('')}\``;
 }
 
@@ -969,7 +966,7 @@ async function main(): Promise<void> {
       ),
     );
     console.log(
-      `\nRates: median of the runs (min–max in brackets). Devices (${o.client === 'mqttjs' ? 'MQTT.js' : CLIENT_NAMES[o.client]}; ${o.window} unacked QoS 1 publishes each), platform` +
+      `\nRates: median of the runs (min–max in brackets). Devices (${CLIENT_NAMES[o.client]}; ${o.window} unacked QoS 1 publishes each), platform` +
         ' and InfluxDB share this machine over loopback; "stored" is counted in InfluxDB after ingest.flush().' +
         " An acknowledgement means the reading is in the durable log: fdatasync'd with fsync on (the default)," +
         ' only written (page cache) with fsync off.' +
