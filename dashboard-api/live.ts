@@ -20,6 +20,8 @@
  * flush measured 84–103 ms p99 in `npm run bench -- fanout`, see the README), and packing makes each frame about
  * a third the size. A batched
  * socket subscribed to overlapping scopes (all and a zone) gets a reading once per scope.
+ *
+ * Unbatched sockets share a budget of frames a second (api.maxUnbatchedFramesPerSecond): see `sentUnbatched`.
  */
 import type http from 'node:http';
 import { Ajv } from 'ajv';
@@ -60,6 +62,8 @@ export interface Subscription {
 /** What a `subscribe` ack carries. */
 export interface SubscribeAck {
   ok: boolean;
+  /** With ok false: CP_API_LIVE_UNBATCHED_BUSY when refused for load (a malformed subscription has none). */
+  code?: string;
   error?: string;
   room?: string;
   snapshot?: { readings: EnrichedReading[]; statuses: StatusEvent[] };
@@ -85,7 +89,7 @@ export interface ServerToClient {
   alarm: (a: AlarmRecord) => void;
   /** A command created or changed state: to all, its device's and its zone's rooms. */
   command: (c: CommandRecord) => void;
-  /** Sent before the server shuts down. */
+  /** Sent before the server shuts down, or disconnects this socket for load (the frame budget, below). */
   offline: (info: { reason: string }) => void;
 }
 export interface ClientToServer {
@@ -128,7 +132,16 @@ const roomsFor = (x: { device: string; zone: string; family: string }) => [
 
 export function attachLive(
   httpServer: http.Server,
-  deps: { bus: LiveBus; latest: LatestValues; auth: Auth; metrics?: Metrics; logger?: Logger; maxSocketBufferedPackets?: number },
+  deps: {
+    bus: LiveBus;
+    latest: LatestValues;
+    auth: Auth;
+    metrics?: Metrics;
+    logger?: Logger;
+    maxSocketBufferedPackets?: number;
+    /** See UnbatchedBudget (default 20,000; 0 = no limit). */
+    maxUnbatchedFramesPerSecond?: number;
+  },
 ): { io: Server<ClientToServer, ServerToClient, Record<string, never>, SocketData>; close(): Promise<void> } {
   const log = deps.logger ?? silentLogger;
   // destroyUpgrade: false: upgrades of other paths (MQTT over WebSocket) are left to dashboard-api/upgrades.ts.
@@ -202,6 +215,73 @@ export function attachLive(
   const addStatus = (b: BatchPacker, s: StatusEvent) => b.addStatus(s);
   const addRejection = (b: BatchPacker, r: RejectionEvent) => b.addRejection(r);
   /**
+   * The budget of frames to unbatched sockets. Each event is a frame and a write system call per unbatched
+   * socket in its rooms (~20 µs on loopback): 200 of them watching everything at 5,000 readings/s were ~2 million
+   * frames a second, and the platform's thread stopped running its timers for 80–105 s (`npm run bench --
+   * fanout`, the unbatched comparison). It is not a slow client (their buffers stay empty), so the slow-consumer
+   * bound does not see it. So the frames are counted where they are sent (the check rides on the sending, not on
+   * a timer, which that load delays); once two seconds in a row were over the budget, the newest unbatched sockets
+   * holding a broad subscription (everything, a zone, a family: the ones whose cost grows with the city) are
+   * told why (`offline`) and disconnected, as many as the budget needs (an even share per socket assumed; the
+   * oldest always stays), and
+   * new broad subscriptions of unbatched sockets are refused (CP_API_LIVE_UNBATCHED_BUSY) from the first
+   * second over it until a second is under it again. Batched sockets and device subscriptions are never shed.
+   */
+  const maxFrames = deps.maxUnbatchedFramesPerSecond ?? 20_000;
+  /** Unbatched sockets with a broad subscription, in the order they took their first one (the newest last). */
+  const broadUnbatched = new Map<string, Socket<ClientToServer, ServerToClient, Record<string, never>, SocketData>>();
+  let frames = 0;
+  let windowStart = performance.now();
+  /** Frames a second to unbatched sockets in the last whole window (0 until one ended). */
+  let rate = 0;
+  /** Whole windows in a row over the budget. */
+  let overWindows = 0;
+  const sentUnbatched = (rooms: string[]) => {
+    if (maxFrames === 0) return;
+    const all = io.sockets.adapter.rooms;
+    for (const room of rooms) frames += all.get(room)?.size ?? 0;
+    const now = performance.now();
+    if (now - windowStart < 1000) return;
+    rate = (frames * 1000) / (now - windowStart);
+    frames = 0;
+    windowStart = now;
+    overWindows = rate > maxFrames ? overWindows + 1 : 0;
+    // Two seconds in a row: one over it can be the catch-up after a stall (measured: the last socket shed).
+    if (overWindows >= 2 && broadUnbatched.size > 0) shed();
+  };
+  const shed = () => {
+    // The oldest stays whatever the rate: one screen may always watch (its cost is the event rate itself), and
+    // the rate after a stall includes its catch-up (measured: otherwise the last one went too).
+    const n = Math.min(broadUnbatched.size - 1, Math.ceil(broadUnbatched.size * (1 - maxFrames / rate)));
+    if (n <= 0) return;
+    const newest = [...broadUnbatched.values()].slice(-n);
+    log.warn(
+      { rate: Math.round(rate), limit: maxFrames, disconnected: newest.length },
+      'socket.io: too many frames to sockets without batching; the newest ones watching a zone, a family or everything are disconnected',
+    );
+    for (const socket of newest) {
+      broadUnbatched.delete(socket.id);
+      // Out of every room at once: the disconnect itself waits for the socket's write buffer to drain, and
+      // meanwhile it would still be sent (and counted) every event.
+      for (const room of [...socket.rooms]) if (room !== socket.id) void socket.leave(room);
+      socket.emit('offline', {
+        reason: `${Math.round(rate)} frames a second to sockets without batching, over api.maxUnbatchedFramesPerSecond (${maxFrames}): connect with auth.batch: true (CP_API_LIVE_UNBATCHED_BUSY)`,
+      });
+      socket.disconnect(true);
+    }
+  };
+  /** A broad subscription of an unbatched socket is refused while the last second was over the budget. */
+  const unbatchedBusy = () => {
+    if (maxFrames === 0) return false;
+    // A quiet spell ends the refusal even when no frame was sent since to close the window.
+    if (performance.now() - windowStart >= 2000) {
+      rate = 0;
+      overWindows = 0;
+    }
+    return rate > maxFrames;
+  };
+
+  /**
    * A device's event to its rooms: one by one to plain sockets, into the frames for batched ones. Readings come
    * at the ingest rate, statuses in bursts (thousands of devices reconnecting after an outage), rejections as
    * fast as a device with broken firmware can send: one event per item per screen would be a write each.
@@ -214,7 +294,10 @@ export function attachLive(
     // No socket connected (every socket has its own room): nothing to route, skip building the room names.
     if (io.sockets.adapter.rooms.size === 0) return;
     const rooms = roomsFor(item);
-    if (watched(rooms)) io.to(rooms).emit(event, item as never);
+    if (watched(rooms)) {
+      io.to(rooms).emit(event, item as never);
+      sentUnbatched(rooms);
+    }
     if (batchedSockets > 0) queueBatch(rooms, add, item);
   };
   const onReading = (r: EnrichedReading) => {
@@ -237,7 +320,10 @@ export function attachLive(
     const rooms = ['all', `family:${i.family}`];
     if (i.zone) rooms.push(`zone:${i.zone}`);
     if (i.scope === 'device') rooms.push(`device:${i.id}`);
-    if (watched(rooms)) io.to(rooms).emit('indicator', i);
+    if (watched(rooms)) {
+      io.to(rooms).emit('indicator', i);
+      sentUnbatched(rooms);
+    }
     if (batchedSockets > 0) {
       // Device indicators come with every reading: batched; zone and city ones are throttled already.
       if (i.scope === 'device') queueBatch(rooms, addIndicator, i);
@@ -298,13 +384,26 @@ export function attachLive(
         });
       }
       const room = roomOf(s);
+      const broad = !socket.data.batch && !s.device;
+      if (broad && !broadUnbatched.has(socket.id) && unbatchedBusy()) {
+        return ack({
+          ok: false,
+          code: 'CP_API_LIVE_UNBATCHED_BUSY',
+          error: `the platform already sends ${Math.round(rate)} frames a second to sockets without batching (api.maxUnbatchedFramesPerSecond ${maxFrames}): connect with auth.batch: true, or subscribe to one device`,
+        });
+      }
+      if (broad) broadUnbatched.set(socket.id, socket);
       void socket.join(socket.data.batch ? `batch:${room}` : room);
       ack({ ok: true, room, snapshot: deps.latest.matching(s) });
     });
     socket.on('unsubscribe', (sub, ack) => {
       if (sub && validSub(sub)) void socket.leave(socket.data.batch ? `batch:${roomOf(sub)}` : roomOf(sub));
+      // No broad room left: no longer among the sockets the budget sheds.
+      if (!socket.data.batch && ![...socket.rooms].some((r) => r === 'all' || r.startsWith('zone:') || r.startsWith('family:')))
+        broadUnbatched.delete(socket.id);
       if (typeof ack === 'function') ack({ ok: true });
     });
+    socket.on('disconnect', () => broadUnbatched.delete(socket.id));
     if (socket.data.batch) {
       batchedSockets++;
       socket.on('disconnect', () => batchedSockets--);

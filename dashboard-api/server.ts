@@ -20,6 +20,8 @@ export interface DashboardApiOptions {
   port: number;
   /** Slow-consumer bound per socket, packets (default 2000). */
   maxSocketBufferedPackets?: number;
+  /** Frames a second to unbatched sockets before the newest broad ones are shed (default 20,000; 0 = none). */
+  maxUnbatchedFramesPerSecond?: number;
   /** Browser origins allowed to call the REST API (CORS); default none. */
   corsOrigins?: readonly string[];
   /** Session lifetime, ms (default 12 h). */
@@ -77,6 +79,7 @@ export function createDashboardApi(
     metrics: deps.metrics,
     logger: log,
     maxSocketBufferedPackets: opts.maxSocketBufferedPackets,
+    maxUnbatchedFramesPerSecond: opts.maxUnbatchedFramesPerSecond,
   });
   const upgrades = routeUpgrades(server, { passThrough: [`${live.io.path()}/`] });
   let started = false;

@@ -148,6 +148,13 @@ export const CONFIG_SCHEMA = {
           default: 2000,
           description: 'A socket.io client with more packets than this waiting to be sent is disconnected (it stopped reading)',
         },
+        maxUnbatchedFramesPerSecond: {
+          type: 'integer',
+          minimum: 0,
+          default: 20000,
+          description:
+            'Frames a second the platform may send to socket.io clients without batching (each event a frame and a write per socket); above it the newest such clients watching everything, a zone or a family are disconnected with a reason and new such subscriptions refused (CP_API_LIVE_UNBATCHED_BUSY); 0 = no limit',
+        },
         adminToken: {
           type: 'string',
           default: '',

@@ -29,6 +29,10 @@ export const ERROR_CODES = {
   CP_API_RATE_LIMITED: { status: 429, text: 'Too many failed logins from this address or for this username (see Retry-After)' },
   CP_API_NOT_FOUND: { status: 404, text: 'No such route or resource' },
   CP_API_INTERNAL: { status: 500, text: 'An unexpected error; logged on the server, never shown to the client' },
+  CP_API_LIVE_UNBATCHED_BUSY: {
+    status: 429,
+    text: 'socket.io: the platform already sends api.maxUnbatchedFramesPerSecond frames a second to sockets without batching; connect with auth.batch: true, or subscribe to one device',
+  },
   CP_ALARM_NOT_FOUND: { status: 404, text: 'No alarm with this id' },
   CP_ALARM_WRONG_STATE: {
     status: 409,
