@@ -139,7 +139,7 @@ export function attachLive(
     metrics?: Metrics;
     logger?: Logger;
     maxSocketBufferedPackets?: number;
-    /** See UnbatchedBudget (default 20,000; 0 = no limit). */
+    /** The frame budget of unbatched sockets, see `sentUnbatched` (default 20,000; 0 = no limit). */
     maxUnbatchedFramesPerSecond?: number;
   },
 ): { io: Server<ClientToServer, ServerToClient, Record<string, never>, SocketData>; close(): Promise<void> } {
@@ -223,9 +223,9 @@ export function attachLive(
    * a timer, which that load delays); once two seconds in a row were over the budget, the newest unbatched sockets
    * holding a broad subscription (everything, a zone, a family: the ones whose cost grows with the city) are
    * told why (`offline`) and disconnected, as many as the budget needs (an even share per socket assumed; the
-   * oldest always stays), and
-   * new broad subscriptions of unbatched sockets are refused (CP_API_LIVE_UNBATCHED_BUSY) from the first
-   * second over it until a second is under it again. Batched sockets and device subscriptions are never shed.
+   * oldest always stays), and new broad subscriptions of unbatched sockets are refused
+   * (CP_API_LIVE_UNBATCHED_BUSY) from the first second over it until a second is under it again. Batched
+   * sockets and device subscriptions are never shed.
    */
   const maxFrames = deps.maxUnbatchedFramesPerSecond ?? 20_000;
   /** Unbatched sockets with a broad subscription, in the order they took their first one (the newest last). */
