@@ -186,6 +186,13 @@ export function attachLive(
     const all = io.sockets.adapter.rooms;
     return rooms.some((room) => all.has(room));
   };
+  /** Sockets in `rooms`, one per room it is in (the frames an emit to them costs, give or take overlaps). */
+  const members = (rooms: string[]) => {
+    const all = io.sockets.adapter.rooms;
+    let n = 0;
+    for (const room of rooms) n += all.get(room)?.size ?? 0;
+    return n;
+  };
   // Batched delivery: per room of batched sockets (`batch:<room>`), what waits for the next flush.
   const batchRooms = new Map<string, BatchPacker>();
   let batchedSockets = 0;
@@ -236,10 +243,10 @@ export function attachLive(
   let rate = 0;
   /** Whole windows in a row over the budget. */
   let overWindows = 0;
-  const sentUnbatched = (rooms: string[]) => {
+  /** Counts `n` frames just sent to unbatched sockets; closes the window once a second has passed. */
+  const sentUnbatched = (n: number) => {
     if (maxFrames === 0) return;
-    const all = io.sockets.adapter.rooms;
-    for (const room of rooms) frames += all.get(room)?.size ?? 0;
+    frames += n;
     const now = performance.now();
     if (now - windowStart < 1000) return;
     rate = (frames * 1000) / (now - windowStart);
@@ -270,16 +277,14 @@ export function attachLive(
       socket.disconnect(true);
     }
   };
-  /** A broad subscription of an unbatched socket is refused while the last second was over the budget. */
-  const unbatchedBusy = () => {
-    if (maxFrames === 0) return false;
-    // A quiet spell ends the refusal even when no frame was sent since to close the window.
-    if (performance.now() - windowStart >= 2000) {
-      rate = 0;
-      overWindows = 0;
-    }
-    return rate > maxFrames;
-  };
+  /**
+   * A broad subscription of an unbatched socket is refused while the last second was over the budget; a quiet
+   * spell (no frame sent to close the window for 2 s) ends the refusal, and the window closed next is then
+   * measured over that whole spell.
+   */
+  const unbatchedBusy = () => maxFrames > 0 && rate > maxFrames && performance.now() - windowStart < 2000;
+  /** A subscription whose cost grows with the city: everything, a zone or a family (not one device). */
+  const isBroad = (room: string) => room === 'all' || room.startsWith('zone:') || room.startsWith('family:');
 
   /**
    * A device's event to its rooms: one by one to plain sockets, into the frames for batched ones. Readings come
@@ -294,9 +299,10 @@ export function attachLive(
     // No socket connected (every socket has its own room): nothing to route, skip building the room names.
     if (io.sockets.adapter.rooms.size === 0) return;
     const rooms = roomsFor(item);
-    if (watched(rooms)) {
+    const n = members(rooms);
+    if (n > 0) {
       io.to(rooms).emit(event, item as never);
-      sentUnbatched(rooms);
+      sentUnbatched(n);
     }
     if (batchedSockets > 0) queueBatch(rooms, add, item);
   };
@@ -320,9 +326,10 @@ export function attachLive(
     const rooms = ['all', `family:${i.family}`];
     if (i.zone) rooms.push(`zone:${i.zone}`);
     if (i.scope === 'device') rooms.push(`device:${i.id}`);
-    if (watched(rooms)) {
+    const n = members(rooms);
+    if (n > 0) {
       io.to(rooms).emit('indicator', i);
-      sentUnbatched(rooms);
+      sentUnbatched(n);
     }
     if (batchedSockets > 0) {
       // Device indicators come with every reading: batched; zone and city ones are throttled already.
@@ -384,7 +391,7 @@ export function attachLive(
         });
       }
       const room = roomOf(s);
-      const broad = !socket.data.batch && !s.device;
+      const broad = !socket.data.batch && isBroad(room);
       if (broad && !broadUnbatched.has(socket.id) && unbatchedBusy()) {
         return ack({
           ok: false,
@@ -399,8 +406,7 @@ export function attachLive(
     socket.on('unsubscribe', (sub, ack) => {
       if (sub && validSub(sub)) void socket.leave(socket.data.batch ? `batch:${roomOf(sub)}` : roomOf(sub));
       // No broad room left: no longer among the sockets the budget sheds.
-      if (!socket.data.batch && ![...socket.rooms].some((r) => r === 'all' || r.startsWith('zone:') || r.startsWith('family:')))
-        broadUnbatched.delete(socket.id);
+      if (!socket.data.batch && ![...socket.rooms].some(isBroad)) broadUnbatched.delete(socket.id);
       if (typeof ack === 'function') ack({ ok: true });
     });
     socket.on('disconnect', () => broadUnbatched.delete(socket.id));
