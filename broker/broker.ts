@@ -21,7 +21,7 @@ import { Aedes, type Client } from 'aedes';
 import { TOPICS, type DeviceStatus } from '../ingest/contract.ts';
 import { ConnectionGuard, LIMIT_DEFAULTS, limitPacketSize } from './connection-guard.ts';
 import { createWebSocketListener, startTlsListener, type TlsListener } from './listeners.ts';
-import type { DeviceMeta } from '../ingest/index.ts';
+import type { Delivery, DeviceMeta } from '../ingest/index.ts';
 import type { DeviceStore } from '../registry/index.ts';
 import type { LiveBus } from '../platform/bus.ts';
 import { silentLogger, type Logger } from '../platform/logger.ts';
@@ -59,7 +59,17 @@ export interface BrokerDeps {
    * connection's later messages (they leave in order); a rejection closes the connection with none of them
    * acknowledged, so the device sends them again.
    */
-  onMessage: (device: DeviceMeta, kind: string, payload: Buffer, qos: number) => unknown;
+  onMessage: (device: DeviceMeta, kind: string, payload: Buffer, qos: number, delivery?: Delivery) => unknown;
+  /** A QoS 1 message's PUBACK was handed to its connection (which may still lose it if it breaks). */
+  onAcknowledged?: (device: DeviceMeta, delivery: Delivery) => void;
+  /** A device's connection ended; `clean`: it sent DISCONNECT, so every PUBACK written to it had arrived. */
+  onConnectionClosed?: (device: DeviceMeta, connection: number, clean: boolean) => void;
+  /**
+   * True while messages wait for room (the durable log's disk budget is used up): a connection whose message
+   * waits then stops being read until all its waiting messages are answered, so the device is slowed down by
+   * TCP instead of its messages piling up in memory.
+   */
+  slowDown?: () => boolean;
   bus?: LiveBus;
   metrics?: Metrics;
   logger?: Logger;
@@ -155,9 +165,56 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
     settled: boolean;
     err: Error | undefined;
     cb: (err: Error | null) => void;
-    device: string;
+    device: DeviceMeta;
+    /** QoS 1 packet id and connection, reported to onAcknowledged once its PUBACK is handed over. */
+    delivery: Delivery | undefined;
   }
   const awaiting = new WeakMap<Client, Awaiting[]>();
+  /** Each connection's number in this run (a resend comes on another connection than its first delivery). */
+  const connectionIds = new WeakMap<Client, number>();
+  let lastConnectionId = 0;
+  const connectionId = (client: Client) => {
+    let id = connectionIds.get(client);
+    if (id === undefined) {
+      id = ++lastConnectionId;
+      connectionIds.set(client, id);
+    }
+    return id;
+  };
+  const acknowledged = (device: DeviceMeta, delivery: Delivery | undefined) => {
+    if (!delivery || !deps.onAcknowledged) return;
+    try {
+      deps.onAcknowledged(device, delivery);
+    } catch (err) {
+      log.error({ err, device: device.id }, 'acknowledgement listener failed');
+    }
+  };
+  /**
+   * Connections not read while their messages wait for room. aedes 1.2 reads a socket again on every
+   * 'readable' even while a publish of it is still waiting (lib/client.js nextBatch), so without this a full
+   * disk budget held every device's whole stream in memory. Client.pause() makes aedes skip those reads; the
+   * socket's buffer then fills and TCP pushes back on the device. They are resumed a few per turn, so a
+   * budget that frees up does not release every held device in one turn of the event loop. aedes counts the
+   * packets of a read still being handled (`_parsingBatch`) and skips that count while paused, so it is set to
+   * one before resume() (whose own call takes it to zero and reads): every message of the connection has been
+   * answered by then.
+   */
+  const pausedClients = new WeakSet<Client>();
+  const toResume: Client[] = [];
+  const RESUME_PER_TURN = 64;
+  const resumeSome = () => {
+    for (const c of toResume.splice(0, RESUME_PER_TURN)) {
+      const paused = c as Client & { resume(): void; _parsingBatch: number };
+      paused._parsingBatch = 1;
+      paused.resume();
+    }
+    if (toResume.length) setImmediate(resumeSome);
+  };
+  const resumeReading = (client: Client) => {
+    if (!pausedClients.delete(client)) return;
+    toResume.push(client);
+    if (toResume.length === 1) setImmediate(resumeSome);
+  };
   const settle = (client: Client, entry: Awaiting, err: Error | undefined) => {
     entry.settled = true;
     entry.err = err;
@@ -166,16 +223,20 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
     let n = 0;
     while (n < waiting.length && (waiting[n] as Awaiting).settled) n++;
     const ready = waiting.splice(0, n);
-    if (waiting.length === 0) awaiting.delete(client);
+    if (waiting.length === 0) {
+      awaiting.delete(client);
+      resumeReading(client);
+    }
     corkBriefly(client.conn);
     // After a refusal the connection closes, and nothing behind it is acknowledged: the device sends it all again.
     let refused: Error | undefined;
     for (const e of ready) {
       if (e.err && !refused) {
         refused = e.err;
-        log.error({ err: e.err.message, device: e.device }, 'message not made durable: connection closed unacknowledged');
+        log.error({ err: e.err.message, device: e.device.id }, 'message not made durable: connection closed unacknowledged');
       }
       e.cb(refused ?? null);
+      if (!refused) acknowledged(e.device, e.delivery);
     }
   };
   const aedes = await Aedes.createBroker({
@@ -238,9 +299,11 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
       // Ingest runs here, not in the `published` hook: aedes 1.2 writes a QoS 1 PUBACK *before* it calls
       // `published` (lib/handlers/publish.js), while authorizePublish completes before the PUBACK is sent.
       // So a device is told "received" only once onMessage's promise says the reading is durable.
+      const delivery =
+        packet.qos > 0 && packet.messageId !== undefined ? { packetId: packet.messageId, connection: connectionId(client) } : undefined;
       let result: unknown;
       try {
-        result = deps.onMessage(device, kind, packet.payload as Buffer, packet.qos);
+        result = deps.onMessage(device, kind, packet.payload as Buffer, packet.qos, delivery);
       } catch (err) {
         // A bug in a handler must never take the broker down or lose the connection's other messages.
         log.error({ err, device: device.id }, 'message handler failed');
@@ -248,10 +311,18 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
       const waiting = awaiting.get(client);
       const pending = result instanceof Promise;
       // Settled now and nothing earlier waiting: answered at once.
-      if (!pending && !waiting) return cb(null);
-      const entry: Awaiting = { settled: !pending, err: undefined, cb, device: device.id };
+      if (!pending && !waiting) {
+        cb(null);
+        acknowledged(device, delivery);
+        return;
+      }
+      const entry: Awaiting = { settled: !pending, err: undefined, cb, device, delivery };
       if (waiting) waiting.push(entry);
       else awaiting.set(client, [entry]);
+      if (pending && !pausedClients.has(client) && deps.slowDown?.()) {
+        pausedClients.add(client);
+        (client as Client & { pause(): void }).pause();
+      }
       if (pending) {
         (result as Promise<unknown>).then(
           () => settle(client, entry, undefined),
@@ -399,6 +470,16 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
   aedes.on('clientDisconnect', (client) => {
     const device = devices.get(client);
     if (device && subscriptions.get(device.id)?.client === client) subscriptions.delete(device.id);
+    const connection = connectionIds.get(client);
+    if (device && connection !== undefined && deps.onConnectionClosed) {
+      // aedes sets _disconnected only when the client sent a DISCONNECT packet.
+      const clean = (client as Client & { _disconnected?: boolean })._disconnected === true;
+      try {
+        deps.onConnectionClosed(device, connection, clean);
+      } catch (err) {
+        log.error({ err, device: device.id }, 'connection-closed listener failed');
+      }
+    }
   });
   // aedes 1.2 emits 'ack' on a client's PUBACK, with the stored outgoing packet for a persistent session and
   // undefined for a clean one: then the oldest publish in flight to that client is the one answered.

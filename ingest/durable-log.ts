@@ -11,7 +11,9 @@
  *   since a point's identity is its series and time, a replay overwrites instead of duplicating.
  * - A torn last record (power cut mid-write) fails its length or CRC check: the file is cut there with a
  *   warning, never a crash.
- * - The disk budget (`maxBytes`) makes `full()` true; callers wait on `whenSpace()` (backpressure).
+ * - The disk budget (`maxBytes`) makes `full()` true; callers wait on `whenSpace()` (backpressure). While it is
+ *   used up, an active segment whose every point is confirmed is closed and deleted at once instead of waiting
+ *   to reach `segmentBytes`: a budget at or below one segment's size never stays full with nothing to ship.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -249,6 +251,17 @@ export class DurableLog {
     } finally {
       this.flushing = false;
     }
+    this.rotateConfirmed();
+  }
+
+  /** While the budget is used up: a fully confirmed active segment is closed, a new one begun, the old deleted. */
+  private rotateConfirmed(): void {
+    const seg = this.active;
+    if (!seg || this.flushing || this.closed || this.pending.length || seg.count === 0) return;
+    if (seg.confirmedCount !== seg.count || !this.full()) return;
+    fs.closeSync(this.fd);
+    this.startSegment();
+    this.trim();
   }
 
   /** Marks points stored (or dead-lettered); whole confirmed segments are deleted. */
@@ -264,6 +277,7 @@ export class DurableLog {
       if (seg.confirmedCount === seg.count && seg !== this.active) trimmable = true;
     }
     if (trimmable) this.trim();
+    this.rotateConfirmed();
   }
 
   private trim(): void {

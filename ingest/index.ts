@@ -7,6 +7,7 @@ export { InfluxWriter } from './influx-writer.ts';
 export type { InfluxTarget, PendingPoint, WriterOptions, WriterState } from './influx-writer.ts';
 export type { DeadLetter, DeadLetterStore } from './dead-letters.ts';
 export type { DeviceMeta } from './validate.ts';
+export type { Delivery } from './resend-guard.ts';
 export { toLine } from './line-protocol.ts';
 export { LAST_VALUE_FIELDS, Downsampler, ensureTiers, tierSelect } from './downsample.ts';
 export type { DownsampledMeasurements, Tier } from './downsample.ts';

@@ -6,11 +6,17 @@
  *   requests in flight (more overloads InfluxDB 1.6: HTTP 500 "error syncing wal").
  * - Unavailable (network error, timeout, 5xx, 404 database not found): the batch goes back to the front of
  *   the queue and is retried with exponential back-off; readings keep being accepted into the buffer.
- * - Rejected (400): a partial write keeps the good points, the offending ones are dead-lettered with
- *   InfluxDB's reason; any other 400 is bisected until the bad points are isolated and dead-lettered, so one
- *   bad point never blocks the rest and is never retried forever.
+ * - Rejected (400): a partial write keeps the good points. The points InfluxDB's message names (a field type
+ *   conflict, an unparsable line) are dead-lettered with its reason; when it dropped more than it named (points
+ *   beyond the retention policy, `max-values-per-tag`), the rest of the batch is bisected and sent again until
+ *   every dropped point stands alone and is dead-lettered: resending a stored point overwrites it (same series
+ *   and time), so nothing is counted stored that InfluxDB did not keep. Any other 400 is bisected the same way,
+ *   so one bad point never blocks the rest and is never retried forever.
+ * - The retention window is checked again when a batch is sent, not only when a reading arrives: a point that
+ *   an outage or a long backlog took past the edge (`retentionMs`, less a margin for the request) is
+ *   dead-lettered with its reason instead of being silently dropped by InfluxDB.
  * - The buffer is bounded (`maxBufferedPoints`): past it the oldest batch is dropped, counted in metrics and
- *   logged as an error. (Issue 3 replaces this in-memory buffer with a durable log.)
+ *   logged as an error (behind the durable log the store worker sets no bound: the log is the buffer).
  */
 import http from 'node:http';
 import https from 'node:https';
@@ -37,7 +43,18 @@ export interface WriterOptions {
   retryMaxDelayMs: number;
   /** Request timeout, ms (a timed-out batch is retried; a replay overwrites itself). */
   requestTimeoutMs?: number;
+  /**
+   * The retention policy's duration, ms (0 or absent: infinite). A point older than now − retentionMs +
+   * RETENTION_MARGIN_MS when its batch is sent is dead-lettered, not sent: InfluxDB would drop it.
+   */
+  retentionMs?: number;
 }
+
+/**
+ * How close to the retention edge a point may be when its batch is sent, ms: the request, InfluxDB's own clock
+ * and a retry must not carry it over the edge after the check.
+ */
+export const RETENTION_MARGIN_MS = 60_000;
 
 /** A point waiting to be written. */
 export interface PendingPoint {
@@ -208,6 +225,13 @@ export class InfluxWriter {
   }
 
   private async send(batch: PendingPoint[]): Promise<void> {
+    batch = this.withinRetention(batch);
+    if (!batch.length) {
+      this.inFlight--;
+      this.pump();
+      this.deps.onProgress?.();
+      return;
+    }
     const started = process.hrtime.bigint();
     const outcome = await this.post(batch.map((p) => p.line).join('\n'));
     this.inFlight--;
@@ -232,11 +256,34 @@ export class InfluxWriter {
     this.deps.onProgress?.();
   }
 
+  /**
+   * The points of `batch` InfluxDB would still keep; the others are dead-lettered with the reason. The time is
+   * the line's last token, in ms (line-protocol.ts writes it so).
+   */
+  private withinRetention(batch: PendingPoint[]): PendingPoint[] {
+    const ms = this.opts.retentionMs ?? 0;
+    if (ms <= 0) return batch;
+    const edge = Date.now() - ms + RETENTION_MARGIN_MS;
+    const beyond: PendingPoint[] = [];
+    for (const p of batch) {
+      if (Number(p.line.slice(p.line.lastIndexOf(' ') + 1)) < edge) beyond.push(p);
+    }
+    if (!beyond.length) return batch;
+    this.giveUp(
+      beyond,
+      `observation time is past the retention policy's edge when written (older than ${Math.round(ms / 3_600_000)} h less ${RETENTION_MARGIN_MS / 1000} s): InfluxDB would drop it`,
+    );
+    const out = new Set(beyond);
+    return batch.filter((p) => !out.has(p));
+  }
+
   private succeeded(batch: PendingPoint[]): void {
+    if (!batch.length) return;
     this.st.stored += batch.length;
     this.st.lastSuccessAt = new Date().toISOString();
     if (!this.st.healthy) this.log.info({ buffered: this.readyPoints }, 'InfluxDB writes succeed again');
     this.st.healthy = true;
+    this.st.lastError = undefined;
     this.retryDelay = 0;
     this.retryAt = 0;
     this.deps.onStored?.(batch);
@@ -265,8 +312,7 @@ export class InfluxWriter {
   }
 
   private rejected(batch: PendingPoint[], reason: string): void {
-    const partial = /partial write/.test(reason);
-    if (partial) {
+    if (/partial write/.test(reason)) {
       // InfluxDB stored the good points of the batch; find the ones its message names: a field type conflict
       // names measurement and field, a parse error quotes the line.
       const conflict = /input field \\?"([^"\\]+)\\?" on measurement \\?"([^"\\]+)\\?"/.exec(reason);
@@ -275,21 +321,43 @@ export class InfluxWriter {
       const bad = batch.filter(
         (p) => unparsed.has(p.line) || (conflict && field && p.line.startsWith(`${conflict[2]},`) && field.test(p.line)),
       );
-      this.giveUp(bad, reason);
+      const droppedText = /dropped=(\d+)/.exec(reason)?.[1];
+      const dropped = droppedText === undefined ? bad.length : Number(droppedText);
       const badSet = new Set(bad);
-      if (bad.length < batch.length) this.succeeded(batch.filter((p) => !badSet.has(p)));
-      const dropped = Number(/dropped=(\d+)/.exec(reason)?.[1] ?? bad.length);
-      if (dropped > bad.length) {
-        this.log.warn({ reason, dropped, identified: bad.length }, 'InfluxDB partial write dropped points it did not name');
+      const rest = bad.length ? batch.filter((p) => !badSet.has(p)) : batch;
+      if (bad.length === 0 && batch.length === 1) {
+        // The one point of the batch was dropped, whatever the message says about it.
+        this.giveUp(batch, reason);
+        return;
+      }
+      this.giveUp(bad, reason);
+      if (dropped <= bad.length) {
+        this.succeeded(rest);
+      } else if (rest.length) {
+        // InfluxDB dropped points it did not name: none of the rest is known to be stored. Sent again in halves,
+        // each half that comes back partial is split again, until every dropped point stands alone.
+        this.log.debug(
+          { reason, dropped, named: bad.length, points: rest.length },
+          'partial write names fewer points than it dropped: bisecting',
+        );
+        this.requeueHalves(rest);
       }
     } else if (batch.length === 1) {
       this.giveUp(batch, reason);
     } else {
       // Nothing of the batch was stored: split it until the bad points stand alone.
+      this.requeueHalves(batch);
+    }
+  }
+
+  private requeueHalves(batch: PendingPoint[]): void {
+    if (batch.length === 1) {
+      this.ready.unshift(batch);
+    } else {
       const mid = batch.length >> 1;
       this.ready.unshift(batch.slice(0, mid), batch.slice(mid));
-      this.readyPoints += batch.length;
     }
+    this.readyPoints += batch.length;
   }
 
   private giveUp(points: PendingPoint[], reason: string): void {

@@ -9,9 +9,10 @@ import { Downsampler, ensureTiers, type DownsampledMeasurements, type Tier } fro
 import { SqliteDeadLetterStore, type DeadLetterStore } from './dead-letters.ts';
 import { dispatch, type HandlerResult, type IngestContext } from './handlers/index.ts';
 import { createInfluxClient, ensureDatabase } from './influx-admin.ts';
-import type { InfluxTarget, WriterOptions, WriterState } from './influx-writer.ts';
+import { RETENTION_MARGIN_MS, type InfluxTarget, type WriterOptions, type WriterState } from './influx-writer.ts';
 import { toLine } from './line-protocol.ts';
 import { ReadingRateLimiter, durationMs } from './rate-limit.ts';
+import { ResendGuard, type Delivery } from './resend-guard.ts';
 import { ReadingStore } from './store.ts';
 import { createReadingParser, type DeviceMeta } from './validate.ts';
 import type { LiveBus } from '../platform/bus.ts';
@@ -30,6 +31,8 @@ export interface IngestOptions {
   readingsBurst: number;
   /** SQLite file of the dead-letter store (':memory:' in tests). */
   deadLetterFile: string;
+  /** SQLite file where the times of unacknowledged time-less QoS 1 messages wait for a resend (':memory:' in tests). */
+  resendFile?: string;
   deadLetterLimit: number;
   /** The durable log (issue 3). */
   log: { dir: string; maxBytes: number; segmentBytes: number; fsync: boolean };
@@ -68,7 +71,20 @@ export interface Ingest {
    * Handles one message of an authenticated device. `false`: a topic kind ingest does not take; a promise:
    * acknowledge the message only once it resolves (durable, or room in the disk budget).
    */
-  handleMessage(device: DeviceMeta, kind: string, payload: Buffer, qos?: number, receivedAt?: number): HandlerResult | false;
+  handleMessage(
+    device: DeviceMeta,
+    kind: string,
+    payload: Buffer,
+    qos?: number,
+    receivedAt?: number,
+    delivery?: Delivery,
+  ): HandlerResult | false;
+  /** The broker handed the PUBACK of a device's QoS 1 message to its connection. */
+  acknowledged(deviceId: string, delivery: Delivery): void;
+  /** A device's connection ended (`clean`: with a DISCONNECT packet). */
+  connectionClosed(deviceId: string, connection: number, clean: boolean): void;
+  /** True while the durable log's disk budget is used up (messages wait for room). */
+  full(): boolean;
   /** Resolves true once everything accepted so far is confirmed by InfluxDB (or refused), false on timeout. */
   flush(timeoutMs?: number): Promise<boolean>;
   state(): IngestState;
@@ -85,6 +101,9 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
   const metrics = deps.metrics;
   const influx = createInfluxClient(opts.influx);
   const deadLetters = new SqliteDeadLetterStore(opts.deadLetterFile, opts.deadLetterLimit);
+  // A resend comes after the device notices the lost connection (up to 1.5 keep-alives) and reconnects; a message
+  // never acknowledged is recognised for a week.
+  const resends = new ResendGuard({ file: opts.resendFile ?? ':memory:', uncertainMs: 10 * 60_000, maxAgeMs: 7 * 86_400_000 });
   let databaseReady = false;
   const ds = opts.downsample;
   const measurements: DownsampledMeasurements = { ...FIELD_KINDS, ...ds?.extra };
@@ -97,11 +116,14 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
     if (ds && ds.tiers.length > 0) await ensureTiers(influx, opts.influx.database, opts.influx.retentionPolicy, ds.tiers, measurements);
     databaseReady = true;
   };
+  const retentionMs = durationMs(opts.influx.retentionDuration);
   const store = new ReadingStore(
     {
       log: opts.log,
       influx: opts.influx,
-      writer: opts.writer,
+      // The writer checks the retention edge again when it sends: an outage or a backlog can carry an accepted
+      // reading past it, and InfluxDB would drop it without naming it.
+      writer: { ...opts.writer, retentionMs: Number.isFinite(retentionMs) ? retentionMs : 0 },
       shipper: { memoryPoints: opts.writer.maxBufferedPoints, chunk: opts.writer.batchSize },
       // Late readings (older than the continuous queries look back) are marked for the tiers' catch-up.
       lateAfterMs: downsampler && ds ? ds.lateAfterMs : 0,
@@ -125,13 +147,12 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
     parse: createReadingParser({
       maxReadingsPerMessage: opts.maxReadingsPerMessage,
       maxFutureMs: opts.maxFutureMs,
-      // Older than the retention policy, InfluxDB would drop an acknowledged reading: refuse it up front.
-      maxPastMs:
-        opts.maxPastMs > 0
-          ? Math.min(opts.maxPastMs, durationMs(opts.influx.retentionDuration))
-          : durationMs(opts.influx.retentionDuration),
+      // Older than the retention policy, InfluxDB would drop an acknowledged reading: refuse it up front, with
+      // twice the writer's margin so that a reading accepted now is not past the writer's edge a moment later.
+      maxPastMs: Math.min(opts.maxPastMs > 0 ? opts.maxPastMs : Number.POSITIVE_INFINITY, retentionMs - 2 * RETENTION_MARGIN_MS),
     }),
     rateLimit: new ReadingRateLimiter(opts.maxReadingsPerSecond, opts.readingsBurst),
+    resends,
     sink: {
       append: (readings) => store.append(readings.map((r) => ({ line: toLine(r), family: r.family, device: r.device }))),
       whenSpace() {
@@ -252,11 +273,19 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
       }
       await store.close();
       deadLetters.close();
+      resends.close();
     },
-    handleMessage(device, kind, payload, qos = 0, receivedAt = Date.now()) {
+    handleMessage(device, kind, payload, qos = 0, receivedAt = Date.now(), delivery = undefined) {
       if (stopped) return false;
-      return dispatch(ctx, kind, device, payload, receivedAt, qos);
+      return dispatch(ctx, kind, device, payload, receivedAt, qos, delivery);
     },
+    acknowledged(deviceId, delivery) {
+      if (!stopped) resends.acknowledged(deviceId, delivery);
+    },
+    connectionClosed(deviceId, connection, clean) {
+      if (!stopped) resends.connectionClosed(deviceId, connection, clean);
+    },
+    full: () => store.full(),
     flush,
     state,
     storeThreadId: () => store.osThreadId,

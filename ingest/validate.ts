@@ -30,6 +30,11 @@ export interface ParseResult {
   total: number;
   /** The payload was an array (rejection indexes refer to it). */
   array: boolean;
+  /**
+   * The readings of `readings` that carried no observation time, in order: stamped with consecutive receive
+   * times (the first one's, +1 ms, …), which a resend of the same message must reproduce (resend-guard.ts).
+   */
+  timeless: EnrichedReading[];
 }
 
 /** Never older than this, whatever the retention: devices with a reset clock report 1970. */
@@ -90,6 +95,7 @@ export function createReadingParser(opts: ParserOptions) {
     if (items.length === 0) return whole('CP_INGEST_BAD_SHAPE', 'empty array: no reading', text);
     const validate = validators[device.family];
     const readings: EnrichedReading[] = [];
+    const timeless: EnrichedReading[] = [];
     const rejections: Rejection[] = [];
     const single = !Array.isArray(data);
     // Only an array can repeat an observation time.
@@ -155,9 +161,11 @@ export function createReadingParser(opts: ParserOptions) {
         }
       }
       seenTimes?.add(time);
-      readings.push({ device: device.id, family: device.family, zone: device.zone, time, fields: flatten(obj) });
+      const reading: EnrichedReading = { device: device.id, family: device.family, zone: device.zone, time, fields: flatten(obj) };
+      readings.push(reading);
+      if (explicit === undefined) timeless.push(reading);
     }
-    return { readings, rejections, total: items.length, array: !single };
+    return { readings, rejections, total: items.length, array: !single, timeless };
   };
 }
 
@@ -178,7 +186,7 @@ function rejection(code: ErrorCode, reason: string, payload: string, index?: num
 }
 
 function whole(code: ErrorCode, reason: string, payload: string, total = 1): ParseResult {
-  return { readings: [], rejections: [{ code, reason, payload }], total, array: false };
+  return { readings: [], rejections: [{ code, reason, payload }], total, array: false, timeless: [] };
 }
 
 const TIME_KEYS = new Set(['dateObserved', 'dateObservedFrom', 'dateObservedTo']);

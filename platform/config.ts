@@ -329,7 +329,7 @@ export const CONFIG_SCHEMA = {
         retryMaxDelayMs: {
           type: 'integer',
           minimum: 100,
-          default: 5000,
+          default: 1000,
           description: 'Longest back-off between retries of a failed write, ms',
         },
         maxReadingsPerMessage: {

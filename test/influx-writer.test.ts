@@ -117,3 +117,60 @@ test('a database that vanished is created again and the batch retried', async (t
   assert.equal(created, 1);
   assert.equal(await count(influx.query, 'vanish'), 10);
 });
+
+test('a partial write that names none of its dropped points (beyond retention): bisected until each stands alone, dead-lettered; stored counts only what InfluxDB kept', async (t) => {
+  const influx = await startTestInflux(t);
+  const target = { url: influx.url, database: 'edge', retentionPolicy: 'raw' };
+  await ensureDatabase(createInfluxClient(target), target, '1h');
+  const rejected: { points: PendingPoint[]; reason: string }[] = [];
+  let storedPoints = 0;
+  // No retention check in the writer: InfluxDB itself drops the old points and names none of them.
+  const writer = new InfluxWriter(
+    target,
+    { ...OPTS, batchSize: 200, batchMaxAgeMs: 1000 },
+    { onRejected: (points, reason) => rejected.push({ points, reason }), onStored: (points) => (storedPoints += points.length) },
+  );
+  t.after(() => writer.stop(1000));
+  const now = Date.now();
+  const old = new Set([3, 17, 18, 50, 99, 100, 101, 150, 198, 199]);
+  for (let i = 0; i < 200; i++) {
+    // 10 points two hours old (beyond the 1 h policy), scattered; the rest 10 minutes old.
+    writer.write(reading(i, { time: old.has(i) ? now - 7_200_000 - i : now - 600_000 - i * 10 }));
+  }
+  assert.equal(await writer.flush(15000), true);
+  const refused = rejected.flatMap((r) => r.points);
+  assert.equal(refused.length, 10, 'every dropped point is dead-lettered, one by one');
+  assert.deepEqual(
+    refused.map((p) => Number(/intensity=(\d+)/.exec(p.line)?.[1])).sort((a, b) => a - b),
+    [...old].sort((a, b) => a - b),
+  );
+  assert.ok(
+    rejected.every((r) => /beyond retention/.test(r.reason)),
+    'with InfluxDB’s reason',
+  );
+  assert.equal(await count(influx.query, 'edge'), 190);
+  assert.equal(writer.state().stored, 190, 'stored counts what InfluxDB kept, not the batch');
+  assert.equal(storedPoints, 190);
+});
+
+test('the retention edge is checked again when a batch is sent: a point too close to it is dead-lettered with the reason, not sent', async (t) => {
+  const influx = await startTestInflux(t);
+  const target = { url: influx.url, database: 'margin', retentionPolicy: 'raw' };
+  await ensureDatabase(createInfluxClient(target), target, '1h');
+  const rejected: { points: PendingPoint[]; reason: string }[] = [];
+  const writer = new InfluxWriter(
+    target,
+    { ...OPTS, retentionMs: 3_600_000 },
+    { onRejected: (points, reason) => rejected.push({ points, reason }) },
+  );
+  t.after(() => writer.stop(1000));
+  const now = Date.now();
+  // Inside InfluxDB's own window by 20 s, so it would store them now and drop them moments later; and fresh points.
+  for (let i = 0; i < 5; i++) writer.write(reading(i, { time: now - 3_600_000 + 20_000 + i }));
+  for (let i = 5; i < 25; i++) writer.write(reading(i, { time: now - 60_000 + i }));
+  assert.equal(await writer.flush(10000), true);
+  assert.equal(rejected.flatMap((r) => r.points).length, 5);
+  assert.match(rejected[0]?.reason ?? '', /retention policy's edge/);
+  assert.equal(await count(influx.query, 'margin'), 20);
+  assert.equal(writer.state().stored, 20);
+});

@@ -1,6 +1,7 @@
 import type { DeviceError, EnrichedReading } from '../contract.ts';
 import type { DeadLetterStore } from '../dead-letters.ts';
 import type { ReadingRateLimiter } from '../rate-limit.ts';
+import type { ResendGuard } from '../resend-guard.ts';
 import type { createReadingParser } from '../validate.ts';
 import type { LiveBus } from '../../platform/bus.ts';
 import type { Logger } from '../../platform/logger.ts';
@@ -18,6 +19,8 @@ export interface ReadingSink {
 export interface IngestContext {
   parse: ReturnType<typeof createReadingParser>;
   rateLimit: ReadingRateLimiter;
+  /** Keeps the times of a QoS 1 message's time-less readings for its resend. */
+  resends: Pick<ResendGuard, 'stamp'>;
   sink: ReadingSink;
   deadLetters: DeadLetterStore;
   bus: LiveBus;

@@ -4,15 +4,32 @@
  * topic, while the valid readings of the same message still go through.
  *
  * Acknowledgement: a QoS 1 message is acknowledged once its readings are on disk; QoS 0 is not waited for.
+ * Readings without an observation time get their receive time, and a QoS 1 resend of the same message the same
+ * times (resend-guard.ts), so a resend after a lost acknowledgement overwrites instead of duplicating.
  * While the log's disk budget is used up, every message waits for room first: the broker then withholds the
  * acknowledgement and stops reading that device's socket, which slows the device down instead of dropping.
  */
 import type { DeviceError, EnrichedReading } from '../contract.ts';
 import type { DeviceMeta } from '../validate.ts';
+import type { Delivery } from '../resend-guard.ts';
 import type { HandlerResult, IngestContext } from './context.ts';
 
-export function handleTelemetry(ctx: IngestContext, device: DeviceMeta, payload: Buffer, receivedAt: number, qos: number): HandlerResult {
+export function handleTelemetry(
+  ctx: IngestContext,
+  device: DeviceMeta,
+  payload: Buffer,
+  receivedAt: number,
+  qos: number,
+  delivery?: Delivery,
+): HandlerResult {
   const result = ctx.parse(device, payload, receivedAt);
+  const timeless = result.timeless;
+  if (qos > 0 && delivery && timeless.length) {
+    // A resend of a message not yet acknowledged gets the times its first delivery got (resend-guard.ts).
+    const first = (timeless[0] as EnrichedReading).time;
+    const base = ctx.resends.stamp(device.id, delivery, payload, first);
+    if (base !== first) for (let i = 0; i < timeless.length; i++) (timeless[i] as EnrichedReading).time = base + i;
+  }
   ctx.metrics?.countReceived(device.family, result.total);
   const allowed = ctx.rateLimit.take(device.id, result.readings.length, receivedAt);
   if (allowed < result.readings.length) {
