@@ -4,11 +4,14 @@
  * InfluxDB (measurements `aqi` and `indicators`).
  *
  * - Air: hourly means per station and pollutant, bucketed by observation time (UTC hours; kept
- *   `airHoursKept` hours). On each reading the station's hourly index (VN_AQI with NowCast for PM, US EPA beside
- *   it; c1 = the running mean of the hour) and daily index (city-local day) are recomputed for the reading's
- *   hour and for the station's newest hour. A zone's index is its WORST station: among the zone's stations
- *   whose current index is for the zone's newest hour (or day), the highest VN_AQI (and, separately, the
- *   highest EPA AQI).
+ *   `airHoursKept` hours); a reading only adds to its hour's sums. From them the station's hourly index (VN_AQI
+ *   with NowCast for PM, US EPA beside it; c1 = the running mean of the hour) and daily index (city-local day; a
+ *   day needs 18 hours with a PM mean, the O3 8-hour means reach back into the previous evening) are computed
+ *   for the station's newest hour and, after a late reading or a new hour, for every stored hour and day the
+ *   changed hours affect (affectedByLateHour): on the reading when the station's last computation is at least
+ *   `aqiEmitIntervalMs` old, else once that interval has passed, for all the readings in between. A zone's index
+ *   is its WORST station: among the zone's stations whose current index is for the zone's newest hour (or day),
+ *   the highest VN_AQI (and, separately, the highest EPA AQI).
  * - Traffic per junction, street lights per lamp, and their zone and city aggregates (see README).
  * - State is rebuilt at start from InfluxDB: air from hourly aggregates of the raw readings, traffic by
  *   replaying the raw readings of the last window, lamps from their last stored `indicators` point (a
@@ -21,7 +24,18 @@ import { InfluxWriter } from '../ingest/index.ts';
 import type { AqiEvent, IndicatorEvent, LiveBus } from '../platform/bus.ts';
 import { silentLogger, type Logger } from '../platform/logger.ts';
 import type { CityProfile, Device } from '../registry/index.ts';
-import { epaDailyAqi, epaHourlyAqi, VN_POLLUTANTS, vnDailyAqi, vnHourlyAqi, type MaybeNumber, type VnPollutant } from './aqi.ts';
+import {
+  dayPmHours,
+  epaDailyAqi,
+  epaHourlyAqi,
+  O3_8H_PREVIOUS_HOURS,
+  VN_POLLUTANTS,
+  vnDailyAqi,
+  vnHourlyAqi,
+  type DaySeries,
+  type MaybeNumber,
+  type VnPollutant,
+} from './aqi.ts';
 import { createCityClock, HOUR_MS, hourStart } from './city-time.ts';
 import { aqiLine, AQI_MEASUREMENT, indicatorLine, INDICATORS_MEASUREMENT } from './points.ts';
 import { isDaylight } from './sun.ts';
@@ -46,7 +60,10 @@ export interface AnalyticsOptions {
   indicatorEmitIntervalMs: number;
   /** At most one stored point per subject (and hour or day for `aqi`) per interval, ms (0 = every change). */
   storeIntervalMs: number;
-  /** Hourly means kept per air station, hours (at least 36: a city day plus the 12 hours of NowCast). */
+  /**
+   * Hourly means kept per air station, hours (at least 36: a city day plus the 12 hours of NowCast before its
+   * last hours, or the 7 evening hours of its O3 8-hour means).
+   */
   airHoursKept: number;
   /** Sliding window of the traffic indicators, ms. */
   trafficWindowMs: number;
@@ -89,8 +106,10 @@ export interface CurrentAqi {
 export interface Analytics {
   start(): Promise<void>;
   stop(): Promise<void>;
-  /** Current indices per station and per zone. */
+  /** Current indices per station and per zone (a station with readings not yet in its index is computed first). */
   currentAqi(): { stations: CurrentAqi[]; zones: CurrentAqi[] };
+  /** Computations of a station's indices since start: at most one per station per `aqiEmitIntervalMs` while readings arrive. */
+  airComputations(): number;
   /** Current indicators (computed now), filtered. */
   indicators(filter?: { scope?: IndicatorEvent['scope']; zone?: string; family?: Family }): IndicatorEvent[];
 }
@@ -107,6 +126,12 @@ interface Station {
   newestHour: number;
   hour: AqiEvent | null;
   day: AqiEvent | null;
+  /** Hours whose means changed since the station's indices were last computed (computeStation). */
+  changed: Set<number>;
+  /** When they were last computed (Date.now()): the next computation waits aqiEmitIntervalMs from it. */
+  computedAt: number;
+  /** The deferred computation, while one is due. */
+  timer: NodeJS.Timeout | undefined;
 }
 
 interface Junction {
@@ -236,50 +261,109 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
     return a && a.n > 0 ? a.sum / a.n : undefined;
   }
 
-  function stationEvents(st: Station, hour: number): { hour: AqiEvent; day: AqiEvent } {
+  /** NowCast reaches back this many hours: a late hour changes the hourly index of itself and the 11 after it. */
+  const NOWCAST_HOURS = 12;
+
+  function hourEvent(st: Station, hour: number): AqiEvent {
     const series: Partial<Record<VnPollutant, MaybeNumber[]>> = {};
-    for (const p of VN_POLLUTANTS) series[p] = Array.from({ length: 12 }, (_, i) => hourMean(st, hour - i * HOUR_MS, p));
-    const dayStart = clock.dayStart(hour);
-    const day: Partial<Record<VnPollutant, MaybeNumber[]>> = {};
+    for (const p of VN_POLLUTANTS) series[p] = Array.from({ length: NOWCAST_HOURS }, (_, i) => hourMean(st, hour - i * HOUR_MS, p));
+    return { scope: 'station', id: st.id, zone: st.zone, period: 'hour', time: hour, vn: vnHourlyAqi(series), epa: epaHourlyAqi(series) };
+  }
+
+  /** The daily index of the city day starting at `dayStart`, with the count of its hours that have a PM mean. */
+  function dayEvent(st: Station, dayStart: number): AqiEvent {
+    const day: { -readonly [K in keyof DaySeries]: MaybeNumber[] } = {};
     for (const p of VN_POLLUTANTS) {
       const xs: MaybeNumber[] = [];
       for (let h = dayStart; h < dayStart + 24 * HOUR_MS; h += HOUR_MS) xs.push(hourMean(st, h, p));
       day[p] = xs;
     }
-    const base = { scope: 'station' as const, id: st.id, zone: st.zone };
-    return {
-      hour: { ...base, period: 'hour', time: hour, vn: vnHourlyAqi(series), epa: epaHourlyAqi(series) },
-      day: { ...base, period: 'day', time: dayStart, vn: vnDailyAqi(day), epa: epaDailyAqi(day) },
-    };
+    day.o3PreviousEvening = Array.from({ length: O3_8H_PREVIOUS_HOURS }, (_, i) =>
+      hourMean(st, dayStart - (O3_8H_PREVIOUS_HOURS - i) * HOUR_MS, 'o3'),
+    );
+    const base = { scope: 'station' as const, id: st.id, zone: st.zone, period: 'day' as const, time: dayStart };
+    return { ...base, vn: vnDailyAqi(day), epa: epaDailyAqi(day), hours: dayPmHours(day) };
   }
 
+  function newStation(id: string, zone: string): Station {
+    const st: Station = {
+      id,
+      zone,
+      hours: new Map(),
+      newestHour: 0,
+      hour: null,
+      day: null,
+      changed: new Set(),
+      computedAt: 0,
+      timer: undefined,
+    };
+    stations.set(id, st);
+    return st;
+  }
+
+  /**
+   * A reading only adds to its hour's running sums (O(1)): the indices, which read 12 NowCast hours and a day's
+   * 24 (and more for a late hour) per pollutant, are computed from the sums by computeStation, at most once per
+   * aqiEmitIntervalMs per station — what a reading costs does not grow with how often a station reports.
+   */
   function onAir(r: EnrichedReading, live: boolean): void {
-    let st = stations.get(r.device);
-    if (!st) {
-      st = { id: r.device, zone: r.zone, hours: new Map(), newestHour: 0, hour: null, day: null };
-      stations.set(r.device, st);
-    }
+    const st = stations.get(r.device) ?? newStation(r.device, r.zone);
     st.zone = r.zone;
     const hour = hourStart(r.time);
-    let added = false;
+    // Older than the hours kept: it would be pruned at once, and changes no index that can still be computed.
+    if (hour < st.newestHour - opts.airHoursKept * HOUR_MS) return;
+    let b: Map<VnPollutant, Acc> | undefined;
     for (const p of VN_POLLUTANTS) {
       const v = r.fields[p];
       if (typeof v !== 'number') continue;
-      let b = st.hours.get(hour);
+      b ??= st.hours.get(hour);
       if (!b) {
         b = new Map();
         st.hours.set(hour, b);
       }
-      const a = b.get(p) ?? { sum: 0, n: 0 };
-      a.sum += v;
-      a.n++;
-      b.set(p, a);
-      added = true;
+      const a = b.get(p);
+      if (a) {
+        a.sum += v;
+        a.n++;
+      } else b.set(p, { sum: v, n: 1 });
     }
-    if (!added) return;
-    st.newestHour = Math.max(st.newestHour, hour);
-    pruneHours(st);
-    if (live) recomputeStation(st, hour);
+    if (!b) return;
+    if (hour > st.newestHour) {
+      st.newestHour = hour;
+      pruneHours(st);
+    }
+    if (live) airChanged(st, hour);
+  }
+
+  /**
+   * Hour `hour` of the station changed: its indices are computed now when the last computation is at least
+   * aqiEmitIntervalMs old (a station reporting every minute is computed on each reading, as before), else once
+   * that interval has passed, for every hour that changed meanwhile (a new hour, a late reading, a backlog).
+   */
+  function airChanged(st: Station, hour: number): void {
+    st.changed.add(hour);
+    if (st.timer) return;
+    const wait = st.computedAt + opts.aqiEmitIntervalMs - Date.now();
+    if (wait <= 0) computeStation(st);
+    else st.timer = setTimeout(() => computeStation(st), wait);
+  }
+
+  let airComputations = 0;
+
+  /** Computes a station's indices from its hour means: its newest hour and day, and the hours that changed before it. */
+  function computeStation(st: Station, emit = !stopped): void {
+    clearTimeout(st.timer);
+    st.timer = undefined;
+    if (!st.changed.size) return;
+    const late = [...st.changed].filter((h) => h < st.newestHour);
+    st.changed.clear();
+    st.computedAt = Date.now();
+    airComputations++;
+    try {
+      recomputeStation(st, late, emit);
+    } catch (err) {
+      log.error({ err, station: st.id }, 'air-quality index computation failed');
+    }
   }
 
   function pruneHours(st: Station): void {
@@ -287,20 +371,81 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
     for (const h of st.hours.keys()) if (h < oldest) st.hours.delete(h);
   }
 
-  /** Recomputes the index of `hour` (stored) and of the station's newest hour (current: stored and emitted). */
-  function recomputeStation(st: Station, hour: number | undefined, emit = true): void {
-    const hours = hour === undefined || hour === st.newestHour ? [st.newestHour] : [hour, st.newestHour];
-    for (const h of hours) {
-      const ev = stationEvents(st, h);
-      for (const e of [ev.hour, ev.day]) {
-        store(`a|station|${st.id}|${e.period}|${e.time}`, () => aqiLine(e), 'airQuality', st.id);
-        if (h !== st.newestHour) continue;
-        if (e.period === 'hour') st.hour = e;
-        else st.day = e;
-        if (emit) throttled(`aqi|station|${st.id}|${e.period}`, opts.aqiEmitIntervalMs, () => deps.bus.emit('aqi', e));
+  /**
+   * The hours and city days whose stored index a reading of `hour` changes, besides the station's newest hour
+   * and its day (recomputed on every reading): a late hour changes the hourly index of every hour whose NowCast
+   * window holds it (itself and the 11 after it, up to the newest), the daily index of its day, and, when it is
+   * one of the 7 last hours of its day, the next day's (its O3 8-hour means reach back into them). Only hours and
+   * days whose inputs are all still kept in memory: the others cannot be recomputed from it.
+   */
+  function affectedByLateHour(st: Station, hour: number): { hours: number[]; days: number[] } {
+    if (hour >= st.newestHour || !st.hours.has(hour)) return { hours: [], days: [] };
+    const oldestKept = st.newestHour - opts.airHoursKept * HOUR_MS;
+    const hours: number[] = [];
+    for (let h = hour; h < st.newestHour && h < hour + NOWCAST_HOURS * HOUR_MS; h += HOUR_MS) {
+      if (h - (NOWCAST_HOURS - 1) * HOUR_MS >= oldestKept) hours.push(h);
+    }
+    const newestDay = clock.dayStart(st.newestHour);
+    const days: number[] = [];
+    for (const d of new Set([clock.dayStart(hour), clock.dayStart(hour + O3_8H_PREVIOUS_HOURS * HOUR_MS)])) {
+      if (d < newestDay && d - O3_8H_PREVIOUS_HOURS * HOUR_MS >= oldestKept) days.push(d);
+    }
+    return { hours, days };
+  }
+
+  /**
+   * Recomputes the station's newest hour and its day (current: stored and emitted) and, for the hours before it
+   * that changed (`lateHours`), the stored indices they change (affectedByLateHour).
+   */
+  function recomputeStation(st: Station, lateHours: readonly number[], emit = true): void {
+    const key = (e: AqiEvent) => `a|station|${st.id}|${e.period}|${e.time}`;
+    if (lateHours.length) {
+      // Several late hours (a computation covers every hour changed since the last): each index they change once.
+      const hours = new Set<number>();
+      const days = new Set<number>();
+      for (const hour of lateHours) {
+        const a = affectedByLateHour(st, hour);
+        for (const h of a.hours) hours.add(h);
+        for (const d of a.days) days.add(d);
       }
+      const late = { hours: [...hours].sort((x, y) => x - y), days: [...days].sort((x, y) => x - y) };
+      for (const h of late.hours) {
+        const e = hourEvent(st, h);
+        store(key(e), () => aqiLine(e), 'airQuality', st.id);
+      }
+      for (const d of late.days) {
+        const e = dayEvent(st, d);
+        store(key(e), () => aqiLine(e), 'airQuality', st.id);
+      }
+      recomputeZonePast(st.zone, late);
+    }
+    for (const e of [hourEvent(st, st.newestHour), dayEvent(st, clock.dayStart(st.newestHour))]) {
+      store(key(e), () => aqiLine(e), 'airQuality', st.id);
+      if (e.period === 'hour') st.hour = e;
+      else st.day = e;
+      if (emit) throttled(`aqi|station|${st.id}|${e.period}`, opts.aqiEmitIntervalMs, () => deps.bus.emit('aqi', e));
     }
     recomputeZone(st.zone, emit);
+  }
+
+  /**
+   * The zone's index for one hour or day: its worst station's (the highest VN_AQI and, separately, the highest
+   * EPA AQI) among `evs`, the members' indices for that period; a day without any station's daily index carries
+   * the hours of its most complete station.
+   */
+  function zoneEvent(zone: string, period: AqiEvent['period'], time: number, evs: AqiEvent[]): AqiEvent {
+    const worst = (pick: (e: AqiEvent) => number) => evs.reduce((a, b) => (pick(b) > pick(a) ? b : a));
+    const e: AqiEvent = {
+      scope: 'zone',
+      id: zone,
+      zone,
+      period,
+      time,
+      vn: worst((x) => x.vn?.aqi ?? -1).vn,
+      epa: worst((x) => x.epa?.aqi ?? -1).epa,
+    };
+    if (period === 'day') e.hours = Math.max(...evs.map((x) => x.hours ?? 0));
+    return e;
   }
 
   function recomputeZone(zone: string, emit: boolean): void {
@@ -310,22 +455,37 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
       const evs = members.map((s) => s[period]).filter((e): e is AqiEvent => !!e);
       if (!evs.length) continue;
       const newest = Math.max(...evs.map((e) => e.time));
-      const now = evs.filter((e) => e.time === newest);
-      const worst = (pick: (e: AqiEvent) => number) => now.reduce((a, b) => (pick(b) > pick(a) ? b : a));
-      const e: AqiEvent = {
-        scope: 'zone',
-        id: zone,
+      const e = zoneEvent(
         zone,
         period,
-        time: newest,
-        vn: worst((x) => x.vn?.aqi ?? -1).vn,
-        epa: worst((x) => x.epa?.aqi ?? -1).epa,
-      };
+        newest,
+        evs.filter((x) => x.time === newest),
+      );
       cur[period] = e;
       store(`a|zone|${zone}|${period}|${newest}`, () => aqiLine(e), 'airQuality', zone);
       if (emit) throttled(`aqi|zone|${zone}|${period}`, opts.aqiEmitIntervalMs, () => deps.bus.emit('aqi', e));
     }
     zoneAqi.set(zone, cur);
+  }
+
+  /**
+   * Recomputes the zone's stored index of past hours and days a late reading changed, from the indices of its
+   * stations that have hourly means in that hour (or day), as the live path counted the stations reporting then.
+   */
+  function recomputeZonePast(zone: string, late: { hours: number[]; days: number[] }): void {
+    const members = [...stations.values()].filter((s) => s.zone === zone);
+    const pastOf = (period: AqiEvent['period'], time: number) => {
+      const evs: AqiEvent[] = [];
+      for (const s of members) {
+        if (period === 'hour' && s.hours.has(time)) evs.push(hourEvent(s, time));
+        else if (period === 'day' && [...s.hours.keys()].some((h) => h >= time && h < time + 24 * HOUR_MS)) evs.push(dayEvent(s, time));
+      }
+      if (!evs.length) return;
+      const e = zoneEvent(zone, period, time, evs);
+      store(`a|zone|${zone}|${period}|${time}`, () => aqiLine(e), 'airQuality', zone);
+    };
+    for (const h of late.hours) pastOf('hour', h);
+    for (const d of late.days) pastOf('day', d);
   }
 
   // ---------- traffic ----------
@@ -673,11 +833,7 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
     );
     for (const row of air) {
       const id = row.device as string;
-      let st = stations.get(id);
-      if (!st) {
-        st = { id, zone: row.zone as string, hours: new Map(), newestHour: 0, hour: null, day: null };
-        stations.set(id, st);
-      }
+      const st = stations.get(id) ?? newStation(id, row.zone as string);
       const hour = row.time as number;
       const b = new Map<VnPollutant, Acc>();
       for (const p of VN_POLLUTANTS) {
@@ -689,7 +845,7 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
       st.hours.set(hour, b);
       st.newestHour = Math.max(st.newestHour, hour);
     }
-    for (const st of stations.values()) recomputeStation(st, undefined, false);
+    for (const st of stations.values()) recomputeStation(st, [], false);
 
     // Traffic: replay the raw readings of the last window.
     const traffic = await query(
@@ -757,6 +913,7 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
       if (!started || stopped) return;
       stopped = true;
       deps.bus.off('reading', onReading);
+      for (const st of stations.values()) computeStation(st, false); // deferred computations: their points are stored below
       clearInterval(storeTimer);
       clearTimeout(indicatorTimer);
       for (const t of emitTimers.values()) clearTimeout(t);
@@ -765,6 +922,8 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
       await writer.stop();
     },
     currentAqi() {
+      // A reader gets the indices of every reading received, not those of the last throttled computation.
+      if (!stopped) for (const st of stations.values()) if (st.timer) computeStation(st);
       return {
         stations: [...stations.values()]
           .filter((s) => s.hour || s.day)
@@ -772,6 +931,7 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
         zones: [...zoneAqi.values()],
       };
     },
+    airComputations: () => airComputations,
     indicators(filter = {}) {
       const out: IndicatorEvent[] = [];
       const fam = (f: Family) => !filter.family || filter.family === f;

@@ -141,20 +141,34 @@ export function vnAqi(c: VnConcentrations): IndexValue | null {
   return indexValue(raw, vnCategory);
 }
 
+/**
+ * Tolerance of the rounding: the interpolation's binary floating point leaves an exact half a few ulps short
+ * (O3 161.2 µg/m³ is exactly 51.5 but computes as 51.49999999999999), far below this.
+ */
+export const ROUNDING_EPSILON = 1e-9;
+
+/**
+ * An index rounded to an integer, half up on the exact value [QĐ-1459: 55.7 µg/m³ PM2.5 → 109.5 → 110]: a value
+ * within ROUNDING_EPSILON below a half counts as the half.
+ */
+export function roundIndex(x: number): number {
+  return Math.floor(x + 0.5 + ROUNDING_EPSILON);
+}
+
 function indexValue(raw: Partial<Record<string, number>>, cat: (aqi: number) => AqiCategory): IndexValue | null {
   let dominant = '';
   let max = -1;
   const subIndices: Record<string, number> = {};
   for (const [p, s] of Object.entries(raw)) {
     if (s === undefined) continue;
-    subIndices[p] = Math.round(s);
+    subIndices[p] = roundIndex(s);
     if (s > max) {
       max = s;
       dominant = p;
     }
   }
   if (max < 0) return null;
-  const aqi = Math.round(max);
+  const aqi = roundIndex(max);
   const k = cat(aqi);
   return { aqi, level: k.level, category: k.key, dominant, subIndices };
 }
@@ -216,38 +230,64 @@ export function vnHourlyAqi(series: HourlySeries): IndexValue | null {
   return vnAqi(hourlyConcentrations(series));
 }
 
-/** Hourly means of one day per pollutant in time order (index 0 = the day's first hour; missing = null). */
-export type DaySeries = Partial<Record<VnPollutant, readonly MaybeNumber[]>>;
+/**
+ * Hourly means of one city day per pollutant in time order: index 0 = the day's first hour (the one ending 01:00)
+ * .. 23 = its last (ending 00:00); missing = null. `o3PreviousEvening` holds the O3 means of the 7 hours before
+ * the day (ending 18:00 .. 00:00 of the previous day, oldest first): the day's first 8-hour O3 means reach back
+ * into them.
+ */
+export type DaySeries = Partial<Record<VnPollutant, readonly MaybeNumber[]>> & { o3PreviousEvening?: readonly MaybeNumber[] };
+
+/** Hours of the previous day an 8-hour O3 mean of the day reaches back into (the one ending 01:00 starts 17:00). */
+export const O3_8H_PREVIOUS_HOURS = 7;
 
 /**
- * [CP] An 8-hour rolling mean needs at least this many of its 8 hourly means (75 %, as the US EPA rule for O3);
- * windows lie within the day.
+ * [CP] An 8-hour mean needs at least this many of its 8 hourly means (75 %, as the US EPA rule for O3).
  */
 export const O3_8H_MIN_HOURS = 6;
 
 /**
+ * A daily value of a pollutant needs at least this many of the day's 24 hourly means (75 %, the US EPA rule,
+ * applied to VN_AQI too): with fewer, the day has no daily value of it yet.
+ */
+export const DAY_MIN_HOURS = 18;
+
+const presentValues = (xs: readonly MaybeNumber[] | undefined): number[] =>
+  (xs ?? []).filter((v): v is number => typeof v === 'number' && Number.isFinite(v));
+
+/** The day's hours with a PM mean (the more complete of PM2.5 and PM10): the daily VN_AQI needs DAY_MIN_HOURS. */
+export function dayPmHours(day: DaySeries): number {
+  return Math.max(presentValues(day.pm25?.slice(0, 24)).length, presentValues(day.pm10?.slice(0, 24)).length);
+}
+
+/**
  * The concentrations the daily index uses [QĐ-1459]: PM the 24-hour mean (of the hours present), SO2, NO2 and
- * CO the day's maximum 1-hour mean, O3 the day's maximum 1-hour mean (1 h row) and maximum 8-hour rolling mean
- * (8 h row; not used above 400 µg/m³).
+ * CO the day's maximum 1-hour mean, O3 the day's maximum 1-hour mean (1 h row) and maximum 8-hour mean (8 h row;
+ * not used above 400 µg/m³). The day has 24 eight-hour O3 means, one ending at each of its hours, the first
+ * reaching back to the previous day's hour ending 18:00. A pollutant with fewer than DAY_MIN_HOURS hourly means
+ * in the day is left out.
  */
 export function dailyConcentrations(day: DaySeries): VnConcentrations {
   const out: VnConcentrations = {};
-  const present = (xs: readonly MaybeNumber[] | undefined) =>
-    (xs ?? []).filter((v): v is number => typeof v === 'number' && Number.isFinite(v));
   for (const p of ['pm25', 'pm10'] as const) {
-    const v = present(day[p]);
-    if (v.length) out[p] = v.reduce((a, b) => a + b, 0) / v.length;
+    const v = presentValues(day[p]?.slice(0, 24));
+    if (v.length >= DAY_MIN_HOURS) out[p] = v.reduce((a, b) => a + b, 0) / v.length;
   }
   for (const p of ['so2', 'no2', 'co'] as const) {
-    const v = present(day[p]);
-    if (v.length) out[p] = Math.max(...v);
+    const v = presentValues(day[p]?.slice(0, 24));
+    if (v.length >= DAY_MIN_HOURS) out[p] = Math.max(...v);
   }
-  const o3 = day.o3 ?? [];
-  const o3v = present(o3);
-  if (o3v.length) out.o3_1h = Math.max(...o3v);
+  const o3 = Array.from({ length: 24 }, (_, i) => day.o3?.[i]);
+  const o3v = presentValues(o3);
+  if (o3v.length < DAY_MIN_HOURS) return out;
+  out.o3_1h = Math.max(...o3v);
+  const before = day.o3PreviousEvening ?? [];
+  // The 7 evening hours (missing ones as undefined) then the day's 24: the window ending at the day's hour i is
+  // hours i .. i + 7 of this array.
+  const hours = [...Array.from({ length: O3_8H_PREVIOUS_HOURS }, (_, i) => before[before.length - O3_8H_PREVIOUS_HOURS + i]), ...o3];
   let max8: number | undefined;
-  for (let end = 7; end < o3.length; end++) {
-    const w = present(o3.slice(end - 7, end + 1));
+  for (let end = O3_8H_PREVIOUS_HOURS; end < hours.length; end++) {
+    const w = presentValues(hours.slice(end - 7, end + 1));
     if (w.length < O3_8H_MIN_HOURS) continue;
     const m = w.reduce((a, b) => a + b, 0) / w.length;
     if (max8 === undefined || m > max8) max8 = m;

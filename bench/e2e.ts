@@ -15,29 +15,32 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { HostRequest, HostResponse, HostStarted } from './platform-host.ts';
+import { deviceFamilies, type Load } from './families.ts';
 import { benchOverrides, provisionBenchDevices, type PlatformOptions } from './settings.ts';
 export { RATE_LIMIT_OFF } from './settings.ts';
 import { loadConfig, type ConfigInput } from '../platform/config.ts';
 import { startLocalInflux, type LocalInflux } from '../platform/influxdb-local.ts';
 import { createPlatform, type Platform, type PlatformAddresses } from '../platform/platform.ts';
 import { Aedes } from 'aedes';
-import type {
-  BenchDevice,
-  IdleArgs,
-  IdleResult,
-  LatencyArgs,
-  LatencyResult,
-  LoadClient,
-  LoadRequest,
-  LoadResponse,
-  SinkArgs,
-  SinkResult,
-  SocketsArgs,
-  SocketsResult,
-  StormArgs,
-  StormResult,
-  ThroughputArgs,
-  ThroughputResult,
+import type { Family } from '../ingest/contract.ts';
+import {
+  COUNTED_FIELD,
+  type BenchDevice,
+  type IdleArgs,
+  type IdleResult,
+  type LatencyArgs,
+  type LatencyResult,
+  type LoadClient,
+  type LoadRequest,
+  type LoadResponse,
+  type SinkArgs,
+  type SinkResult,
+  type SocketsArgs,
+  type SocketsResult,
+  type StormArgs,
+  type StormResult,
+  type ThroughputArgs,
+  type ThroughputResult,
 } from './load.ts';
 import { summarize, type LatencySummary } from './stats.ts';
 
@@ -52,6 +55,8 @@ export interface BenchEnv {
   load: LoadGenerator;
   /** The devices' MQTT client in every load and the baseline's subscriber (bench/lean-client.ts or MQTT.js). */
   client: LoadClient;
+  /** What the devices of every run report, unless a run says otherwise: the city's mix or one family. */
+  families: Load;
   /**
    * A second device process, started on first use: the baseline's subscriber, the fan-out's load sockets, and
    * half of the idle devices (a process may hold 20,000 file descriptors).
@@ -76,7 +81,7 @@ export async function restartInflux(env: BenchEnv): Promise<void> {
   env.influx = await startLocalInflux({ dir, port });
 }
 
-export async function startBenchEnv(client: LoadClient = 'lean'): Promise<BenchEnv> {
+export async function startBenchEnv(client: LoadClient = 'lean', families: Load = 'mix'): Promise<BenchEnv> {
   const tmp = await mkdtemp(join(tmpdir(), 'citypulse-bench-'));
   let env: BenchEnv | undefined;
   let influx: LocalInflux | undefined;
@@ -103,6 +108,7 @@ export async function startBenchEnv(client: LoadClient = 'lean'): Promise<BenchE
       influxVersion,
       load,
       client,
+      families,
       helper: () => (second ??= new LoadGenerator()),
       dir: tmp,
       active,
@@ -248,6 +254,9 @@ export interface CpuShare {
   mainThread: number;
   /** The store worker thread (durable log, InfluxDB writer), % of one core; NaN where not measured. */
   storeThread: number;
+  /** CPU time of the main thread and of the store worker thread meanwhile, ms (per reading: ÷ readings). */
+  mainThreadMs: number;
+  storeThreadMs: number;
 }
 
 /**
@@ -273,6 +282,8 @@ function cpuMeter(influxdPid: number | undefined, storeThreadId?: number): { sto
       const pct = (cpuMs: number) => (100 * cpuMs) / wallMs;
       const platform = (own.user + own.system) / 1000;
       const influxd = influxCpuMs() - influx0;
+      const mainMs = threadMs(process.pid) - main0;
+      const storeMs = threadMs(storeThreadId) - store0;
       return {
         platform: pct(platform),
         devices: pct(devicesCpuMs),
@@ -281,8 +292,10 @@ function cpuMeter(influxdPid: number | undefined, storeThreadId?: number): { sto
         others: Math.max(0, pct(machine1.busy - machine0.busy - platform - devicesCpuMs - influxd)),
         idle: pct(machine1.idle - machine0.idle),
         platformMs: platform,
-        mainThread: pct(threadMs(process.pid) - main0),
-        storeThread: pct(threadMs(storeThreadId) - store0),
+        mainThread: pct(mainMs),
+        storeThread: pct(storeMs),
+        mainThreadMs: mainMs,
+        storeThreadMs: storeMs,
       };
     },
   };
@@ -366,13 +379,17 @@ async function dropDatabase(influxUrl: string, database: string): Promise<void> 
   }
 }
 
-/** Starts a fresh platform (own data folder and database) with `deviceCount` traffic counters, runs `fn`, cleans up. */
+/**
+ * Starts a fresh platform (own data folder and database) with `deviceCount` devices of `families` (the bench's
+ * choice unless the run says otherwise), runs `fn`, cleans up.
+ */
 async function withPlatform<T>(
   env: BenchEnv,
   name: string,
   deviceCount: number,
   fn: (ctx: RunContext) => Promise<T>,
   opts: PlatformOptions = {},
+  families: Load = env.families,
 ): Promise<T> {
   const dataDir = await mkdtemp(join(env.dir, 'platform-'));
   const database = `bench_${name}`;
@@ -390,7 +407,7 @@ async function withPlatform<T>(
   const cleanup = runCleanup(env, database, dataDir, () => platform.stop());
   try {
     const addr = await platform.start();
-    const devices = await provisionBenchDevices(platform, deviceCount);
+    const devices = await provisionBenchDevices(platform, deviceFamilies(families, deviceCount));
     // The platform's event-loop delay over the run (what every reading waits behind), printed per run.
     const loop = monitorEventLoopDelay({ resolution: 5 });
     loop.enable();
@@ -447,11 +464,16 @@ export interface ThroughputOptions {
   readingsPerMessage: number;
   /** durability.fsync (true is the default). */
   fsync: boolean;
+  /** What the devices report (default: the bench's choice, BenchEnv.families). */
+  families?: Load;
 }
 
 export interface ThroughputRun {
   fsync: boolean;
+  families: Load;
   ackedReadings: number;
+  /** Acknowledged readings per family (a mix: how the load split). */
+  readingsByFamily: Partial<Record<Family, number>>;
   ackedMessages: number;
   storedReadings: number;
   /** acked − stored: acknowledged readings that are not in InfluxDB after flush (negative = more stored). */
@@ -494,7 +516,9 @@ export async function runThroughput(env: BenchEnv, o: ThroughputOptions, name: s
       const endToEndSeconds = Number(flushedNs - r.startNs) / 1e9;
       return {
         fsync: o.fsync,
+        families: o.families ?? env.families,
         ackedReadings: r.readings,
+        readingsByFamily: r.readingsByFamily,
         ackedMessages: r.messages,
         storedReadings: stored,
         loss: r.readings - stored,
@@ -509,6 +533,7 @@ export async function runThroughput(env: BenchEnv, o: ThroughputOptions, name: s
       };
     },
     { fsync: o.fsync },
+    o.families,
   );
 }
 
@@ -743,10 +768,14 @@ function writerCounters(platform: Platform): WriterCounters {
   };
 }
 
-/** Points of the traffic measurement in the run's database (its default retention policy is the platform's). */
+/** Readings stored in the run's database, every family's measurement (its default retention policy is the platform's). */
 async function countReadings(influxUrl: string, database: string): Promise<number> {
-  const body = await influxQuery(influxUrl, database, 'SELECT count("intensity") FROM "traffic"');
-  return (body.results?.[0]?.series?.[0]?.values[0]?.[1] as number | undefined) ?? 0;
+  let n = 0;
+  for (const [family, field] of Object.entries(COUNTED_FIELD)) {
+    const body = await influxQuery(influxUrl, database, `SELECT count("${field}") FROM "${family}"`);
+    n += (body.results?.[0]?.series?.[0]?.values[0]?.[1] as number | undefined) ?? 0;
+  }
+  return n;
 }
 
 type QueryBody = { results?: { series?: { values: unknown[][] }[]; error?: string }[] };
@@ -783,7 +812,7 @@ export interface BaselineRun {
  */
 export async function runBaseline(
   env: BenchEnv,
-  o: { devices: number; seconds: number; window: number; readingsPerMessage: number },
+  o: { devices: number; seconds: number; window: number; readingsPerMessage: number; families?: Load },
 ): Promise<BaselineRun> {
   const aedes = await Aedes.createBroker();
   const server = net.createServer(aedes.handle);
@@ -792,7 +821,11 @@ export async function runBaseline(
   const sink = env.helper();
   try {
     await sink.sink({ mqttUrl: url, client: env.client, topic: 'devices/+/telemetry' });
-    const devices = Array.from({ length: o.devices }, (_, i) => ({ id: `tf-base-${String(i).padStart(4, '0')}`, token: 'x' }));
+    const devices = deviceFamilies(o.families ?? env.families, o.devices).map((family, i) => ({
+      id: `base-${String(i).padStart(4, '0')}`,
+      token: 'x',
+      family,
+    }));
     const cpu = cpuMeter(env.influx.pid);
     const { result: r, cpuMs } = await env.load.throughput({
       mqttUrl: url,

@@ -1,10 +1,11 @@
 /**
  * citypulse end-to-end benchmark: MQTT devices → broker → ingest (durable log) → InfluxDB and the live socket.io API.
  *
- *   npm run bench [-- all|throughput|latency|fanout|connections|storm|drain] [--devices=50] [--seconds=6] [--runs=3]
- *                 [--window=20] [--rate=5000] [--latency-seconds=10] [--samples=20] [--warmup=3] [--drain-readings=200000]
- *                 [--idle-devices=15000] [--connect-concurrency=500] [--settle-seconds=90] [--storm-devices=10000]
- *                 [--storm-backlog=60] [--storm-sockets=0] [--sockets=200] [--client=lean|mqttjs]
+ *   npm run bench [-- all|throughput|families|latency|fanout|connections|storm|drain] [--devices=50] [--seconds=6]
+ *                 [--runs=3] [--window=20] [--rate=5000] [--latency-seconds=10] [--samples=20] [--warmup=3]
+ *                 [--drain-readings=200000] [--idle-devices=15000] [--connect-concurrency=500] [--settle-seconds=90]
+ *                 [--storm-devices=10000] [--storm-backlog=60] [--storm-sockets=0] [--sockets=200] [--client=lean|mqttjs]
+ *                 [--family=mix|air|traffic|light]
  *
  * Everything runs on this machine over loopback: a private InfluxDB in a temp folder, a fresh platform per run
  * on ephemeral ports, and the devices in a child process. Prints each run, the medians, and a markdown table
@@ -12,9 +13,15 @@
  *
  * Every load's devices (and the bare-Aedes baseline's subscriber) use the lean MQTT client (bench/lean-client.ts:
  * MQTT.js' CPU on the same 2 cores would be the platform's share, and in latency and fan-out the measuring
- * socket shares the devices' event loop); --client=mqttjs runs them on MQTT.js.
+ * socket shares the devices' event loop); --client=mqttjs runs them on MQTT.js. The devices report the city's
+ * own mix of families (bench/families.ts: air stations, traffic counters and street lights as the city profile's
+ * fleet reports them), or one family alone with --family=air|traffic|light; the idle devices of `connections`
+ * send nothing and are traffic counters.
  * - throughput: QoS 1 at 1 and 10 readings/message, each run once with durability.fsync on (the default) and
  *   once off, alternating, so both settings see the same machine conditions.
+ * - families: the throughput run (1 reading/message, fsync on) with each family alone and with the mix, the
+ *   order rotating from run to run; the platform's CPU per reading per family (all threads, main thread, store
+ *   thread) and each family's ratio to a traffic reading.
  * - latency: publish → socket.io and publish → queryable at a steady rate (platform defaults).
  *   Beside each, a bare Aedes broker relaying the same load to one QoS 1 subscriber (the in-run baseline).
  * - fanout: the latency run with 200 dashboard sockets subscribed to everything (batched, and once one event per reading).
@@ -53,12 +60,13 @@ import {
   type StormRun,
   type ThroughputRun,
 } from './e2e.ts';
+import { describeFamilies, describeShares, deviceFamilies, LOADS, type Load } from './families.ts';
 import type { LoadClient } from './load.ts';
 import { somaxconn } from '../broker/index.ts';
 import { int, markdownTable, median, ms, percentileSorted, textTable } from './stats.ts';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
-const COMMANDS = ['all', 'throughput', 'latency', 'connections', 'storm', 'fanout', 'drain'] as const;
+const COMMANDS = ['all', 'throughput', 'families', 'latency', 'connections', 'storm', 'fanout', 'drain'] as const;
 type Command = (typeof COMMANDS)[number];
 
 /** A mistake on the command line: the message is enough, no stack trace. */
@@ -90,6 +98,7 @@ type OptionName = keyof typeof OPTIONS;
 /** The options each sub-command's figures depend on (for the exact command in the README table). */
 const USES: Record<Exclude<Command, 'all'>, OptionName[]> = {
   throughput: ['devices', 'seconds', 'runs', 'window', 'warmup'],
+  families: ['devices', 'seconds', 'runs', 'window', 'warmup'],
   latency: ['devices', 'rate', 'latency-seconds', 'samples', 'runs', 'warmup'],
   connections: ['idle-devices', 'connect-concurrency', 'settle-seconds', 'runs'],
   storm: ['storm-devices', 'storm-backlog', 'storm-sockets', 'connect-concurrency', 'runs'],
@@ -121,6 +130,8 @@ interface Options {
   sockets: number;
   /** The devices' MQTT client (every load, and the baseline's subscriber). */
   client: LoadClient;
+  /** What the devices report: the city's mix of families or one family (`families` runs each in turn). */
+  family: Load;
   /** Every option by its command-line name, to print the exact command of a figure. */
   values: Record<OptionName, number>;
 }
@@ -135,10 +146,13 @@ function parseOptions(argv: string[]): Options {
     options: {
       ...Object.fromEntries(Object.entries(OPTIONS).map(([name, [def]]) => [name, { type: 'string' as const, default: String(def) }])),
       client: { type: 'string' as const, default: 'lean' },
+      family: { type: 'string' as const, default: 'mix' },
     },
   });
   const client = values.client as LoadClient;
   if (!CLIENTS.includes(client)) throw new UsageError(`--client must be one of ${CLIENTS.join(', ')}`);
+  const family = values.family as Load;
+  if (!LOADS.includes(family)) throw new UsageError(`--family must be one of ${LOADS.join(', ')}`);
   const command = (positionals[0] ?? 'all') as Command;
   if (!COMMANDS.includes(command) || positionals.length > 1)
     throw new UsageError(`usage: bench/index.ts [${COMMANDS.join('|')}] [--option=value ...]`);
@@ -167,6 +181,7 @@ function parseOptions(argv: string[]): Options {
     stormSockets: v['storm-sockets'],
     sockets: v.sockets,
     client,
+    family,
     values: v,
   };
 }
@@ -175,6 +190,7 @@ function parseOptions(argv: string[]): Options {
 function commandFor(o: Options, sub: Exclude<Command, 'all'>): string {
   const extra = USES[sub].filter((n) => o.values[n] !== OPTIONS[n][0]).map((n) => ` --${n}=${o.values[n]}`);
   if (o.client !== 'lean') extra.push(` --client=${o.client}`); // every sub-command's devices use it
+  if (o.family !== 'mix' && sub !== 'families' && sub !== 'connections') extra.push(` --family=${o.family}`);
   return `\`npm run bench -- ${sub}${extra.join('')}\``;
 }
 
@@ -315,10 +331,16 @@ interface Figure {
 
 const fsyncLabel = (on: boolean) => (on ? 'fsync on' : 'fsync off');
 
+/** What `count` devices of a load report, for the titles: "the city's mix (3 air, 29 traffic, 18 light)". */
+function loadLabel(load: Load, count: number): string {
+  const split = describeFamilies(deviceFamilies(load, count));
+  return load === 'mix' ? `the city's mix of families (${split})` : `${split} devices only`;
+}
+
 async function throughputPhase(env: BenchEnv, o: Options, readingsPerMessage: number): Promise<Figure[]> {
   const title = `Throughput, QoS 1 end to end, ${readingsPerMessage} reading${readingsPerMessage > 1 ? 's' : ''}/message`;
   console.log(
-    `\n${title}: ${o.devices} devices, ${o.window} unacked publishes per device, ${o.seconds} s, ${o.runs} runs` +
+    `\n${title}: ${o.devices} devices (${loadLabel(o.family, o.devices)}), ${o.window} unacked publishes per device, ${o.seconds} s, ${o.runs} runs` +
       ' each with durability.fsync on (default) and off, alternating',
   );
   const opts = { devices: o.devices, window: o.window, readingsPerMessage };
@@ -409,7 +431,7 @@ async function throughputPhase(env: BenchEnv, o: Options, readingsPerMessage: nu
   const totalLoss = all.reduce((s, r) => s + r.loss, 0);
   const totalAcked = all.reduce((s, r) => s + r.ackedReadings, 0);
   const cmd = commandFor(o, 'throughput');
-  const what = `${o.devices} devices, QoS 1, ${readingsPerMessage} reading${readingsPerMessage > 1 ? 's' : ''}/message`;
+  const what = `${o.devices} devices${o.family === 'mix' ? '' : ` (${o.family} only)`}, QoS 1, ${readingsPerMessage} reading${readingsPerMessage > 1 ? 's' : ''}/message`;
   return [
     {
       figure: `Stored readings/s end to end, fsync on (default), zero loss (${what}); ratio to a bare Aedes broker relaying the same load to one subscriber in the same run`,
@@ -444,6 +466,82 @@ async function throughputPhase(env: BenchEnv, o: Options, readingsPerMessage: nu
       command: cmd,
     },
   ];
+}
+
+/** The loads of the families phase: each family alone, then the city's mix. */
+const FAMILY_LOADS: readonly Load[] = ['air', 'traffic', 'light', 'mix'];
+
+/**
+ * Each family alone and the city's mix, 1 reading/message, fsync on (the throughput run's default settings), the
+ * order rotating from run to run so that a machine getting busier or quieter does not favour one family. Prints
+ * the platform's CPU per reading of each load (all its threads; its main thread, where MQTT, validation,
+ * analytics, alarms and the live sockets run; its store worker thread) and each family's ratio to traffic.
+ */
+async function familiesPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
+  console.log(
+    `\nCPU per reading per family: ${o.devices} devices, QoS 1, 1 reading/message, fsync on, ${o.window} unacked publishes per` +
+      ` device, ${o.seconds} s, ${o.runs} runs of each load: ${FAMILY_LOADS.map((l) => `${l} (${loadLabel(l, o.devices)})`).join('; ')}`,
+  );
+  const opts = { devices: o.devices, window: o.window, readingsPerMessage: 1, fsync: true };
+  if (o.warmup) {
+    const w = await runThroughput(env, { ...opts, seconds: o.warmup, families: 'mix' }, 'fam_warmup');
+    console.log(`  warm-up ${o.warmup} s, the mix (not counted): ${int(w.storedPerSecond)} stored readings/s, loss ${int(w.loss)}`);
+    explainLoss([w], 'warm-up');
+  }
+  const runs = new Map<Load, ThroughputRun[]>(FAMILY_LOADS.map((l) => [l, []]));
+  for (let i = 0; i < o.runs; i++) {
+    const order = FAMILY_LOADS.map((_, k) => FAMILY_LOADS[(k + i) % FAMILY_LOADS.length] as Load);
+    for (const load of order) {
+      const r = await runThroughput(env, { ...opts, seconds: o.seconds, families: load }, `fam_${load}_${i + 1}`);
+      (runs.get(load) as ThroughputRun[]).push(r);
+    }
+    process.stdout.write(`  run ${i + 1}/${o.runs} done (${order.join(', ')})\n`);
+  }
+  const perReading = (ms: number, r: ThroughputRun) => (1000 * ms) / Math.max(1, r.ackedReadings);
+  const platformUs = (r: ThroughputRun) => perReading(r.cpu.platformMs, r);
+  const mainUs = (r: ThroughputRun) => perReading(r.cpu.mainThreadMs, r);
+  const storeUs = (r: ThroughputRun) => perReading(r.cpu.storeThreadMs, r);
+  const us = (n: number) => (Number.isNaN(n) ? '–' : n.toFixed(1));
+  console.log(
+    runsTable(
+      ['', 'acked', 'stored', 'loss', 'stored/s', 'µs/reading platform', 'main thread', 'store thread', ...CPU_HEADER],
+      FAMILY_LOADS.map((l) => [l, runs.get(l) as ThroughputRun[]]),
+      (r) => [r.ackedReadings, r.storedReadings, r.loss, r.storedPerSecond, platformUs(r), mainUs(r), storeUs(r), ...cpuCells(r.cpu)],
+      [int, int, int, int, us, us, us, ...CPU_FORMAT],
+    ),
+  );
+  const mix = runs.get('mix') as ThroughputRun[];
+  console.log(`  the mix's readings by family, run by run: ${mix.map((r) => describeShares(r.readingsByFamily)).join(' | ')}`);
+  const med = (l: Load, f: (r: ThroughputRun) => number) => median((runs.get(l) as ThroughputRun[]).map(f));
+  const vsTraffic = (l: Load, f: (r: ThroughputRun) => number) => med(l, f) / med('traffic', f);
+  console.log(
+    textTable(
+      ['load', 'µs/reading platform', 'main thread', 'store thread', 'stored/s', '× traffic (platform)', '× traffic (main thread)'],
+      FAMILY_LOADS.map((l) => [
+        l,
+        us(med(l, platformUs)),
+        us(med(l, mainUs)),
+        us(med(l, storeUs)),
+        int(med(l, (r) => r.storedPerSecond)),
+        ratio(vsTraffic(l, platformUs)),
+        ratio(vsTraffic(l, mainUs)),
+      ]),
+    ),
+  );
+  for (const l of FAMILY_LOADS) {
+    explainLoss(runs.get(l) as ThroughputRun[], l);
+    flagDisturbed(runs.get(l) as ThroughputRun[], (r) => r.cpu, l);
+  }
+  const cmd = commandFor(o, 'families');
+  const figure = (l: Load) => ({
+    figure: `Platform CPU per reading, ${l === 'mix' ? "the city's mix" : `${l} readings only`} (${o.devices} devices, QoS 1, 1 reading/message, fsync on): all threads / main thread / store thread; stored/s`,
+    value:
+      `${spread((runs.get(l) as ThroughputRun[]).map(platformUs), (n) => `${n.toFixed(1)} µs`)} / ${us(med(l, mainUs))} µs / ${us(med(l, storeUs))} µs; ` +
+      `${spread((runs.get(l) as ThroughputRun[]).map((r) => r.storedPerSecond))} stored/s` +
+      (l === 'traffic' ? '' : `; ${ratio(vsTraffic(l, platformUs))} a traffic reading (main thread ${ratio(vsTraffic(l, mainUs))})`),
+    command: cmd,
+  });
+  return FAMILY_LOADS.map(figure);
 }
 
 async function latencyPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
@@ -931,7 +1029,7 @@ async function drainPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
 async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2));
   const started = Date.now();
-  const env = await startBenchEnv(o.client);
+  const env = await startBenchEnv(o.client, o.family);
   // Ctrl-C: stop a running platform, the device process and InfluxDB, and remove the temp folder.
   process.once('SIGINT', () => void env.close().finally(() => process.exit(130)));
   try {
@@ -950,6 +1048,7 @@ async function main(): Promise<void> {
       await phase('throughput, 1 reading/message', () => throughputPhase(env, o, 1));
       await phase('throughput, 10 readings/message', () => throughputPhase(env, o, 10));
     }
+    if (o.command === 'all' || o.command === 'families') await phase('families', () => familiesPhase(env, o));
     if (o.command === 'all' || o.command === 'latency') await phase('latency', () => latencyPhase(env, o));
     if (o.command === 'all' || o.command === 'fanout') await phase('fanout', () => fanoutPhase(env, o));
     if (o.command === 'all' || o.command === 'connections') await phase('connections', () => connectionsPhase(env, o));

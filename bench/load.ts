@@ -14,11 +14,14 @@ import type { WebSocket } from 'ws';
 // The frame codec straight from its file, as the dashboard takes it: it imports nothing, where
 // dashboard-api/index.ts would load the whole server (Express, socket.io, SQLite) into every device process.
 import { type LiveBatchFrame, unpackBatch } from '../dashboard-api/batch-frame.ts';
+import type { Family } from '../ingest/contract.ts';
 import { LeanClient } from './lean-client.ts';
 
 export interface BenchDevice {
   id: string;
   token: string;
+  /** What it reports (bench/families.ts: the city's mix or one family alone). */
+  family: Family;
 }
 
 /** The devices' MQTT client: lean (bench/lean-client.ts, the default) or MQTT.js. */
@@ -44,6 +47,8 @@ export interface ThroughputArgs {
 export interface ThroughputResult {
   messages: number;
   readings: number;
+  /** Acknowledged readings per family of the devices. */
+  readingsByFamily: Partial<Record<Family, number>>;
   /** process.hrtime.bigint() (CLOCK_MONOTONIC, comparable across processes on Linux) of the first publish. */
   startNs: bigint;
   lastAckNs: bigint;
@@ -159,10 +164,65 @@ export type LoadResponse = { id: number; ok: true; result: unknown; cpuMs: numbe
 const nowNs = () => process.hrtime.bigint();
 const msSince = (t0: bigint) => Number(nowNs() - t0) / 1e6;
 
-/** A traffic counter reading (~90 bytes of JSON) with the given observation time. */
-function reading(time: number, seq: number) {
-  return { dateObserved: time, intensity: seq % 120, averageVehicleSpeed: 20 + (seq % 400) / 10, occupancy: (seq % 100) / 100 };
+/**
+ * A reading of a device of `family` observed at `time`, with the fields the simulated fleet's devices send
+ * (simulators/models.ts; times as epoch ms), values varying with `seq`: an air station's ten measurements
+ * (~200 bytes of JSON), a traffic counter's period, lane, counts per vehicle type and speed (~270 bytes), a
+ * lamp's state, power and energy counter (~170 bytes).
+ */
+function reading(family: Family, time: number, seq: number) {
+  const s = seq % 100;
+  if (family === 'airQuality')
+    return {
+      dateObserved: time,
+      pm1: 12 + s / 10,
+      pm25: 20 + (seq % 400) / 10,
+      pm10: 35 + (seq % 300) / 10,
+      no2: 30 + s / 4,
+      o3: 60 + (seq % 160) / 2,
+      so2: 8 + s / 20,
+      co: 900 + (seq % 500),
+      temperature: 24 + s / 20,
+      relativeHumidity: 0.6 + s / 400,
+      noise: 58 + s / 10,
+    };
+  if (family === 'streetLight')
+    return {
+      dateObserved: time,
+      powerState: 'on',
+      illuminanceLevel: 1,
+      powerConsumption: 60 + s / 10,
+      energyConsumed: 1000 + seq / 1000,
+      voltage: 228 + s / 20,
+      current: 0.26 + s / 10_000,
+      status: 'ok',
+    };
+  const intensity = seq % 120;
+  return {
+    dateObserved: time,
+    dateObservedFrom: time - 30_000,
+    dateObservedTo: time,
+    laneId: 1 + (seq % 2),
+    intensity,
+    occupancy: s / 100,
+    congested: s >= 50,
+    intensityByVehicleType: {
+      motorcycle: Math.round(intensity * 0.8),
+      car: Math.round(intensity * 0.12),
+      bus: seq % 3,
+      lorry: seq % 4,
+      bicycle: seq % 5,
+    },
+    averageVehicleSpeed: 20 + (seq % 400) / 10,
+  };
 }
+
+/** A stored field every reading of `family` carries (bench/load.ts' readings): counts its points in InfluxDB. */
+export const COUNTED_FIELD: Readonly<Record<Family, string>> = {
+  airQuality: 'pm25',
+  traffic: 'intensity',
+  streetLight: 'powerConsumption',
+};
 
 /** What the loads need of a device's client, whichever it is. */
 interface Publisher {
@@ -233,6 +293,7 @@ async function throughput(a: ThroughputArgs): Promise<ThroughputResult> {
   let stopping = false;
   let messages = 0;
   let readings = 0;
+  const readingsByFamily: Partial<Record<Family, number>> = {};
   let lastAckNs = 0n;
   const startNs = nowNs();
   const timer = setTimeout(() => (stopping = true), a.seconds * 1000);
@@ -246,7 +307,7 @@ async function throughput(a: ThroughputArgs): Promise<ThroughputResult> {
         const more = () => !stopping && seq < quota;
         const send = () => {
           const batch = [];
-          for (let k = 0; k < a.readingsPerMessage && seq < quota; k++, seq++) batch.push(reading(a.base + seq, seq));
+          for (let k = 0; k < a.readingsPerMessage && seq < quota; k++, seq++) batch.push(reading(device.family, a.base + seq, seq));
           const payload = JSON.stringify(a.readingsPerMessage === 1 ? batch[0] : batch);
           inFlight++;
           client.publish(topic, payload, (err) => {
@@ -254,6 +315,7 @@ async function throughput(a: ThroughputArgs): Promise<ThroughputResult> {
             if (err) return reject(err);
             messages++;
             readings += batch.length;
+            readingsByFamily[device.family] = (readingsByFamily[device.family] ?? 0) + batch.length;
             lastAckNs = nowNs();
             if (more()) send();
             else if (inFlight === 0) resolve();
@@ -264,7 +326,7 @@ async function throughput(a: ThroughputArgs): Promise<ThroughputResult> {
       });
     const done = Promise.all(clients.map((c, i) => drive(c, a.devices[i] as BenchDevice)));
     await withTimeout(Promise.race([done, failure]), (a.seconds + 60) * 1000, 'acks did not arrive within 60 s of the end');
-    return { messages, readings, startNs, lastAckNs };
+    return { messages, readings, readingsByFamily, startNs, lastAckNs };
   } finally {
     clearTimeout(timer);
     running = false;
@@ -312,19 +374,19 @@ async function latency(a: LatencyArgs): Promise<LatencyResult> {
     let published = 0;
     let acked = 0;
     let pubError: Error | undefined;
-    const publish = (i: number): { id: string; time: number; t0: bigint } => {
+    const publish = (i: number): { device: BenchDevice; time: number; t0: bigint } => {
       const d = a.devices[i] as BenchDevice;
       const seq = seqs[i] as number;
       seqs[i] = seq + 1;
       const time = a.base + seq;
       const t0 = nowNs();
       sentAt.set(`${d.id}:${time}`, t0);
-      (clients[i] as Publisher).publish(`devices/${d.id}/telemetry`, JSON.stringify(reading(time, seq)), (err) => {
+      (clients[i] as Publisher).publish(`devices/${d.id}/telemetry`, JSON.stringify(reading(d.family, time, seq)), (err) => {
         if (err) pubError ??= err;
         else acked++;
       });
       published++;
-      return { id: d.id, time, t0 };
+      return { device: d, time, t0 };
     };
 
     const start = nowNs();
@@ -349,8 +411,9 @@ async function latency(a: LatencyArgs): Promise<LatencyResult> {
       for (let s = 0; s < a.samples; s++) {
         const dueMs = (s + 0.5) * everyMs - msSince(start);
         if (dueMs > 0) await sleep(dueMs);
-        const { id, time, t0 } = publish(s % a.devices.length);
-        const q = `SELECT count("intensity") FROM "traffic" WHERE "device" = '${id}' AND time = ${time}ms`;
+        const { device, time, t0 } = publish(s % a.devices.length);
+        const id = device.id;
+        const q = `SELECT count("${COUNTED_FIELD[device.family]}") FROM "${device.family}" WHERE "device" = '${id}' AND time = ${time}ms`;
         // Poll every 10 ms: the figure has that resolution (plus one query, ~1-2 ms).
         for (;;) {
           if ((await countOf(a.influxUrl, a.database, q)) > 0) break;
@@ -500,7 +563,8 @@ async function storm(a: StormArgs): Promise<StormResult> {
           let inFlight = 0;
           const send = () => {
             const batch = [];
-            for (let k = 0; k < a.readingsPerMessage && seq < a.backlog; k++, seq++) batch.push(reading(a.base + seq * 1000, seq));
+            for (let k = 0; k < a.readingsPerMessage && seq < a.backlog; k++, seq++)
+              batch.push(reading(d.family, a.base + seq * 1000, seq));
             inFlight++;
             c.publish(topic, JSON.stringify(a.readingsPerMessage === 1 ? batch[0] : batch), (err) => {
               inFlight--;

@@ -31,7 +31,11 @@ async function handle(req: HostRequest): Promise<unknown> {
       const config = loadConfig({ env: {}, overrides: req.overrides });
       platform = createPlatform(config, { logDestination: { write: (line: string) => void warnings.push(line.trimEnd()) } });
       const addr = await platform.start();
-      const devices = await provisionBenchDevices(platform, req.devices);
+      // Idle devices send nothing: their family does not matter (traffic counters, as before families were loaded).
+      const devices = await provisionBenchDevices(
+        platform,
+        Array.from({ length: req.devices }, () => 'traffic' as const),
+      );
       return { mqtt: addr.mqtt, devices } satisfies HostStarted;
     }
     case 'online':

@@ -4,12 +4,16 @@
  */
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Family } from '../ingest/contract.ts';
 import { CONFIG_SCHEMA, type ConfigInput } from '../platform/config.ts';
 import type { Platform } from '../platform/platform.ts';
 import { leafZones } from '../registry/index.ts';
 import type { BenchDevice } from './load.ts';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
+
+/** The city profile of every bench run (its zones, and its fleet for the default mix of families, bench/families.ts). */
+export const BENCH_CITY_PROFILE = join(REPO, 'cities/bac-giang.json');
 
 /**
  * The per-device reading rate limit (ingest.maxReadingsPerSecond, when this version of the platform has it) is
@@ -36,7 +40,7 @@ export interface PlatformOptions {
 export function benchOverrides(influxUrl: string, dataDir: string, database: string, opts: PlatformOptions): ConfigInput {
   return {
     dataDir,
-    cityProfile: join(REPO, 'cities/bac-giang.json'),
+    cityProfile: BENCH_CITY_PROFILE,
     broker: { ...opts.broker, host: '127.0.0.1', port: 0 },
     api: { host: '127.0.0.1', port: 0 },
     influx: { url: influxUrl, database },
@@ -49,20 +53,26 @@ export function benchOverrides(influxUrl: string, dataDir: string, database: str
   };
 }
 
-/** `count` traffic counters in the first leaf zone, provisioned in the platform's registry. */
-export async function provisionBenchDevices(platform: Platform, count: number): Promise<BenchDevice[]> {
+/** Id prefix of a bench device per family, as the simulated fleet names them. */
+const PREFIX: Record<Family, string> = { airQuality: 'aq', traffic: 'tf', streetLight: 'sl' };
+
+/**
+ * One device per entry of `families` (bench/families.ts says which), in the first leaf zone, provisioned in the
+ * platform's registry.
+ */
+export async function provisionBenchDevices(platform: Platform, families: readonly Family[]): Promise<BenchDevice[]> {
   const profile = platform.parts.profile;
   const zone = leafZones(profile)[0] ?? profile.zones[0];
   if (!zone) throw new Error('the city profile has no zones');
   const devices: BenchDevice[] = [];
-  for (let i = 0; i < count; i++) {
+  for (const [i, family] of families.entries()) {
     const { device, token } = await platform.parts.devices.provision({
-      id: `tf-bench-${String(i).padStart(4, '0')}`,
-      family: 'traffic',
+      id: `${PREFIX[family]}-bench-${String(i).padStart(4, '0')}`,
+      family,
       zone: zone.id,
       location: profile.centre,
     });
-    devices.push({ id: device.id, token });
+    devices.push({ id: device.id, token, family });
   }
   return devices;
 }

@@ -5,12 +5,15 @@
 import { escape as influxEscape, type InfluxDB } from 'influx';
 import { LAST_VALUE_FIELDS, FIELD_KINDS, type Family, type Tier } from '../ingest/index.ts';
 import { durationMs } from '../ingest/rate-limit.ts';
+import { utcOffsetMs } from '../platform/time-zone.ts';
 
 export interface HistoryTarget {
   influx: InfluxDB;
   database: string;
   /** The raw readings' retention policy. */
   retentionPolicy: string;
+  /** IANA time zone of the city (the profile's): windows of a day are city days. */
+  timezone: string;
   /** Downsampled tiers (1-minute, 1-hour means), finest first; empty = raw only. */
   tiers?: readonly Tier[];
   /** Whether late readings of a range are still waiting to be recomputed into the tiers (ingest's downsampler). */
@@ -18,7 +21,7 @@ export interface HistoryTarget {
 }
 
 export interface SeriesPoint {
-  /** epoch ms (start of the window when aggregated) */
+  /** epoch ms (start of the window when aggregated; a 1d window starts at the city's midnight) */
   time: number;
   [field: string]: number | string | boolean | null;
 }
@@ -34,6 +37,16 @@ export function chooseWindow(fromMs: number, toMs: number): Exclude<Window, 'aut
   const range = toMs - fromMs;
   for (const [w, ms] of Object.entries(WINDOW_MS)) if (range / ms <= MAX_POINTS) return w as Exclude<Window, 'auto'>;
   return '1d';
+}
+
+/**
+ * The GROUP BY time offset that makes windows longer than an hour follow the city's clock: a 1d window is a
+ * city day (Asia/Ho_Chi_Minh, UTC+7: 17:00 UTC to 17:00 UTC), a 6h window a quarter of it. InfluxDB aligns windows
+ * to the epoch (UTC midnight) without it. The offset at `at` is used: exact for zones without daylight saving.
+ */
+export function cityWindowOffsetMs(windowMs: number, timeZone: string, at: number): number {
+  if (windowMs <= 3_600_000) return 0;
+  return ((-utcOffsetMs(at, timeZone) % windowMs) + windowMs) % windowMs;
 }
 
 function from(t: HistoryTarget, family: Family, rp = t.retentionPolicy): string {
@@ -81,12 +94,14 @@ export async function queryReadings(
       return `${fn}(${influxEscape.quoted(f)}) AS ${influxEscape.quoted(f)}`;
     })
     .join(', ');
+  const w = WINDOW_MS[window] as number;
+  const offset = cityWindowOffsetMs(w, t.timezone, q.fromMs);
   const aggregate = async (rp: string, a: number, b: number) =>
     a >= b
       ? []
       : rowsOf(
           await t.influx.queryRaw(
-            `SELECT ${sel} FROM ${from(t, q.family, rp)} WHERE ${device} AND time >= ${a}ms AND time < ${b}ms GROUP BY time(${window}) fill(none)`,
+            `SELECT ${sel} FROM ${from(t, q.family, rp)} WHERE ${device} AND time >= ${a}ms AND time < ${b}ms GROUP BY time(${window}, ${offset}ms) fill(none)`,
             { precision: 'ms' },
           ),
         );
@@ -94,8 +109,8 @@ export async function queryReadings(
   // Late readings not yet in the tiers (a backlog just flushed): read the raw readings instead.
   if (tier && t.tiersBehind?.(q.family, q.fromMs, q.toMs)) tier = undefined;
   if (!tier) return { window, tier: t.retentionPolicy, points: await aggregate(t.retentionPolicy, q.fromMs, q.toMs) };
-  const w = WINDOW_MS[window] as number;
-  const cut = Math.max(q.fromMs, Math.min(q.toMs, Math.floor((now - 2 * durationMs(tier.every)) / w) * w));
+  // On a window boundary, so that no window is split between the tier and the raw readings.
+  const cut = Math.max(q.fromMs, Math.min(q.toMs, Math.floor((now - 2 * durationMs(tier.every) - offset) / w) * w + offset));
   const [older, newer] = await Promise.all([aggregate(tier.name, q.fromMs, cut), aggregate(t.retentionPolicy, cut, q.toMs)]);
   return { window, tier: cut > q.fromMs ? tier.name : t.retentionPolicy, points: older.concat(newer) };
 }

@@ -5,18 +5,21 @@
 import { escape as influxEscape } from 'influx';
 import {
   AQI_MEASUREMENT,
+  createCityClock,
+  DAY_MIN_HOURS,
   describeIndex,
   EPA_AQI_SCALE,
   epaCategory,
   VN_AQI_SCALE,
   vnCategory,
   type Analytics,
+  type CityClock,
   type CurrentAqi,
 } from '../analytics/index.ts';
 import type { AqiEvent } from '../platform/bus.ts';
 import { DEVICE_ID_PATTERN, FAMILIES, type Family } from '../ingest/index.ts';
 import { PlatformError } from '../platform/errors.ts';
-import { chooseWindow, type HistoryTarget } from './history.ts';
+import { chooseWindow, cityWindowOffsetMs, type HistoryTarget } from './history.ts';
 import type { RouteDef } from './routes.ts';
 
 const names = { type: 'object', properties: { vi: { type: 'string' }, en: { type: 'string' } } } as const;
@@ -40,7 +43,25 @@ const periodIndex = {
   type: ['object', 'null'],
   properties: {
     period: { type: 'string', enum: ['hour', 'day'] },
-    time: { type: 'string', format: 'date-time', description: 'Start of the hour, or of the city-local day' },
+    time: {
+      type: 'string',
+      format: 'date-time',
+      description:
+        'Start of the hour, or of the city-local day (the city’s midnight in UTC: e.g. 2 Dec in Asia/Ho_Chi_Minh, UTC+7, starts 2026-12-01T17:00:00Z)',
+    },
+    date: { type: 'string', format: 'date', description: 'Daily index only: the city-local date the index is for (YYYY-MM-DD)' },
+    hours: {
+      type: 'integer',
+      minimum: 0,
+      maximum: 24,
+      description: `Daily index only: the day's hours with a PM2.5 or PM10 mean; the daily index needs ${DAY_MIN_HOURS} of 24`,
+    },
+    minHours: { type: 'integer', description: `Daily index only: hours a day needs for its index (${DAY_MIN_HOURS})` },
+    reason: {
+      type: 'string',
+      enum: ['incompleteDay'],
+      description: `Why vn and epa are null: incompleteDay = fewer than ${DAY_MIN_HOURS} hours of the day have PM means (no daily index yet)`,
+    },
     vn: described,
     epa: described,
   },
@@ -80,25 +101,36 @@ const indicatorSchema = {
 } as const;
 const problem = { description: 'application/problem+json with a stable `code`', schema: { $ref: '#/components/schemas/Problem' } };
 
-function describePeriod(e: AqiEvent | null) {
+function describePeriod(e: AqiEvent | null, clock: CityClock) {
   if (!e) return null;
+  const day =
+    e.period === 'day'
+      ? {
+          date: clock.dayKey(e.time),
+          hours: e.hours ?? 0,
+          minHours: DAY_MIN_HOURS,
+          ...(!e.vn && !e.epa && (e.hours ?? 0) < DAY_MIN_HOURS ? { reason: 'incompleteDay' } : {}),
+        }
+      : {};
   return {
     period: e.period,
     time: new Date(e.time).toISOString(),
+    ...day,
     vn: describeIndex('vn_aqi', e.vn),
     epa: describeIndex('us_epa_aqi', e.epa),
   };
 }
 
-const describeCurrent = (c: CurrentAqi) => ({
+const describeCurrent = (c: CurrentAqi, clock: CityClock) => ({
   scope: c.scope,
   id: c.id,
   zone: c.zone,
-  hour: describePeriod(c.hour),
-  day: describePeriod(c.day),
+  hour: describePeriod(c.hour, clock),
+  day: describePeriod(c.day, clock),
 });
 
 export function analyticsRoutes(analytics: Analytics | undefined, history: HistoryTarget): RouteDef[] {
+  const clock = createCityClock(history.timezone);
   return [
     {
       method: 'get',
@@ -109,7 +141,8 @@ export function analyticsRoutes(analytics: Analytics | undefined, history: Histo
       query: { type: 'object', additionalProperties: false, properties: { zone: { type: 'string', maxLength: 64 } } },
       responses: {
         200: {
-          description: 'stations and zones, each with its hourly (NowCast) and daily index',
+          description:
+            'stations and zones, each with its hourly (NowCast) and daily index; the daily index is for the city-local day (`date`) and is null with reason incompleteDay until 18 of its 24 hours have PM means',
           schema: {
             type: 'object',
             properties: { stations: { type: 'array', items: currentSchema }, zones: { type: 'array', items: currentSchema } },
@@ -121,7 +154,8 @@ export function analyticsRoutes(analytics: Analytics | undefined, history: Histo
         const zone = (req.query as { zone?: string }).zone;
         const cur = analytics?.currentAqi() ?? { stations: [], zones: [] };
         const keep = (c: CurrentAqi) => !zone || c.zone === zone;
-        res.json({ stations: cur.stations.filter(keep).map(describeCurrent), zones: cur.zones.filter(keep).map(describeCurrent) });
+        const describe = (c: CurrentAqi) => describeCurrent(c, clock);
+        res.json({ stations: cur.stations.filter(keep).map(describe), zones: cur.zones.filter(keep).map(describe) });
       },
     },
     {
@@ -219,7 +253,12 @@ export function analyticsRoutes(analytics: Analytics | undefined, history: Histo
                 items: {
                   type: 'object',
                   properties: {
-                    time: { type: 'integer', description: 'epoch ms, start of the window' },
+                    time: {
+                      type: 'integer',
+                      description:
+                        'epoch ms, start of the window; windows of a day are city-local days, starting at the city’s midnight (e.g. 17:00 UTC the day before in Asia/Ho_Chi_Minh, UTC+7)',
+                    },
+                    date: { type: 'string', format: 'date', description: 'Windows of a day only: the city-local date (YYYY-MM-DD)' },
                     vn: {
                       type: ['object', 'null'],
                       properties: {
@@ -258,11 +297,12 @@ export function analyticsRoutes(analytics: Analytics | undefined, history: Histo
         const floor = q.period === 'day' ? 86_400_000 : 3_600_000;
         const ms: Record<string, number> = { '10s': 1e4, '1m': 6e4, '5m': 3e5, '15m': 9e5, '1h': 3.6e6, '6h': 2.16e7, '1d': 8.64e7 };
         if ((ms[window] ?? 0) < floor) window = q.period === 'day' ? '1d' : '1h';
+        const offset = cityWindowOffsetMs(ms[window] ?? 0, history.timezone, fromMs);
         const src = `${influxEscape.quoted(history.database)}.${influxEscape.quoted(history.retentionPolicy)}.${influxEscape.quoted(AQI_MEASUREMENT)}`;
         const sql =
           `SELECT max("vn_aqi") AS "vn_aqi", max("epa_aqi") AS "epa_aqi" FROM ${src} ` +
           `WHERE "scope" = ${influxEscape.stringLit(q.scope)} AND "id" = ${influxEscape.stringLit(q.id)} AND "period" = ${influxEscape.stringLit(q.period)} ` +
-          `AND time >= ${fromMs}ms AND time < ${toMs}ms GROUP BY time(${window}) fill(none)`;
+          `AND time >= ${fromMs}ms AND time < ${toMs}ms GROUP BY time(${window}, ${offset}ms) fill(none)`;
         const raw = (await history.influx.queryRaw(sql, { precision: 'ms' })) as {
           results?: { series?: { columns: string[]; values: unknown[][] }[]; error?: string }[];
         };
@@ -279,7 +319,9 @@ export function analyticsRoutes(analytics: Analytics | undefined, history: Histo
                 const c = cat(aqi);
                 return { aqi, level: c.level, category: c.key, name: c.name, color: c.color };
               };
-              points.push({ time: v[at('time')] as number, vn: show(vn, vnCategory), epa: show(epa, epaCategory) });
+              const time = v[at('time')] as number;
+              const date = window === '1d' ? { date: clock.dayKey(time) } : {};
+              points.push({ time, ...date, vn: show(vn, vnCategory), epa: show(epa, epaCategory) });
             }
           }
         }

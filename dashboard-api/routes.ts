@@ -305,7 +305,13 @@ export function createRoutes(d: ApiDeps): RouteDef[] {
         properties: {
           from: { type: 'string', format: 'date-time', description: 'Start (default: to − 1 h)' },
           to: { type: 'string', format: 'date-time', description: 'End, exclusive (default: now)' },
-          window: { type: 'string', enum: WINDOWS, default: 'auto', description: 'auto = at most ~500 points' },
+          window: {
+            type: 'string',
+            enum: WINDOWS,
+            default: 'auto',
+            description:
+              'auto = at most ~500 points. A point’s time is the start of its window; windows longer than an hour follow the city’s clock: a 1d window is a city-local day, starting at the city’s midnight (e.g. 17:00 UTC the day before in Asia/Ho_Chi_Minh, UTC+7)',
+          },
           fields: { type: 'string', description: 'Comma-separated field names (default: all of the family)' },
         },
       },

@@ -49,6 +49,11 @@ export interface AqiEvent {
   vn: IndexValue | null;
   /** US EPA AQI (PM2.5 2024 breakpoints), for comparison only; never mixed with vn. */
   epa: IndexValue | null;
+  /**
+   * Daily index only: the day's hours (of 24) with a PM2.5 or PM10 mean. A daily value needs 18 of them: with
+   * fewer, vn and epa are null (the day has no daily index yet).
+   */
+  hours?: number;
 }
 
 /** Derived indicators of a device, a zone or the whole city (analytics). */

@@ -509,7 +509,8 @@ export const CONFIG_SCHEMA = {
           type: 'integer',
           minimum: 0,
           default: 5000,
-          description: 'Least time between two `aqi` events of one station or zone and period, ms (0 = on every change)',
+          description:
+            "Least time between two `aqi` events of one station or zone and period, and between two computations of a station's indices while its readings arrive, ms (0 = on every change)",
         },
         indicatorEmitIntervalMs: {
           type: 'integer',

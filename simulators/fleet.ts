@@ -80,7 +80,7 @@ export interface DevicePlan {
 const FAMILY_PREFIX: Record<Family, string> = { airQuality: 'aq', traffic: 'tf', streetLight: 'sl' };
 const FAMILY_ORDER: readonly Family[] = ['airQuality', 'traffic', 'streetLight'];
 /** Nominal report intervals of field devices, ms (see ../shared/domain.md for the ranges). */
-const REPORT_INTERVAL_MS: Record<Family, number> = { airQuality: 60_000, traffic: 30_000, streetLight: 300_000 };
+export const REPORT_INTERVAL_MS: Record<Family, number> = { airQuality: 60_000, traffic: 30_000, streetLight: 300_000 };
 const MIN_INTERVAL_MS = 20;
 const CONNECT_TIMEOUT_MS = 10_000;
 const RECONNECT_MIN_MS = 1_000;

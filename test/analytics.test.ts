@@ -3,8 +3,11 @@
  * Air readings spread over past hours give the station's and the zone's VN_AQI (NowCast) and US EPA AQI through
  * REST, `aqi` points in InfluxDB and `aqi` events on the bus; traffic vehicles per hour over the sliding window;
  * street-light energy per day across a counter reset; a lamp lit at local noon (daylight) and at night; and a
- * restart on the same data folder and InfluxDB keeps the hour's NowCast and the day's energy.
- * Every expected number is worked out by hand in the comments next to it.
+ * restart on the same data folder and InfluxDB keeps the hour's NowCast and the day's energy. Daily values are
+ * dated by their city day (REST, history, 1d windows of readings); a day needs 18 of its 24 hours; a late
+ * reading recomputes every stored hour and day it changes (NowCast, the next day's O3 8-hour means).
+ * Expected numbers are worked out by hand in the comments next to them, or, for long series, by the pure
+ * index functions of analytics/aqi.ts on the test's own data.
  *
  * Run: node --import tsx --test test/analytics.test.ts
  */
@@ -13,6 +16,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
+import { DAY_MIN_HOURS, epaDailyAqi, epaHourlyAqi, vnDailyAqi, vnHourlyAqi } from '../analytics/index.ts';
 import type { AqiEvent, IndicatorEvent } from '../platform/bus.ts';
 import type { ConfigInput } from '../platform/config.ts';
 import { startTestInflux, type TestInflux } from './helpers/influx.ts';
@@ -35,7 +40,8 @@ const indicatorEvents: IndicatorEvent[] = [];
 
 before(async () => {
   influx = await startTestInflux(scope);
-  p = await startTestPlatform(scope, { analytics: FAST }, { influx });
+  // Four days of hourly means: the late-reading test reaches back to the evening before yesterday.
+  p = await startTestPlatform(scope, { analytics: { ...FAST, airHoursKept: 96 } }, { influx });
   // A socket-less listener, as the alarms engine is.
   p.platform.bus.on('aqi', (e) => aqiEvents.push(e));
   p.platform.bus.on('indicator', (e) => indicatorEvents.push(e));
@@ -65,6 +71,9 @@ async function json(tp: TestPlatform, path: string): Promise<any> {
 }
 
 const iso = (t: number) => new Date(t).toISOString();
+const DAY = 86_400_000;
+/** The city date (YYYY-MM-DD) of a city-local day start. */
+const cityDate = (dayStart: number) => new Date(dayStart + TZ_OFFSET).toISOString().slice(0, 10);
 
 describe('air-quality index per station and zone', () => {
   test('hourly VN_AQI (NowCast) and EPA AQI of a station and its zone, through REST, InfluxDB and the bus', async () => {
@@ -141,20 +150,23 @@ describe('air-quality index per station and zone', () => {
     assert.equal(at.epa.aqi, 112);
   });
 
-  test('daily index of a city-local day: the decision’s example, PM2.5 day mean 55.7 → 110', async () => {
+  test('daily index of a city-local day: the decision’s example, PM2.5 day mean 55.7 → 110, dated by the city date', async () => {
     const c = await p.provision('airQuality', { zone: 'ngo-quyen' });
     const yesterday = localDayStart(Date.now()) - 86_400_000;
-    // 08:00-11:00 local yesterday: hourly means 50.7, 60.7, 50.7, 60.7 → day mean 55.7 →
+    const date = cityDate(yesterday);
+    // Every hour of yesterday (local): hourly means 50.7 and 60.7 by turns → day mean 55.7 →
     // VN 100 + 50/30·5.7 = 109.5 → 110 (poor); EPA 151 + 49/69.9·0.2 = 151.1 → 151 (unhealthy).
-    await send(
-      p,
-      c,
-      'airQuality',
-      [50.7, 60.7, 50.7, 60.7].map((v, i) => ({ dateObserved: iso(yesterday + (8 + i) * HOUR + 10 * MIN), pm25: v })),
-    );
+    const readings = Array.from({ length: 24 }, (_, i) => ({
+      dateObserved: iso(yesterday + i * HOUR + 10 * MIN),
+      pm25: i % 2 ? 60.7 : 50.7,
+    }));
+    await send(p, c, 'airQuality', readings);
     const cur = await json(p, '/api/v1/aqi?zone=ngo-quyen');
     const st = cur.stations.find((s: any) => s.id === c.id);
     assert.equal(st.day.time, iso(yesterday));
+    assert.equal(st.day.date, date);
+    assert.equal(st.day.hours, 24);
+    assert.equal(st.day.reason, undefined);
     assert.equal(st.day.vn.aqi, 110);
     assert.equal(st.day.vn.category, 'poor');
     assert.equal(st.day.vn.name.vi, 'Kém');
@@ -162,9 +174,139 @@ describe('air-quality index per station and zone', () => {
     assert.equal(st.day.epa.category, 'unhealthy');
     const zone = cur.zones.find((z: any) => z.id === 'ngo-quyen');
     assert.equal(zone.day.vn.aqi, 110);
+    assert.equal(zone.day.date, date);
     await p.rowsAtLeast(
       `SELECT "vn_aqi" FROM "aqi" WHERE "id" = '${c.id}' AND "period" = 'day' AND time = ${yesterday}ms AND "vn_aqi" = 110`,
     );
+
+    // History of the daily index: one point, at the start of the city day (17:00 UTC the day before), with its
+    // city date; grouped by UTC days it would come back at the UTC midnight before the city day.
+    const range = `from=${iso(yesterday - 3 * DAY)}&to=${iso(yesterday + 2 * DAY)}`;
+    const hist = await json(p, `/api/v1/aqi/history?scope=station&id=${c.id}&period=day&${range}`);
+    assert.equal(hist.window, '1d');
+    assert.deepEqual(
+      hist.points.map((x: any) => [x.time, x.date, x.vn.aqi, x.epa.aqi]),
+      [[yesterday, date, 110, 151]],
+    );
+    const zoneHist = await json(p, `/api/v1/aqi/history?scope=zone&id=ngo-quyen&period=day&${range}`);
+    assert.deepEqual(
+      zoneHist.points.map((x: any) => [x.time, x.date, x.vn.aqi]),
+      [[yesterday, date, 110]],
+    );
+
+    // The readings themselves in 1d windows: one window for the city day (7 of its hours fall in the UTC day
+    // before), its mean the day mean.
+    const days = await json(p, `/api/v1/devices/${c.id}/readings?${range}&window=1d&fields=pm25`);
+    assert.equal(days.points.length, 1, JSON.stringify(days.points));
+    assert.equal(days.points[0].time, yesterday);
+    assert.ok(Math.abs(days.points[0].pm25 - 55.7) < 1e-9, `${days.points[0].pm25}`);
+  });
+
+  test('a day needs 18 of its 24 hours: three readings in one hour give no daily index yet, and say so', async () => {
+    const c = await p.provision('airQuality', { zone: 'tho-xuong' });
+    const yesterday = localDayStart(Date.now()) - 86_400_000;
+    const pm = (hour: number, minute: number) => ({ dateObserved: iso(yesterday + hour * HOUR + minute * MIN), pm25: 80 });
+    // Three readings at 20:xx local: one hourly mean of 80 µg/m³ (alone it would read as VN 150).
+    await send(p, c, 'airQuality', [pm(20, 5), pm(20, 25), pm(20, 45)]);
+    const dayOf = async () => (await json(p, '/api/v1/aqi?zone=tho-xuong')).stations.find((s: any) => s.id === c.id).day;
+    const zoneDay = async () => (await json(p, '/api/v1/aqi?zone=tho-xuong')).zones.find((z: any) => z.id === 'tho-xuong').day;
+    const one = await dayOf();
+    assert.deepEqual(
+      { date: one.date, hours: one.hours, minHours: one.minHours, reason: one.reason, vn: one.vn, epa: one.epa },
+      { date: cityDate(yesterday), hours: 1, minHours: DAY_MIN_HOURS, reason: 'incompleteDay', vn: null, epa: null },
+    );
+    assert.equal((await zoneDay()).reason, 'incompleteDay');
+    assert.equal((await zoneDay()).hours, 1);
+    // The live event says so too: no index, one hour.
+    const ev = aqiEvents.filter((e) => e.scope === 'station' && e.id === c.id && e.period === 'day').at(-1);
+    assert.deepEqual([ev?.vn, ev?.epa, ev?.hours], [null, null, 1]);
+    // No daily point stored for it.
+    assert.equal((await p.rows(`SELECT "vn_aqi" FROM "aqi" WHERE "id" = '${c.id}' AND "period" = 'day'`)).length, 0);
+
+    // 17 hours (00:00-15:00 and 20:00 local): still none; the 18th: 80 µg/m³ → VN 150, EPA 151 + 49/69.9·24.5 = 168.2 → 168.
+    await send(
+      p,
+      c,
+      'airQuality',
+      Array.from({ length: 16 }, (_, h) => pm(h, 10)),
+      3,
+    );
+    const seventeen = await dayOf();
+    assert.deepEqual([seventeen.hours, seventeen.reason, seventeen.vn], [DAY_MIN_HOURS - 1, 'incompleteDay', null]);
+    await send(p, c, 'airQuality', [pm(16, 10)], 19);
+    const full = await dayOf();
+    assert.deepEqual([full.hours, full.reason, full.vn?.aqi, full.epa?.aqi], [DAY_MIN_HOURS, undefined, 150, 168]);
+    assert.equal((await zoneDay()).vn.aqi, 150);
+  });
+
+  test('a late reading recomputes every hour whose NowCast holds it, its day, and the next day’s O3 8-hour means', async () => {
+    const c = await p.provision('airQuality', { zone: 'xuong-giang' });
+    const yesterday = localDayStart(Date.now()) - 86_400_000;
+    // Hourly means from 17:00 local the day before yesterday to the end of yesterday (hours k = −7 .. 23 of
+    // yesterday): PM2.5 varying, O3 100 µg/m³ in the evening and 50 in the day; one reading now (the newest hour,
+    // today). The hour 21:00-22:00 of the evening (k = −3) arrives last, late: PM2.5 150, O3 800 µg/m³.
+    const LATE = -3;
+    const hourOf = (k: number) => yesterday + k * HOUR;
+    const pm25 = (k: number) => (k === LATE ? 150 : 20 + (((k + 7) * 13) % 45));
+    const o3 = (k: number) => (k === LATE ? 800 : k < 0 ? 100 : 50);
+    const reading = (k: number) => ({ dateObserved: iso(hourOf(k) + 10 * MIN), pm25: pm25(k), o3: o3(k) });
+    const ks = Array.from({ length: 31 }, (_, i) => i - 7);
+    const h0 = Math.floor(Date.now() / HOUR) * HOUR;
+    await send(p, c, 'airQuality', [...ks.filter((k) => k !== LATE).map(reading), { dateObserved: iso(h0), pm25: 20, o3: 50 }]);
+
+    // Expected from the whole series (the late hour in place), by the pure index functions.
+    const mean = (k: number, f: (k: number) => number) => (k >= -7 && k <= 23 ? f(k) : undefined);
+    const hourly = (k: number) => {
+      const series = {
+        pm25: Array.from({ length: 12 }, (_, i) => mean(k - i, pm25)),
+        o3: Array.from({ length: 12 }, (_, i) => mean(k - i, o3)),
+      };
+      return [vnHourlyAqi(series)?.aqi ?? null, epaHourlyAqi(series)?.aqi ?? null];
+    };
+    const daySeries = {
+      pm25: Array.from({ length: 24 }, (_, k) => pm25(k)),
+      o3: Array.from({ length: 24 }, (_, k) => o3(k)),
+      o3PreviousEvening: Array.from({ length: 7 }, (_, i) => o3(i - 7)),
+    };
+    const expectedDay = [vnDailyAqi(daySeries)?.aqi, epaDailyAqi(daySeries)?.aqi];
+
+    const stored = async (scope: string, id: string, period: string) => {
+      const rows = await p.rows(
+        `SELECT "vn_aqi", "epa_aqi" FROM "aqi" WHERE "scope" = '${scope}' AND "id" = '${id}' AND "period" = '${period}' AND time >= ${hourOf(-7)}ms AND time < ${hourOf(24)}ms`,
+      );
+      return new Map(rows.map((r) => [r.time as number, [r.vn_aqi ?? null, r.epa_aqi ?? null]]));
+    };
+    // Affected: the hourly index of the late hour and the 11 after it (21:00 the day before .. 08:00 yesterday),
+    // and yesterday's daily index (its first 8-hour O3 means reach back to 17:00 the day before).
+    const affected = Array.from({ length: 12 }, (_, i) => LATE + i);
+    const expectedHours = new Map(affected.map((k) => [hourOf(k), hourly(k)]));
+    const pick = (m: Map<number, unknown>) => new Map(affected.map((k) => [hourOf(k), m.get(hourOf(k))]));
+
+    // Every hour but the first (NowCast needs 2 of its 3 newest hours) and the missing one has a stored index.
+    await p.waitFor(async () => (await stored('station', c.id, 'hour')).has(hourOf(23)), 5000, 'the hourly indices');
+    const before = await stored('station', c.id, 'hour');
+    const dayBefore = (await stored('station', c.id, 'day')).get(yesterday);
+    // The late hour changes most of the hours after it (its NowCast weight halves each hour; else this test
+    // would prove nothing) and the day.
+    const changed = affected.slice(1).filter((k) => !isDeepStrictEqual(before.get(hourOf(k)), expectedHours.get(hourOf(k))));
+    assert.ok(changed.length >= 6, `changed hours: ${changed}`);
+    assert.notDeepEqual(dayBefore, expectedDay);
+
+    await send(p, c, 'airQuality', [reading(LATE)], 31);
+    const settled = async () => {
+      const hours = pick(await stored('station', c.id, 'hour'));
+      const zoneHours = pick(await stored('zone', 'xuong-giang', 'hour'));
+      const day = (await stored('station', c.id, 'day')).get(yesterday);
+      const zoneDay = (await stored('zone', 'xuong-giang', 'day')).get(yesterday);
+      return { hours, zoneHours, day, zoneDay };
+    };
+    const want = { hours: expectedHours, zoneHours: expectedHours, day: expectedDay, zoneDay: expectedDay };
+    // Stored asynchronously: wait (bounded) until they match, then compare for the report.
+    await p.waitFor(async () => isDeepStrictEqual(await settled(), want), 5000).catch(() => undefined);
+    assert.deepEqual(await settled(), want);
+    // Hours before the late one and after its NowCast window are as they were.
+    const after = await stored('station', c.id, 'hour');
+    for (const k of ks.filter((k) => k < LATE || k > LATE + 11)) assert.deepEqual(after.get(hourOf(k)), before.get(hourOf(k)), `hour ${k}`);
   });
 
   test('the scales: both, with breakpoints, names and colours', async () => {
