@@ -56,6 +56,10 @@ export interface WriterOptions {
  */
 export const RETENTION_MARGIN_MS = 60_000;
 
+/** InfluxDB's error text kept with a dead letter, characters; longer ones end with CUT. */
+const MAX_REASON = 2000;
+const CUT = ' …[cut]';
+
 /** A point waiting to be written. */
 export interface PendingPoint {
   line: string;
@@ -316,13 +320,19 @@ export class InfluxWriter {
       // InfluxDB stored the good points of the batch; find the ones its message names: a field type conflict
       // names measurement and field, a parse error quotes the line.
       const conflict = /input field \\?"([^"\\]+)\\?" on measurement \\?"([^"\\]+)\\?"/.exec(reason);
-      const unparsed = new Set([...reason.matchAll(/unable to parse '([^']*)'/g)].map((m) => m[1]));
-      const field = conflict ? new RegExp(`[ ,]${conflict[1]}=`) : undefined;
+      const quoted = [...reason.matchAll(/unable to parse '([^']*)'/g)].map((m) => m[1]);
+      const unparsed = new Set(quoted);
+      const field = conflict ? new RegExp(`[ ,]${escapeRegExp(conflict[1] as string)}=`) : undefined;
       const bad = batch.filter(
         (p) => unparsed.has(p.line) || (conflict && field && p.line.startsWith(`${conflict[2]},`) && field.test(p.line)),
       );
       const droppedText = /dropped=(\d+)/.exec(reason)?.[1];
-      const dropped = droppedText === undefined ? bad.length : Number(droppedText);
+      // Parse errors come with dropped=0 in InfluxDB 1.6, and a quoted line may not be found (a quote in it, a
+      // message cut at its length limit): then the rest is not known to be stored either.
+      const parseErrors = (reason.match(/unable to parse/g) ?? []).length;
+      const dropped = reason.endsWith(CUT)
+        ? Number.POSITIVE_INFINITY
+        : Math.max(droppedText === undefined ? 0 : Number(droppedText), parseErrors, bad.length);
       const badSet = new Set(bad);
       const rest = bad.length ? batch.filter((p) => !badSet.has(p)) : batch;
       if (bad.length === 0 && batch.length === 1) {
@@ -394,7 +404,9 @@ export class InfluxWriter {
             } catch {
               /* plain-text body */
             }
-            reason = `HTTP ${status}: ${reason}`.slice(0, 2000);
+            reason = `HTTP ${status}: ${reason}`;
+            // A long message is cut, and marked so: the points it named past the cut are then not known.
+            if (reason.length > MAX_REASON) reason = `${reason.slice(0, MAX_REASON)}${CUT}`;
             if (status === 400) resolve({ kind: 'rejected', reason });
             else resolve({ kind: 'unavailable', reason, missingDb: status === 404 && /database not found/.test(reason) });
           });
@@ -406,4 +418,8 @@ export class InfluxWriter {
       req.end(body);
     });
   }
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }

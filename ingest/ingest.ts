@@ -131,6 +131,8 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
     {
       prepareDatabase,
       late: (family, t) => downsampler?.mark(family, t),
+      // The times a resend must reproduce are saved before the readings they stamp can reach the disk.
+      beforeSend: () => resends.commit(),
       deadLetter(points, reason) {
         const at = new Date().toISOString();
         for (const p of points) {

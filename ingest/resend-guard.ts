@@ -15,8 +15,11 @@
  *   once its messages are acknowledged): its entries go at once. So a tool that sends the same bytes with the same
  *   packet id on every run (mosquitto_pub starts at id 1) gets a new point each run.
  * - The same packet id on the same connection is always a new message (MQTT 3.1.1 resends after a reconnect).
- * - Entries live in SQLite (WAL) beside the dead letters, written before the readings reach the durable log, so a
- *   resend after a crash of the platform finds them; acknowledgement times are saved once a second.
+ * - Entries live in SQLite (WAL) beside the dead letters, saved in one transaction right before the readings they
+ *   stamp leave for the durable log (`commit()`, called by the store), so a resend after a crash of the platform
+ *   finds them; acknowledgement times are saved once a second.
+ * - At most MAX_PER_DEVICE entries per device, oldest first out: only the messages in flight when a link breaks
+ *   can be sent again.
  *
  * What it cannot tell: within `uncertainMs` of an acknowledgement, on a new connection after one that broke, a new
  * message with the same packet id and the same bytes looks exactly like a resend and overwrites the first. Devices
@@ -52,6 +55,8 @@ interface Entry {
 /** Connections are numbered from 1 in each run; entries read back at start belong to none of them. */
 const EARLIER_RUN = -1;
 const SAVE_EVERY_MS = 1000;
+/** Entries kept per device: far above any device's window of unacknowledged QoS 1 messages. */
+const MAX_PER_DEVICE = 256;
 
 export class ResendGuard {
   private readonly db: Database.Database;
@@ -61,6 +66,10 @@ export class ResendGuard {
   private readonly timer: NodeJS.Timeout;
   /** Acknowledgements not yet saved: [device, packet id, acked at]. */
   private acks: [string, number, number][] = [];
+  /** New entries not yet saved: [device, packet id, hash, time, at]. */
+  private puts: [string, number, string, number, number][] = [];
+  /** Entries pushed out by MAX_PER_DEVICE, not yet removed from SQLite. */
+  private evicted: [string, number][] = [];
   private lastPrune = 0;
 
   constructor(private readonly opts: ResendGuardOptions) {
@@ -113,19 +122,26 @@ export class ResendGuard {
       known.connection !== d.connection &&
       (known.ackedAt === undefined || now - known.ackedAt <= this.opts.uncertainMs)
     ) {
+      // The window stays counted from the first PUBACK: a device that reconnects without DISCONNECT and sends
+      // the same bytes again and again is taken for a resender for at most `uncertainMs`.
       known.connection = d.connection;
-      known.ackedAt = undefined;
       return known.time;
     }
+    mine.delete(d.packetId); // set again below: the newest last, for the per-device bound
     mine.set(d.packetId, { hash, time, at: now, connection: d.connection, ackedAt: undefined });
-    this.stmt.put.run(device, d.packetId, hash, time, now);
+    this.puts.push([device, d.packetId, hash, time, now]);
+    if (mine.size > MAX_PER_DEVICE) {
+      const oldest = mine.keys().next().value as number;
+      mine.delete(oldest);
+      this.evicted.push([device, oldest]);
+    }
     return time;
   }
 
   /** The PUBACK of this message was handed to its connection (it may still be lost with the connection). */
   acknowledged(device: string, d: Delivery, now = Date.now()): void {
     const e = this.entries.get(device)?.get(d.packetId);
-    if (!e || e.connection !== d.connection) return;
+    if (!e || e.connection !== d.connection || e.ackedAt !== undefined) return;
     e.ackedAt = now;
     this.acks.push([device, d.packetId, now]);
   }
@@ -165,9 +181,23 @@ export class ResendGuard {
     return m;
   }
 
+  /** Saves the new entries in one transaction (before the readings they stamp are sent to the durable log). */
+  commit(): void {
+    if (!this.puts.length && !this.evicted.length) return;
+    const puts = this.puts;
+    const evicted = this.evicted;
+    this.puts = [];
+    this.evicted = [];
+    this.db.transaction(() => {
+      for (const [device, packet, hash, time, at] of puts) this.stmt.put.run(device, packet, hash, time, at);
+      for (const [device, packet] of evicted) this.stmt.remove.run(device, packet);
+    })();
+  }
+
   /** Saves the acknowledgement times of the last second, and forgets what is past its time. */
   private save(): void {
     const now = Date.now();
+    this.commit();
     const acks = this.acks;
     this.acks = [];
     if (acks.length)

@@ -34,6 +34,13 @@ function send(msg: FromWorker): void {
     queueMicrotask(post);
   }
 }
+/** Sends the state even with no message: the main thread's `full()` must hear of room a confirmation made. */
+function postState(): void {
+  if (!scheduled) {
+    scheduled = true;
+    queueMicrotask(post);
+  }
+}
 function post(): void {
   scheduled = false;
   const msgs = outbox;
@@ -166,7 +173,9 @@ port.on('message', (m: ToWorker) => {
       shipper.replay(m.from, m.to);
       break;
     case 'confirm':
+      // Dead-lettered points: confirming the last of a segment can free the budget, which devices wait for.
       log.confirm(m.seqs);
+      postState();
       break;
     case 'dbReady':
       dbWaiters.get(m.id)?.();

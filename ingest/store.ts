@@ -21,6 +21,8 @@ export interface StoreHooks {
   deadLetter(points: PendingPoint[], reason: string): void;
   /** A stored reading older than the continuous queries look back. */
   late(family: string, time: number): void;
+  /** Right before appended points leave for the worker's disk: what must be durable before them is written. */
+  beforeSend?(): void;
 }
 
 const LEVELS: Record<number, 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'> = {
@@ -132,6 +134,7 @@ export class ReadingStore {
 
   private sendAppends(): void {
     if (!this.lens.length) return;
+    this.hooks.beforeSend?.();
     const text = this.parts.join('');
     const lens = Uint32Array.from(this.lens);
     this.parts = [];
