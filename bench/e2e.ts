@@ -923,8 +923,12 @@ export interface ConnectionsRun {
   warnings: string[];
 }
 
-/** Broker limits for thousands of bench devices connecting from one loopback address (real ones come from many). */
-export const MANY_DEVICES_BROKER: ConfigInput['broker'] = { maxConnectionAttemptsPerAddress: 0, maxConnections: 19_000 };
+/**
+ * Broker limits for thousands of bench devices connecting from one loopback address (real ones come from many).
+ * maxConnections: with the bench's api.maxConnections (settings.ts) and the platform's own share, the 20,000
+ * descriptors of a process (platform/descriptor-budget.ts), and room above --idle-devices' 18,000.
+ */
+export const MANY_DEVICES_BROKER: ConfigInput['broker'] = { maxConnectionAttemptsPerAddress: 0, maxConnections: 18_400 };
 
 /**
  * Idle devices held by one platform: a platform in its own process (bench/platform-host.ts, the same settings
@@ -1107,7 +1111,9 @@ export async function runStorm(
       const stored = await countReadings(env.influx.url, database);
       const rs = answers.map((a) => a.result);
       // Both device processes cut at about the same moment; the earlier cut is the start.
+      // biome-ignore lint/complexity/useMathMinMax: bigints, which Math.min does not take
       const cut = rs.reduce((m, r) => (r.cutNs < m ? r.cutNs : m), rs[0]?.cutNs ?? 0n);
+      // biome-ignore lint/complexity/useMathMinMax: bigints, which Math.max does not take
       const max = (f: (r: StormResult) => bigint) => rs.reduce((m, r) => (f(r) > m ? f(r) : m), 0n);
       const secs = (t: bigint) => Number(t - cut) / 1e9;
       const acked = rs.reduce((n, r) => n + r.readings, 0);

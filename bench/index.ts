@@ -615,7 +615,7 @@ async function connectionsPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
       ` (bench/platform-host.ts: the platform alone, run with tsx like npm start); its resident memory (VmRSS)` +
       ` after ${o.settleSeconds} s idle before and after (no forced GC: V8's own idle` +
       ` memory reducer, as in a deployment), the peak while connecting, and right after; ${o.runs} runs;` +
-      ' broker.maxConnectionAttemptsPerAddress 0 and maxConnections 19,000 (every bench device connects from 127.0.0.1)',
+      ' broker.maxConnectionAttemptsPerAddress 0 and maxConnections 18,400 (every bench device connects from 127.0.0.1)',
   );
   const runs: ConnectionsRun[] = [];
   for (let i = 0; i < o.runs; i++) {

@@ -42,7 +42,8 @@ export function benchOverrides(influxUrl: string, dataDir: string, database: str
     dataDir,
     cityProfile: BENCH_CITY_PROFILE,
     broker: { ...opts.broker, host: '127.0.0.1', port: 0 },
-    api: { host: '127.0.0.1', port: 0 },
+    // Up to 1,000 dashboard sockets (--sockets, --storm-sockets) and the measuring client, all from 127.0.0.1.
+    api: { host: '127.0.0.1', port: 0, maxConnections: 1100, maxConnectionsPerAddress: 0 },
     influx: { url: influxUrl, database },
     log: { level: 'warn' },
     simulate: { enabled: false },

@@ -12,6 +12,8 @@
  *   citypulse operator add --username U --role viewer|operator|admin [--password P]   (prints a generated one)
  *   citypulse operator list
  *   citypulse options [--markdown]                    every configuration option, default and variable
+ *   citypulse install-service [--config FILE] [--user NAME] [--unit-dir DIR] [--environment-file FILE] [--name NAME]
+ *                             [--no-enable] [--print]  the platform as a systemd service (docs/operations.md)
  *
  * provision/devices/revoke work on the registry in dataDir (config or CITYPULSE_DATA_DIR).
  */
@@ -21,6 +23,7 @@ import { parseArgs } from 'node:util';
 import { loadConfig, describeOptions, type Config } from '../platform/config.ts';
 import { createPlatform } from '../platform/platform.ts';
 import { PlatformError } from '../platform/errors.ts';
+import { defaultServiceUser, installService, systemdUnit } from '../platform/service.ts';
 import { SqliteDeviceStore, loadCityProfile, type CityProfile, type ProvisionRequest } from '../registry/index.ts';
 import { ROLES, SqliteOperatorStore, type Role } from '../registry/index.ts';
 import { FAMILIES, type Family } from '../ingest/index.ts';
@@ -42,6 +45,8 @@ async function main(): Promise<number> {
       return revoke();
     case 'operator':
       return operator();
+    case 'install-service':
+      return installSystemdService();
     case 'options':
       for (const o of describeOptions()) {
         if (rest.includes('--markdown'))
@@ -55,14 +60,16 @@ async function main(): Promise<number> {
   }
 }
 
-const HELP = `usage: citypulse <start|simulate|provision|devices|revoke|operator|options> [options]
+const HELP = `usage: citypulse <start|simulate|provision|devices|revoke|operator|options|install-service> [options]
   start      run the platform (broker, ingest, API; a local InfluxDB unless influx.url is set) and a simulated city
   simulate   run a simulated fleet against a running platform (--api URL --token ADMIN_TOKEN)
   provision  add a device to the registry and print its token (shown once)
   devices    list devices
   revoke     revoke a device
   operator   add --username U --role viewer|operator|admin [--password P] | list: operator accounts in dataDir
-  options    list every configuration option with its default and environment variable`;
+  options    list every configuration option with its default and environment variable
+  install-service  write /etc/systemd/system/citypulse.service (restarted after a crash, started at boot) and
+             enable it when systemd runs the machine; --print shows the unit only (docs/operations.md)`;
 
 function config(values: { config?: string }): Readonly<Config> {
   return loadConfig({ file: values.config });
@@ -122,6 +129,37 @@ async function start(): Promise<number> {
   }
   out.write('Ctrl+C to stop.\n');
   return new Promise<number>(() => undefined); // runs until a signal
+}
+
+async function installSystemdService(): Promise<number> {
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      config: { type: 'string' },
+      user: { type: 'string' },
+      'unit-dir': { type: 'string' },
+      'environment-file': { type: 'string' },
+      name: { type: 'string' },
+      'no-enable': { type: 'boolean' },
+      print: { type: 'boolean' },
+    },
+  });
+  // The configuration the service will run with is checked now, not at its first start.
+  if (values.config) config(values);
+  const opts = { configFile: values.config, envFile: values['environment-file'] };
+  if (values.print) {
+    process.stdout.write(systemdUnit({ ...opts, user: values.user ?? (await defaultServiceUser()) }));
+    return 0;
+  }
+  await installService({
+    ...opts,
+    user: values.user,
+    unitDir: values['unit-dir'],
+    name: values.name,
+    enable: !values['no-enable'],
+    log: (m) => console.error(m),
+  });
+  return 0;
 }
 
 function fleetCounts(cfg: Readonly<Config>, profile: CityProfile): Record<Family, number> {

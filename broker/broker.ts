@@ -12,7 +12,7 @@
  * (`subscribed`: a command published before the SUBSCRIBE would be lost) and when the device PUBACKed a QoS 1
  * publish to it (`delivered`).
  */
-import { EventEmitter } from 'node:events';
+import { EventEmitter, setMaxListeners } from 'node:events';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import net from 'node:net';
@@ -24,6 +24,7 @@ import { createWebSocketListener, startTlsListener, type TlsListener } from './l
 import type { Delivery, DeviceMeta } from '../ingest/index.ts';
 import type { DeviceStore } from '../registry/index.ts';
 import type { LiveBus } from '../platform/bus.ts';
+import { excerpt } from '../platform/log-excerpt.ts';
 import { silentLogger, type Logger } from '../platform/logger.ts';
 import type { Metrics } from '../platform/metrics.ts';
 
@@ -39,13 +40,18 @@ export interface BrokerOptions {
   connectionAttemptWindowMs?: number;
   /** Largest MQTT packet accepted, bytes; a larger one closes the connection. */
   maxPacketBytes?: number;
-  /** Largest keepalive a client may ask for, s; 0 (no keepalive) is refused too (CONNACK 6 from aedes). */
+  /** Largest keepalive a client may ask for, s; a larger one is closed without CONNACK. */
   maxKeepaliveSeconds?: number;
+  /** A connection with keepalive 0 (keep-alive off) is closed after this long without a packet from it, s. */
+  idleTimeoutSeconds?: number;
   /**
    * Lab mode (conformance suites, tools): clients that are not devices may connect anonymously and publish and
-   * subscribe on any topic. Devices keep their rules and their telemetry is still ingested. Never in production.
+   * subscribe on any topic. Devices keep their rules and their telemetry is still ingested; a provisioned
+   * device's id (as username or client id) still needs its token. Never in production.
    */
   labMode?: boolean;
+  /** Subscription filters refused (SUBACK 0x80) to lab tools, as conformance suites expect. Default none. */
+  labRefusedTopics?: readonly string[];
   /** MQTT over TLS on `host` (broker/listeners.ts); certFile and keyFile empty = self-signed in tlsSelfSignedDir. */
   tls?: { enabled: boolean; port: number; certFile: string; keyFile: string; caFile?: string; requireClientCert?: boolean };
   tlsSelfSignedDir?: string;
@@ -59,7 +65,7 @@ export interface BrokerDeps {
    * connection's later messages (they leave in order); a rejection closes the connection with none of them
    * acknowledged, so the device sends them again.
    */
-  onMessage: (device: DeviceMeta, kind: string, payload: Buffer, qos: number, delivery?: Delivery) => unknown;
+  onMessage: (device: DeviceMeta, kind: string, payload: Buffer, qos: number, delivery?: Delivery, closed?: AbortSignal) => unknown;
   /** A QoS 1 message's PUBACK was handed to its connection (which may still lose it if it breaks). */
   onAcknowledged?: (device: DeviceMeta, delivery: Delivery) => void;
   /** A device's connection ended; `clean`: it sent DISCONNECT, so every PUBACK written to it had arrived. */
@@ -136,6 +142,7 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
     maxPacketBytes: opts.maxPacketBytes,
   });
   const lab = opts.labMode === true;
+  const labRefused = new Set(opts.labRefusedTopics ?? []);
   if (lab) {
     log.warn(
       'LAB MODE IS ON: anonymous MQTT clients and free topics are allowed. For conformance suites and tools only, never in production (broker.labMode)',
@@ -170,6 +177,20 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
     delivery: Delivery | undefined;
   }
   const awaiting = new WeakMap<Client, Awaiting[]>();
+  /** A connection's first refusal: what settles after it is refused too (the connection is closing). */
+  const refusals = new WeakMap<Client, Error>();
+  /** Aborted when the connection ends: messages waiting for room let go of it (see onMessage). */
+  const closers = new WeakMap<Client, AbortController>();
+  const closedSignal = (client: Client) => {
+    let c = closers.get(client);
+    if (!c) {
+      c = new AbortController();
+      // One listener per waiting message of the connection (a paused socket bounds how many).
+      setMaxListeners(0, c.signal);
+      closers.set(client, c);
+    }
+    return c.signal;
+  };
   /** Each connection's number in this run (a resend comes on another connection than its first delivery). */
   const connectionIds = new WeakMap<Client, number>();
   let lastConnectionId = 0;
@@ -228,12 +249,16 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
       resumeReading(client);
     }
     corkBriefly(client.conn);
-    // After a refusal the connection closes, and nothing behind it is acknowledged: the device sends it all again.
-    let refused: Error | undefined;
+    // After a refusal the connection closes, and nothing behind it is acknowledged, in this call or a later one:
+    // the device sends it all again.
+    let refused = refusals.get(client);
     for (const e of ready) {
       if (e.err && !refused) {
         refused = e.err;
-        log.error({ err: e.err.message, device: e.device.id }, 'message not made durable: connection closed unacknowledged');
+        refusals.set(client, refused);
+        // A connection that ended while its messages waited for room is no fault: they were let go on purpose.
+        if (e.err.name === 'ConnectionClosedError') log.debug({ device: e.device.id }, e.err.message);
+        else log.error({ err: e.err.message, device: e.device.id }, 'message not made durable: connection closed unacknowledged');
       }
       e.cb(refused ?? null);
       if (!refused) acknowledged(e.device, e.delivery);
@@ -241,9 +266,27 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
   };
   const aedes = await Aedes.createBroker({
     drainTimeout: opts.drainTimeoutMs,
-    keepaliveLimit: opts.maxKeepaliveSeconds,
+    // No keepaliveLimit: aedes would answer keepalive 0 (which MQTT 3.1.1 allows) and one over the limit with
+    // CONNACK 6, a code MQTT 3.1.1 reserves. Both are handled in preConnect.
     preConnect(client, packet, cb) {
       if (!packet.clientId && !packet.clean) emptyPersistentId.add(client);
+      // [MQTT-3.1.2-2]: level 4 is named "MQTT" and level 3 (MQTT 3.1) "MQIsdp"; aedes checks the level alone and
+      // accepts "MQTT" at level 3. An unsupported level makes aedes itself answer CONNACK 1 and close.
+      const level = packet.protocolVersion;
+      if (!((packet.protocolId === 'MQTT' && level === 4) || (packet.protocolId === 'MQIsdp' && level === 3))) {
+        (packet as { protocolVersion: number }).protocolVersion = 0;
+        return cb(null, true);
+      }
+      const keepalive = packet.keepalive ?? 0;
+      if (keepalive > opts.maxKeepaliveSeconds) {
+        // No CONNACK return code says "keepalive too long": close without one [MQTT-3.2.2-6].
+        metrics?.mqttAuthFailures.inc({ reason: 'keepalive-too-long' });
+        log.info({ keepalive, limit: opts.maxKeepaliveSeconds }, 'MQTT connection refused: keepalive too long');
+        return cb(new Error('keepalive above broker.maxKeepaliveSeconds'), false);
+      }
+      // Keepalive 0 turns keep-alive off [MQTT-3.1.2-10]; the idle timeout still reclaims a silent (half-open)
+      // connection. It is aedes' keepalive timer, which every packet restarts and which closes after 1.5 × keepalive.
+      if (keepalive === 0) packet.keepalive = opts.idleTimeoutSeconds / 1.5;
       cb(null, true);
     },
     authenticate(client, username, password, done) {
@@ -253,17 +296,32 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
         metrics?.mqttAuthFailures.inc({ reason: 'empty-client-id' });
         return done(authError('a persistent session needs a client id', 2), null);
       }
-      if (lab && (!id || !password)) return done(null, true); // anonymous lab client
       const reject = (reason: string, code: number, message: string) => {
         metrics?.mqttAuthFailures.inc({ reason });
-        log.info({ clientId: client.id, username: id, reason }, 'MQTT connection refused');
+        log.info({ clientId: excerpt(client.id), username: excerpt(id), reason }, 'MQTT connection refused');
         done(authError(message, code), null);
       };
+      // A lab tool (not a device) may not use a provisioned device's id without its token: as client id it would
+      // take over the device's session [MQTT-3.1.4-2], and act in its name (commands, retained status).
+      const admitLabTool = () => {
+        const claimed = id && id !== client.id ? [id, client.id] : [client.id];
+        Promise.all(claimed.map((claim) => deps.devices.checkToken(claim, ''))).then(
+          (checks) =>
+            checks.every((c) => c.result === 'unknown')
+              ? done(null, true)
+              : reject('device-id-without-token', 4, 'bad username or password'),
+          (err: Error) => {
+            log.error({ err: err.message }, 'registry lookup failed');
+            done(authError('server unavailable', 3), null);
+          },
+        );
+      };
+      if (lab && (!id || !password)) return admitLabTool(); // anonymous lab client
       if (!id || !password) return reject('missing-credentials', 4, 'bad username or password');
       deps.devices.checkToken(id, password.toString('utf8')).then(
         (check) => {
           if (check.result === 'unknown') {
-            if (lab) return done(null, true); // lab mode: any other username is an anonymous tool
+            if (lab) return admitLabTool(); // lab mode: any other username is an anonymous tool
             return reject('unknown-device', 4, 'bad username or password');
           }
           if (check.result === 'wrong') return reject('wrong-token', 4, 'bad username or password');
@@ -291,7 +349,10 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
             : undefined;
       if (!device || !kind) {
         metrics?.mqttUnauthorized.inc({ action: 'publish' });
-        log.warn({ device: client.id, topic: packet.topic }, 'publish refused: not the device’s own telemetry or acks topic');
+        log.warn(
+          { device: excerpt(client.id), topic: excerpt(packet.topic) },
+          'publish refused: not the device’s own telemetry or acks topic',
+        );
         return cb(new Error(`publish to ${packet.topic} not allowed`));
       }
       packet.retain = false; // telemetry and acks are a stream, not state: never kept by the broker
@@ -301,9 +362,11 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
       // So a device is told "received" only once onMessage's promise says the reading is durable.
       const delivery =
         packet.qos > 0 && packet.messageId !== undefined ? { packetId: packet.messageId, connection: connectionId(client) } : undefined;
+      // While messages wait for room, each carries its connection's end, so a closed one lets them go.
+      const closed = deps.slowDown?.() ? closedSignal(client) : undefined;
       let result: unknown;
       try {
-        result = deps.onMessage(device, kind, packet.payload as Buffer, packet.qos, delivery);
+        result = deps.onMessage(device, kind, packet.payload as Buffer, packet.qos, delivery, closed);
       } catch (err) {
         // A bug in a handler must never take the broker down or lose the connection's other messages.
         log.error({ err, device: device.id }, 'message handler failed');
@@ -348,12 +411,12 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
     },
     authorizeSubscribe(client, sub, cb) {
       const device = devices.get(client);
-      if (lab && !device) return cb(null, sub); // lab mode: tools subscribe anywhere
+      if (lab && !device) return cb(null, labRefused.has(sub.topic) ? null : sub); // lab mode: tools subscribe anywhere else
       if (device && (sub.topic === TOPICS.errors(device.id) || sub.topic === TOPICS.commands(device.id))) {
         return cb(null, sub);
       }
       metrics?.mqttUnauthorized.inc({ action: 'subscribe' });
-      log.warn({ device: client.id, topic: sub.topic }, 'subscription refused');
+      log.warn({ device: excerpt(client.id), topic: excerpt(sub.topic) }, 'subscription refused');
       cb(null, null); // SUBACK 0x80 for this topic; the connection stays
     },
   });
@@ -468,6 +531,7 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
     if (entry?.client === client) for (const t of topics) entry.topics.delete(t);
   });
   aedes.on('clientDisconnect', (client) => {
+    closers.get(client)?.abort();
     const device = devices.get(client);
     if (device && subscriptions.get(device.id)?.client === client) subscriptions.delete(device.id);
     const connection = connectionIds.get(client);
@@ -504,11 +568,18 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
     }
   });
 
-  aedes.on('clientError', (client, err) => log.debug({ device: client.id, err: err.message }, 'client error'));
-  aedes.on('connectionError', (client, err) => log.debug({ clientId: client.id, err: err.message }, 'connection error'));
+  aedes.on('clientError', (client, err) => log.debug({ device: excerpt(client.id), err: excerpt(err.message) }, 'client error'));
+  aedes.on('connectionError', (client, err) => log.debug({ clientId: excerpt(client.id), err: excerpt(err.message) }, 'connection error'));
 
   /** Every accepted connection: stop() ends those aedes does not know yet (no CONNECT sent). */
   const streams = new Set<Duplex>();
+  /** Source address of each accepted connection until it authenticates: one that ends before counts as failed. */
+  const unauthenticated = new WeakMap<object, string | undefined>();
+  aedes.on('client', (client) => {
+    if (!unauthenticated.has(client.conn)) return;
+    guard.authenticated(unauthenticated.get(client.conn));
+    unauthenticated.delete(client.conn);
+  });
   const accept = (stream: Duplex, address: string | undefined) => {
     const refused = guard.admit(address);
     if (refused) {
@@ -518,13 +589,15 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
       return;
     }
     streams.add(stream);
+    unauthenticated.set(stream, address);
     stream.once('close', () => {
       streams.delete(stream);
-      guard.closed();
+      guard.closed(address, !unauthenticated.delete(stream));
     });
-    const guarded = limitPacketSize(stream, opts.maxPacketBytes, (reason) => {
-      metrics?.mqttRefused.inc({ reason: 'packet-too-large' });
-      log.warn({ address, reason }, 'MQTT connection closed: packet too large or malformed');
+    const guarded = limitPacketSize(stream, opts.maxPacketBytes, (reason, kind) => {
+      metrics?.mqttRefused.inc({ reason: kind });
+      const why = kind === 'packet-id-zero' ? 'packet identifier 0' : 'packet too large or malformed';
+      log.warn({ address, reason }, `MQTT connection closed: ${why}`);
     });
     aedes.handle(guarded);
   };

@@ -7,6 +7,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { Ajv, type ValidateFunction } from 'ajv';
 import addFormats from 'ajv-formats';
 import { ERROR_CODES, PlatformError, type ErrorCode } from '../platform/errors.ts';
+import { excerpt } from '../platform/log-excerpt.ts';
 import { silentLogger, type Logger } from '../platform/logger.ts';
 import type { Metrics } from '../platform/metrics.ts';
 import { roleAtLeast } from '../registry/index.ts';
@@ -139,7 +140,7 @@ export function createApp(
     } else {
       code = 'CP_API_INTERNAL';
       detail = 'internal error';
-      log.error({ err, method: req.method, url: req.originalUrl }, 'request failed');
+      log.error({ err, method: req.method, url: excerpt(req.originalUrl) }, 'request failed');
     }
     const status = ERROR_CODES[code].status;
     if (code === 'CP_API_UNAUTHORIZED') res.set('www-authenticate', 'Bearer');

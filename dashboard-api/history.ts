@@ -5,6 +5,7 @@
 import { escape as influxEscape, type InfluxDB } from 'influx';
 import { LAST_VALUE_FIELDS, FIELD_KINDS, type Family, type Tier } from '../ingest/index.ts';
 import { durationMs } from '../ingest/rate-limit.ts';
+import { PlatformError } from '../platform/errors.ts';
 import { utcOffsetMs } from '../platform/time-zone.ts';
 
 export interface HistoryTarget {
@@ -32,6 +33,76 @@ export type Window = (typeof WINDOWS)[number];
 const WINDOW_MS: Record<string, number> = { '10s': 1e4, '1m': 6e4, '5m': 3e5, '15m': 9e5, '1h': 3.6e6, '6h': 2.16e7, '1d': 8.64e7 };
 const MAX_POINTS = 500;
 const RAW_LIMIT = 10000;
+
+/** The earliest time a history query may ask for (2000-01-01T00:00:00Z): no reading of the platform is older. */
+export const HISTORY_EARLIEST_MS = Date.UTC(2000, 0, 1);
+/** How far past now a history query may reach, ms (a day: clocks of devices and clients run a little ahead). */
+export const HISTORY_FUTURE_MS = 86_400_000;
+/** Windows of an explicitly chosen size a query may span at most (as many as the raw window's points). */
+export const MAX_WINDOWS = RAW_LIMIT;
+/** The bounds of `from` and `to`, for the API description. */
+export const HISTORY_RANGE_TEXT = 'between 2000-01-01T00:00:00Z and now + 1 day';
+
+const invalid = (detail: string, errors: string[]) => new PlatformError('CP_API_VALIDATION', detail, { details: errors });
+
+/**
+ * The range [fromMs, toMs) of a history query from its `from` and `to` (ISO 8601; `to` defaults to now, `from`
+ * to `to` − `defaultSpanMs`). Throws CP_API_VALIDATION (400) with every reason: a time that does not parse,
+ * one outside [HISTORY_EARLIEST_MS, now + HISTORY_FUTURE_MS], or `from` not before `to`. InfluxDB answers times
+ * outside its range with an error, which must not reach a viewer as a 500.
+ */
+export function parseRange(q: { from?: string; to?: string }, defaultSpanMs: number, now = Date.now()): { fromMs: number; toMs: number } {
+  const errors: string[] = [];
+  const latest = now + HISTORY_FUTURE_MS;
+  const check = (name: 'from' | 'to', text: string | undefined): number | undefined => {
+    if (text === undefined) return undefined;
+    const ms = Date.parse(text);
+    if (!Number.isFinite(ms)) errors.push(`query.${name} is not a date-time`);
+    else if (ms < HISTORY_EARLIEST_MS || ms > latest) errors.push(`query.${name} must be ${HISTORY_RANGE_TEXT}`);
+    else return ms;
+    return undefined;
+  };
+  const to = check('to', q.to);
+  const from = check('from', q.from);
+  if (errors.length) throw invalid('`from` or `to` is out of range', errors);
+  const toMs = to ?? now;
+  const fromMs = from ?? Math.max(HISTORY_EARLIEST_MS, toMs - defaultSpanMs);
+  if (!(fromMs < toMs)) throw invalid('`from` must be before `to`', ['query.from must be before query.to']);
+  return { fromMs, toMs };
+}
+
+/**
+ * The fields a readings query asks for, each checked against the family's contract (ingest/contract.ts);
+ * undefined = all of them. Throws CP_API_VALIDATION naming the unknown ones and the family's fields.
+ */
+export function parseFields(family: Family, text: string | undefined): string[] | undefined {
+  const asked = [
+    ...new Set(
+      (text ?? '')
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+    ),
+  ];
+  if (!asked.length) return undefined;
+  const kinds = FIELD_KINDS[family];
+  const unknown = asked.filter((f) => !Object.hasOwn(kinds, f));
+  if (unknown.length) {
+    throw invalid(`unknown field(s) of ${family}: ${unknown.join(', ')}`, [
+      `query.fields must name fields of ${family}: ${Object.keys(kinds).join(', ')}`,
+    ]);
+  }
+  return asked;
+}
+
+/** Throws CP_API_VALIDATION when an explicitly chosen window would cut the range into more than MAX_WINDOWS. */
+export function checkWindowCount(window: Window, fromMs: number, toMs: number): void {
+  const ms = WINDOW_MS[window];
+  if (!ms || (toMs - fromMs) / ms <= MAX_WINDOWS) return;
+  throw invalid(`window ${window} cuts the range into more than ${MAX_WINDOWS} windows`, [
+    `query.window ${window} is too small for this range: choose a larger window, auto, or a shorter range`,
+  ]);
+}
 
 export function chooseWindow(fromMs: number, toMs: number): Exclude<Window, 'auto'> {
   const range = toMs - fromMs;
@@ -81,7 +152,8 @@ export async function queryReadings(
   now = Date.now(),
 ): Promise<{ window: Exclude<Window, 'auto'>; tier: string; points: SeriesPoint[] }> {
   const kinds = FIELD_KINDS[q.family];
-  const fields = (q.fields?.length ? q.fields : Object.keys(kinds)).filter((f) => f in kinds);
+  const asked = (q.fields ?? []).filter((f) => Object.hasOwn(kinds, f));
+  const fields = asked.length ? asked : Object.keys(kinds);
   const window = q.window === 'auto' ? chooseWindow(q.fromMs, q.toMs) : q.window;
   const device = `"device" = ${influxEscape.stringLit(q.device)}`;
   if (window === 'raw') {

@@ -18,8 +18,7 @@ import {
 } from '../analytics/index.ts';
 import type { AqiEvent } from '../platform/bus.ts';
 import { DEVICE_ID_PATTERN, FAMILIES, type Family } from '../ingest/index.ts';
-import { PlatformError } from '../platform/errors.ts';
-import { chooseWindow, cityWindowOffsetMs, type HistoryTarget } from './history.ts';
+import { chooseWindow, cityWindowOffsetMs, HISTORY_RANGE_TEXT, parseRange, type HistoryTarget } from './history.ts';
 import type { RouteDef } from './routes.ts';
 
 const names = { type: 'object', properties: { vi: { type: 'string' }, en: { type: 'string' } } } as const;
@@ -232,8 +231,8 @@ export function analyticsRoutes(analytics: Analytics | undefined, history: Histo
           scope: { type: 'string', enum: ['station', 'zone'] },
           id: { type: 'string', pattern: DEVICE_ID_PATTERN, description: 'Station (device) id or zone id' },
           period: { type: 'string', enum: ['hour', 'day'], default: 'hour', description: 'Hourly (NowCast) or daily index' },
-          from: { type: 'string', format: 'date-time', description: 'Start (default: to − 24 h)' },
-          to: { type: 'string', format: 'date-time', description: 'End, exclusive (default: now)' },
+          from: { type: 'string', format: 'date-time', description: `Start (default: to − 24 h); ${HISTORY_RANGE_TEXT}, before to` },
+          to: { type: 'string', format: 'date-time', description: `End, exclusive (default: now); ${HISTORY_RANGE_TEXT}` },
         },
       },
       responses: {
@@ -285,13 +284,14 @@ export function analyticsRoutes(analytics: Analytics | undefined, history: Histo
             },
           },
         },
-        400: problem,
+        400: {
+          description: `${problem.description}: a time that is not ${HISTORY_RANGE_TEXT}, or from not before to`,
+          schema: problem.schema,
+        },
       },
       handler: async (req, res) => {
         const q = req.query as { scope: 'station' | 'zone'; id: string; period: 'hour' | 'day'; from?: string; to?: string };
-        const toMs = q.to ? Date.parse(q.to) : Date.now();
-        const fromMs = q.from ? Date.parse(q.from) : toMs - 86_400_000;
-        if (!(fromMs < toMs)) throw new PlatformError('CP_API_VALIDATION', '`from` must be before `to`');
+        const { fromMs, toMs } = parseRange(q, 86_400_000);
         // Indices are stored per hour (or day): a finer window than that would only repeat points.
         let window = chooseWindow(fromMs, toMs) as string;
         const floor = q.period === 'day' ? 86_400_000 : 3_600_000;

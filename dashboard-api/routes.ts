@@ -26,7 +26,18 @@ import {
 } from '../registry/index.ts';
 import { PlatformError } from '../platform/errors.ts';
 import type { Auth, Principal } from './auth.ts';
-import { queryLastReading, queryReadings, WINDOWS, type HistoryTarget, type Window } from './history.ts';
+import {
+  checkWindowCount,
+  HISTORY_RANGE_TEXT,
+  MAX_WINDOWS,
+  parseFields,
+  parseRange,
+  queryLastReading,
+  queryReadings,
+  WINDOWS,
+  type HistoryTarget,
+  type Window,
+} from './history.ts';
 import type { LatestValues } from './live.ts';
 import type { Alarms } from '../alarms/index.ts';
 import { alarmRoutes } from './routes-alarms.ts';
@@ -129,6 +140,9 @@ const usernameParams = {
   properties: { username: { type: 'string', pattern: USERNAME_PATTERN } },
 } as const;
 const password = { type: 'string', minLength: PASSWORD_MIN_LENGTH, maxLength: PASSWORD_MAX_LENGTH } as const;
+
+/** Answers that carry a secret (a session or device token) or describe a session: never kept by any cache. */
+const noStore = (res: Response) => res.set('cache-control', 'no-store');
 
 /** The caller, set by the role check in app.ts. */
 export const principalOf = (res: Response): Principal => res.locals.principal as Principal;
@@ -234,6 +248,7 @@ export function createRoutes(d: ApiDeps): RouteDef[] {
       handler: async (req, res) => {
         const out = await d.devices.provision(req.body);
         res.locals.auditTarget = out.device.id;
+        noStore(res);
         res.status(201).json({ device: withOnline(out.device), token: out.token });
       },
     },
@@ -289,6 +304,7 @@ export function createRoutes(d: ApiDeps): RouteDef[] {
       handler: async (req, res) => {
         const token = await d.devices.rotateToken(req.params.id as string);
         d.presence.disconnect(req.params.id as string);
+        noStore(res);
         res.json({ token });
       },
     },
@@ -303,29 +319,35 @@ export function createRoutes(d: ApiDeps): RouteDef[] {
         type: 'object',
         additionalProperties: false,
         properties: {
-          from: { type: 'string', format: 'date-time', description: 'Start (default: to − 1 h)' },
-          to: { type: 'string', format: 'date-time', description: 'End, exclusive (default: now)' },
+          from: { type: 'string', format: 'date-time', description: `Start (default: to − 1 h); ${HISTORY_RANGE_TEXT}, before to` },
+          to: { type: 'string', format: 'date-time', description: `End, exclusive (default: now); ${HISTORY_RANGE_TEXT}` },
           window: {
             type: 'string',
             enum: WINDOWS,
             default: 'auto',
-            description:
-              'auto = at most ~500 points. A point’s time is the start of its window; windows longer than an hour follow the city’s clock: a 1d window is a city-local day, starting at the city’s midnight (e.g. 17:00 UTC the day before in Asia/Ho_Chi_Minh, UTC+7)',
+            description: `auto = at most ~500 points; a window chosen explicitly may cut the range into at most ${MAX_WINDOWS} windows. A point’s time is the start of its window; windows longer than an hour follow the city’s clock: a 1d window is a city-local day, starting at the city’s midnight (e.g. 17:00 UTC the day before in Asia/Ho_Chi_Minh, UTC+7)`,
           },
-          fields: { type: 'string', description: 'Comma-separated field names (default: all of the family)' },
+          fields: {
+            type: 'string',
+            maxLength: 2000,
+            description: 'Comma-separated field names of the device’s family, as in GET /api/v1/contract (default: all of the family)',
+          },
         },
       },
-      responses: { 200: { description: 'series' }, 400: problem, 404: problem },
+      responses: {
+        200: { description: 'series' },
+        400: {
+          description: `${problem.description}: a time that is not ${HISTORY_RANGE_TEXT}, from not before to, a field the family does not have, or a window too small for the range`,
+          schema: problem.schema,
+        },
+        404: problem,
+      },
       handler: async (req, res) => {
         const dev = await mustGet(req.params.id as string);
         const q = req.query as { from?: string; to?: string; window: Window; fields?: string };
-        const toMs = q.to ? Date.parse(q.to) : Date.now();
-        const fromMs = q.from ? Date.parse(q.from) : toMs - 3600_000;
-        if (!(fromMs < toMs)) throw new PlatformError('CP_API_VALIDATION', '`from` must be before `to`');
-        const fields = q.fields
-          ?.split(',')
-          .map((s) => s.trim())
-          .filter(Boolean);
+        const { fromMs, toMs } = parseRange(q, 3600_000);
+        const fields = parseFields(dev.family, q.fields);
+        checkWindowCount(q.window, fromMs, toMs);
         const out = await queryReadings(d.history, { device: dev.id, family: dev.family, fromMs, toMs, window: q.window, fields });
         res.json({
           device: dev.id,
@@ -395,7 +417,7 @@ function accessRoutes(d: ApiDeps): RouteDef[] {
       },
       responses: {
         200: {
-          description: 'the session token (shown once), its expiry and the operator',
+          description: 'the session token (shown once, `Cache-Control: no-store`), its expiry and the operator',
           schema: {
             type: 'object',
             properties: {
@@ -411,6 +433,7 @@ function accessRoutes(d: ApiDeps): RouteDef[] {
       },
       handler: async (req, res) => {
         const { username, password } = req.body as { username: string; password: string };
+        noStore(res);
         try {
           const out = await d.auth.login(username, password, req.ip ?? 'unknown');
           res.json({ token: out.token, expiresAt: out.expiresAt, operator: { username: out.operator.username, role: out.operator.role } });
@@ -431,6 +454,7 @@ function accessRoutes(d: ApiDeps): RouteDef[] {
       responses: { 204: { description: 'ended' } },
       handler: async (_req, res) => {
         await d.auth.logout(principalOf(res));
+        noStore(res);
         res.status(204).end();
       },
     },
@@ -456,6 +480,7 @@ function accessRoutes(d: ApiDeps): RouteDef[] {
       },
       handler: (_req, res) => {
         const p = principalOf(res);
+        noStore(res);
         res.json({ username: p.username, role: p.role, kind: p.kind, ...(p.expiresAt ? { expiresAt: p.expiresAt } : {}) });
       },
     },
@@ -518,7 +543,8 @@ function accessRoutes(d: ApiDeps): RouteDef[] {
     {
       method: 'get',
       path: '/api/v1/audit',
-      summary: 'Audit log of state-changing actions (logins, logouts, devices, operators), newest first',
+      summary:
+        'Audit log of state-changing actions (logins, logouts, devices, operators), newest first. Refused attempts (failed or rate-limited logins, calls refused for a too-low role) are aggregated per minute and source address, with a count, and capped apart: they never push out other records',
       tag: 'access',
       role: 'admin',
       query: {
@@ -545,6 +571,13 @@ function accessRoutes(d: ApiDeps): RouteDef[] {
                 target: { type: ['string', 'null'] },
                 address: { type: ['string', 'null'] },
                 outcome: { type: 'string', description: 'ok, or why it failed' },
+                count: {
+                  type: 'integer',
+                  minimum: 1,
+                  description:
+                    'Attempts the record stands for: refused ones are aggregated per action, source address, outcome and minute (and actor, except for rate-limited logins); an actor or target that differed reads (various)',
+                },
+                lastAt: { type: 'string', format: 'date-time', description: 'The last attempt of the record (at: the first)' },
               },
             },
           },

@@ -5,6 +5,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createApp } from './app.ts';
 import { createAuth } from './auth.ts';
+import { HTTP_LIMIT_DEFAULTS, httpServerOptions, limitConnections, type HttpLimits } from './connection-limits.ts';
 import { attachLive, LatestValues } from './live.ts';
 import { routeUpgrades, type UpgradeHandler } from './upgrades.ts';
 import type { DashboardOptions } from './static.ts';
@@ -32,6 +33,12 @@ export interface DashboardApiOptions {
   loginWindowMs?: number;
   /** The operations dashboard served on the same port (static.ts); absent = not served. */
   dashboard?: DashboardOptions;
+  /** Bounds on the port's connections (connection-limits.ts); each defaults to HTTP_LIMIT_DEFAULTS. */
+  headersTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  keepAliveTimeoutMs?: number;
+  maxConnections?: number;
+  maxConnectionsPerAddress?: number;
 }
 
 export interface DashboardApi {
@@ -62,9 +69,17 @@ export function createDashboardApi(
     { ...deps, latest, auth },
     { metrics: deps.metrics, logger: log, version: deps.version, corsOrigins: opts.corsOrigins, dashboard: opts.dashboard },
   );
-  const server = http.createServer(app);
-  // Idle keep-alive sockets must not hold stop() open.
-  server.keepAliveTimeout = 5000;
+  const limits: HttpLimits = {
+    headersTimeoutMs: opts.headersTimeoutMs ?? HTTP_LIMIT_DEFAULTS.headersTimeoutMs,
+    requestTimeoutMs: opts.requestTimeoutMs ?? HTTP_LIMIT_DEFAULTS.requestTimeoutMs,
+    // Idle keep-alive sockets must not hold stop() open.
+    keepAliveTimeoutMs: opts.keepAliveTimeoutMs ?? HTTP_LIMIT_DEFAULTS.keepAliveTimeoutMs,
+    maxConnections: opts.maxConnections ?? HTTP_LIMIT_DEFAULTS.maxConnections,
+    maxConnectionsPerAddress: opts.maxConnectionsPerAddress ?? HTTP_LIMIT_DEFAULTS.maxConnectionsPerAddress,
+  };
+  // Half-open requests, idle connections and floods from one address are shed (see connection-limits.ts).
+  const server = http.createServer(httpServerOptions(limits), app);
+  const limiter = limitConnections(server, limits, { metrics: deps.metrics, logger: log });
   // Every raw connection, so that stop() is bounded: a client that stopped reading would otherwise hold the
   // websocket close handshake (and so server.close) for ws' 30 s close timeout.
   const connections = new Set<import('node:net').Socket>();
@@ -94,7 +109,7 @@ export function createDashboardApi(
           server.off('error', reject);
           started = true;
           const a = server.address() as AddressInfo;
-          log.info({ host: a.address, port: a.port }, 'API and socket.io listening');
+          log.info({ host: a.address, port: a.port, ...limits }, 'API and socket.io listening');
           resolve({ host: a.address, port: a.port });
         });
       });
@@ -108,6 +123,7 @@ export function createDashboardApi(
       for (const c of connections) c.destroy();
       await closed;
       if (started && server.listening) await new Promise<void>((r) => server.close(() => r()));
+      limiter.stop();
     },
   };
 }

@@ -107,6 +107,7 @@ export class InfluxWriter {
   private retryDelay = 0;
   private readonly agent: http.Agent;
   private readonly writePath: string;
+  private readonly authorization: string | undefined;
   private readonly log: Logger;
   private readonly st: WriterState = { buffered: 0, inFlight: 0, healthy: true, stored: 0, dropped: 0, rejected: 0 };
   private idleWaiters: (() => void)[] = [];
@@ -119,11 +120,11 @@ export class InfluxWriter {
   ) {
     const u = new URL(target.url);
     const params = new URLSearchParams({ db: target.database, rp: target.retentionPolicy, precision: 'ms' });
-    if (target.username) {
-      params.set('u', target.username);
-      params.set('p', target.password ?? '');
-    }
     this.writePath = `${u.pathname.replace(/\/$/, '')}/write?${params}`;
+    // Credentials go in a header, never in the path (`u=`/`p=`), which ends up in error texts and proxies' logs.
+    if (target.username) {
+      this.authorization = `Basic ${Buffer.from(`${target.username}:${target.password ?? ''}`).toString('base64')}`;
+    }
     const Agent = u.protocol === 'https:' ? https.Agent : http.Agent;
     this.agent = new Agent({ keepAlive: true, maxSockets: opts.writeConcurrency + 1 });
     this.log = deps.logger ?? silentLogger;
@@ -388,7 +389,11 @@ export class InfluxWriter {
           method: 'POST',
           path: this.writePath,
           agent: this.agent,
-          headers: { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) },
+          headers: {
+            'content-type': 'text/plain; charset=utf-8',
+            'content-length': Buffer.byteLength(body),
+            ...(this.authorization ? { authorization: this.authorization } : {}),
+          },
           timeout: this.opts.requestTimeoutMs ?? 10000,
         },
         (res) => {

@@ -78,6 +78,7 @@ export interface Ingest {
     qos?: number,
     receivedAt?: number,
     delivery?: Delivery,
+    closed?: AbortSignal,
   ): HandlerResult | false;
   /** The broker handed the PUBACK of a device's QoS 1 message to its connection. */
   acknowledged(deviceId: string, delivery: Delivery): void;
@@ -157,7 +158,7 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
     resends,
     sink: {
       append: (readings) => store.append(readings.map((r) => ({ line: toLine(r), family: r.family, device: r.device }))),
-      whenSpace() {
+      whenSpace(closed) {
         if (!store.full()) {
           if (wasFull) {
             wasFull = false;
@@ -169,7 +170,7 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
           wasFull = true;
           logger.warn(store.state().log, 'durable log disk budget full: slowing devices down (acknowledgements withheld, sockets paused)');
         }
-        return store.whenSpace();
+        return store.whenSpace(closed);
       },
     },
     deadLetters,
@@ -277,9 +278,9 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
       deadLetters.close();
       resends.close();
     },
-    handleMessage(device, kind, payload, qos = 0, receivedAt = Date.now(), delivery = undefined) {
+    handleMessage(device, kind, payload, qos = 0, receivedAt = Date.now(), delivery = undefined, closed = undefined) {
       if (stopped) return false;
-      return dispatch(ctx, kind, device, payload, receivedAt, qos, delivery);
+      return dispatch(ctx, kind, device, payload, receivedAt, qos, delivery, closed);
     },
     acknowledged(deviceId, delivery) {
       if (!stopped) resends.acknowledged(deviceId, delivery);

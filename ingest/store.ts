@@ -37,6 +37,14 @@ const LEVELS: Record<number, 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fa
 /** Points gathered before they are sent to the worker without waiting for the end of the turn. */
 const SEND_AT = 256;
 
+/** A message's connection ended while the message waited for room in the disk budget. */
+export class ConnectionClosedError extends Error {
+  constructor() {
+    super('connection closed while the message waited for room in the disk budget');
+    this.name = 'ConnectionClosedError';
+  }
+}
+
 const MAX_RESTARTS = 3;
 const RESTART_WINDOW_MS = 60_000;
 
@@ -147,9 +155,31 @@ export class ReadingStore {
     return this.current.log.full;
   }
 
-  whenSpace(): Promise<void> {
+  /**
+   * Resolves once the log has room. `closed` (the message's connection ended) rejects it at once with a
+   * ConnectionClosedError and lets go of the message, so connections that come and go during a long outage do not
+   * pile their messages up in memory.
+   */
+  whenSpace(closed?: AbortSignal): Promise<void> {
     if (!this.full()) return Promise.resolve();
-    return new Promise((resolve) => this.spaceWaiters.push(resolve));
+    if (closed?.aborted) return Promise.reject(new ConnectionClosedError());
+    return new Promise((resolve, reject) => {
+      if (!closed) {
+        this.spaceWaiters.push(resolve);
+        return;
+      }
+      const onClose = () => {
+        const i = this.spaceWaiters.indexOf(waiter);
+        if (i >= 0) this.spaceWaiters.splice(i, 1);
+        reject(new ConnectionClosedError());
+      };
+      const waiter = () => {
+        closed.removeEventListener('abort', onClose);
+        resolve();
+      };
+      closed.addEventListener('abort', onClose, { once: true });
+      this.spaceWaiters.push(waiter);
+    });
   }
 
   state(): StoreState {

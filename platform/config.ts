@@ -10,6 +10,7 @@ import { Ajv } from 'ajv';
 import type { FromSchema } from 'json-schema-to-ts';
 import { DEFAULT_RULE_IDS, RULE_OVERRIDE_SCHEMA, RULE_SCHEMA } from '../alarms/index.ts';
 import { LIMIT_DEFAULTS } from '../broker/index.ts';
+import { HTTP_LIMIT_DEFAULTS } from '../dashboard-api/connection-limits.ts';
 import { PlatformError } from './errors.ts';
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -49,13 +50,14 @@ export const CONFIG_SCHEMA = {
           type: 'integer',
           minimum: 0,
           default: LIMIT_DEFAULTS.maxConnectionAttemptsPerAddress,
-          description: 'MQTT connection attempts per source address per window (0 = no limit; devices behind NAT share an address)',
+          description:
+            'Failed MQTT connection attempts (CONNECT refused, or closed before authenticating) per source address per window; past it the address may hold only 4 connections that have not authenticated yet (a device with a correct token still gets in; successful logins never count). 0 = no limit',
         },
         connectionAttemptWindowMs: {
           type: 'integer',
           minimum: 100,
           default: LIMIT_DEFAULTS.connectionAttemptWindowMs,
-          description: 'Window of the per-address attempt limit, ms',
+          description: 'Window of the per-address failed-attempt limit, ms',
         },
         maxPacketBytes: {
           type: 'integer',
@@ -69,13 +71,29 @@ export const CONFIG_SCHEMA = {
           minimum: 10,
           maximum: 65535,
           default: LIMIT_DEFAULTS.maxKeepaliveSeconds,
-          description: 'Largest MQTT keepalive a device may ask for, s; keepalive 0 (none) is refused too (CONNACK 6)',
+          description:
+            'Largest MQTT keepalive a client may ask for, s; a larger one is closed without CONNACK (no MQTT 3.1.1 return code fits). Keepalive 0 (keep-alive off) is accepted: see idleTimeoutSeconds',
+        },
+        idleTimeoutSeconds: {
+          type: 'integer',
+          minimum: 1,
+          maximum: 100000,
+          default: LIMIT_DEFAULTS.idleTimeoutSeconds,
+          description:
+            'A connection with keepalive 0 (keep-alive off) that sends no packet for this many seconds is closed, so half-open connections are reclaimed; one with a keepalive is closed after 1.5 × keepalive (MQTT 3.1.1)',
         },
         labMode: {
           type: 'boolean',
           default: false,
           description:
-            'Lab mode for conformance suites and tools: anonymous MQTT clients and free topics (devices keep their rules); loudly logged, never in production',
+            'Lab mode for conformance suites and tools: anonymous MQTT clients and free topics (devices keep their rules; a provisioned device id still needs its token); loudly logged, never in production',
+        },
+        labRefusedTopics: {
+          type: 'array',
+          items: { type: 'string', minLength: 1 },
+          default: ['test/nosubscribe'],
+          description:
+            'Lab mode: subscription filters refused to anonymous clients (SUBACK 0x80, exact match), as conformance suites expect (Paho interoperability test_subscribe_failure)',
         },
         drainTimeoutMs: {
           type: 'integer',
@@ -193,7 +211,46 @@ export const CONFIG_SCHEMA = {
           type: 'integer',
           minimum: 1000,
           default: 100000,
-          description: 'Audit log records kept (oldest removed beyond it)',
+          description:
+            'Audit log records kept (oldest removed beyond it), and apart from them as many aggregated records of refused attempts (failed or rate-limited logins, calls refused for a too-low role)',
+        },
+        maxConnections: {
+          type: 'integer',
+          minimum: 1,
+          maximum: 19000,
+          default: HTTP_LIMIT_DEFAULTS.maxConnections,
+          description:
+            'Connections to the API port held at most (HTTP, socket.io, MQTT over WebSocket); more are closed at once. api.maxConnections + broker.maxConnections + 500 must fit the open-file limit of the process, else broker.maxConnections is lowered at start (logged)',
+        },
+        maxConnectionsPerAddress: {
+          type: 'integer',
+          minimum: 0,
+          default: HTTP_LIMIT_DEFAULTS.maxConnectionsPerAddress,
+          description:
+            'Connections to the API port held at most per source address; more are closed at once (0 = no limit: behind a reverse proxy, which is one address)',
+        },
+        headersTimeoutMs: {
+          type: 'integer',
+          minimum: 500,
+          maximum: 300000,
+          default: HTTP_LIMIT_DEFAULTS.headersTimeoutMs,
+          description:
+            'A connection whose request headers are not complete this long after it opened or its request began (half a request, or nothing sent) is answered 408 and closed, ms',
+        },
+        requestTimeoutMs: {
+          type: 'integer',
+          minimum: 500,
+          maximum: 600000,
+          default: HTTP_LIMIT_DEFAULTS.requestTimeoutMs,
+          description:
+            'A request not received whole (headers and body) this long after it began is answered 408 and closed, ms; a value below api.headersTimeoutMs is raised to it',
+        },
+        keepAliveTimeoutMs: {
+          type: 'integer',
+          minimum: 100,
+          maximum: 300000,
+          default: HTTP_LIMIT_DEFAULTS.keepAliveTimeoutMs,
+          description: 'An idle keep-alive HTTP connection is closed after this long, ms',
         },
         dashboard: {
           type: 'object',
@@ -247,8 +304,8 @@ export const CONFIG_SCHEMA = {
           default: '90d',
           description: 'How long raw readings are kept (InfluxDB duration: 90d, 52w, INF)',
         },
-        username: { type: 'string', default: '', description: 'InfluxDB user (empty = no auth)' },
-        password: { type: 'string', default: '', description: 'InfluxDB password' },
+        username: { type: 'string', default: '', description: 'InfluxDB user (empty = no credentials sent)' },
+        password: { type: 'string', default: '', description: 'InfluxDB password (sent as HTTP Basic; never logged)' },
         localPort: port('Port of the local InfluxDB started when url is empty (0 = any free port)', 8086),
         downsample: {
           type: 'object',

@@ -1,10 +1,14 @@
 /**
- * Run a private InfluxDB 1.x server (`influxd`) as a child process, for dev mode and tests.
+ * Run a private InfluxDB 1.x server (`influxd`) as a child process, for the platform (influx.url empty), dev
+ * mode and tests.
  *
  * The Debian package's own service config listens on all interfaces and shares one data
  * directory, so instead each instance gets its own directory, its own config bound to one
  * host, and free ports for both the HTTP API and the RPC (backup) listener, which lets
  * several instances (parallel test files) run side by side.
+ *
+ * influxd gets SIGTERM when its parent process dies; one still running on the same directory at the next start
+ * is ended first. superviseLocalInflux restarts an influxd that ended on its own, with back-off.
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { constants as fsConstants } from 'node:fs';
@@ -25,6 +29,15 @@ export interface LocalInflux {
   dir: string;
   /** Stops the server: SIGTERM, up to 10 s grace, then SIGKILL. Safe to call more than once. */
   stop(): Promise<void>;
+  /** Resolves when this `influxd` process has ended, whatever ended it (stop(), a signal, a crash). */
+  exited: Promise<InfluxExit>;
+}
+
+/** How an `influxd` process ended: its exit code, or the signal that ended it, or why it could not be spawned. */
+export interface InfluxExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  error?: string;
 }
 
 /** Options for {@link startLocalInflux}. */
@@ -96,6 +109,9 @@ export async function startLocalInflux(opts: StartLocalInfluxOptions): Promise<L
   const influxd = await ensureInfluxInstalled(log);
   const dir = resolve(opts.dir);
   await Promise.all(['meta', 'data', 'wal'].map((sub) => mkdir(join(dir, sub), { recursive: true })));
+  // Before the port check: an influxd left running by a platform that was killed outright still holds the
+  // fixed port, and it is ours to end (same folder), unlike any other process on that port.
+  await killStale(join(dir, 'influxd.pid'), join(dir, 'influxdb.conf'), log);
 
   // Ports picked free can be taken by someone else before influxd binds them (the RPC port
   // always is picked, the HTTP port when none is given); retry with new ones in that case only.
@@ -133,10 +149,11 @@ async function startOnce(
   let child: ChildProcess;
   try {
     // Detached (own process group): Ctrl-C on the terminal must reach only the platform, which flushes its
-    // buffered readings into this InfluxDB before stopping it. A platform killed outright leaves influxd
-    // behind; the pid file lets the next start in the same dir end it (killStale).
-    await killStale(join(dir, 'influxd.pid'), configPath, log);
-    child = spawn(influxd, ['run', '-config', configPath], { stdio: ['ignore', logFile.fd, logFile.fd], detached: true });
+    // buffered readings into this InfluxDB before stopping it. Through setpriv, influxd gets SIGTERM from the
+    // kernel when its parent dies (killed outright, crashed); should it still outlive the parent, the pid file
+    // lets the next start in the same dir end it (killStale).
+    const [cmd, args] = await withParentDeathSignal(influxd, ['run', '-config', configPath]);
+    child = spawn(cmd, args, { stdio: ['ignore', logFile.fd, logFile.fd], detached: true });
     child.unref();
     if (child.pid) await writeFile(join(dir, 'influxd.pid'), `${child.pid}\n`);
   } finally {
@@ -144,15 +161,15 @@ async function startOnce(
   }
 
   let exitInfo: string | undefined;
-  const exited = new Promise<void>((res) => {
+  const exited = new Promise<InfluxExit>((res) => {
     child.once('exit', (code, signal) => {
       exitInfo = signal ? `signal ${signal}` : `code ${code}`;
-      res();
+      res({ code, signal });
     });
     // spawn failure (e.g. EACCES) emits 'error' and possibly no 'exit'.
     child.once('error', (err) => {
       exitInfo ??= `spawn error: ${err.message}`;
-      res();
+      res({ code: null, signal: null, error: err.message });
     });
   });
 
@@ -195,18 +212,153 @@ async function startOnce(
   }
   log(`influxd ready on ${url} in ${Date.now() - started} ms`);
 
-  return { url, port, pid: child.pid!, dir, stop };
+  return { url, port, pid: child.pid!, dir, stop, exited };
 }
 
-/** Ends an influxd left running by an earlier platform process on the same dir (checked by its command line). */
+/** Options for {@link superviseLocalInflux}. */
+export interface SuperviseLocalInfluxOptions extends StartLocalInfluxOptions {
+  /** Receives, at error level, an influxd that ended without stop() and each restart that failed. */
+  onError?: (detail: Record<string, unknown>, msg: string) => void;
+  /** Delay before the first restart (default 500 ms); it doubles after each restart, up to `maxRestartDelayMs`. */
+  restartDelayMs?: number;
+  /** Longest delay between restarts (default 30000 ms). */
+  maxRestartDelayMs?: number;
+  /** An influxd that stayed up this long (default 60000 ms) is restarted after `restartDelayMs` again. */
+  stableAfterMs?: number;
+}
+
+/** A private InfluxDB that is restarted whenever it ends without `stop()`; `pid` is the current process. */
+export interface SupervisedInflux extends LocalInflux {
+  /** How many times influxd was restarted after ending on its own. */
+  readonly restarts: number;
+}
+
+/**
+ * Starts a private InfluxDB like {@link startLocalInflux} (a failed first start throws) and keeps it running:
+ * an influxd that ends without `stop()` (killed, crashed) is reported through `onError` with its exit code or
+ * signal and started again on the same dir and HTTP port, so the URL given to its clients stays valid. The
+ * delay before a restart doubles from `restartDelayMs` to `maxRestartDelayMs` and goes back to the start once
+ * influxd has stayed up `stableAfterMs`. `stop()` ends supervision first, so stopping restarts nothing.
+ */
+export async function superviseLocalInflux(opts: SuperviseLocalInfluxOptions): Promise<SupervisedInflux> {
+  const log = opts.log ?? (() => {});
+  const onError = opts.onError ?? ((detail, msg) => log(`${msg} ${JSON.stringify(detail)}`));
+  const minDelay = opts.restartDelayMs ?? 500;
+  const maxDelay = opts.maxRestartDelayMs ?? 30_000;
+  const stableAfter = opts.stableAfterMs ?? 60_000;
+
+  let current = await startLocalInflux(opts);
+  // A port picked free at the first start is kept: ingest, analytics and the API already use this URL.
+  const again: StartLocalInfluxOptions = { ...opts, port: current.port };
+  let stopped = false;
+  let restarts = 0;
+  const cancelWait = new AbortController();
+
+  const supervise = async (): Promise<void> => {
+    let delay = minDelay;
+    while (!stopped) {
+      const instance = current;
+      const upSince = Date.now();
+      const exit = await instance.exited;
+      if (stopped) return;
+      const endedAt = Date.now();
+      if (endedAt - upSince >= stableAfter) delay = minDelay;
+      onError(
+        // influxdPid: a logger's own `pid` field is the platform's.
+        {
+          influxdPid: instance.pid,
+          code: exit.code,
+          signal: exit.signal,
+          ...(exit.error ? { error: exit.error } : {}),
+          restartInMs: delay,
+        },
+        `local InfluxDB (influxd pid ${instance.pid}) ended unexpectedly (${exit.signal ? `signal ${exit.signal}` : `exit code ${exit.code}`}); restarting it in ${delay} ms`,
+      );
+      for (;;) {
+        await sleep(delay, undefined, { signal: cancelWait.signal }).catch(() => undefined);
+        if (stopped) return;
+        delay = Math.min(delay * 2, maxDelay);
+        try {
+          const next = await startLocalInflux(again);
+          current = next;
+          if (stopped) return void (await next.stop());
+          restarts++;
+          log(`influxd restarted (pid ${next.pid}, restart ${restarts}), ${Date.now() - endedAt} ms after it ended`);
+          break;
+        } catch (err) {
+          if (stopped) return;
+          onError({ err: (err as Error).message, restartInMs: delay }, 'restarting the local InfluxDB failed; trying again');
+        }
+      }
+    }
+  };
+  const supervising = supervise().catch((err: unknown) => onError({ err: (err as Error).message }, 'InfluxDB supervision failed'));
+
+  let stopping: Promise<void> | undefined;
+  const first = current;
+  return {
+    url: first.url,
+    port: first.port,
+    dir: first.dir,
+    get pid() {
+      return current.pid;
+    },
+    get restarts() {
+      return restarts;
+    },
+    get exited() {
+      return current.exited;
+    },
+    stop: () =>
+      (stopping ??= (async () => {
+        stopped = true;
+        cancelWait.abort();
+        await current.stop();
+        await supervising; // a restart in progress stops its own influxd
+        await current.stop();
+      })()),
+  };
+}
+
+/**
+ * Ends an influxd left running by an earlier platform process on the same dir. Only the process named in the
+ * dir's pid file, and only while its command line is `influxd … -config <this dir's config>`, so a reused pid
+ * or anyone else's server is never touched. SIGTERM (influxd closes its files), SIGKILL after 10 s.
+ */
 async function killStale(pidFile: string, configPath: string, log: (msg: string) => void): Promise<void> {
   const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
-  if (!pid) return;
-  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-  if (!cmdline.includes('influxd') || !cmdline.includes(configPath)) return;
+  if (!Number.isInteger(pid) || pid <= 0) return;
+  const isOurs = async () => {
+    // NUL-separated argv; empty for a zombie (already dead, port released) and missing once reaped.
+    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    return /(^|\/)influxd$/.test(argv[0] ?? '') && argv.includes(configPath);
+  };
+  if (!(await isOurs())) return;
   log(`ending influxd pid ${pid} left running by an earlier start`);
-  process.kill(pid, 'SIGTERM');
-  for (let i = 0; i < 200 && (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')); i++) await sleep(50);
+  for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      return; // already gone
+    }
+    for (let waited = 0; waited < STOP_GRACE_MS && (await isOurs()); waited += 50) await sleep(50);
+    if (!(await isOurs())) return;
+    log(`influxd pid ${pid} ignored SIGTERM for ${STOP_GRACE_MS} ms; sending SIGKILL`);
+  }
+}
+
+let setprivPath: Promise<string | undefined> | undefined;
+
+/**
+ * The command that runs `cmd args` with SIGTERM as its parent-death signal (prctl PR_SET_PDEATHSIG, kept across
+ * exec), through util-linux `setpriv` (Debian: always installed); the plain command where setpriv is missing.
+ * The pid stays the same (setpriv execs the command). The kernel ties the signal to the spawning thread: influxd
+ * is spawned from the main thread, whose end is the process's end.
+ */
+async function withParentDeathSignal(cmd: string, args: string[]): Promise<[string, string[]]> {
+  setprivPath ??= findExecutable('setpriv');
+  const setpriv = await setprivPath;
+  return setpriv ? [setpriv, ['--pdeathsig', 'TERM', '--', cmd, ...args]] : [cmd, args];
 }
 
 /** InfluxDB 1.x config for one private instance. Unlisted settings keep influxd's defaults. */
@@ -277,10 +429,14 @@ function isPortFree(host: string, port: number): Promise<boolean> {
   });
 }
 
-async function findInfluxd(): Promise<string | undefined> {
+function findInfluxd(): Promise<string | undefined> {
+  return findExecutable('influxd');
+}
+
+async function findExecutable(name: string): Promise<string | undefined> {
   const dirs = [...(process.env.PATH ?? '').split(delimiter).filter(Boolean), '/usr/bin'];
   for (const d of dirs) {
-    const candidate = join(d, 'influxd');
+    const candidate = join(d, name);
     try {
       await access(candidate, fsConstants.X_OK);
       return candidate;

@@ -30,7 +30,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     }),
     mqttRefused: new Counter({
       name: 'citypulse_mqtt_connections_refused_total',
-      help: 'Connections closed by a limit: max-connections, too-many-attempts (per address), packet-too-large',
+      help: 'Connections closed by a limit: max-connections, too-many-attempts (per address), packet-too-large, packet-id-zero',
       labelNames: ['reason'] as const,
       registers: reg,
     }),
@@ -59,6 +59,12 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     readingsStored: new Counter({
       name: 'citypulse_readings_stored_total',
       help: 'Readings confirmed stored by InfluxDB, per family',
+      labelNames: ['family'] as const,
+      registers: reg,
+    }),
+    readingsAbandoned: new Counter({
+      name: 'citypulse_readings_abandoned_total',
+      help: 'QoS 0 readings let go because their connection closed while they waited for room in the full disk budget, per family',
       labelNames: ['family'] as const,
       registers: reg,
     }),
@@ -94,6 +100,17 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     socketsDropped: new Counter({
       name: 'citypulse_socket_slow_disconnects_total',
       help: 'socket.io clients disconnected because they stopped reading (their send buffer passed its bound)',
+      registers: reg,
+    }),
+    apiConnections: new Gauge({
+      name: 'citypulse_api_connections',
+      help: 'Connections to the API port now (HTTP, socket.io, MQTT over WebSocket)',
+      registers: reg,
+    }),
+    apiConnectionsShed: new Counter({
+      name: 'citypulse_api_connections_shed_total',
+      help: 'API port connections closed by a bound: headers-timeout, request-timeout, max-connections, max-connections-per-address',
+      labelNames: ['reason'] as const,
       registers: reg,
     }),
     logBacklogPoints: new Gauge({

@@ -16,7 +16,8 @@ import { SqliteDeviceStore, loadCityProfile, type CityProfile } from '../registr
 import { ensureInitialAdmin, SqliteOperatorStore } from '../registry/operators.ts';
 import { createBus, type LiveBus } from './bus.ts';
 import type { Config } from './config.ts';
-import { ensureInfluxInstalled, startLocalInflux, type LocalInflux } from './influxdb-local.ts';
+import { fitDescriptorBudget, openFileLimit } from './descriptor-budget.ts';
+import { ensureInfluxInstalled, superviseLocalInflux, type LocalInflux } from './influxdb-local.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 
@@ -64,7 +65,14 @@ export interface Platform {
 }
 
 export function createPlatform(config: Readonly<Config>, opts: { logDestination?: DestinationStream } = {}): Platform {
-  const logs = createLogger({ level: config.log.level, levels: config.log, destination: opts.logDestination });
+  const { username: influxUser, password: influxPassword } = config.influx;
+  // Replaced in every log line: the InfluxDB password, its HTTP Basic form, the service token.
+  const secrets = [
+    influxPassword,
+    influxUser ? Buffer.from(`${influxUser}:${influxPassword}`).toString('base64') : '',
+    config.api.adminToken,
+  ];
+  const logs = createLogger({ level: config.log.level, levels: config.log, destination: opts.logDestination, secrets });
   const log = logs.forComponent('platform');
   const metrics = createMetrics();
   const bus = createBus();
@@ -78,8 +86,21 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
   const started: { name: string; stop: () => Promise<void> }[] = [];
 
   async function start(): Promise<PlatformAddresses> {
+    // MQTT and API connections each within their own share of the process's descriptors (throws when none fits).
+    const budget = fitDescriptorBudget({
+      limit: openFileLimit(),
+      apiMaxConnections: config.api.maxConnections,
+      brokerMaxConnections: config.broker.maxConnections,
+    });
+    if (budget.lowered) {
+      log.warn(
+        { ...budget.lowered, brokerMaxConnections: budget.brokerMaxConnections },
+        'broker.maxConnections lowered to fit the open-file limit (api.maxConnections + broker.maxConnections + headroom); raise the limit (ulimit -n) to keep it',
+      );
+    }
     mkdirSync(dataDir, { recursive: true });
     if (!adminToken) ({ token: adminToken, created: adminTokenCreated } = loadOrCreateToken(path.join(dataDir, 'admin-token')));
+    logs.addSecrets(adminToken);
     const profile = loadCityProfile(path.resolve(config.cityProfile));
     const zoneIds = new Set(profile.zones.map((z) => z.id));
 
@@ -87,10 +108,12 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
     if (!influxUrl) {
       const influxLog = logs.forComponent('influx');
       await ensureInfluxInstalled((m) => influxLog.info(m));
-      localInflux = await startLocalInflux({
+      // Supervised: an influxd that dies is logged and restarted with back-off; readings wait in the durable log.
+      localInflux = await superviseLocalInflux({
         dir: path.join(dataDir, 'influxdb'),
         port: config.influx.localPort,
         log: (m) => influxLog.info(m),
+        onError: (detail, msg) => influxLog.error(detail, msg),
       });
       started.push({ name: 'influxdb', stop: () => (localInflux as LocalInflux).stop() });
       influxUrl = localInflux.url;
@@ -143,6 +166,7 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
         maxReadingsPerSecond: config.ingest.maxReadingsPerSecond,
         readingsBurst: config.ingest.readingsBurst,
         deadLetterFile: path.join(dataDir, 'dead-letters.db'),
+        resendFile: path.join(dataDir, 'resends.db'),
         deadLetterLimit: config.ingest.deadLetterLimit,
         log: {
           dir: config.durability.dir ? path.resolve(config.durability.dir) : path.join(dataDir, 'wal'),
@@ -186,7 +210,7 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
     await analytics.start();
     started.push({ name: 'analytics', stop: () => analytics.stop() });
 
-    const brokerOptions = { ...config.broker, tlsSelfSignedDir: path.join(dataDir, 'tls') };
+    const brokerOptions = { ...config.broker, maxConnections: budget.brokerMaxConnections, tlsSelfSignedDir: path.join(dataDir, 'tls') };
     // Commands answer on the device's acks topic: the broker hands those to commands, the rest to ingest.
     let commands: Commands | undefined;
     broker = await createBroker(brokerOptions, {
@@ -194,8 +218,13 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
       bus,
       metrics,
       logger: logs.forComponent('broker'),
-      onMessage: (device, kind, payload, qos) =>
-        kind === 'acks' ? commands?.handleAck(device, payload) : ingest.handleMessage(device, kind, payload, qos),
+      onMessage: (device, kind, payload, qos, delivery, closed) =>
+        kind === 'acks'
+          ? commands?.handleAck(device, payload)
+          : ingest.handleMessage(device, kind, payload, qos, Date.now(), delivery, closed),
+      onAcknowledged: (device, delivery) => ingest.acknowledged(device.id, delivery),
+      onConnectionClosed: (device, connection, clean) => ingest.connectionClosed(device.id, connection, clean),
+      slowDown: () => ingest.full(),
     });
     // Created and listening before the broker accepts devices: no subscription or PUBACK goes unseen.
     commands = createCommands(
@@ -229,6 +258,7 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
         influx: ingest.influx,
         database: influxTarget.database,
         retentionPolicy: influxTarget.retentionPolicy,
+        timezone: profile.timezone,
         tiers,
         tiersBehind: (m, a, b) => ingest.downsampler?.isBehind(m, a, b) ?? false,
       },

@@ -54,7 +54,7 @@ export interface Session {
 }
 
 export interface AuditEntry {
-  /** ISO 8601 */
+  /** ISO 8601; of an aggregated record (see `count`), its first attempt. */
   at: string;
   /** Username, `(service token)`, `(cli)` or `(system)`; for a login, the username that was tried. */
   actor: string;
@@ -66,6 +66,27 @@ export interface AuditEntry {
   address: string | null;
   /** `ok`, or why it failed: an error code, or for a login `unknown-user`, `wrong-password`, `disabled`, `rate-limited`. */
   outcome: string;
+  /**
+   * Attempts this record stands for. Refused attempts (a login that failed or was rate-limited, a call refused
+   * for a too-low role) are aggregated: one record per action, source address, outcome and minute
+   * (AUDIT_REFUSAL_WINDOW_MS), and per actor too except for rate-limited logins, whose usernames an anonymous
+   * flood chooses: an actor or target that differs within the record reads `(various)`. Other records: 1.
+   * Set in what listAudit returns; ignored when recording.
+   */
+  count?: number;
+  /** ISO 8601 of the record's last attempt (= at when count is 1). Set in what listAudit returns. */
+  lastAt?: string;
+}
+
+/** Refused attempts are aggregated per this window, ms (see AuditEntry.count). */
+export const AUDIT_REFUSAL_WINDOW_MS = 60_000;
+
+/** Actor or target of an aggregated record whose attempts named different ones. */
+export const AUDIT_VARIOUS = '(various)';
+
+/** Refused attempts: aggregated and kept apart from the other records (see AuditEntry.count). */
+export function isRefusal(e: Pick<AuditEntry, 'action' | 'outcome'>): boolean {
+  return (e.action === 'login' && e.outcome !== 'ok') || e.outcome === 'CP_API_FORBIDDEN';
 }
 
 export interface OperatorStore {
@@ -85,6 +106,10 @@ export interface OperatorStore {
   /** The live session of a token: unknown, expired, or of a disabled operator → undefined. */
   findSession(token: string): Promise<Session | undefined>;
   endSession(id: string): Promise<void>;
+  /**
+   * Records an action. Refused attempts (`isRefusal`) are aggregated into one record per window with a count
+   * and kept apart, with a cap of their own: a flood of them never removes the record of an operator's action.
+   */
   audit(entry: Omit<AuditEntry, 'at'> & { at?: string }): Promise<void>;
   /** Newest first. */
   listAudit(filter: { limit: number; actor?: string; action?: string }): Promise<AuditEntry[]>;
@@ -142,9 +167,12 @@ export class SqliteOperatorStore implements OperatorStore {
   private readonly stmt;
   /** Verified against for unknown usernames, so that they cost the same time as known ones. */
   private dummyHash: Promise<string> | undefined;
-  private auditInserts = 0;
+  private readonly auditInserts = { action: 0, refusal: 0 };
 
-  /** `file` may be ':memory:'. Audit records beyond `auditLimit` are removed, oldest first. */
+  /**
+   * `file` may be ':memory:'. Beyond `auditLimit` records of operators' actions, and apart from them beyond
+   * `auditLimit` aggregated records of refused attempts, the oldest are removed.
+   */
   constructor(
     file: string,
     private readonly auditLimit = 100_000,
@@ -163,6 +191,20 @@ export class SqliteOperatorStore implements OperatorStore {
         id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, actor TEXT NOT NULL, role TEXT, action TEXT NOT NULL,
         target TEXT, address TEXT, outcome TEXT NOT NULL);
       CREATE INDEX IF NOT EXISTS audit_actor ON audit (actor, id);`);
+    // Refused attempts (kind 'refusal') are aggregated under agg_key and capped apart from actions.
+    const columns = new Set(
+      this.db
+        .prepare<[], { name: string }>('PRAGMA table_info(audit)')
+        .all()
+        .map((c) => c.name),
+    );
+    if (!columns.has('kind')) this.db.exec("ALTER TABLE audit ADD COLUMN kind TEXT NOT NULL DEFAULT 'action'");
+    if (!columns.has('count')) this.db.exec('ALTER TABLE audit ADD COLUMN count INTEGER NOT NULL DEFAULT 1');
+    if (!columns.has('last_at')) this.db.exec('ALTER TABLE audit ADD COLUMN last_at TEXT');
+    if (!columns.has('agg_key')) this.db.exec('ALTER TABLE audit ADD COLUMN agg_key TEXT');
+    this.db.exec(`
+      CREATE UNIQUE INDEX IF NOT EXISTS audit_agg_key ON audit (agg_key);
+      CREATE INDEX IF NOT EXISTS audit_kind ON audit (kind, id);`);
     this.stmt = {
       count: this.db.prepare<[], { n: number }>('SELECT count(*) AS n FROM operators'),
       insert: this.db.prepare(
@@ -184,9 +226,19 @@ export class SqliteOperatorStore implements OperatorStore {
       insertAudit: this.db.prepare(
         'INSERT INTO audit (at, actor, role, action, target, address, outcome) VALUES (@at, @actor, @role, @action, @target, @address, @outcome)',
       ),
-      trimAudit: this.db.prepare('DELETE FROM audit WHERE id <= (SELECT max(id) FROM audit) - ?'),
+      upsertRefusal: this.db.prepare(
+        `INSERT INTO audit (at, actor, role, action, target, address, outcome, kind, count, last_at, agg_key)
+         VALUES (@at, @actor, @role, @action, @target, @address, @outcome, 'refusal', 1, @at, @key)
+         ON CONFLICT (agg_key) DO UPDATE SET count = count + 1, last_at = excluded.last_at,
+           actor = CASE WHEN actor = excluded.actor THEN actor ELSE '${AUDIT_VARIOUS}' END,
+           target = CASE WHEN target IS excluded.target THEN target ELSE '${AUDIT_VARIOUS}' END,
+           role = CASE WHEN role IS excluded.role THEN role ELSE NULL END`,
+      ),
+      trimAudit: this.db.prepare<[string, string, number]>(
+        'DELETE FROM audit WHERE kind = ? AND id < (SELECT id FROM audit WHERE kind = ? ORDER BY id DESC LIMIT 1 OFFSET ?)',
+      ),
       listAudit: this.db.prepare<{ limit: number; actor: string | null; action: string | null }, AuditEntry>(
-        `SELECT at, actor, role, action, target, address, outcome FROM audit
+        `SELECT at, actor, role, action, target, address, outcome, count, coalesce(last_at, at) AS lastAt FROM audit
          WHERE (@actor IS NULL OR actor = @actor) AND (@action IS NULL OR action = @action) ORDER BY id DESC LIMIT @limit`,
       ),
     };
@@ -277,9 +329,20 @@ export class SqliteOperatorStore implements OperatorStore {
   }
 
   async audit(e: Omit<AuditEntry, 'at'> & { at?: string }): Promise<void> {
-    this.stmt.insertAudit.run({ ...e, at: e.at ?? new Date().toISOString() });
-    // Bounded like the dead letters: a login flood must not fill the disk. Trimmed every 1000 inserts.
-    if (++this.auditInserts % 1000 === 0) this.stmt.trimAudit.run(this.auditLimit);
+    const at = e.at ?? new Date().toISOString();
+    const row = { actor: e.actor, role: e.role, action: e.action, target: e.target, address: e.address, outcome: e.outcome, at };
+    const kind = isRefusal(e) ? 'refusal' : 'action';
+    if (kind === 'refusal') {
+      // The usernames of rate-limited logins are the caller's choice: they must not make a record each.
+      const window = Math.floor(Date.parse(at) / AUDIT_REFUSAL_WINDOW_MS);
+      const who = e.action === 'login' && e.outcome === 'rate-limited' ? '' : e.actor;
+      const key = JSON.stringify([e.action, e.address, e.outcome, window, who]);
+      this.stmt.upsertRefusal.run({ ...row, key });
+    } else {
+      this.stmt.insertAudit.run(row);
+    }
+    // Bounded like the dead letters, each kind apart: refusals never remove actions. Trimmed every 1000 calls.
+    if (++this.auditInserts[kind] % 1000 === 0) this.stmt.trimAudit.run(kind, kind, this.auditLimit - 1);
   }
 
   async listAudit(f: { limit: number; actor?: string; action?: string }): Promise<AuditEntry[]> {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the project needs and is missing: npm packages from the lockfile, and the Debian packages
 # influxdb + influxdb-client (time series), mosquitto-clients (an independent MQTT client for tests), iproute2 (ss), chromium
-# (dashboard browser tests); then builds the dashboard (dashboard/dist) when it is missing or older than its sources.
+# (dashboard browser tests), systemd (systemd-analyze, which checks the service unit); then builds the dashboard
+# (dashboard/dist) when it is missing or older than its sources.
 # Idempotent and quick when everything is there. Used by `npm start`, `npm test` and .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,8 @@ command -v ss >/dev/null 2>&1 || need+=(iproute2)
 # Debian chromium: the dashboard's browser tests drive it with playwright-core (a tool's own browser download
 # does not work on a closed network).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# systemd-analyze (Debian systemd): a test verifies the unit `citypulse install-service` writes.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "citypulse: missing Debian packages: ${need[*]} (run as root, or: sudo apt-get install -y ${need[*]})" >&2

@@ -298,7 +298,9 @@ test('a 4 MiB disk budget with the default 16 MiB segments: no stall while Influ
   await waitFor(async () => (await health()).durableLog.full === true, 60_000, 'the log to fill');
   const flooder = await p.provision('traffic');
   const raw = await rawConnect(p.addr.mqtt);
-  raw.send(connectPacket(flooder.id, flooder.token));
+  // Keepalive 4 s: a paused socket reads nothing, not even its end, so a device that has gone is found by its
+  // keep-alive timer (1.5 × keepalive without a packet), which then lets go of its waiting messages.
+  raw.send(connectPacket(flooder.id, flooder.token, { keepalive: 4 }));
   await raw.next('connack');
   const waitsBefore = metric(await (await p.api('/metrics', { admin: true })).text(), 'citypulse_backpressure_waits_total');
   let written = 0;
@@ -327,7 +329,48 @@ test('a 4 MiB disk budget with the default 16 MiB segments: no stall while Influ
   t.diagnostic(`flooder wrote ${written} messages into its socket in 3 s; the platform took in ${takenIn} while full`);
   assert.ok(written > 5000, 'the flooder got its messages into the kernel buffers');
   assert.ok(takenIn < 5000, `a paused device is not read: ${takenIn} messages taken in while full`);
+  // A QoS 0 device too; then both connections break while their messages wait: the platform lets go of them
+  // (the QoS 1 device sends its messages again, never acknowledged; the QoS 0 ones are counted).
+  const quiet = await p.provision('traffic');
+  const raw0 = await rawConnect(p.addr.mqtt);
+  raw0.send(connectPacket(quiet.id, quiet.token, { keepalive: 2 }));
+  await raw0.next('connack');
+  for (let i = 0; i < 50; i++)
+    raw0.send({
+      cmd: 'publish',
+      topic: `devices/${quiet.id}/telemetry`,
+      payload: Buffer.from(`{"intensity":${i}}`),
+      qos: 0,
+      retain: false,
+      dup: false,
+    } as Packet);
+  let waits = 0;
+  await waitFor(
+    async () => {
+      waits = metric(await (await p.api('/metrics', { admin: true })).text(), 'citypulse_backpressure_waits_total');
+      return waits > waitsAfter;
+    },
+    10_000,
+    'the QoS 0 messages waiting',
+  ).catch((err: Error) => {
+    throw new Error(`${err.message}: ${waits - waitsAfter}`);
+  });
+  // Paused after its first message: the rest stay in its socket.
+  const heldQos0 = waits - waitsAfter;
+  assert.ok(heldQos0 < 50, `${heldQos0} of the 50 QoS 0 messages taken in while full`);
   raw.socket.destroy();
+  raw0.socket.destroy();
+  let abandoned = 0;
+  await waitFor(
+    async () => {
+      abandoned = metric(await (await p.api('/metrics', { admin: true })).text(), 'citypulse_readings_abandoned_total{');
+      return abandoned === heldQos0;
+    },
+    10_000,
+    'the QoS 0 readings let go and counted',
+  ).catch((err: Error) => {
+    throw new Error(`${err.message}: ${abandoned} of ${heldQos0}`);
+  });
 
   const stalled = total();
   const again = await startLocalInflux({ dir: influx.dir, port: influx.port });
@@ -347,6 +390,8 @@ test('a 4 MiB disk budget with the default 16 MiB segments: no stall while Influ
     assert.equal(duplicates, 0, `device ${i}: none twice`);
   }
   assert.ok(stored.length >= 45_000);
+  const gone = rows.filter((r) => r[2] === flooder.id || r[2] === quiet.id).length;
+  assert.equal(gone, 0, 'messages of connections that closed while waiting for room were let go, not stored');
   const h = await health();
   assert.equal(h.durableLog.full, false);
   assert.equal(h.durableLog.backlogReadings, 0);

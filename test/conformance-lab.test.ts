@@ -2,7 +2,9 @@
  * Lab mode (issue 4, conformance): off by default; when on (loudly logged), anonymous clients may connect and
  * publish/subscribe on any topic with retained messages and QoS 0-2, so independent MQTT conformance suites
  * and tools can run against the broker, while devices keep their rules and their telemetry is still stored.
- * The zero-length client id with a persistent session is refused in lab mode too [MQTT-3.1.3-8].
+ * The zero-length client id with a persistent session is refused in lab mode too [MQTT-3.1.3-8], and so is a
+ * provisioned device's id without its token; the refused subscription filters are configurable.
+ * The MQTT 3.1.1 statements themselves: conformance-mqtt311.test.ts and conformance-paho.test.ts.
  *
  * Run: node --import tsx --test test/conformance-lab.test.ts
  */
@@ -72,4 +74,55 @@ test('lab mode on: anonymous tools use free topics, retained and QoS 2; devices 
   bytes[flags] = (bytes[flags] as number) & ~0x02;
   raw.send(bytes);
   assert.equal(((await raw.next('connack')) as { returnCode?: number } | undefined)?.returnCode, 2);
+});
+
+test('lab mode: a provisioned device id without its token is refused (CONNACK 4), as username or as client id, so no tool takes over its session (MQTT-3.1.4-2)', async (t) => {
+  const p = await startTestPlatform(t, { broker: { labMode: true } });
+  const light = await p.provision('streetLight');
+  const device = await p.connect(light.id, light.token);
+  let deviceClosed = false;
+  device.on('close', () => {
+    deviceClosed = true;
+  });
+  const attempts: mqtt.IClientOptions[] = [
+    { clientId: light.id, username: light.id }, // the device's id, no password
+    { clientId: light.id }, // anonymous, with the device's client id
+    { clientId: light.id, username: 'whoever', password: 'x' }, // another username, the device's client id
+    { clientId: 'lab-tool', username: light.id }, // the device's id as username only
+  ];
+  for (const o of attempts) {
+    await assert.rejects(mqtt.connectAsync(p.addr.mqtt, { reconnectPeriod: 0, ...o }), (e: any) => e.code === 4, JSON.stringify(o));
+  }
+  assert.equal(deviceClosed, false, 'the device keeps its connection');
+  assert.equal(p.platform.parts.broker.isOnline(light.id), true);
+  // Anonymous tools with other ids still connect.
+  const tool = await mqtt.connectAsync(p.addr.mqtt, { reconnectPeriod: 0, clientId: 'lab-tool' });
+  await tool.endAsync();
+  // A revoked device's id is no free name either.
+  assert.equal((await p.api(`/api/v1/devices/${light.id}/revoke`, { method: 'POST', admin: true })).status, 200);
+  await assert.rejects(mqtt.connectAsync(p.addr.mqtt, { reconnectPeriod: 0, clientId: light.id }), (e: any) => [4, 5].includes(e.code));
+});
+
+test('lab mode: the refused subscription filters are configurable (broker.labRefusedTopics → SUBACK 0x80; the default, test/nosubscribe, in conformance-mqtt311 and -paho)', async (t) => {
+  const p = await startTestPlatform(t, { broker: { labMode: true, labRefusedTopics: ['lab/closed'] } });
+  const raw = await rawConnect(p.addr.mqtt);
+  t.after(() => raw.socket.destroy());
+  raw.send({
+    cmd: 'connect',
+    protocolId: 'MQTT',
+    protocolVersion: 4,
+    clean: true,
+    clientId: 'lab-sub',
+    keepalive: 60,
+  } as mqttPacket.Packet);
+  assert.equal(((await raw.next('connack')) as { returnCode?: number } | undefined)?.returnCode, 0);
+  raw.send({
+    cmd: 'subscribe',
+    messageId: 1,
+    subscriptions: [
+      { topic: 'test/nosubscribe', qos: 1 },
+      { topic: 'lab/closed', qos: 1 },
+    ],
+  } as mqttPacket.Packet);
+  assert.deepEqual(((await raw.next('suback')) as { granted?: number[] } | undefined)?.granted, [1, 0x80]);
 });

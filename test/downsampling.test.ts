@@ -73,13 +73,16 @@ test('a year of late readings is recomputed into the tiers and a 1-year chart re
   assert.ok(body.points.length <= 367, `${body.points.length} points`);
   assert.ok(body.points.length >= 360, `${body.points.length} points`);
 
-  // Every daily point is the mean of that (UTC) day's readings.
+  // Every daily point is the mean of that city day's readings (Asia/Ho_Chi_Minh, UTC+7 all year: a day starts at
+  // 17:00 UTC the evening before).
+  const CITY = 7 * HOUR;
+  const cityDay = (t: number) => Math.floor((t + CITY) / DAY) * DAY - CITY;
   const perDay = new Map<number, number[]>();
   for (const r of readings) {
-    const d = Math.floor(r.dateObserved / DAY) * DAY;
+    const d = cityDay(r.dateObserved);
     perDay.set(d, [...(perDay.get(d) ?? []), r.pm25]);
   }
-  const today = Math.floor(Date.now() / DAY) * DAY;
+  const today = cityDay(Date.now());
   let compared = 0;
   for (const pt of body.points) {
     if (pt.time >= today - DAY) continue; // today's and yesterday's buckets may mix tier and raw

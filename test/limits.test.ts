@@ -66,7 +66,7 @@ test('readings over a device’s rate are rejected with a reason on its errors t
   await p.rowsAtLeast(`SELECT "intensity" FROM "traffic" WHERE "device" = '${dev.id}' AND "intensity" = 100`);
 });
 
-test('connections in total and attempts per source address are bounded', async (t) => {
+test('connections in total and failed attempts per source address are bounded', async (t) => {
   const p = await startTestPlatform(t, { broker: { maxConnections: 2, maxConnectionAttemptsPerAddress: 0 } });
   const a = await p.provision('airQuality');
   const b = await p.provision('airQuality');
@@ -81,28 +81,44 @@ test('connections in total and attempts per source address are bounded', async (
 
   const q = await startTestPlatform(t, { broker: { maxConnectionAttemptsPerAddress: 3, connectionAttemptWindowMs: 60_000 } });
   const d = await q.provision('airQuality');
-  for (let i = 0; i < 3; i++) {
+  // Successful logins do not count.
+  for (let i = 0; i < 5; i++) {
     const client = await q.connect(d.id, d.token);
     await client.endAsync();
   }
-  const fourth = await rawConnect(q.addr.mqtt);
-  fourth.send(connectPacket(d.id, d.token));
-  assert.equal(await fourth.closed(), true, 'the fourth attempt in the window is closed');
+  for (let i = 0; i < 3; i++) {
+    const failed = await rawConnect(q.addr.mqtt);
+    failed.send(connectPacket(d.id, 'wrong-token'));
+    assert.equal(((await failed.next('connack')) as { returnCode: number } | undefined)?.returnCode, 4);
+    assert.equal(await failed.closed(), true);
+  }
+  // Held back after 3 failures: only 4 connections that have not authenticated yet at a time.
+  const silent = await Promise.all(Array.from({ length: 5 }, () => rawConnect(q.addr.mqtt)));
+  assert.deepEqual(await Promise.all(silent.map((r) => r.closed(300))), [false, false, false, false, true], 'the fifth is closed');
   assert.match(await (await q.api('/metrics')).text(), /citypulse_mqtt_connections_refused_total\{reason="too-many-attempts"\} 1/);
+  // Once they end, a device with its token still gets in.
+  for (const r of silent) r.socket.destroy();
+  await new Promise((r) => setTimeout(r, 100)); // the broker sees them close
+  assert.equal((await q.connect(d.id, d.token)).connected, true);
 });
 
-test('keepalive bounds: 0 (none) and more than broker.maxKeepaliveSeconds are refused', async (t) => {
+test('keepalive bounds: more than broker.maxKeepaliveSeconds is closed without CONNACK (MQTT-3.2.2-6: no return code fits, 6 is reserved); 0 is accepted', async (t) => {
   const p = await startTestPlatform(t, { broker: { maxKeepaliveSeconds: 300 } });
   const dev = await p.provision('streetLight');
-  for (const keepalive of [0, 301]) {
-    const raw = await rawConnect(p.addr.mqtt);
-    raw.send(connectPacket(dev.id, dev.token, { keepalive }));
-    const connack = await raw.next('connack');
-    assert.ok(connack && (connack as { returnCode: number }).returnCode !== 0, `keepalive ${keepalive} refused`);
-    assert.equal(await raw.closed(), true);
+  const raw = await rawConnect(p.addr.mqtt);
+  raw.send(connectPacket(dev.id, dev.token, { keepalive: 301 }));
+  assert.equal(await raw.closed(), true);
+  assert.deepEqual(
+    raw.packets.map((x) => x.cmd),
+    [],
+    'no CONNACK',
+  );
+  assert.match(await (await p.api('/metrics')).text(), /citypulse_mqtt_auth_failures_total\{reason="keepalive-too-long"\} 1/);
+  for (const keepalive of [300, 0]) {
+    const ok = await p.connect(dev.id, dev.token, { keepalive });
+    assert.equal(ok.connected, true, `keepalive ${keepalive} accepted`);
+    await ok.endAsync();
   }
-  const ok = await p.connect(dev.id, dev.token, { keepalive: 300 });
-  assert.equal(ok.connected, true);
 });
 
 test('a zero-length client id is refused (MQTT-3.1.3-8 with a persistent session; here always: id = username)', async (t) => {

@@ -11,8 +11,11 @@ import type { Metrics } from '../../platform/metrics.ts';
 export interface ReadingSink {
   /** Appends; resolves once the readings are on disk. */
   append(readings: EnrichedReading[]): Promise<void>;
-  /** While the disk budget is used up: resolves once there is room again. Undefined when there is room. */
-  whenSpace(): Promise<void> | undefined;
+  /**
+   * While the disk budget is used up: resolves once there is room again, or rejects with ConnectionClosedError
+   * when `closed` aborts first. Undefined when there is room.
+   */
+  whenSpace(closed?: AbortSignal): Promise<void> | undefined;
 }
 
 /** What every message handler of ingest works with. */

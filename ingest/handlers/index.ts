@@ -13,6 +13,7 @@ type Handler = (
   receivedAt: number,
   qos: number,
   delivery: Delivery | undefined,
+  closed: AbortSignal | undefined,
 ) => HandlerResult;
 
 const HANDLERS: Record<string, Handler> = {
@@ -28,8 +29,9 @@ export function dispatch(
   receivedAt: number,
   qos: number,
   delivery?: Delivery,
+  closed?: AbortSignal,
 ): HandlerResult | false {
   const h = HANDLERS[kind];
   if (!h) return false;
-  return h(ctx, device, payload, receivedAt, qos, delivery);
+  return h(ctx, device, payload, receivedAt, qos, delivery, closed);
 }

@@ -7,7 +7,8 @@
  * Readings without an observation time get their receive time, and a QoS 1 resend of the same message the same
  * times (resend-guard.ts), so a resend after a lost acknowledgement overwrites instead of duplicating.
  * While the log's disk budget is used up, every message waits for room first: the broker then withholds the
- * acknowledgement and stops reading that device's socket, which slows the device down instead of dropping.
+ * acknowledgement and stops reading that device's socket, which slows the device down instead of dropping. A
+ * message whose connection ends meanwhile is let go (a QoS 1 one is sent again by its device).
  */
 import type { DeviceError, EnrichedReading } from '../contract.ts';
 import type { DeviceMeta } from '../validate.ts';
@@ -21,6 +22,7 @@ export function handleTelemetry(
   receivedAt: number,
   qos: number,
   delivery?: Delivery,
+  closed?: AbortSignal,
 ): HandlerResult {
   const result = ctx.parse(device, payload, receivedAt);
   const timeless = result.timeless;
@@ -64,10 +66,24 @@ export function handleTelemetry(
     ctx.logger.debug({ device: device.id, rejected: result.rejections.length, accepted: result.readings.length }, 'readings rejected');
   }
   if (!result.readings.length) return undefined;
-  const room = ctx.sink.whenSpace();
+  const room = ctx.sink.whenSpace(closed);
   if (room !== undefined) {
     ctx.metrics?.backpressureWaits.inc();
-    return room.then(() => accept(ctx, result.readings, qos));
+    const readings = result.readings;
+    return room.then(
+      () => accept(ctx, readings, qos),
+      (err: Error) => {
+        // The connection ended while the message waited for room: a QoS 1 message was not acknowledged and its
+        // device sends it again; a QoS 0 message is let go, counted and logged, never held for a gone connection.
+        if (qos > 0) throw err;
+        ctx.metrics?.readingsAbandoned.inc({ family: device.family }, readings.length);
+        ctx.logger.warn(
+          { device: device.id, readings: readings.length },
+          'QoS 0 readings let go: connection closed while the disk budget was full',
+        );
+        return undefined;
+      },
+    );
   }
   return accept(ctx, result.readings, qos);
 }
