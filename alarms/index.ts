@@ -1,5 +1,5 @@
 /**
- * Public face of the alarm engine (issue 5): declarative rules over readings, device statuses and AQI
+ * Public face of the alarm engine: declarative rules over readings, device statuses and AQI
  * indices; alarms with a lifecycle (active → acknowledged → cleared), kept in SQLite and streamed on the bus.
  */
 export { createAlarms } from './engine.ts';

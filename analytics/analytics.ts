@@ -1,5 +1,5 @@
 /**
- * Analytics (issue 5, parts 1-2): air-quality indices and derived indicators, computed continuously from the
+ * Analytics: air-quality indices and derived indicators, computed continuously from the
  * bus's `reading` events, kept in memory for the API, emitted on the bus (`aqi`, `indicator`) and stored in
  * InfluxDB (measurements `aqi` and `indicators`).
  *

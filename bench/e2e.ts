@@ -791,7 +791,7 @@ async function influxQuery(influxUrl: string, database: string, q: string): Prom
   return body;
 }
 
-// ---------- the bare-broker baseline (issue 7) ----------
+// ---------- the bare-broker baseline ----------
 
 export interface BaselineRun {
   ackedReadings: number;
@@ -857,7 +857,7 @@ export async function runBaseline(
   }
 }
 
-// ---------- idle connections and memory (issue 7) ----------
+// ---------- idle connections and memory ----------
 
 /** Resident memory of a process, MiB, from /proc/<pid>/status (VmRSS), as `ps` and `top` show it. */
 function rssMiB(pid: number): number {
@@ -1005,7 +1005,7 @@ export async function runConnections(
   }
 }
 
-// ---------- reconnect storm (issue 7) ----------
+// ---------- reconnect storm ----------
 
 export interface StormRun {
   devices: number;
@@ -1141,7 +1141,7 @@ export async function runStorm(
   );
 }
 
-// ---------- fan-out (issue 7) ----------
+// ---------- fan-out ----------
 
 export interface FanoutRun extends LatencyRun {
   sockets: number;

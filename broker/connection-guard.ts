@@ -1,5 +1,5 @@
 /**
- * Guards in front of aedes for every listener (issue 4, limits):
+ * Guards in front of aedes for every listener:
  * - admission: a bound on connections in total, and on failed connection attempts per source address per window
  *   (ConnectionGuard);
  * - packet size: MQTT fixed headers are read as bytes arrive and a packet announcing more than `maxPacketBytes`
@@ -142,7 +142,7 @@ export class ConnectionGuard {
  *
  * The check sits in the stream's own `push` (where net, tls and ws streams hand over received bytes) rather
  * than in a wrapping Duplex: a wrapper doubled the stream machinery of every write (one per PUBACK) and cost
- * memory per idle connection, both measured in the bench (issue 7). Writes are untouched.
+ * memory per idle connection, both measured in the bench. Writes are untouched.
  */
 export function limitPacketSize<S extends Duplex>(
   inner: S,

@@ -1,5 +1,5 @@
 /**
- * The broker's other listeners (issue 4). Every listener hands its connections to the same Aedes instance, so
+ * The broker's other listeners. Every listener hands its connections to the same Aedes instance, so
  * the device rules (authenticate, authorizePublish, authorizeSubscribe hooks in broker.ts) are identical on
  * each of them:
  * - MQTT over TLS: a node:tls server on its own port (`broker.tls.*`). Optionally asks for a client certificate

@@ -1,5 +1,5 @@
 /**
- * Commands to devices (issue 5): an operator dims or switches street lights (a list of devices or a zone);
+ * Commands to devices: an operator dims or switches street lights (a list of devices or a zone);
  * the platform publishes each command to `devices/{id}/commands` (QoS 1) and the device answers on
  * `devices/{id}/acks` [C-TOPIC]. A command's state:
  *

@@ -1,5 +1,5 @@
 /**
- * Who is calling (issue 4). A bearer token is either an operator's session token (from `POST
+ * Who is calling. A bearer token is either an operator's session token (from `POST
  * /api/v1/auth/login`) or the service token (`api.adminToken`), which acts with the admin role for
  * automation. The same check guards REST routes (app.ts) and socket.io connections (live.ts).
  *

@@ -1,5 +1,5 @@
 /**
- * The frame a batched socket receives (issue 7): readings, device indicators, device statuses and rejections of
+ * The frame a batched socket receives: readings, device indicators, device statuses and rejections of
  * one batching interval, packed as arrays instead of objects. Shared by the server (packing) and every client
  * (unpacking): it imports nothing, so the dashboard bundles it as it is.
  *

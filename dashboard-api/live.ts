@@ -11,7 +11,7 @@
  * Fan-out costs one emit per event (socket.io encodes once and sends to the union of rooms), whatever the
  * number of sockets: rooms `all`, `device:<id>`, `zone:<id>`, `family:<name>`.
  *
- * Batched sockets (issue 7): a client that connects with `auth: { token, batch: true }` receives readings,
+ * Batched sockets: a client that connects with `auth: { token, batch: true }` receives readings,
  * device indicators, device statuses and rejections in one `batch` event instead, at most one per `BATCH_MS`
  * per subscription, packed as arrays (`LiveBatchFrame`, batch-frame.ts; `unpackBatch` gives the objects back,
  * oldest first). Every socket.io event is a WebSocket frame and a write(v) system call per socket, and on this
@@ -361,7 +361,7 @@ export function attachLive(
   };
   for (const [event, fn] of Object.entries(forwarded)) deps.bus.on(event as keyof BusEvents, fn as (...a: unknown[]) => void);
 
-  // Slow consumers (issue 3): a socket that stops reading piles packets up in its engine.io write buffer.
+  // Slow consumers: a socket that stops reading piles packets up in its engine.io write buffer.
   // Past the bound it is disconnected (the client reconnects and gets a fresh snapshot), so one frozen
   // screen never holds unbounded memory or slows the others.
   const maxBuffered = deps.maxSocketBufferedPackets ?? 2000;

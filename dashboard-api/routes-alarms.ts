@@ -1,5 +1,5 @@
 /**
- * Alarm routes (issue 5): list and filter alarms, one alarm with its timeline, acknowledge and clear (role
+ * Alarm routes: list and filter alarms, one alarm with its timeline, acknowledge and clear (role
  * operator, audited by the route table as alarm.acknowledge / alarm.clear), and the effective rules.
  */
 import type { Alarms } from '../alarms/index.ts';

@@ -1,5 +1,5 @@
 /**
- * Routes of analytics (issue 5, parts 1-2): current air-quality indices (VN_AQI and, labelled apart, the US
+ * Routes of analytics: current air-quality indices (VN_AQI and, labelled apart, the US
  * EPA AQI), both scales, index history from the `aqi` measurement, and current derived indicators.
  */
 import { escape as influxEscape } from 'influx';

@@ -1,5 +1,5 @@
 /**
- * Routes of commands and schedules (issue 5), spliced into the route table of routes.ts. Operators create;
+ * Routes of commands and schedules, spliced into the route table of routes.ts. Operators create;
  * viewers read. Commands answer 202: they are accepted and stored, their delivery happens later (follow their
  * state here or on the bus).
  */

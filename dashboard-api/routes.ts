@@ -400,7 +400,7 @@ export function createRoutes(d: ApiDeps): RouteDef[] {
   ];
 }
 
-/** Sessions, operator accounts and the audit log (issue 4). */
+/** Sessions, operator accounts and the audit log. */
 function accessRoutes(d: ApiDeps): RouteDef[] {
   const ops = d.auth.operators;
   return [

@@ -1,5 +1,5 @@
 /**
- * Serves the operations dashboard (issue 6): the Vite build in dashboard/dist, and index.html for every
+ * Serves the operations dashboard: the Vite build in dashboard/dist, and index.html for every
  * dashboard path (/, /map, /alarms, /wall, /devices/:id) so that client-side routes survive a reload. Paths of
  * the API (/api, /socket.io, /metrics, MQTT over WebSocket) never reach it: they are routed first.
  *

@@ -1,5 +1,5 @@
 /**
- * HTTP upgrade routing on the API port (issue 4). socket.io (engine.io) takes the upgrades under its own path
+ * HTTP upgrade routing on the API port. socket.io (engine.io) takes the upgrades under its own path
  * by itself and is attached with `destroyUpgrade: false`, so that it leaves the others alone; this router
  * gives each other path to the handler registered for it (MQTT over WebSocket on `broker.ws.path`) and
  * answers 404 to the rest, so that no upgrade request is left hanging.

@@ -1,5 +1,5 @@
 /**
- * Retention tiers and downsampling (issue 5): raw readings in the raw retention policy, 1-minute means in
+ * Retention tiers and downsampling: raw readings in the raw retention policy, 1-minute means in
  * `minute`, 1-hour means in `hour` (durations configurable), filled by InfluxDB continuous queries, so a
  * chart over a year reads a few hundred hourly points instead of millions of raw ones.
  *

@@ -1,6 +1,6 @@
 /**
  * The durable log: an append-only, segmented file log of accepted points, so that no acknowledged reading is
- * lost (issue 3). A QoS 1 reading is acknowledged only after its record is on disk.
+ * lost. A QoS 1 reading is acknowledged only after its record is on disk.
  *
  * - Records: [u32 payload length][u32 CRC-32 of payload][payload], payload = `family \t device \t line`.
  *   Every point has a global sequence number (seq); a segment file is named by the seq of its first point.

@@ -34,7 +34,7 @@ export interface IngestOptions {
   /** SQLite file where the times of unacknowledged time-less QoS 1 messages wait for a resend (':memory:' in tests). */
   resendFile?: string;
   deadLetterLimit: number;
-  /** The durable log (issue 3). */
+  /** The durable log. */
   log: { dir: string; maxBytes: number; segmentBytes: number; fsync: boolean };
   /** On stop, how long to keep shipping the log to InfluxDB; what remains is shipped at the next start, ms. */
   stopFlushTimeoutMs: number;

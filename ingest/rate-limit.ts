@@ -1,5 +1,5 @@
 /**
- * Per-device token buckets for readings (issue 4, limits): a device may send `perSecond` readings a second
+ * Per-device token buckets for readings: a device may send `perSecond` readings a second
  * on average with bursts of `burst` (a device flushing its backlog after an outage). Readings over the limit
  * are rejected with a reason, never silently dropped. The map forgets devices whose bucket is full again.
  */

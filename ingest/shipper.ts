@@ -1,5 +1,5 @@
 /**
- * Ships points from the durable log to InfluxDB (issue 3).
+ * Ships points from the durable log to InfluxDB.
  *
  * New points wait in an in-memory tail until they are durable, then go to the writer. When InfluxDB is slow
  * or down the writer's buffer stays full, the tail grows, and past `memoryPoints` its oldest points are

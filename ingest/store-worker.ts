@@ -1,6 +1,6 @@
 /**
  * The store worker: a thread of its own that owns the durable log, the log shipper and the InfluxDB writer
- * (issue 7). The main thread speaks MQTT, validates and routes; here each accepted point becomes a log record
+ *. The main thread speaks MQTT, validates and routes; here each accepted point becomes a log record
  * (CRC, group commit, fdatasync), waits for its InfluxDB batch and is confirmed. Measured on the platform's
  * thread: this work, and the garbage collection of points that live a whole batch age, was the largest part of
  * the per-reading cost after validation (README, Measured figures).

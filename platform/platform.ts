@@ -193,7 +193,7 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
     await ingest.start();
     started.push({ name: 'ingest', stop: () => ingest.stop() });
 
-    // Analytics (issue 5): after ingest (database ready, durable log flushed into InfluxDB before it restores
+    // Analytics: after ingest (database ready, durable log flushed into InfluxDB before it restores
     // its state) and before the broker takes devices' readings.
     const analytics = createAnalytics(
       { ...config.analytics, timezone: profile.timezone },
@@ -320,7 +320,7 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
 
   async function stop(): Promise<void> {
     stopping ??= (async () => {
-      // Graceful order (issue 3): stop taking devices' messages, write the log to InfluxDB (bounded), then
+      // Graceful order: stop taking devices' messages, write the log to InfluxDB (bounded), then
       // close dashboard sockets, the registry and the local InfluxDB.
       const order = ['broker', 'analytics', 'ingest', 'api', 'commands', 'registry', 'influxdb'];
       started.sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));

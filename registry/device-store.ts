@@ -6,7 +6,7 @@
  *
  * Tokens are 192 random bits, shown once. The platform keeps salt + SHA-256(salt ‖ token) only. A fast hash
  * is enough for a random secret of that length (no dictionary to search) and keeps a reconnect storm of
- * thousands of devices cheap; a memory-hard function is for human passwords (operators, issue 4).
+ * thousands of devices cheap; a memory-hard function is for human passwords (operators).
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import Database from 'better-sqlite3';

@@ -1,5 +1,5 @@
 /**
- * Operator accounts (issue 4): people who use the dashboard and the REST API, their sessions and the audit
+ * Operator accounts: people who use the dashboard and the REST API, their sessions and the audit
  * log of what they changed.
  *
  * `OperatorStore` is the interface a server database can implement later; `SqliteOperatorStore` keeps the

@@ -1,5 +1,5 @@
 /**
- * Rules and alarms (issue 5) on a real platform: devices over real MQTT.js through the broker and ingest, AQI
+ * Rules and alarms on a real platform: devices over real MQTT.js through the broker and ingest, AQI
  * indices from the real analytics component, alarms in SQLite, REST by real operators. Every default rule:
  * a sustained condition raises exactly one alarm (repeats do not duplicate), a short blip raises none, the
  * alarm clears with hysteresis (a value between the raise and clear conditions keeps it open), and an open

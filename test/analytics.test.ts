@@ -1,5 +1,5 @@
 /**
- * Analytics on a real platform (issue 5, parts 1-2): real broker over TCP, MQTT.js devices, real InfluxDB.
+ * Analytics on a real platform: real broker over TCP, MQTT.js devices, real InfluxDB.
  * Air readings spread over past hours give the station's and the zone's VN_AQI (NowCast) and US EPA AQI through
  * REST, `aqi` points in InfluxDB and `aqi` events on the bus; traffic vehicles per hour over the sliding window;
  * street-light energy per day across a counter reset; a lamp lit at local noon (daylight) and at night; and a

@@ -1,5 +1,5 @@
 /**
- * API hygiene (issue 4): CORS only for configured origins (with a preflight answer), security headers on
+ * API hygiene: CORS only for configured origins (with a preflight answer), security headers on
  * every answer, no stack trace or internal message in an error body, problem+json with a stable code.
  *
  * Run: node --import tsx --test test/api-hygiene.test.ts

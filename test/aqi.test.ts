@@ -1,5 +1,5 @@
 /**
- * VN_AQI (Decision 1459/QĐ-TCMT) and the US EPA AQI as pure functions (issue 5, part 1): every breakpoint of
+ * VN_AQI (Decision 1459/QĐ-TCMT) and the US EPA AQI as pure functions: every breakpoint of
  * the table maps to its index value, interpolation between breakpoints, NowCast with missing hours, the daily
  * rules (PM 24-h mean, O3 8-h row not used above 400 µg/m³, 24 eight-hour O3 means reaching back into the
  * previous evening, 18 of 24 hours), the decision's worked examples, rounding half up of exact halves against

@@ -1,5 +1,5 @@
 /**
- * Commands to street lights and schedules (issue 5) on a real platform (broker over TCP, real InfluxDB) with a
+ * Commands to street lights and schedules on a real platform (broker over TCP, real InfluxDB) with a
  * real simulated fleet (simulators/createFleet, one MQTT.js connection per light) and raw MQTT.js devices:
  * acknowledged commands whose next reading shows the new state, offline lights served when they connect,
  * expiry, zone batches, failed acks with their reason, roles and bad requests, schedules whose edges the lights

@@ -1,5 +1,5 @@
 /**
- * Lab mode (issue 4, conformance): off by default; when on (loudly logged), anonymous clients may connect and
+ * Lab mode: off by default; when on (loudly logged), anonymous clients may connect and
  * publish/subscribe on any topic with retained messages and QoS 0-2, so independent MQTT conformance suites
  * and tools can run against the broker, while devices keep their rules and their telemetry is still stored.
  * The zero-length client id with a persistent session is refused in lab mode too [MQTT-3.1.3-8], and so is a

@@ -1,5 +1,5 @@
 /**
- * The dashboard's dictionaries (issue 6): Vietnamese and English have the same keys, no empty string, the same
+ * The dashboard's dictionaries: Vietnamese and English have the same keys, no empty string, the same
  * {placeholders} per key, and every key the source asks for with t('…') exists. Plain Node, no browser.
  *
  * Run: node --import tsx --test test/dashboard-i18n.test.ts

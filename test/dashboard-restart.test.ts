@@ -1,5 +1,5 @@
 /**
- * The dashboard survives a server restart (issue 6): an operator screen and a wall screen are open, the
+ * The dashboard survives a server restart: an operator screen and a wall screen are open, the
  * platform stops (the pages must say they are disconnected), a new platform starts on the same data folder,
  * InfluxDB database and API port, and both pages reconnect by themselves (same session: sessions are stored)
  * and show live data again without a reload.

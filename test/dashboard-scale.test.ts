@@ -1,5 +1,5 @@
 /**
- * 5,000 devices on the dashboard's map (issue 6). The devices are provisioned straight into the platform's
+ * 5,000 devices on the dashboard's map. The devices are provisioned straight into the platform's
  * device store (fast), then a real browser opens the map: every device gets its marker, and the page stays
  * responsive while 60 of them connect over real MQTT and report (live status and reading events restyle their
  * markers). Time to first render, the longest main-thread task during the burst and the time a click on the

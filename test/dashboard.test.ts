@@ -1,5 +1,5 @@
 /**
- * The operations dashboard (issue 6) in a real headless chromium (Debian package, driven by playwright-core)
+ * The operations dashboard in a real headless chromium (Debian package, driven by playwright-core)
  * against a whole real platform (broker, ingest, InfluxDB, analytics, alarms, commands, API) with the real
  * simulated fleet and real MQTT.js devices:
  * - served bundled by dashboard-api with a same-origin CSP (no CDN), config endpoint, SPA paths;

@@ -1,8 +1,8 @@
 /**
- * Device credentials (issue 4): rotating a token disconnects the device within a second, the old token is
+ * Device credentials: rotating a token disconnects the device within a second, the old token is
  * refused and the new one works; revoking disconnects within a second and refuses it afterwards; a second
  * connection with the same client id takes over and the older one is closed, the device staying online. A
- * device's last-seen time is shown at once and written to the registry in batches (issue 7).
+ * device's last-seen time is shown at once and written to the registry in batches.
  *
  * Run: node --import tsx --test test/device-credentials.test.ts
  */

@@ -1,5 +1,5 @@
 /**
- * Retention tiers and downsampling (issue 5, part 4) on a real platform and a real InfluxDB: the platform
+ * Retention tiers and downsampling on a real platform and a real InfluxDB: the platform
  * creates the `minute` and `hour` retention policies and their continuous queries; a year of readings sent
  * late (a backlog) is recomputed into the tiers; the history API reads a 1-year range from the hourly tier
  * with a bounded number of points whose values are the true daily means; a live reading reaches the minute

@@ -1,5 +1,5 @@
 /**
- * No acknowledged reading is ever lost (issue 3), on real processes: the platform, a real InfluxDB and real
+ * No acknowledged reading is ever lost, on real processes: the platform, a real InfluxDB and real
  * MQTT.js devices. Each test counts the readings the platform acknowledged (PUBACK) against the points in
  * InfluxDB and asserts loss 0 and duplicates 0:
  * - InfluxDB stopped under steady load, then restarted;

@@ -1,5 +1,5 @@
 /**
- * The durable log on real files (issue 3): appends become durable in groups, are read back in order,
+ * The durable log on real files: appends become durable in groups, are read back in order,
  * confirmed segments are deleted, a reopened log hands back what was not confirmed, a torn last record is cut
  * off with a warning instead of failing the start, and the disk budget reports full until space is freed.
  *

@@ -1,5 +1,5 @@
 /**
- * A bounded fuzz run (issue 4): while a well-behaved fleet keeps publishing at QoS 1, random bytes hit the
+ * A bounded fuzz run: while a well-behaved fleet keeps publishing at QoS 1, random bytes hit the
  * MQTT port, random JSON hits a device's telemetry topic, and random requests hit the REST API. Afterwards
  * the process is up and healthy, its memory stayed bounded, no request got a 5xx, and every reading the fleet
  * was acknowledged is in InfluxDB. Seeded (FUZZ_SEED) so that a failure can be replayed; loopback only,

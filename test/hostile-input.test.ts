@@ -1,5 +1,5 @@
 /**
- * Hostile input (issue 4): each gets a defined answer, the process stays up and good devices keep flowing.
+ * Hostile input: each gets a defined answer, the process stays up and good devices keep flowing.
  * MQTT level (raw packets): garbage bytes, a malformed length, wildcard and non-UTF-8 topics in PUBLISH.
  * Payload level (the reason on the device's errors topic, nothing in InfluxDB): JSON that is not an object,
  * deeply nested JSON, huge numbers, NaN/Infinity as strings, `__proto__`/`constructor` keys, timestamps far in

@@ -1,5 +1,5 @@
 /**
- * Limits (issue 4), each configurable and each with a defined answer: MQTT packet size, per-device reading
+ * Limits, each configurable and each with a defined answer: MQTT packet size, per-device reading
  * rate (token bucket; the excess rejected and reported, not dropped silently), connections in total,
  * connection attempts per source address, keepalive bounds, and the zero-length client id MQTT 3.1.1 forbids
  * with a persistent session. Real platform, real InfluxDB, MQTT.js and raw MQTT clients on loopback.

@@ -1,5 +1,5 @@
 /**
- * The broker's listeners (issue 4) on real parts: a platform with MQTT over TLS (the demo's self-signed
+ * The broker's listeners on real parts: a platform with MQTT over TLS (the demo's self-signed
  * certificate, made once in dataDir/tls and reused) and MQTT over WebSocket on the API port, a real InfluxDB,
  * MQTT.js and mosquitto_pub devices and socket.io clients. Covers: a TLS device's reading stored and pushed to
  * a socket; a WebSocket device's reading stored, a wrong token over WebSocket refused (CONNACK 4), the topic

@@ -1,5 +1,5 @@
 /**
- * City intelligence on the live sockets (issue 5): real socket.io clients receive the air-quality index and
+ * City intelligence on the live sockets: real socket.io clients receive the air-quality index and
  * the indicators of their zone, and every connected screen — whatever it subscribed to — receives a new
  * alarm and its acknowledgement.
  *

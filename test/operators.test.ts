@@ -1,5 +1,5 @@
 /**
- * Operators and access (issue 4) on a real platform: every REST route (driven by the OpenAPI document, so a
+ * Operators and access on a real platform: every REST route (driven by the OpenAPI document, so a
  * new route is covered by the role it declares) answers each kind of caller by its least role; socket.io
  * refuses a connection without a valid token; login rate limits per username and per source address; session
  * expiry and logout; the initial admin; passwords and session tokens never stored in clear; the audit log.
@@ -29,7 +29,7 @@ before(async () => {
 });
 
 const json = (body: unknown) => JSON.stringify(body);
-// The order of roles as the issue states it (not taken from the code under test).
+// The order of roles as the access rules state it (not taken from the code under test).
 const RANK: Record<Role, number> = { viewer: 0, operator: 1, admin: 2 };
 const ROLES = Object.keys(RANK) as Role[];
 
@@ -103,7 +103,7 @@ describe('REST: every route answers each caller by the role it declares', () => 
         .sort(),
       ['GET /api/v1/health', 'POST /api/v1/auth/login'],
     );
-    // The least roles the issue asks for.
+    // The least role each route needs, as the access rules state it.
     const expected: Record<string, Role> = {
       'GET /api/v1/city': 'viewer',
       'GET /api/v1/contract': 'viewer',

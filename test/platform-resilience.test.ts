@@ -1,5 +1,5 @@
 /**
- * The platform when things go wrong (issue 2's "bad input gets a clear answer and loses nothing"):
+ * The platform when things go wrong:
  * InfluxDB dies under a publishing device (health degraded, readings buffered and stored once it is back),
  * a graceful stop flushes what is buffered, and an over-long array is rejected whole with a reason.
  *

@@ -1,5 +1,5 @@
 /**
- * The store worker (ingest/store.ts + store-worker.ts, issue 7): the durable log and the InfluxDB writer on a
+ * The store worker (ingest/store.ts + store-worker.ts): the durable log and the InfluxDB writer on a
  * thread of their own, against a real InfluxDB and real files. What used to be calls between objects is now
  * messages, so each crossing is checked: acknowledgements only for points on disk, a missing database created
  * by the main thread, refused points dead-lettered by the main thread and then confirmed, late readings

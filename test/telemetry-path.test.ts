@@ -1,5 +1,5 @@
 /**
- * The telemetry path end to end on real parts (issue 2): a real platform (Aedes over TCP, ingest, Express +
+ * The telemetry path end to end on real parts: a real platform (Aedes over TCP, ingest, Express +
  * socket.io) on ephemeral loopback ports, a real InfluxDB, real MQTT.js and mosquitto_pub devices and real
  * socket.io clients. Covers storage (measurement, tags, field types, time), live push, partial rejection with
  * dead letters and the errors topic, authentication and topic rules, and online/offline status.

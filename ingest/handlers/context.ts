@@ -7,7 +7,7 @@ import type { LiveBus } from '../../platform/bus.ts';
 import type { Logger } from '../../platform/logger.ts';
 import type { Metrics } from '../../platform/metrics.ts';
 
-/** Where accepted readings go: the durable log (issue 3). */
+/** Where accepted readings go: the durable log. */
 export interface ReadingSink {
   /** Appends; resolves once the readings are on disk. */
   append(readings: EnrichedReading[]): Promise<void>;
