@@ -303,6 +303,8 @@ test('a 4 MiB disk budget with the default 16 MiB segments: no stall while Influ
   raw.send(connectPacket(flooder.id, flooder.token, { keepalive: 4 }));
   await raw.next('connack');
   const waitsBefore = metric(await (await p.api('/metrics', { admin: true })).text(), 'citypulse_backpressure_waits_total');
+  // Memory while full: the platform runs in this process; what a flood adds to it is what the platform holds.
+  const rssBefore = process.memoryUsage().rss;
   let written = 0;
   const payload = Buffer.from('{"intensity":5}');
   const flood = async () => {
@@ -326,7 +328,13 @@ test('a 4 MiB disk budget with the default 16 MiB segments: no stall while Influ
   await flood();
   const waitsAfter = metric(await (await p.api('/metrics', { admin: true })).text(), 'citypulse_backpressure_waits_total');
   const takenIn = waitsAfter - waitsBefore;
-  t.diagnostic(`flooder wrote ${written} messages into its socket in 3 s; the platform took in ${takenIn} while full`);
+  const rssGrowth = (process.memoryUsage().rss - rssBefore) / 2 ** 20;
+  t.diagnostic(
+    `flooder wrote ${written} messages into its socket in 3 s; the platform took in ${takenIn} while full; RSS grew ${rssGrowth.toFixed(1)} MiB`,
+  );
+  // Held messages cost a few KiB each (a reading, its promise, its PUBACK callback): 64 MiB bounds the flood's
+  // cost far below what reading it all would hold (~300 MiB for these 78k messages).
+  assert.ok(rssGrowth < 64, `RSS grew ${rssGrowth.toFixed(1)} MiB while the budget was full`);
   assert.ok(written > 5000, 'the flooder got its messages into the kernel buffers');
   assert.ok(takenIn < 5000, `a paused device is not read: ${takenIn} messages taken in while full`);
   // A QoS 0 device too; then both connections break while their messages wait: the platform lets go of them
@@ -371,6 +379,10 @@ test('a 4 MiB disk budget with the default 16 MiB segments: no stall while Influ
   ).catch((err: Error) => {
     throw new Error(`${err.message}: ${abandoned} of ${heldQos0}`);
   });
+  // The flooder's end too (its keep-alive timer, 1.5 × 4 s): its waiting messages are let go as it goes offline.
+  const online = async (id: string) =>
+    ((await (await p.api(`/api/v1/devices/${id}`, { admin: true })).json()) as { online: boolean }).online;
+  await waitFor(async () => !(await online(flooder.id)) && !(await online(quiet.id)), 15_000, 'both connections ended');
 
   const stalled = total();
   const again = await startLocalInflux({ dir: influx.dir, port: influx.port });
