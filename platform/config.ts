@@ -706,7 +706,7 @@ type DeepPartial<T> = T extends readonly unknown[] ? T : T extends object ? { [K
 
 export const ENV_PREFIX = 'CITYPULSE_';
 
-/** Every option as a flat row: path, env var, default, description (the README table is built from this). */
+/** Every option as a flat row: path, env var, default, description (docs/configuration.md's table is built from this). */
 export function describeOptions(): { path: string; env: string; default: unknown; description: string }[] {
   const rows: { path: string; env: string; default: unknown; description: string }[] = [];
   const walk = (props: Record<string, any>, prefix: string[]) => {

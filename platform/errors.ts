@@ -1,5 +1,5 @@
 /**
- * Coded errors of every area, CP_<AREA>_<WHAT>. Each code is documented in README.md (a test checks it).
+ * Coded errors of every area, CP_<AREA>_<WHAT>. Each code is documented in docs/api.md (a test checks it).
  * Codes are never reused for another meaning; a retired code stays listed here with `retired: true`.
  */
 export const ERROR_CODES = {

@@ -5,7 +5,7 @@
 # 16,384 connections (broker/broker.ts), but the kernel caps it at net.core.somaxconn (4096 on many hosts): the
 # SYNs that find the queue full are dropped, and a device whose SYN is dropped again and again waits for its
 # kernel's 1, 2, 4, 8, 16 s back-off: 31 s for the fifth retransmission. Measured with `npm run bench -- storm`
-# (README, Measured figures): at 4096 the kernel dropped ~55,000 connection attempts per 10,000-device storm and the
+# (docs/benchmarks.md): at 4096 the kernel dropped ~55,000 connection attempts per 10,000-device storm and the
 # platform's thread sat partly idle waiting for them; at 16,384, none.
 #
 # Raises only what is lower than the target; prints what it changed. Not persistent across reboots: put the same

@@ -1,7 +1,7 @@
 /**
  * Configuration and documentation contracts: the loader (defaults, file < env < overrides, coercion of env
- * strings, every error reported at once, frozen result), the README's option table against the schema, and
- * every error code documented in the README.
+ * strings, every error reported at once, frozen result), docs/configuration.md's option table as the schema
+ * gives it now (scripts/gen-config-doc.ts), and every error code documented in docs/api.md.
  *
  * Run: node --import tsx --test test/config.test.ts
  */
@@ -10,10 +10,11 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describeOptions, loadConfig } from '../platform/config.ts';
+import { loadConfig } from '../platform/config.ts';
 import { ERROR_CODES, PlatformError } from '../platform/errors.ts';
+import { CONFIG_DOC, currentOptionsBlock, optionsBlock } from '../scripts/gen-config-doc.ts';
 
-const README = await readFile(new URL('../README.md', import.meta.url), 'utf8');
+const API_DOC = await readFile(new URL('../docs/api.md', import.meta.url), 'utf8');
 
 test('defaults fill every option and the result is frozen', () => {
   const c = loadConfig({ env: {} });
@@ -63,17 +64,14 @@ test('every error is reported at once, with its path', () => {
   assert.ok(details.some((d) => d.startsWith('CITYPULSE_NOPE')));
 });
 
-test('the README lists every option with its variable and default', () => {
-  for (const o of describeOptions()) {
-    const row = README.split('\n').find((l) => l.startsWith(`| \`${o.path}\` |`));
-    assert.ok(row, `README has no row for ${o.path}`);
-    assert.ok(row.includes(`\`${o.env}\``), `${o.path}: README names another variable`);
-    assert.ok(row.includes(`\`${JSON.stringify(o.default)}\``), `${o.path}: README gives another default`);
-  }
+test('docs/configuration.md holds the option table the schema gives (npm run docs:config)', async () => {
+  const block = currentOptionsBlock(await readFile(CONFIG_DOC, 'utf8'));
+  assert.ok(block, 'docs/configuration.md has no <!-- options:start --> … <!-- options:end --> block');
+  assert.equal(block, optionsBlock(), 'docs/configuration.md is out of date: run npm run docs:config');
 });
 
-test('every error code is documented in the README', () => {
-  for (const code of Object.keys(ERROR_CODES)) assert.match(README, new RegExp(`\\| \`${code}\` \\|`), `${code} undocumented`);
+test('every error code is documented in docs/api.md', () => {
+  for (const code of Object.keys(ERROR_CODES)) assert.match(API_DOC, new RegExp(`\\| \`${code}\` \\|`), `${code} undocumented`);
 });
 
 test('a list option takes a comma-separated environment value', () => {
