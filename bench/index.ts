@@ -9,7 +9,7 @@
  *
  * Everything runs on this machine over loopback: a private InfluxDB in a temp folder, a fresh platform per run
  * on ephemeral ports, and the devices in a child process. Prints each run, the medians, and a markdown table
- * for the README. Exits 0 when every run finished (loss is reported, not a failure), 1 on an error.
+ * for docs/benchmarks.md. Exits 0 when every run finished (loss is reported, not a failure), 1 on an error.
  *
  * Every load's devices (and the bare-Aedes baseline's subscriber) use the lean MQTT client (bench/lean-client.ts:
  * MQTT.js' CPU on the same 2 cores would be the platform's share, and in latency and fan-out the measuring
@@ -32,7 +32,7 @@
  *   the durable log is empty.
  *
  * Every run also prints the platform's event-loop delay (p50/p99/max). Node flags are printed with the machine
- * (NODE_OPTIONS=--max-semi-space-size=64 npm run bench -- throughput, say: see the README). Diagnostics:
+ * (NODE_OPTIONS=--max-semi-space-size=64 npm run bench -- throughput, say: see docs/benchmarks.md). Diagnostics:
  * node --cpu-prof … then bench/cpu-profile.ts; CITYPULSE_BENCH_ALLOC_PROFILE=<run name> for allocations.
  */
 import { closeSync, fdatasyncSync, openSync, readFileSync, rmSync, statfsSync, writeSync } from 'node:fs';
@@ -95,7 +95,7 @@ const OPTIONS = {
 } as const;
 type OptionName = keyof typeof OPTIONS;
 
-/** The options each sub-command's figures depend on (for the exact command in the README table). */
+/** The options each sub-command's figures depend on (for the exact command in the figures table). */
 const USES: Record<Exclude<Command, 'all'>, OptionName[]> = {
   throughput: ['devices', 'seconds', 'runs', 'window', 'warmup'],
   families: ['devices', 'seconds', 'runs', 'window', 'warmup'],
@@ -249,7 +249,7 @@ function printMachine(env: BenchEnv): { cpu: string; memory: string; node: strin
     cpu: `${cpus[0]?.model.trim() ?? 'unknown'} × ${cpus.length}`,
     memory: `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`,
     os: `${os.type()} ${os.release()} ${os.arch()}`,
-    // Flags change the figures (a larger V8 young generation, say: see the README), so they are printed.
+    // Flags change the figures (a larger V8 young generation, say: see docs/benchmarks.md), so they are printed.
     node: `${process.version}, flags: ${[...process.execArgv, process.env.NODE_OPTIONS ?? ''].filter((f) => f && f !== 'tsx' && f !== '--import').join(' ') || 'none'}`,
     packages: ['aedes', 'mqtt', 'influx', 'socket.io', 'socket.io-client'].map((p) => `${p} ${packageVersion(p)}`).join(', '),
     influxdb: `InfluxDB ${env.influxVersion} (private instance, ${env.influx.url})`,
@@ -1056,7 +1056,7 @@ async function main(): Promise<void> {
     if (o.command === 'all' || o.command === 'drain') await phase('drain', () => drainPhase(env, o));
 
     console.log(
-      `\nREADME table (medians of ${o.runs} runs; ${machine.cpu}, ${machine.memory}, Node ${machine.node}, InfluxDB ${env.influxVersion}):\n`,
+      `\nFigures table (medians of ${o.runs} runs; ${machine.cpu}, ${machine.memory}, Node ${machine.node}, InfluxDB ${env.influxVersion}):\n`,
     );
     console.log(
       markdownTable(

@@ -8,7 +8,7 @@
  * parses them. As objects, a traffic reading and its indicator took ~320 bytes of JSON (field names repeated in
  * every item, 13-digit times); packed they take ~100: each item is an array, the field names of a frame are
  * listed once (`shapes`), and times are offsets from the frame's `t0`. Measured in `npm run bench -- fanout`
- * (KiB/frame column; see the README).
+ * (KiB/frame column; see docs/benchmarks.md).
  */
 
 export type FieldValue = number | boolean | string;

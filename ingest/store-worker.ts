@@ -3,7 +3,7 @@
  *. The main thread speaks MQTT, validates and routes; here each accepted point becomes a log record
  * (CRC, group commit, fdatasync), waits for its InfluxDB batch and is confirmed. Measured on the platform's
  * thread: this work, and the garbage collection of points that live a whole batch age, was the largest part of
- * the per-reading cost after validation (README, Measured figures).
+ * the per-reading cost after validation (docs/benchmarks.md).
  *
  * Everything the worker cannot do itself goes back to the main thread as a message: acknowledgements (`durable`),
  * dead letters (SQLite, `rejected`), late readings for the tiers' catch-up (`late`), creating a missing

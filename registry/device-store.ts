@@ -68,7 +68,7 @@ const PREFIX: Record<Family, string> = { airQuality: 'aq', traffic: 'tf', street
 /**
  * Last-seen times are written together at most this often, ms. One UPDATE transaction per connect and per
  * disconnect cost ~80 µs of the broker's thread each: after an outage, 10,000 devices dropping at once held the
- * thread ~0.8 s, and the same again as they came back (`npm run bench -- storm` profile; see the README). A
+ * thread ~0.8 s, and the same again as they came back (`npm run bench -- storm` profile; see docs/benchmarks.md). A
  * crash loses at most the last second's times; a device's next connect or disconnect sets its time again.
  */
 const SEEN_FLUSH_MS = 1000;
