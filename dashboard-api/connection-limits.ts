@@ -16,8 +16,8 @@
 import type http from 'node:http';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { silentLogger, type Logger } from '../platform/logger.ts';
-import type { Metrics } from '../platform/metrics.ts';
+import { silentLogger, type Logger } from '../core/logger.ts';
+import type { Metrics } from '../core/metrics.ts';
 
 /** Defaults of the API port's bounds (platform/config.ts uses them as its schema defaults). */
 export const HTTP_LIMIT_DEFAULTS = {

@@ -5,7 +5,7 @@
 import type { Alarms } from '../alarms/index.ts';
 import { SEVERITIES } from '../alarms/index.ts';
 import { FAMILIES } from '../ingest/index.ts';
-import { PlatformError } from '../platform/errors.ts';
+import { PlatformError } from '../core/errors.ts';
 import type { AlarmFilter } from '../alarms/index.ts';
 import { principalOf, type RouteDef } from './routes.ts';
 

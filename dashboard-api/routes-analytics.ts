@@ -16,7 +16,7 @@ import {
   type CityClock,
   type CurrentAqi,
 } from '../analytics/index.ts';
-import type { AqiEvent } from '../platform/bus.ts';
+import type { AqiEvent } from '../core/bus.ts';
 import { DEVICE_ID_PATTERN, FAMILIES, type Family } from '../ingest/index.ts';
 import { chooseWindow, cityWindowOffsetMs, HISTORY_RANGE_TEXT, parseRange, type HistoryTarget } from './history.ts';
 import type { RouteDef } from './routes.ts';

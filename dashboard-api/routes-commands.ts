@@ -6,7 +6,7 @@
 import { COMMAND_ID_PATTERN, DEVICE_ID_PATTERN } from '../ingest/index.ts';
 import type { Commands } from '../commands/index.ts';
 import { TIME_OF_DAY_PATTERN } from '../commands/index.ts';
-import { PlatformError } from '../platform/errors.ts';
+import { PlatformError } from '../core/errors.ts';
 import { principalOf, type RouteDef } from './routes.ts';
 
 const STATES = ['pending', 'delivered', 'acknowledged', 'failed', 'expired'] as const;

@@ -24,7 +24,7 @@ import {
   type DeviceStore,
   type Role,
 } from '../registry/index.ts';
-import { PlatformError } from '../platform/errors.ts';
+import { PlatformError } from '../core/errors.ts';
 import type { Auth, Principal } from './auth.ts';
 import {
   checkWindowCount,

@@ -11,7 +11,7 @@ import type { FromSchema } from 'json-schema-to-ts';
 import { DEFAULT_RULE_IDS, RULE_OVERRIDE_SCHEMA, RULE_SCHEMA } from '../alarms/index.ts';
 import { LIMIT_DEFAULTS } from '../broker/index.ts';
 import { HTTP_LIMIT_DEFAULTS } from '../dashboard-api/connection-limits.ts';
-import { PlatformError } from './errors.ts';
+import { PlatformError } from '../core/errors.ts';
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 const port = (description: string, def: number) => ({ type: 'integer', minimum: 0, maximum: 65535, default: def, description }) as const;

@@ -11,7 +11,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describeOptions, loadConfig } from '../platform/config.ts';
-import { ERROR_CODES, PlatformError } from '../platform/errors.ts';
+import { ERROR_CODES, PlatformError } from '../core/errors.ts';
 
 const README = await readFile(new URL('../README.md', import.meta.url), 'utf8');
 

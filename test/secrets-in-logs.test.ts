@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { inspect } from 'node:util';
 import { InfluxDB } from 'influx';
 import { createInfluxClient, InfluxWriter } from '../ingest/index.ts';
-import { createLogger } from '../platform/logger.ts';
+import { createLogger } from '../core/logger.ts';
 import { startTestPlatform } from './helpers/platform.ts';
 
 const USER = 'citypulse-writer';

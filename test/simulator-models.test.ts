@@ -11,8 +11,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
-import { FAMILIES, READING_SCHEMAS } from '../ingest/contract.ts';
-import type { AirQualityReading, Family, StreetLightReading, TrafficReading } from '../ingest/contract.ts';
+import { FAMILIES, READING_SCHEMAS } from '../core/contract.ts';
+import type { AirQualityReading, Family, StreetLightReading, TrafficReading } from '../core/contract.ts';
 import {
   createAirQualityModel,
   createModel,
