@@ -12,7 +12,8 @@ import { silentLogger, type Logger } from '../core/logger.ts';
 import type { Metrics } from '../core/metrics.ts';
 import { roleAtLeast } from '../registry/index.ts';
 import { buildOpenApi } from './openapi.ts';
-import { createRoutes, type ApiDeps, type RouteDef } from './routes.ts';
+import type { ApiDeps, RouteDef } from './route-kit.ts';
+import { createRoutes } from './routes.ts';
 import { serveDashboard, type DashboardOptions } from './static.ts';
 import type { Principal } from './auth.ts';
 
