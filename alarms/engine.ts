@@ -23,10 +23,10 @@
  * not count against devices that could not connect yet.
  */
 import { isDaylight } from '../analytics/sun.ts';
-import type { EnrichedReading } from '../ingest/contract.ts';
-import type { AlarmRecord, AqiEvent, LiveBus, StatusEvent } from '../platform/bus.ts';
-import { PlatformError } from '../platform/errors.ts';
-import { silentLogger, type Logger } from '../platform/logger.ts';
+import type { EnrichedReading } from '../core/contract.ts';
+import type { AlarmRecord, AqiEvent, LiveBus, StatusEvent } from '../core/bus.ts';
+import { PlatformError } from '../core/errors.ts';
+import { silentLogger, type Logger } from '../core/logger.ts';
 import type { CityProfile, Device, DeviceStore, OperatorStore } from '../registry/index.ts';
 import { resolveRules, type AlarmsRuleConfig, type CompiledRule, type EffectiveRule, type Fields } from './rules.ts';
 import { SqliteAlarmStore, type AlarmFilter, type AlarmNote } from './store.ts';

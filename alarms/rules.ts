@@ -9,9 +9,9 @@
  * `daylight`; a status event's `state` ('online' | 'offline') and `online`; an AQI event's paths such as
  * `vn.level`, `vn.aqi`, `epa.level`, `period`, `scope`.
  */
-import { FAMILIES, type Family } from '../ingest/contract.ts';
-import type { AlarmSeverity } from '../platform/bus.ts';
-import { PlatformError } from '../platform/errors.ts';
+import { FAMILIES, type Family } from '../core/contract.ts';
+import type { AlarmSeverity } from '../core/bus.ts';
+import { PlatformError } from '../core/errors.ts';
 
 export const RULE_KINDS = ['threshold', 'state', 'noData', 'rateOfChange'] as const;
 export const RULE_SOURCES = ['reading', 'status', 'aqi'] as const;

@@ -6,8 +6,8 @@
  * index. History is bounded: cleared alarms beyond `historyLimit` are removed, oldest first (open ones never).
  */
 import Database from 'better-sqlite3';
-import type { AlarmRecord, AlarmSeverity, AlarmState } from '../platform/bus.ts';
-import type { Family } from '../ingest/contract.ts';
+import type { AlarmRecord, AlarmSeverity, AlarmState } from '../core/bus.ts';
+import type { Family } from '../core/contract.ts';
 
 export interface AlarmNote {
   /** ISO 8601 */

@@ -21,8 +21,8 @@
 import type { InfluxDB } from 'influx';
 import type { EnrichedReading, Family, InfluxTarget } from '../ingest/index.ts';
 import { InfluxWriter } from '../ingest/index.ts';
-import type { AqiEvent, IndicatorEvent, LiveBus } from '../platform/bus.ts';
-import { silentLogger, type Logger } from '../platform/logger.ts';
+import type { AqiEvent, IndicatorEvent, LiveBus } from '../core/bus.ts';
+import { silentLogger, type Logger } from '../core/logger.ts';
 import type { CityProfile, Device } from '../registry/index.ts';
 import {
   dayPmHours,

@@ -7,7 +7,7 @@
  * EPA breakpoints). Rules marked [QĐ-1459] follow the decision; rules marked [CP] are this platform's choice
  * where the decision says nothing (documented in the README).
  */
-import type { IndexValue } from '../platform/bus.ts';
+import type { IndexValue } from '../core/bus.ts';
 
 /** Pollutants of VN_AQI (all in µg/m³, CO too). */
 export const VN_POLLUTANTS = ['pm25', 'pm10', 'o3', 'no2', 'so2', 'co'] as const;

@@ -1,8 +1,8 @@
 /**
  * Calendar days and months in the city's time zone (IANA name from the city profile), for the daily air index
- * and the street lights' energy per day and month, from the platform's time-zone offsets (platform/time-zone.ts).
+ * and the street lights' energy per day and month, from the platform's time-zone offsets (core/time-zone.ts).
  */
-import { assertTimeZone, utcOffsetMs } from '../platform/time-zone.ts';
+import { assertTimeZone, utcOffsetMs } from '../core/time-zone.ts';
 
 export const HOUR_MS = 3_600_000;
 

@@ -3,7 +3,7 @@
  * `indicators` (tags scope, id, zone, family). Field types are fixed here by name, never guessed from the JS
  * value: InfluxDB refuses a later write of another type into the same field of a shard.
  */
-import type { AqiEvent, IndexValue, IndicatorEvent } from '../platform/bus.ts';
+import type { AqiEvent, IndexValue, IndicatorEvent } from '../core/bus.ts';
 
 export const AQI_MEASUREMENT = 'aqi';
 export const INDICATORS_MEASUREMENT = 'indicators';

@@ -22,7 +22,7 @@ import { loadConfig, type ConfigInput } from '../platform/config.ts';
 import { startLocalInflux, type LocalInflux } from '../platform/influxdb-local.ts';
 import { createPlatform, type Platform, type PlatformAddresses } from '../platform/platform.ts';
 import { Aedes } from 'aedes';
-import type { Family } from '../ingest/contract.ts';
+import type { Family } from '../core/contract.ts';
 import {
   COUNTED_FIELD,
   type BenchDevice,

@@ -9,7 +9,7 @@
  * publish as fast as they are acknowledged, so the readings follow the share of devices.
  */
 import { readFileSync } from 'node:fs';
-import type { Family } from '../ingest/contract.ts';
+import type { Family } from '../core/contract.ts';
 import { REPORT_INTERVAL_MS } from '../simulators/fleet.ts';
 import { BENCH_CITY_PROFILE } from './settings.ts';
 

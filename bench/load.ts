@@ -14,7 +14,7 @@ import type { WebSocket } from 'ws';
 // The frame codec straight from its file, as the dashboard takes it: it imports nothing, where
 // dashboard-api/index.ts would load the whole server (Express, socket.io, SQLite) into every device process.
 import { type LiveBatchFrame, unpackBatch } from '../dashboard-api/batch-frame.ts';
-import type { Family } from '../ingest/contract.ts';
+import type { Family } from '../core/contract.ts';
 import { LeanClient } from './lean-client.ts';
 
 export interface BenchDevice {

@@ -4,7 +4,7 @@
  */
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Family } from '../ingest/contract.ts';
+import type { Family } from '../core/contract.ts';
 import { CONFIG_SCHEMA, type ConfigInput } from '../platform/config.ts';
 import type { Platform } from '../platform/platform.ts';
 import { leafZones } from '../registry/index.ts';

@@ -22,7 +22,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig, describeOptions, type Config } from '../platform/config.ts';
 import { createPlatform } from '../platform/platform.ts';
-import { PlatformError } from '../platform/errors.ts';
+import { PlatformError } from '../core/errors.ts';
 import { defaultServiceUser, installService, systemdUnit } from '../platform/service.ts';
 import { SqliteDeviceStore, loadCityProfile, type CityProfile, type ProvisionRequest } from '../registry/index.ts';
 import { ROLES, SqliteOperatorStore, type Role } from '../registry/index.ts';

@@ -18,15 +18,15 @@ import type { IncomingMessage } from 'node:http';
 import net from 'node:net';
 import type { Duplex, Writable } from 'node:stream';
 import { Aedes, type Client } from 'aedes';
-import { TOPICS, type DeviceStatus } from '../ingest/contract.ts';
+import { TOPICS, type DeviceStatus } from '../core/contract.ts';
 import { ConnectionGuard, LIMIT_DEFAULTS, limitPacketSize } from './connection-guard.ts';
 import { createWebSocketListener, startTlsListener, type TlsListener } from './listeners.ts';
 import type { Delivery, DeviceMeta } from '../ingest/index.ts';
 import type { DeviceStore } from '../registry/index.ts';
-import type { LiveBus } from '../platform/bus.ts';
-import { excerpt } from '../platform/log-excerpt.ts';
-import { silentLogger, type Logger } from '../platform/logger.ts';
-import type { Metrics } from '../platform/metrics.ts';
+import type { LiveBus } from '../core/bus.ts';
+import { excerpt } from '../core/log-excerpt.ts';
+import { silentLogger, type Logger } from '../core/logger.ts';
+import type { Metrics } from '../core/metrics.ts';
 
 export interface BrokerOptions {
   host: string;

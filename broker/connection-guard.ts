@@ -13,7 +13,7 @@
  */
 import type { Duplex } from 'node:stream';
 
-/** Defaults of the broker's limits (platform/config.ts uses them as its schema defaults). */
+/** Defaults of the broker's limits (options.ts declares them as the defaults of the broker.* options). */
 export const LIMIT_DEFAULTS = {
   /** Below the 20,000 file descriptors a process may hold here, with room for InfluxDB, sockets and files. */
   maxConnections: 18000,

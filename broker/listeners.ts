@@ -19,9 +19,9 @@ import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { promisify } from 'node:util';
 import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
-import { PlatformError } from '../platform/errors.ts';
-import { silentLogger, type Logger } from '../platform/logger.ts';
-import type { Metrics } from '../platform/metrics.ts';
+import { PlatformError } from '../core/errors.ts';
+import { silentLogger, type Logger } from '../core/logger.ts';
+import type { Metrics } from '../core/metrics.ts';
 
 /** Hands one connection (a byte stream carrying MQTT) and its source address to the broker (`Broker.accept`). */
 export type HandleConnection = (stream: Duplex, address: string | undefined) => void;

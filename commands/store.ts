@@ -5,8 +5,8 @@
  * after the ack) changes nothing and reports so.
  */
 import Database from 'better-sqlite3';
-import type { CommandRecord, CommandState } from '../platform/bus.ts';
-import type { Family } from '../ingest/contract.ts';
+import type { CommandRecord, CommandState } from '../core/bus.ts';
+import type { Family } from '../core/contract.ts';
 
 /** A group of devices a command or schedule is for: a list of device ids, or every street light of a zone. */
 export type CommandTarget = { devices: string[] } | { zone: string };

@@ -2,7 +2,7 @@
  * Wall-clock times of a city (its IANA time zone) for schedules: `HH:MM` or `HH:MM:SS` local times, and the
  * instants at which they occur. Pure functions; Intl does the zone arithmetic (no DST table of our own).
  */
-import { utcOffsetMs } from '../platform/time-zone.ts';
+import { utcOffsetMs } from '../core/time-zone.ts';
 
 const DAY_MS = 86_400_000;
 

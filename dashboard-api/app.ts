@@ -6,13 +6,14 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { Ajv, type ValidateFunction } from 'ajv';
 import addFormats from 'ajv-formats';
-import { ERROR_CODES, PlatformError, type ErrorCode } from '../platform/errors.ts';
-import { excerpt } from '../platform/log-excerpt.ts';
-import { silentLogger, type Logger } from '../platform/logger.ts';
-import type { Metrics } from '../platform/metrics.ts';
+import { ERROR_CODES, PlatformError, type ErrorCode } from '../core/errors.ts';
+import { excerpt } from '../core/log-excerpt.ts';
+import { silentLogger, type Logger } from '../core/logger.ts';
+import type { Metrics } from '../core/metrics.ts';
 import { roleAtLeast } from '../registry/index.ts';
 import { buildOpenApi } from './openapi.ts';
-import { createRoutes, type ApiDeps, type RouteDef } from './routes.ts';
+import type { ApiDeps, RouteDef } from './route-kit.ts';
+import { createRoutes } from './routes.ts';
 import { serveDashboard, type DashboardOptions } from './static.ts';
 import type { Principal } from './auth.ts';
 

@@ -8,7 +8,7 @@
  * failure leaves the window. The counters live in this process's memory.
  */
 import { timingSafeEqual } from 'node:crypto';
-import { PlatformError } from '../platform/errors.ts';
+import { PlatformError } from '../core/errors.ts';
 import type { Operator, OperatorStore, Role } from '../registry/index.ts';
 
 export interface Principal {

@@ -47,7 +47,7 @@ export interface LiveBatchFrame {
   rejections: PackedRejection[];
 }
 
-/** A reading as unpacked (the EnrichedReading of ingest/contract.ts). */
+/** A reading as unpacked (the EnrichedReading of core/contract.ts). */
 export interface UnpackedReading {
   device: string;
   family: string;
@@ -56,7 +56,7 @@ export interface UnpackedReading {
   fields: Fields;
 }
 
-/** A device indicator as unpacked (the IndicatorEvent of platform/bus.ts, scope `device`). */
+/** A device indicator as unpacked (the IndicatorEvent of core/bus.ts, scope `device`). */
 export interface UnpackedIndicator {
   scope: 'device';
   id: string;
@@ -66,7 +66,7 @@ export interface UnpackedIndicator {
   values: Fields;
 }
 
-/** A device status change as unpacked (the StatusEvent of platform/bus.ts). */
+/** A device status change as unpacked (the StatusEvent of core/bus.ts). */
 export interface UnpackedStatus {
   device: string;
   zone: string;
@@ -75,7 +75,7 @@ export interface UnpackedStatus {
   at: string;
 }
 
-/** A rejection as unpacked (the RejectionEvent of platform/bus.ts). */
+/** A rejection as unpacked (the RejectionEvent of core/bus.ts). */
 export interface UnpackedRejection {
   device: string;
   zone: string;

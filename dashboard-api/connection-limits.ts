@@ -16,10 +16,10 @@
 import type http from 'node:http';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { silentLogger, type Logger } from '../platform/logger.ts';
-import type { Metrics } from '../platform/metrics.ts';
+import { silentLogger, type Logger } from '../core/logger.ts';
+import type { Metrics } from '../core/metrics.ts';
 
-/** Defaults of the API port's bounds (platform/config.ts uses them as its schema defaults). */
+/** Defaults of the API port's bounds (options.ts declares them as the defaults of the api.* options). */
 export const HTTP_LIMIT_DEFAULTS = {
   /** Ample for any client on a slow cellular link; a connection that sends nothing goes after this too. */
   headersTimeoutMs: 10_000,

@@ -5,8 +5,8 @@
 import { escape as influxEscape, type InfluxDB } from 'influx';
 import { LAST_VALUE_FIELDS, FIELD_KINDS, type Family, type Tier } from '../ingest/index.ts';
 import { durationMs } from '../ingest/rate-limit.ts';
-import { PlatformError } from '../platform/errors.ts';
-import { utcOffsetMs } from '../platform/time-zone.ts';
+import { PlatformError } from '../core/errors.ts';
+import { utcOffsetMs } from '../core/time-zone.ts';
 
 export interface HistoryTarget {
   influx: InfluxDB;
@@ -72,7 +72,7 @@ export function parseRange(q: { from?: string; to?: string }, defaultSpanMs: num
 }
 
 /**
- * The fields a readings query asks for, each checked against the family's contract (ingest/contract.ts);
+ * The fields a readings query asks for, each checked against the family's contract (core/contract.ts);
  * undefined = all of them. Throws CP_API_VALIDATION naming the unknown ones and the family's fields.
  */
 export function parseFields(family: Family, text: string | undefined): string[] | undefined {

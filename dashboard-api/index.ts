@@ -2,7 +2,7 @@
 export { createDashboardApi } from './server.ts';
 export type { DashboardApi, DashboardApiOptions } from './server.ts';
 export { createApp } from './app.ts';
-export type { ApiDeps, HealthReport } from './routes.ts';
+export type { ApiDeps, HealthReport } from './route-kit.ts';
 export type { ClientToServer, ServerToClient, SubscribeAck, Subscription } from './live.ts';
 export { BatchPacker, unpackBatch } from './batch-frame.ts';
 export type {

@@ -27,18 +27,9 @@ import type http from 'node:http';
 import { Ajv } from 'ajv';
 import { Server, type Socket } from 'socket.io';
 import { FAMILIES, type EnrichedReading, type Family } from '../ingest/index.ts';
-import type {
-  AlarmRecord,
-  AqiEvent,
-  BusEvents,
-  CommandRecord,
-  IndicatorEvent,
-  LiveBus,
-  RejectionEvent,
-  StatusEvent,
-} from '../platform/bus.ts';
-import { silentLogger, type Logger } from '../platform/logger.ts';
-import type { Metrics } from '../platform/metrics.ts';
+import type { AlarmRecord, AqiEvent, BusEvents, CommandRecord, IndicatorEvent, LiveBus, RejectionEvent, StatusEvent } from '../core/bus.ts';
+import { silentLogger, type Logger } from '../core/logger.ts';
+import type { Metrics } from '../core/metrics.ts';
 import type { Auth, Principal } from './auth.ts';
 import { BatchPacker, type LiveBatchFrame } from './batch-frame.ts';
 

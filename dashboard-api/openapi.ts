@@ -1,5 +1,5 @@
 /** The OpenAPI 3.1 document, built from the same route table and schemas that validate requests. */
-import type { RouteDef } from './routes.ts';
+import type { RouteDef } from './route-kit.ts';
 
 export function buildOpenApi(routes: RouteDef[], info: { version: string }): object {
   const paths: Record<string, Record<string, object>> = {};

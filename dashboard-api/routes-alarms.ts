@@ -5,12 +5,11 @@
 import type { Alarms } from '../alarms/index.ts';
 import { SEVERITIES } from '../alarms/index.ts';
 import { FAMILIES } from '../ingest/index.ts';
-import { PlatformError } from '../platform/errors.ts';
+import { PlatformError } from '../core/errors.ts';
 import type { AlarmFilter } from '../alarms/index.ts';
-import { principalOf, type RouteDef } from './routes.ts';
+import { principalOf, problem, type RouteDef } from './route-kit.ts';
 
 const STATES = ['active', 'acknowledged', 'cleared'] as const;
-const problem = { description: 'application/problem+json with a stable `code`', schema: { $ref: '#/components/schemas/Problem' } };
 const nullableTime = { type: ['string', 'null'], format: 'date-time' } as const;
 
 export const ALARM_SCHEMA = {

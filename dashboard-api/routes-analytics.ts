@@ -16,10 +16,10 @@ import {
   type CityClock,
   type CurrentAqi,
 } from '../analytics/index.ts';
-import type { AqiEvent } from '../platform/bus.ts';
+import type { AqiEvent } from '../core/bus.ts';
 import { DEVICE_ID_PATTERN, FAMILIES, type Family } from '../ingest/index.ts';
 import { chooseWindow, cityWindowOffsetMs, HISTORY_RANGE_TEXT, parseRange, type HistoryTarget } from './history.ts';
-import type { RouteDef } from './routes.ts';
+import { problem, type RouteDef } from './route-kit.ts';
 
 const names = { type: 'object', properties: { vi: { type: 'string' }, en: { type: 'string' } } } as const;
 const rgb = { type: 'object', properties: { r: { type: 'integer' }, g: { type: 'integer' }, b: { type: 'integer' } } } as const;
@@ -98,7 +98,6 @@ const indicatorSchema = {
     values: { type: 'object', additionalProperties: { type: ['number', 'boolean', 'string'] } },
   },
 } as const;
-const problem = { description: 'application/problem+json with a stable `code`', schema: { $ref: '#/components/schemas/Problem' } };
 
 function describePeriod(e: AqiEvent | null, clock: CityClock) {
   if (!e) return null;

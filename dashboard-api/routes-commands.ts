@@ -6,11 +6,10 @@
 import { COMMAND_ID_PATTERN, DEVICE_ID_PATTERN } from '../ingest/index.ts';
 import type { Commands } from '../commands/index.ts';
 import { TIME_OF_DAY_PATTERN } from '../commands/index.ts';
-import { PlatformError } from '../platform/errors.ts';
-import { principalOf, type RouteDef } from './routes.ts';
+import { PlatformError } from '../core/errors.ts';
+import { principalOf, problem, type RouteDef } from './route-kit.ts';
 
 const STATES = ['pending', 'delivered', 'acknowledged', 'failed', 'expired'] as const;
-const problem = { description: 'application/problem+json with a stable `code`', schema: { $ref: '#/components/schemas/Problem' } };
 
 const target = {
   description: 'Which devices: a list of device ids, or every street light of a zone (and of the zones below it)',

@@ -9,10 +9,10 @@ import { HTTP_LIMIT_DEFAULTS, httpServerOptions, limitConnections, type HttpLimi
 import { attachLive, LatestValues } from './live.ts';
 import { routeUpgrades, type UpgradeHandler } from './upgrades.ts';
 import type { DashboardOptions } from './static.ts';
-import type { ApiDeps } from './routes.ts';
-import type { LiveBus } from '../platform/bus.ts';
-import { silentLogger, type Logger } from '../platform/logger.ts';
-import type { Metrics } from '../platform/metrics.ts';
+import type { ApiDeps } from './route-kit.ts';
+import type { LiveBus } from '../core/bus.ts';
+import { silentLogger, type Logger } from '../core/logger.ts';
+import type { Metrics } from '../core/metrics.ts';
 import type { OperatorStore } from '../registry/index.ts';
 
 export interface DashboardApiOptions {

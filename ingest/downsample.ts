@@ -13,7 +13,7 @@
  * names, so one query shape reads any tier.
  */
 import { escape as influxEscape, type InfluxDB } from 'influx';
-import type { FieldKind } from './contract.ts';
+import type { FieldKind } from '../core/contract.ts';
 import { durationMs } from './rate-limit.ts';
 
 export interface Tier {

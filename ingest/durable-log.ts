@@ -18,8 +18,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
-import type { Family } from './contract.ts';
-import { silentLogger, type Logger } from '../platform/logger.ts';
+import type { Family } from '../core/contract.ts';
+import { silentLogger, type Logger } from '../core/logger.ts';
 
 export interface LogPoint {
   line: string;

@@ -1,5 +1,5 @@
 /** Public face of ingest: the device contract (it validates it) and the stream processor. */
-export * from './contract.ts';
+export * from '../core/contract.ts';
 export { createIngest } from './ingest.ts';
 export type { Ingest, IngestDeps, IngestOptions, IngestState } from './ingest.ts';
 export { createInfluxClient, ensureDatabase } from './influx-admin.ts';

@@ -2,7 +2,7 @@
  * Creates the database and the raw retention policy at start (idempotent), through the `influx` package.
  */
 import { InfluxDB } from 'influx';
-import { scrubSecrets } from '../platform/logger.ts';
+import { scrubSecrets } from '../core/logger.ts';
 import type { InfluxTarget } from './influx-writer.ts';
 
 /**

@@ -20,11 +20,11 @@
  */
 import http from 'node:http';
 import https from 'node:https';
-import type { EnrichedReading, Family } from './contract.ts';
+import type { EnrichedReading, Family } from '../core/contract.ts';
 import { toLine } from './line-protocol.ts';
-import type { Metrics } from '../platform/metrics.ts';
-import type { Logger } from '../platform/logger.ts';
-import { silentLogger } from '../platform/logger.ts';
+import type { Metrics } from '../core/metrics.ts';
+import type { Logger } from '../core/logger.ts';
+import { silentLogger } from '../core/logger.ts';
 
 export interface InfluxTarget {
   /** Base URL, e.g. http://127.0.0.1:8086 */

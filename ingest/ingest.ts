@@ -4,7 +4,7 @@
  * device's errors topic. The durable log and the InfluxDB writes run on the store worker thread (store.ts).
  */
 import type { InfluxDB } from 'influx';
-import { FIELD_KINDS, type DeviceError } from './contract.ts';
+import { FIELD_KINDS, type DeviceError } from '../core/contract.ts';
 import { Downsampler, ensureTiers, type DownsampledMeasurements, type Tier } from './downsample.ts';
 import { SqliteDeadLetterStore, type DeadLetterStore } from './dead-letters.ts';
 import { dispatch, type HandlerResult, type IngestContext } from './handlers/index.ts';
@@ -15,9 +15,9 @@ import { ReadingRateLimiter, durationMs } from './rate-limit.ts';
 import { ResendGuard, type Delivery } from './resend-guard.ts';
 import { ReadingStore } from './store.ts';
 import { createReadingParser, type DeviceMeta } from './validate.ts';
-import type { LiveBus } from '../platform/bus.ts';
-import { silentLogger, type Logger } from '../platform/logger.ts';
-import type { Metrics } from '../platform/metrics.ts';
+import type { LiveBus } from '../core/bus.ts';
+import { silentLogger, type Logger } from '../core/logger.ts';
+import type { Metrics } from '../core/metrics.ts';
 
 export interface IngestOptions {
   influx: InfluxTarget & { retentionDuration: string };

@@ -6,7 +6,7 @@
  * hand-built lines over a keep-alive agent. Field types come from the contract (FIELD_KINDS), never from the
  * JS value, so an integer field stays an integer even when a device sends 3.0.
  */
-import { FIELD_KINDS, type EnrichedReading, type Family, type FieldKind } from './contract.ts';
+import { FIELD_KINDS, type EnrichedReading, type Family, type FieldKind } from '../core/contract.ts';
 
 const MEASUREMENT_ESCAPE = /[, ]/g;
 const KEY_ESCAPE = /[,= ]/g;

@@ -13,12 +13,12 @@
 import { readlinkSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { pino } from 'pino';
-import type { Family } from './contract.ts';
+import type { Family } from '../core/contract.ts';
 import { DurableLog, type LogPoint } from './durable-log.ts';
 import { InfluxWriter, type PendingPoint } from './influx-writer.ts';
 import { LogShipper } from './shipper.ts';
 import type { FromWorker, StoreWorkerData, ToWorker, WorkerPost } from './store-protocol.ts';
-import type { Metrics } from '../platform/metrics.ts';
+import type { Metrics } from '../core/metrics.ts';
 
 const port = parentPort;
 if (!port) throw new Error('store-worker.ts runs as a worker thread (ingest/store.ts starts it)');

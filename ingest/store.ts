@@ -11,8 +11,8 @@ import { Worker } from 'node:worker_threads';
 import type { LogPoint } from './durable-log.ts';
 import type { PendingPoint } from './influx-writer.ts';
 import type { FromWorker, StoreState, StoreWorkerData, ToWorker, WorkerPost } from './store-protocol.ts';
-import { silentLogger, type Logger } from '../platform/logger.ts';
-import type { Metrics } from '../platform/metrics.ts';
+import { silentLogger, type Logger } from '../core/logger.ts';
+import type { Metrics } from '../core/metrics.ts';
 
 export interface StoreHooks {
   /** InfluxDB answered "database not found": create it (the worker retries the batch afterwards). */

@@ -4,8 +4,8 @@
  */
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormats from 'ajv-formats';
-import { FAMILIES, READING_SCHEMAS, type AnyReading, type EnrichedReading, type Family } from './contract.ts';
-import type { ErrorCode } from '../platform/errors.ts';
+import { FAMILIES, READING_SCHEMAS, type AnyReading, type EnrichedReading, type Family } from '../core/contract.ts';
+import type { ErrorCode } from '../core/errors.ts';
 
 export interface DeviceMeta {
   id: string;

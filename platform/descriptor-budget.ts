@@ -5,7 +5,7 @@
  * cannot take the descriptors of the other: each is refused by its own cap first.
  */
 import { readFileSync } from 'node:fs';
-import { PlatformError } from './errors.ts';
+import { PlatformError } from '../core/errors.ts';
 
 /**
  * Descriptors kept for everything that is not a client connection: SQLite files, durable log segments,

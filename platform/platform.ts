@@ -14,12 +14,12 @@ import { createDashboardApi, type DashboardApi, type HealthReport } from '../das
 import { createIngest, type Ingest, type InfluxTarget, type Tier } from '../ingest/index.ts';
 import { SqliteDeviceStore, loadCityProfile, type CityProfile } from '../registry/index.ts';
 import { ensureInitialAdmin, SqliteOperatorStore } from '../registry/operators.ts';
-import { createBus, type LiveBus } from './bus.ts';
+import { createBus, type LiveBus } from '../core/bus.ts';
 import type { Config } from './config.ts';
 import { fitDescriptorBudget, openFileLimit } from './descriptor-budget.ts';
 import { ensureInfluxInstalled, superviseLocalInflux, type LocalInflux } from './influxdb-local.ts';
-import { createLogger, type Logger } from './logger.ts';
-import { createMetrics, type Metrics } from './metrics.ts';
+import { createLogger, type Logger } from '../core/logger.ts';
+import { createMetrics, type Metrics } from '../core/metrics.ts';
 
 export const VERSION = '0.1.0';
 

@@ -10,8 +10,8 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import Database from 'better-sqlite3';
-import { DEVICE_ID_PATTERN, FAMILIES, type Family } from '../ingest/contract.ts';
-import { PlatformError } from '../platform/errors.ts';
+import { DEVICE_ID_PATTERN, FAMILIES, type Family } from '../core/contract.ts';
+import { PlatformError } from '../core/errors.ts';
 import type { GeoPoint } from './city-profile.ts';
 
 export interface Device {

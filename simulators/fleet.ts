@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { connect, type MqttClient } from 'mqtt';
-import { TOPICS, type Family } from '../ingest/contract.ts';
+import { TOPICS, type Family } from '../core/contract.ts';
 import type { CityProfile, GeoPoint, ProvisionRequest, Zone } from '../registry/index.ts';
 import { leafZones } from '../registry/index.ts';
 import {

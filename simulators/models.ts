@@ -7,9 +7,9 @@
  * (not with the number of calls), so a device reporting every 10 s and one reporting every 15 min tell the same
  * story. Shapes follow a northern Vietnamese city (see ../shared/domain.md); the city's time zone is an option.
  */
-import type { AirQualityReading, Family, ReadingByFamily, StreetLightReading, TrafficReading } from '../ingest/contract.ts';
-import { VEHICLE_TYPES } from '../ingest/contract.ts';
-import { assertTimeZone, utcOffsetMs } from '../platform/time-zone.ts';
+import type { AirQualityReading, Family, ReadingByFamily, StreetLightReading, TrafficReading } from '../core/contract.ts';
+import { VEHICLE_TYPES } from '../core/contract.ts';
+import { assertTimeZone, utcOffsetMs } from '../core/time-zone.ts';
 
 export type Rng = () => number;
 

@@ -12,7 +12,7 @@ import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { epaHourlyAqi, vnHourlyAqi, type HourlySeries } from '../analytics/aqi.ts';
-import type { AqiEvent } from '../platform/bus.ts';
+import type { AqiEvent } from '../core/bus.ts';
 import { startTestPlatform, type TestPlatform } from './helpers/platform.ts';
 import { fileScope } from './helpers/scope.ts';
 

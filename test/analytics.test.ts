@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { DAY_MIN_HOURS, epaDailyAqi, epaHourlyAqi, vnDailyAqi, vnHourlyAqi } from '../analytics/index.ts';
-import type { AqiEvent, IndicatorEvent } from '../platform/bus.ts';
+import type { AqiEvent, IndicatorEvent } from '../core/bus.ts';
 import type { ConfigInput } from '../platform/config.ts';
 import { startTestInflux, type TestInflux } from './helpers/influx.ts';
 import { startTestPlatform, type TestPlatform } from './helpers/platform.ts';

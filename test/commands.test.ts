@@ -16,7 +16,7 @@ import type { MqttClient } from 'mqtt';
 import { io as ioClient } from 'socket.io-client';
 import { latestEdge } from '../commands/index.ts';
 import type { EnrichedReading } from '../ingest/index.ts';
-import type { CommandRecord } from '../platform/bus.ts';
+import type { CommandRecord } from '../core/bus.ts';
 import { createFleet, createRng, createStreetLightModel, type Fleet } from '../simulators/index.ts';
 import { startTestInflux, type TestInflux } from './helpers/influx.ts';
 import { startTestPlatform, type TestPlatform } from './helpers/platform.ts';

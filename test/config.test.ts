@@ -11,7 +11,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../platform/config.ts';
-import { ERROR_CODES, PlatformError } from '../platform/errors.ts';
+import { ERROR_CODES, PlatformError } from '../core/errors.ts';
 import { CONFIG_DOC, currentOptionsBlock, optionsBlock } from '../scripts/gen-config-doc.ts';
 
 const API_DOC = await readFile(new URL('../docs/api.md', import.meta.url), 'utf8');

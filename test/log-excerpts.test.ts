@@ -7,7 +7,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { excerpt, LOG_EXCERPT_CHARS } from '../platform/log-excerpt.ts';
+import { excerpt, LOG_EXCERPT_CHARS } from '../core/log-excerpt.ts';
 import { startTestPlatform } from './helpers/platform.ts';
 import { connectPacket, rawConnect } from './helpers/raw-mqtt.ts';
 

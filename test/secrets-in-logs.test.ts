@@ -1,5 +1,5 @@
 /**
- * No credential in any log line, at any level (platform/logger.ts, ingest/influx-admin.ts, ingest/influx-writer.ts):
+ * No credential in any log line, at any level (core/logger.ts, ingest/influx-admin.ts, ingest/influx-writer.ts):
  * the `influx` client's errors carry their request with its `Authorization: Basic …` header, and the writer put
  * `u=`/`p=` in its URL. Here a platform with InfluxDB credentials logs at trace level while every error path that
  * can be forced is taken (bad parameters, InfluxDB errors, the database dropped, InfluxDB stopped); the password,
@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { inspect } from 'node:util';
 import { InfluxDB } from 'influx';
 import { createInfluxClient, InfluxWriter } from '../ingest/index.ts';
-import { createLogger } from '../platform/logger.ts';
+import { createLogger } from '../core/logger.ts';
 import { startTestPlatform } from './helpers/platform.ts';
 
 const USER = 'citypulse-writer';

@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
 import { createBroker, type Broker } from '../broker/index.ts';
-import { FAMILIES, READING_SCHEMAS, TOPICS, type Family } from '../ingest/contract.ts';
+import { FAMILIES, READING_SCHEMAS, TOPICS, type Family } from '../core/contract.ts';
 import type { DeviceMeta } from '../ingest/index.ts';
 import { SqliteDeviceStore, leafZones, loadCityProfile } from '../registry/index.ts';
 import { createFleet, formatProgress, planFleet, pointInPolygon, type Fleet, type FleetOptions } from '../simulators/fleet.ts';

@@ -1,6 +1,6 @@
 /**
  * Simulator value models (simulators/models.ts): every reading of a simulated day, for a few devices per family,
- * validates against the device contract (ingest/contract.ts), and the values behave like a northern Vietnamese
+ * validates against the device contract (core/contract.ts), and the values behave like a northern Vietnamese
  * city: traffic rush hours and quiet nights with motorcycles the majority, street lights on at night, dimmed
  * after midnight and off by day with a growing energy counter, PM10 above PM2.5 with pollution episodes; same
  * seed, same readings; local hours right with and without daylight saving.
@@ -11,8 +11,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
-import { FAMILIES, READING_SCHEMAS } from '../ingest/contract.ts';
-import type { AirQualityReading, Family, StreetLightReading, TrafficReading } from '../ingest/contract.ts';
+import { FAMILIES, READING_SCHEMAS } from '../core/contract.ts';
+import type { AirQualityReading, Family, StreetLightReading, TrafficReading } from '../core/contract.ts';
 import {
   createAirQualityModel,
   createModel,

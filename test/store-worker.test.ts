@@ -19,7 +19,7 @@ import { pino } from 'pino';
 import { createInfluxClient, ensureDatabase, type PendingPoint } from '../ingest/index.ts';
 import type { LogPoint } from '../ingest/durable-log.ts';
 import { ReadingStore } from '../ingest/store.ts';
-import { createMetrics } from '../platform/metrics.ts';
+import { createMetrics } from '../core/metrics.ts';
 import { startTestInflux } from './helpers/influx.ts';
 
 const NOW = Date.now();

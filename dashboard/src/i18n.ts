@@ -338,7 +338,7 @@ export function translate(lang: Lang, key: Key, vars?: Record<string, string | n
   return vars ? s.replace(/\{(\w+)\}/g, (_m, k: string) => String(vars[k] ?? `{${k}}`)) : s;
 }
 
-/** Units of the contract's fields (ingest/contract.ts), shown after formatted values. */
+/** Units of the contract's fields (core/contract.ts), shown after formatted values. */
 export const FIELD_UNITS: Record<string, string> = {
   pm1: 'µg/m³',
   pm25: 'µg/m³',

@@ -13,12 +13,12 @@ export type {
   IndicatorEvent,
   RejectionEvent,
   StatusEvent,
-} from '../../platform/bus.ts';
-export type { EnrichedReading, Family } from '../../ingest/contract.ts';
+} from '../../core/bus.ts';
+export type { EnrichedReading, Family } from '../../core/contract.ts';
 export type { CityProfile, Zone } from '../../registry/city-profile.ts';
 
-import type { EnrichedReading, Family } from '../../ingest/contract.ts';
-import type { IndicatorEvent, RejectionEvent, StatusEvent } from '../../platform/bus.ts';
+import type { EnrichedReading, Family } from '../../core/contract.ts';
+import type { IndicatorEvent, RejectionEvent, StatusEvent } from '../../core/bus.ts';
 import { type LiveBatch, type LiveBatchFrame, unpackBatch } from '../../dashboard-api/batch-frame.ts';
 
 /** A batched socket's frame as the platform's own event types (the unpacker is untyped on family). */

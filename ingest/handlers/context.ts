@@ -1,11 +1,11 @@
-import type { DeviceError, EnrichedReading } from '../contract.ts';
+import type { DeviceError, EnrichedReading } from '../../core/contract.ts';
 import type { DeadLetterStore } from '../dead-letters.ts';
 import type { ReadingRateLimiter } from '../rate-limit.ts';
 import type { ResendGuard } from '../resend-guard.ts';
 import type { createReadingParser } from '../validate.ts';
-import type { LiveBus } from '../../platform/bus.ts';
-import type { Logger } from '../../platform/logger.ts';
-import type { Metrics } from '../../platform/metrics.ts';
+import type { LiveBus } from '../../core/bus.ts';
+import type { Logger } from '../../core/logger.ts';
+import type { Metrics } from '../../core/metrics.ts';
 
 /** Where accepted readings go: the durable log. */
 export interface ReadingSink {

@@ -10,7 +10,7 @@
  * acknowledgement and stops reading that device's socket, which slows the device down instead of dropping. A
  * message whose connection ends meanwhile is let go (a QoS 1 one is sent again by its device).
  */
-import type { DeviceError, EnrichedReading } from '../contract.ts';
+import type { DeviceError, EnrichedReading } from '../../core/contract.ts';
 import type { DeviceMeta } from '../validate.ts';
 import type { Delivery } from '../resend-guard.ts';
 import type { HandlerResult, IngestContext } from './context.ts';

@@ -3,7 +3,7 @@
  * Typed with EventEmitter<EventMap>; listeners are removed by their owners on stop.
  */
 import { EventEmitter } from 'node:events';
-import type { DeviceStatus, EnrichedReading, Family } from '../ingest/contract.ts';
+import type { DeviceStatus, EnrichedReading, Family } from './contract.ts';
 
 export interface StatusEvent extends DeviceStatus {
   device: string;
