@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the project needs and is missing: npm packages from the lockfile, and the Debian packages
 # influxdb + influxdb-client (time series), mosquitto-clients (an independent MQTT client for tests), iproute2 (ss), chromium
-# (dashboard browser tests), systemd (systemd-analyze, which checks the service unit); then builds the dashboard
+# (dashboard browser tests), systemd (systemd-analyze, which checks the service unit), and cluster mode's engines
+# (rabbitmq-server, postgresql, redis-server, haproxy); then builds the dashboard
 # (dashboard/dist) when it is missing or older than its sources.
 # Idempotent and quick when everything is there. Used by `npm start`, `npm test` and .ci/run.
 set -euo pipefail
@@ -17,6 +18,13 @@ command -v ss >/dev/null 2>&1 || need+=(iproute2)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # systemd-analyze (Debian systemd): a test verifies the unit `citypulse install-service` writes.
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# Cluster mode's distributed engines, run as the project's own processes on loopback (never the Debian units):
+# RabbitMQ quorum queues (the replicated log), PostgreSQL (shared state), Redis (live data and presence across
+# nodes), HAProxy (the edge in front of the nodes).
+command -v rabbitmq-server >/dev/null 2>&1 || need+=(rabbitmq-server)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "citypulse: missing Debian packages: ${need[*]} (run as root, or: sudo apt-get install -y ${need[*]})" >&2
