@@ -8,9 +8,6 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** True when this code runs compiled to JavaScript, false when tsx runs the TypeScript sources. */
-export const COMPILED = import.meta.url.endsWith('.js');
-
 /**
  * The project folder, holding package.json, node_modules/, cities/, dashboard/dist and the compiled dist/: the
  * nearest folder above this module with a package.json (platform/ under the sources, dist/platform/ compiled).
