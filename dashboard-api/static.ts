@@ -8,8 +8,9 @@
  * for a year; index.html is never cached, so a new build shows at the next load.
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import path from 'node:path';
 import express, { type Request, type Response, type Router } from 'express';
+import { PROJECT_ROOT } from '../core/paths.ts';
 
 export interface DashboardOptions {
   /** Serve the dashboard at all (default true). */
@@ -22,7 +23,8 @@ export interface DashboardOptions {
   tileMaxZoom?: number;
 }
 
-export const DEFAULT_DASHBOARD_DIR = fileURLToPath(new URL('../dashboard/dist', import.meta.url));
+/** The project's dashboard build, the same folder whether the platform runs from its sources or from dist/. */
+export const DEFAULT_DASHBOARD_DIR = path.join(PROJECT_ROOT, 'dashboard', 'dist');
 
 /** Paths the dashboard answers with index.html. */
 const APP_PATHS = /^\/(?:|map|alarms|wall|devices\/[^/]+)\/?$/;

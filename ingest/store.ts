@@ -89,9 +89,13 @@ export class ReadingStore {
 
   /** Starts the worker and opens the log; returns the range of points left by an earlier run. */
   async open(): Promise<{ from: number; to: number; torn: number }> {
-    const entry = new URL('./store-worker.ts', import.meta.url).href;
-    const workerData: StoreWorkerData = { ...this.data, entry, logLevel: this.log.level };
-    const worker = new Worker(new URL('./store-worker-boot.mjs', import.meta.url), { workerData, name: 'citypulse-store' });
+    // The worker module beside this one: store-worker.js when compiled (dist/, plain node, loaded directly),
+    // store-worker.ts under tsx, loaded through the boot file that registers tsx in the thread.
+    const compiled = import.meta.url.endsWith('.js');
+    const entry = new URL(compiled ? './store-worker.js' : './store-worker.ts', import.meta.url);
+    const workerData: StoreWorkerData = { ...this.data, entry: entry.href, logLevel: this.log.level };
+    const main = compiled ? entry : new URL('./store-worker-boot.mjs', import.meta.url);
+    const worker = new Worker(main, { workerData, name: 'citypulse-store' });
     this.worker = worker;
     worker.on('message', (post: WorkerPost) => this.receive(post));
     const died = (err: Error) => {

@@ -11,11 +11,13 @@ import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { PROJECT_ROOT } from '../core/paths.ts';
 
-/** The project folder (the service's WorkingDirectory): the one holding bin/, platform/ and node_modules/. */
-export const PROJECT_ROOT = fileURLToPath(new URL('..', import.meta.url)).replace(/\/$/, '');
+/** The project folder (the service's WorkingDirectory): the one holding dist/, cities/ and node_modules/. */
+export { PROJECT_ROOT };
+/** What the service runs, relative to the project folder: the compiled platform (`npm run build`). */
+export const SERVICE_ENTRY = path.join('dist', 'bin', 'citypulse.js');
 
 export const DEFAULT_UNIT_DIR = '/etc/systemd/system';
 export const DEFAULT_ENV_FILE = '/etc/citypulse/citypulse.env';
@@ -43,7 +45,8 @@ export function systemdUnit(opts: ServiceUnitOptions): string {
   const root = opts.workingDirectory ?? PROJECT_ROOT;
   const node = opts.node ?? process.execPath;
   const envFile = opts.envFile ?? DEFAULT_ENV_FILE;
-  const exec = [node, '--import', 'tsx', path.join(root, 'bin', 'citypulse.ts'), 'start', '--no-simulate'];
+  // Plain node on the compiled JavaScript: no TypeScript loader (and its compiler processes) in production.
+  const exec = [node, path.join(root, SERVICE_ENTRY), 'start', '--no-simulate'];
   const lines = [
     '# Written by `citypulse install-service` (platform/service.ts); see docs/operations.md.',
     '[Unit]',
@@ -103,6 +106,9 @@ export async function installService(
   const name = opts.name ?? 'citypulse';
   const unitFile = path.join(opts.unitDir ?? DEFAULT_UNIT_DIR, `${name}.service`);
   const envFile = opts.envFile ?? DEFAULT_ENV_FILE;
+  // A unit whose ExecStart is missing would fail at every restart: refuse to write it.
+  const entry = path.join(root, SERVICE_ENTRY);
+  if (!existsSync(entry)) throw new Error(`${entry} is missing: build the platform first (npm run build)`);
 
   await mkdir(path.dirname(unitFile), { recursive: true });
   await writeFile(unitFile, systemdUnit({ ...opts, user, workingDirectory: root, envFile }));

@@ -2,11 +2,15 @@
 # Installs what the project needs and is missing: npm packages from the lockfile, and the Debian packages
 # influxdb + influxdb-client (time series), mosquitto-clients (an independent MQTT client for tests), iproute2 (ss), chromium
 # (dashboard browser tests), systemd (systemd-analyze, which checks the service unit), and cluster mode's engines
-# (rabbitmq-server, postgresql, redis-server, haproxy); then builds the dashboard
-# (dashboard/dist) when it is missing or older than its sources.
+# (rabbitmq-server, postgresql, redis-server, haproxy); then builds the platform (dist/, compiled by tsc: what
+# `npm start` and the service run) and the dashboard (dashboard/dist), each when it is missing or older than its
+# sources. Depends on no npm configuration of the machine or the user (see nodedir).
 # Idempotent and quick when everything is there. Used by `npm start`, `npm test` and .ci/run.
+#   --no-dist   leave dist/ alone (`npm run dev` runs the TypeScript sources under tsx)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+build_dist=1
+[ "${1:-}" = "--no-dist" ] && build_dist=0
 
 need=()
 command -v influxd >/dev/null 2>&1 || need+=(influxdb influxdb-client)
@@ -37,7 +41,13 @@ fi
 
 # npm ci when node_modules is missing or older than the lockfile.
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "citypulse: installing npm packages (npm ci) ..." >&2
+  # node-gyp builds better-sqlite3 from source when its prebuilt binary cannot be fetched: point it at this
+  # Node's installed headers, or it tries to download them (scripts/node-headers.sh says why).
+  if [ -z "${npm_config_nodedir:-}" ]; then
+    nodedir=$(bash scripts/node-headers.sh)
+    if [ -n "$nodedir" ]; then export npm_config_nodedir="$nodedir"; fi
+  fi
+  echo "citypulse: installing npm packages (npm ci${npm_config_nodedir:+, Node headers from $npm_config_nodedir}) ..." >&2
   npm ci --no-audit --no-fund --loglevel=error >&2
 fi
 
@@ -48,3 +58,6 @@ if [ -f dashboard/vite.config.ts ] && { [ ! -f dashboard/dist/index.html ] ||
   echo "citypulse: building the dashboard ..." >&2
   npx vite build -c dashboard/vite.config.ts >&2
 fi
+
+# The platform compiled to JavaScript (dist/), when missing or older than its sources.
+if [ "$build_dist" = 1 ]; then bash scripts/build-dist.sh; fi

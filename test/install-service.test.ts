@@ -1,8 +1,9 @@
 /**
  * `citypulse install-service`: the systemd unit it writes passes `systemd-analyze verify`, holds the settings an
  * unattended machine needs (restart after a crash, start at boot, stop that ends the influxd child, the
- * configuration), and its ExecStart, run as systemd runs it (WorkingDirectory, a bare environment plus the unit's
- * Environment=), starts the platform, which a SIGTERM (KillSignal) stops cleanly with its influxd.
+ * configuration), and its ExecStart (plain node on the compiled dist/bin/citypulse.js, built first when stale), run
+ * as systemd runs it (WorkingDirectory, a bare environment plus the unit's Environment=), starts the platform,
+ * which a SIGTERM (KillSignal) stops cleanly with its influxd. Without dist/ no unit is written.
  * Writes into a temporary folder with --no-enable: the machine's own systemd is never touched.
  *
  * Run: node --import tsx --test test/install-service.test.ts
@@ -15,6 +16,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { existsSync } from 'node:fs';
+import { installService } from '../platform/service.ts';
 import { freePort } from './helpers/process.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url)).replace(/\/$/, '');
@@ -83,6 +86,8 @@ test('install-service writes a unit that systemd accepts and whose ExecStart run
   const unitDir = path.join(dir, 'units');
   const envFile = path.join(dir, 'etc', 'citypulse.env');
   const cli = ['--import', 'tsx', 'bin/citypulse.ts', 'install-service'];
+  // installService refuses a unit whose ExecStart is not built yet: dist/ first.
+  await run('bash', [path.join(ROOT, 'scripts', 'build-dist.sh')], { cwd: ROOT });
   const args = [...cli, '--config', configFile, '--unit-dir', unitDir, '--environment-file', envFile, '--no-enable'];
   await run(process.execPath, args, { cwd: ROOT, env: { PATH: process.env.PATH, HOME: process.env.HOME } });
 
@@ -123,8 +128,11 @@ test('install-service writes a unit that systemd accepts and whose ExecStart run
   assert.equal(verify.code ?? 0, 0, `systemd-analyze verify failed:\n${verify.stderr}`);
   assert.equal(`${verify.stdout}${verify.stderr}`.trim(), '', 'systemd-analyze verify warns');
 
-  // ExecStart as systemd runs it: in WorkingDirectory, systemd's PATH, the unit's Environment= only.
+  // ExecStart runs the compiled platform (dist/) with plain node: no TypeScript loader in production.
   const [cmd, ...execArgs] = splitWords(one('Service.ExecStart'));
+  assert.deepEqual([cmd, ...execArgs], [process.execPath, path.join(ROOT, 'dist', 'bin', 'citypulse.js'), 'start', '--no-simulate']);
+
+  // ExecStart as systemd runs it: in WorkingDirectory, systemd's PATH, the unit's Environment= only.
   const env: Record<string, string> = { PATH: SYSTEMD_PATH, HOME: process.env.HOME ?? '/root', LANG: 'C.UTF-8' };
   for (const e of splitWords(one('Service.Environment'))) env[e.slice(0, e.indexOf('='))] = e.slice(e.indexOf('=') + 1);
   const platform = spawn(cmd as string, execArgs, { cwd: one('Service.WorkingDirectory'), env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -155,4 +163,15 @@ test('install-service writes a unit that systemd accepts and whose ExecStart run
   platform.kill('SIGTERM'); // KillSignal= to the main process
   assert.equal(await exited, 0, `SIGTERM exits 0:\n${output}`);
   assert.equal(isAlive(influxd), false, 'the platform stops its influxd');
+});
+
+test('install-service refuses to write a unit whose compiled platform is missing', async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'citypulse-service-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const unitDir = path.join(dir, 'units');
+  await assert.rejects(
+    installService({ workingDirectory: dir, user: 'root', unitDir, envFile: path.join(dir, 'citypulse.env'), enable: false }),
+    /dist\/bin\/citypulse\.js is missing: build the platform first \(npm run build\)/,
+  );
+  assert.equal(existsSync(unitDir), false, 'nothing written');
 });

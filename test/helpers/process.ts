@@ -1,5 +1,5 @@
 /**
- * Test helper: the platform as a separate process (`bin/citypulse.ts start --no-simulate`), configured by
+ * Test helper: the platform as a separate process (`citypulse start --no-simulate`), configured by
  * environment variables on free loopback ports, so that a test can SIGKILL it and start it again on the same
  * data folder.
  */
@@ -20,9 +20,19 @@ export interface PlatformProcess {
   exited: Promise<number | string>;
 }
 
-/** Starts the platform process and waits until /api/v1/health answers. `env` adds CITYPULSE_* options. */
-export async function startPlatformProcess(env: Record<string, string>, ports: { api: number; mqtt: number }): Promise<PlatformProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'bin/citypulse.ts', 'start', '--no-simulate'], {
+/** The command line's sources under tsx (the default), as `npm run dev` runs them. */
+export const TSX_ENTRY: readonly string[] = ['--import', 'tsx', 'bin/citypulse.ts'];
+
+/**
+ * Starts the platform process and waits until /api/v1/health answers. `env` adds CITYPULSE_* options; `entry`
+ * is what node runs before `start` (default {@link TSX_ENTRY}; a compiled build: `[<outDir>/bin/citypulse.js]`).
+ */
+export async function startPlatformProcess(
+  env: Record<string, string>,
+  ports: { api: number; mqtt: number },
+  entry: readonly string[] = TSX_ENTRY,
+): Promise<PlatformProcess> {
+  const child = spawn(process.execPath, [...entry, 'start', '--no-simulate'], {
     cwd: ROOT,
     env: {
       PATH: process.env.PATH,
