@@ -21,105 +21,42 @@
  * a third the size. A batched
  * socket subscribed to overlapping scopes (all and a zone) gets a reading once per scope.
  *
- * Unbatched sockets share a budget of frames a second (api.maxUnbatchedFramesPerSecond): see `sentUnbatched`.
+ * Unbatched sockets share a budget of frames a second (api.maxUnbatchedFramesPerSecond): see live-budget.ts.
+ * The socket's contract (events, subscription, snapshot source) is in live-protocol.ts.
  */
 import type http from 'node:http';
 import { Ajv } from 'ajv';
-import { Server, type Socket } from 'socket.io';
-import { FAMILIES, type EnrichedReading, type Family } from '../ingest/index.ts';
+import { Server } from 'socket.io';
+import type { EnrichedReading } from '../ingest/index.ts';
 import type { AlarmRecord, AqiEvent, BusEvents, CommandRecord, IndicatorEvent, LiveBus, RejectionEvent, StatusEvent } from '../core/bus.ts';
 import { silentLogger, type Logger } from '../core/logger.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Auth, Principal } from './auth.ts';
-import { BatchPacker, type LiveBatchFrame } from './batch-frame.ts';
+import { BatchPacker } from './batch-frame.ts';
+import { createFrameBudget, isBroad } from './live-budget.ts';
+import {
+  BATCH_MS,
+  type ClientToServer,
+  type LatestValues,
+  type LiveSocket,
+  roomOf,
+  roomsFor,
+  type ServerToClient,
+  type SocketData,
+  type Subscription,
+  SUBSCRIPTION_SCHEMA,
+} from './live-protocol.ts';
 
-export const SUBSCRIPTION_SCHEMA = {
-  type: 'object',
-  additionalProperties: false,
-  properties: {
-    device: { type: 'string', maxLength: 64 },
-    zone: { type: 'string', maxLength: 64 },
-    family: { type: 'string', enum: FAMILIES },
-  },
-  maxProperties: 1,
-} as const;
-
-export interface Subscription {
-  device?: string;
-  zone?: string;
-  family?: Family;
-}
-
-/** What a `subscribe` ack carries. */
-export interface SubscribeAck {
-  ok: boolean;
-  /** With ok false: CP_API_LIVE_UNBATCHED_BUSY when refused for load (a malformed subscription has none). */
-  code?: string;
-  error?: string;
-  room?: string;
-  snapshot?: { readings: EnrichedReading[]; statuses: StatusEvent[] };
-}
-
-/** Socket events the server emits [C-SOCKET]. */
-export interface ServerToClient {
-  reading: (r: EnrichedReading) => void;
-  status: (s: StatusEvent) => void;
-  rejected: (r: RejectionEvent) => void;
-  /** An air-quality index (station or zone), to all, zone, device (station) and family:airQuality rooms. */
-  aqi: (a: AqiEvent) => void;
-  /** Derived indicators of a device, a zone or the city. */
-  indicator: (i: IndicatorEvent) => void;
-  /**
-   * Batched sockets: for one of its subscriptions, the readings, the device indicators, the device status
-   * changes and the rejections of the last BATCH_MS, packed (`unpackBatch` gives them as objects, oldest first;
-   * a batched socket gets no `reading`, `status` or `rejected` events, and zone and city indicators come one by
-   * one as `indicator`).
-   */
-  batch: (b: LiveBatchFrame) => void;
-  /** An alarm raised or changed: to every connected socket (every screen announces new alarms). */
-  alarm: (a: AlarmRecord) => void;
-  /** A command created or changed state: to all, its device's and its zone's rooms. */
-  command: (c: CommandRecord) => void;
-  /** Sent before the server shuts down, or disconnects this socket for load (the frame budget, below). */
-  offline: (info: { reason: string }) => void;
-}
-export interface ClientToServer {
-  subscribe: (sub: Subscription, ack: (a: SubscribeAck) => void) => void;
-  unsubscribe: (sub: Subscription, ack?: (a: { ok: boolean }) => void) => void;
-}
-
-/** Per socket: who connected (set at the handshake), and whether it asked for batched events. */
-export interface SocketData {
-  principal: Principal;
-  batch?: boolean;
-}
-
-/** Batched sockets get readings and device indicators at most this often, ms (the latency it adds at most). */
-export const BATCH_MS = 20;
-
-/** Latest reading and status per device, kept from the bus (the snapshot source). */
-export class LatestValues {
-  readonly readings = new Map<string, EnrichedReading>();
-  readonly statuses = new Map<string, StatusEvent>();
-  matching(sub: Subscription): { readings: EnrichedReading[]; statuses: StatusEvent[] } {
-    const match = (x: { device: string; zone: string; family: string }) =>
-      (!sub.device || x.device === sub.device) && (!sub.zone || x.zone === sub.zone) && (!sub.family || x.family === sub.family);
-    if (sub.device) {
-      const r = this.readings.get(sub.device);
-      const s = this.statuses.get(sub.device);
-      return { readings: r ? [r] : [], statuses: s ? [s] : [] };
-    }
-    return { readings: [...this.readings.values()].filter(match), statuses: [...this.statuses.values()].filter(match) };
-  }
-}
-
-const roomOf = (s: Subscription) => (s.device ? `device:${s.device}` : s.zone ? `zone:${s.zone}` : s.family ? `family:${s.family}` : 'all');
-const roomsFor = (x: { device: string; zone: string; family: string }) => [
-  'all',
-  `device:${x.device}`,
-  `zone:${x.zone}`,
-  `family:${x.family}`,
-];
+export {
+  BATCH_MS,
+  type ClientToServer,
+  LatestValues,
+  type ServerToClient,
+  type SocketData,
+  type SubscribeAck,
+  type Subscription,
+  SUBSCRIPTION_SCHEMA,
+} from './live-protocol.ts';
 
 export function attachLive(
   httpServer: http.Server,
@@ -212,70 +149,8 @@ export function attachLive(
   const addIndicator = (b: BatchPacker, i: IndicatorEvent) => b.addIndicator(i);
   const addStatus = (b: BatchPacker, s: StatusEvent) => b.addStatus(s);
   const addRejection = (b: BatchPacker, r: RejectionEvent) => b.addRejection(r);
-  /**
-   * The budget of frames to unbatched sockets. Each event is a frame and a write system call per unbatched
-   * socket in its rooms (~20 µs on loopback): 200 of them watching everything at 5,000 readings/s were ~2 million
-   * frames a second, and the platform's thread stopped running its timers for 80–105 s (`npm run bench --
-   * fanout`, the unbatched comparison). It is not a slow client (their buffers stay empty), so the slow-consumer
-   * bound does not see it. So the frames are counted where they are sent (the check rides on the sending, not on
-   * a timer, which that load delays); once two seconds in a row were over the budget, the newest unbatched sockets
-   * holding a broad subscription (everything, a zone, a family: the ones whose cost grows with the city) are
-   * told why (`offline`) and disconnected, as many as the budget needs (an even share per socket assumed; the
-   * oldest always stays), and new broad subscriptions of unbatched sockets are refused
-   * (CP_API_LIVE_UNBATCHED_BUSY) from the first second over it until a second is under it again. Batched
-   * sockets and device subscriptions are never shed.
-   */
   const maxFrames = deps.maxUnbatchedFramesPerSecond ?? 20_000;
-  /** Unbatched sockets with a broad subscription, in the order they took their first one (the newest last). */
-  const broadUnbatched = new Map<string, Socket<ClientToServer, ServerToClient, Record<string, never>, SocketData>>();
-  let frames = 0;
-  let windowStart = performance.now();
-  /** Frames a second to unbatched sockets in the last whole window (0 until one ended). */
-  let rate = 0;
-  /** Whole windows in a row over the budget. */
-  let overWindows = 0;
-  /** Counts `n` frames just sent to unbatched sockets; closes the window once a second has passed. */
-  const sentUnbatched = (n: number) => {
-    if (maxFrames === 0) return;
-    frames += n;
-    const now = performance.now();
-    if (now - windowStart < 1000) return;
-    rate = (frames * 1000) / (now - windowStart);
-    frames = 0;
-    windowStart = now;
-    overWindows = rate > maxFrames ? overWindows + 1 : 0;
-    // Two seconds in a row: one over it can be the catch-up after a stall (measured: the last socket shed).
-    if (overWindows >= 2 && broadUnbatched.size > 0) shed();
-  };
-  const shed = () => {
-    // The oldest stays whatever the rate: one screen may always watch (its cost is the event rate itself), and
-    // the rate after a stall includes its catch-up (measured: otherwise the last one went too).
-    const n = Math.min(broadUnbatched.size - 1, Math.ceil(broadUnbatched.size * (1 - maxFrames / rate)));
-    if (n <= 0) return;
-    const newest = [...broadUnbatched.values()].slice(-n);
-    log.warn(
-      { rate: Math.round(rate), limit: maxFrames, disconnected: newest.length },
-      'socket.io: too many frames to sockets without batching; the newest ones watching a zone, a family or everything are disconnected',
-    );
-    for (const socket of newest) {
-      broadUnbatched.delete(socket.id);
-      // Out of every room at once: the disconnect itself waits for the socket's write buffer to drain, and
-      // meanwhile it would still be sent (and counted) every event.
-      for (const room of [...socket.rooms]) if (room !== socket.id) void socket.leave(room);
-      socket.emit('offline', {
-        reason: `${Math.round(rate)} frames a second to sockets without batching, over api.maxUnbatchedFramesPerSecond (${maxFrames}): connect with auth.batch: true (CP_API_LIVE_UNBATCHED_BUSY)`,
-      });
-      socket.disconnect(true);
-    }
-  };
-  /**
-   * A broad subscription of an unbatched socket is refused while the last second was over the budget; a quiet
-   * spell (no frame sent to close the window for 2 s) ends the refusal, and the window closed next is then
-   * measured over that whole spell.
-   */
-  const unbatchedBusy = () => maxFrames > 0 && rate > maxFrames && performance.now() - windowStart < 2000;
-  /** A subscription whose cost grows with the city: everything, a zone or a family (not one device). */
-  const isBroad = (room: string) => room === 'all' || room.startsWith('zone:') || room.startsWith('family:');
+  const { sentUnbatched, admitBroad, forget } = createFrameBudget(maxFrames, log);
 
   /**
    * A device's event to its rooms: one by one to plain sockets, into the frames for batched ones. Readings come
@@ -369,7 +244,7 @@ export function attachLive(
   }, 250);
   slowCheck.unref();
 
-  io.on('connection', (socket: Socket<ClientToServer, ServerToClient, Record<string, never>, SocketData>) => {
+  io.on('connection', (socket: LiveSocket) => {
     deps.metrics?.socketClients.set(io.engine.clientsCount);
     socket.on('disconnect', () => deps.metrics?.socketClients.set(io.engine.clientsCount));
     socket.on('subscribe', (sub, ack) => {
@@ -382,25 +257,18 @@ export function attachLive(
         });
       }
       const room = roomOf(s);
-      const broad = !socket.data.batch && isBroad(room);
-      if (broad && !broadUnbatched.has(socket.id) && unbatchedBusy()) {
-        return ack({
-          ok: false,
-          code: 'CP_API_LIVE_UNBATCHED_BUSY',
-          error: `the platform already sends ${Math.round(rate)} frames a second to sockets without batching (api.maxUnbatchedFramesPerSecond ${maxFrames}): connect with auth.batch: true, or subscribe to one device`,
-        });
-      }
-      if (broad) broadUnbatched.set(socket.id, socket);
+      const refused = !socket.data.batch && isBroad(room) ? admitBroad(socket) : undefined;
+      if (refused) return ack({ ok: false, code: 'CP_API_LIVE_UNBATCHED_BUSY', error: refused });
       void socket.join(socket.data.batch ? `batch:${room}` : room);
       ack({ ok: true, room, snapshot: deps.latest.matching(s) });
     });
     socket.on('unsubscribe', (sub, ack) => {
       if (sub && validSub(sub)) void socket.leave(socket.data.batch ? `batch:${roomOf(sub)}` : roomOf(sub));
       // No broad room left: no longer among the sockets the budget sheds.
-      if (!socket.data.batch && ![...socket.rooms].some(isBroad)) broadUnbatched.delete(socket.id);
+      if (!socket.data.batch && ![...socket.rooms].some(isBroad)) forget(socket.id);
       if (typeof ack === 'function') ack({ ok: true });
     });
-    socket.on('disconnect', () => broadUnbatched.delete(socket.id));
+    socket.on('disconnect', () => forget(socket.id));
     if (socket.data.batch) {
       batchedSockets++;
       socket.on('disconnect', () => batchedSockets--);

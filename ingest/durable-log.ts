@@ -2,8 +2,9 @@
  * The durable log: an append-only, segmented file log of accepted points, so that no acknowledged reading is
  * lost. A QoS 1 reading is acknowledged only after its record is on disk.
  *
- * - Records: [u32 payload length][u32 CRC-32 of payload][payload], payload = `family \t device \t line`.
- *   Every point has a global sequence number (seq); a segment file is named by the seq of its first point.
+ * - Records (durable-log-records.ts): [u32 payload length][u32 CRC-32 of payload][payload], payload =
+ *   `family \t device \t line`. Every point has a global sequence number (seq); a segment file is named by the
+ *   seq of its first point.
  * - Group commit: appends gather in memory while the previous write + fdatasync is in flight, then go to disk
  *   together in one writev + one fdatasync, so many readings share one fsync.
  * - A segment is deleted only once every point in it is confirmed (stored by InfluxDB or dead-lettered).
@@ -17,20 +18,10 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { crc32 } from 'node:zlib';
-import type { Family } from '../core/contract.ts';
 import { silentLogger, type Logger } from '../core/logger.ts';
+import { decodeRecords, encodeRecord, fdatasync, type LogPoint, scanSegmentFile, type SeqPoint, writev } from './durable-log-records.ts';
 
-export interface LogPoint {
-  line: string;
-  family: Family;
-  device: string;
-}
-
-/** A point read back or appended, with its sequence number. */
-export interface SeqPoint extends LogPoint {
-  seq: number;
-}
+export type { LogPoint, SeqPoint } from './durable-log-records.ts';
 
 export interface DurableLogOptions {
   dir: string;
@@ -57,9 +48,6 @@ interface Segment {
   /** When the segment was begun (ms): the age of the backlog. */
   createdAt: number;
 }
-
-const HEADER = 8;
-const MAX_RECORD = 1 << 20;
 
 export class DurableLog {
   private readonly segments: Segment[] = [];
@@ -117,33 +105,12 @@ export class DurableLog {
   }
 
   private scan(file: string, base: number): { segment: Segment; torn: number } {
-    const buf = fs.readFileSync(file);
-    const offsets: number[] = [];
-    let off = 0;
-    let torn = 0;
-    while (off < buf.length) {
-      if (off + HEADER > buf.length) {
-        torn = 1;
-        break;
-      }
-      const len = buf.readUInt32LE(off);
-      const crc = buf.readUInt32LE(off + 4);
-      if (len > MAX_RECORD || off + HEADER + len > buf.length || crc32(buf.subarray(off + HEADER, off + HEADER + len)) !== crc) {
-        torn = 1;
-        break;
-      }
-      offsets.push(off);
-      off += HEADER + len;
-    }
-    if (torn) {
-      this.log.warn({ file, validBytes: off, fileBytes: buf.length }, 'durable log: torn record at the end of a segment, cut off');
-      fs.truncateSync(file, off);
-    }
+    const { offsets, bytes, torn } = scanSegmentFile(file, this.log);
     const segment: Segment = {
       base,
       file,
       count: offsets.length,
-      bytes: off,
+      bytes,
       offsets,
       confirmed: new Uint8Array(offsets.length),
       confirmedCount: 0,
@@ -187,15 +154,9 @@ export class DurableLog {
     if (this.closed) throw new Error('durable log is closed');
     const seqs: number[] = [];
     for (const p of points) {
-      // One buffer per record (header + payload), written in place: no intermediate payload buffer.
-      const text = `${p.family}\t${p.device}\t${p.line}`;
-      const len = Buffer.byteLength(text, 'utf8');
-      const record = Buffer.allocUnsafe(HEADER + len);
-      record.write(text, HEADER, 'utf8');
-      record.writeUInt32LE(len, 0);
-      record.writeUInt32LE(crc32(record.subarray(HEADER)), 4);
+      const record = encodeRecord(p);
       this.pending.push(record);
-      this.pendingBytes += HEADER + len;
+      this.pendingBytes += record.length;
       this.pendingPoints++;
       seqs.push(this.nextSeq++);
     }
@@ -331,15 +292,7 @@ export class DurableLog {
       } finally {
         fs.closeSync(fd);
       }
-      let off = 0;
-      for (let i = i0; i < i1; i++) {
-        const len = buf.readUInt32LE(off);
-        const text = buf.toString('utf8', off + HEADER, off + HEADER + len);
-        off += HEADER + len;
-        const t1 = text.indexOf('\t');
-        const t2 = text.indexOf('\t', t1 + 1);
-        out.push({ seq: seg.base + i, family: text.slice(0, t1) as Family, device: text.slice(t1 + 1, t2), line: text.slice(t2 + 1) });
-      }
+      decodeRecords(buf, seg.base + i0, i1 - i0, out);
       from = seg.base + i1;
     }
     return out;
@@ -393,20 +346,4 @@ export class DurableLog {
     for (const fn of this.spaceWaiters) fn();
     this.spaceWaiters = [];
   }
-}
-
-function writev(fd: number, bufs: Buffer[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    // writev takes at most IOV_MAX (1024) buffers per call on Linux; node splits larger lists itself.
-    fs.writev(fd, bufs, (err, written) => {
-      if (err) return reject(err);
-      const total = bufs.reduce((n, b) => n + b.length, 0);
-      if (written !== total) return reject(new Error(`short write: ${written} of ${total} bytes`));
-      resolve();
-    });
-  });
-}
-
-function fdatasync(fd: number): Promise<void> {
-  return new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(err) : resolve())));
 }

@@ -17,23 +17,19 @@
  *   dead-lettered with its reason instead of being silently dropped by InfluxDB.
  * - The buffer is bounded (`maxBufferedPoints`): past it the oldest batch is dropped, counted in metrics and
  *   logged as an error (behind the durable log the store worker sets no bound: the log is the buffer).
+ *
+ * The HTTP request and its outcome are in influx-http.ts, the reading of a partial write's message in
+ * partial-write.ts.
  */
-import http from 'node:http';
-import https from 'node:https';
 import type { EnrichedReading, Family } from '../core/contract.ts';
+import { type InfluxTarget, InfluxWriteEndpoint } from './influx-http.ts';
 import { toLine } from './line-protocol.ts';
+import { readPartialWrite } from './partial-write.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Logger } from '../core/logger.ts';
 import { silentLogger } from '../core/logger.ts';
 
-export interface InfluxTarget {
-  /** Base URL, e.g. http://127.0.0.1:8086 */
-  url: string;
-  database: string;
-  retentionPolicy: string;
-  username?: string;
-  password?: string;
-}
+export type { InfluxTarget } from './influx-http.ts';
 
 export interface WriterOptions {
   batchSize: number;
@@ -55,10 +51,6 @@ export interface WriterOptions {
  * and a retry must not carry it over the edge after the check.
  */
 export const RETENTION_MARGIN_MS = 60_000;
-
-/** InfluxDB's error text kept with a dead letter, characters; longer ones end with CUT. */
-const MAX_REASON = 2000;
-const CUT = ' …[cut]';
 
 /** A point waiting to be written. */
 export interface PendingPoint {
@@ -94,8 +86,6 @@ export interface WriterState {
   rejected: number;
 }
 
-type Outcome = { kind: 'ok' } | { kind: 'unavailable'; reason: string; missingDb?: boolean } | { kind: 'rejected'; reason: string };
-
 export class InfluxWriter {
   private open: PendingPoint[] = [];
   private readonly ready: PendingPoint[][] = [];
@@ -105,28 +95,18 @@ export class InfluxWriter {
   private retryTimer: NodeJS.Timeout | undefined;
   private retryAt = 0;
   private retryDelay = 0;
-  private readonly agent: http.Agent;
-  private readonly writePath: string;
-  private readonly authorization: string | undefined;
+  private readonly endpoint: InfluxWriteEndpoint;
   private readonly log: Logger;
   private readonly st: WriterState = { buffered: 0, inFlight: 0, healthy: true, stored: 0, dropped: 0, rejected: 0 };
   private idleWaiters: (() => void)[] = [];
   private stopped = false;
 
   constructor(
-    private readonly target: InfluxTarget,
+    target: InfluxTarget,
     private readonly opts: WriterOptions,
     private readonly deps: WriterDeps = {},
   ) {
-    const u = new URL(target.url);
-    const params = new URLSearchParams({ db: target.database, rp: target.retentionPolicy, precision: 'ms' });
-    this.writePath = `${u.pathname.replace(/\/$/, '')}/write?${params}`;
-    // Credentials go in a header, never in the path (`u=`/`p=`), which ends up in error texts and proxies' logs.
-    if (target.username) {
-      this.authorization = `Basic ${Buffer.from(`${target.username}:${target.password ?? ''}`).toString('base64')}`;
-    }
-    const Agent = u.protocol === 'https:' ? https.Agent : http.Agent;
-    this.agent = new Agent({ keepAlive: true, maxSockets: opts.writeConcurrency + 1 });
+    this.endpoint = new InfluxWriteEndpoint(target, opts);
     this.log = deps.logger ?? silentLogger;
   }
 
@@ -176,7 +156,7 @@ export class InfluxWriter {
       const lost = this.readyPoints + this.open.length;
       this.log.warn({ unwritten: lost }, 'InfluxDB writer stopped with points not confirmed by InfluxDB');
     }
-    this.agent.destroy();
+    this.endpoint.destroy();
   }
 
   private isIdle(): boolean {
@@ -238,7 +218,7 @@ export class InfluxWriter {
       return;
     }
     const started = process.hrtime.bigint();
-    const outcome = await this.post(batch.map((p) => p.line).join('\n'));
+    const outcome = await this.endpoint.post(batch.map((p) => p.line).join('\n'));
     this.inFlight--;
     const m = this.deps.metrics;
     m?.writeLatency.observe(Number(process.hrtime.bigint() - started) / 1e9);
@@ -318,22 +298,8 @@ export class InfluxWriter {
 
   private rejected(batch: PendingPoint[], reason: string): void {
     if (/partial write/.test(reason)) {
-      // InfluxDB stored the good points of the batch; find the ones its message names: a field type conflict
-      // names measurement and field, a parse error quotes the line.
-      const conflict = /input field \\?"([^"\\]+)\\?" on measurement \\?"([^"\\]+)\\?"/.exec(reason);
-      const quoted = [...reason.matchAll(/unable to parse '([^']*)'/g)].map((m) => m[1]);
-      const unparsed = new Set(quoted);
-      const field = conflict ? new RegExp(`[ ,]${escapeRegExp(conflict[1] as string)}=`) : undefined;
-      const bad = batch.filter(
-        (p) => unparsed.has(p.line) || (conflict && field && p.line.startsWith(`${conflict[2]},`) && field.test(p.line)),
-      );
-      const droppedText = /dropped=(\d+)/.exec(reason)?.[1];
-      // Parse errors come with dropped=0 in InfluxDB 1.6, and a quoted line may not be found (a quote in it, a
-      // message cut at its length limit): then the rest is not known to be stored either.
-      const parseErrors = (reason.match(/unable to parse/g) ?? []).length;
-      const dropped = reason.endsWith(CUT)
-        ? Number.POSITIVE_INFINITY
-        : Math.max(droppedText === undefined ? 0 : Number(droppedText), parseErrors, bad.length);
+      // InfluxDB stored the good points of the batch; find the ones its message names.
+      const { bad, dropped } = readPartialWrite(batch, reason);
       const badSet = new Set(bad);
       const rest = bad.length ? batch.filter((p) => !badSet.has(p)) : batch;
       if (bad.length === 0 && batch.length === 1) {
@@ -377,54 +343,4 @@ export class InfluxWriter {
     this.log.warn({ reason, points: points.length }, 'InfluxDB refused points: dead-lettered');
     this.deps.onRejected?.(points, reason);
   }
-
-  private post(body: string): Promise<Outcome> {
-    const u = new URL(this.target.url);
-    const mod = u.protocol === 'https:' ? https : http;
-    return new Promise<Outcome>((resolve) => {
-      const req = mod.request(
-        {
-          host: u.hostname,
-          port: u.port || (u.protocol === 'https:' ? 443 : 80),
-          method: 'POST',
-          path: this.writePath,
-          agent: this.agent,
-          headers: {
-            'content-type': 'text/plain; charset=utf-8',
-            'content-length': Buffer.byteLength(body),
-            ...(this.authorization ? { authorization: this.authorization } : {}),
-          },
-          timeout: this.opts.requestTimeoutMs ?? 10000,
-        },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => {
-            const status = res.statusCode ?? 0;
-            if (status >= 200 && status < 300) return resolve({ kind: 'ok' });
-            const text = Buffer.concat(chunks).toString('utf8');
-            let reason = text;
-            try {
-              reason = (JSON.parse(text) as { error?: string }).error ?? text;
-            } catch {
-              /* plain-text body */
-            }
-            reason = `HTTP ${status}: ${reason}`;
-            // A long message is cut, and marked so: the points it named past the cut are then not known.
-            if (reason.length > MAX_REASON) reason = `${reason.slice(0, MAX_REASON)}${CUT}`;
-            if (status === 400) resolve({ kind: 'rejected', reason });
-            else resolve({ kind: 'unavailable', reason, missingDb: status === 404 && /database not found/.test(reason) });
-          });
-          res.on('error', (err) => resolve({ kind: 'unavailable', reason: err.message }));
-        },
-      );
-      req.on('timeout', () => req.destroy(new Error('request timed out')));
-      req.on('error', (err) => resolve({ kind: 'unavailable', reason: (err as NodeJS.ErrnoException).code ?? err.message }));
-      req.end(body);
-    });
-  }
-}
-
-function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
