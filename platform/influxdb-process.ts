@@ -5,6 +5,7 @@
  * the next start is ended first.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
@@ -259,8 +260,18 @@ async function ping(url: string): Promise<boolean> {
   }
 }
 
-/** Asks the OS for a free port by listening on port 0 and closing again. */
-export function freePort(host = '127.0.0.1'): Promise<number> {
+/**
+ * A free port below the kernel's ephemeral range (net.ipv4.ip_local_port_range), where no outgoing connection is
+ * ever given a port: a port held across a restart (a crash test kills the platform and starts it on the same
+ * ports) cannot be taken meanwhile by some client's connection, as a port from the ephemeral range can. Random
+ * candidates are tried by listening on them; after 50 taken ones, the OS's choice (port 0).
+ */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const low = ephemeralLow();
+  for (let i = 0; i < 50 && low > 11000; i++) {
+    const port = 10000 + Math.floor(Math.random() * (low - 10000));
+    if (await isPortFree(host, port)) return port;
+  }
   return new Promise((res, rej) => {
     const srv = createServer();
     srv.once('error', rej);
@@ -269,6 +280,14 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
       srv.close(() => (typeof addr === 'object' && addr ? res(addr.port) : rej(new Error('no port assigned'))));
     });
   });
+}
+
+function ephemeralLow(): number {
+  try {
+    return Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || 32768;
+  } catch {
+    return 32768;
+  }
 }
 
 function isPortFree(host: string, port: number): Promise<boolean> {
