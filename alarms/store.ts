@@ -215,7 +215,9 @@ export class SqliteAlarmStore {
   /** How many alarms match (limit and offset aside). */
   count(f: Omit<AlarmFilter, 'limit'>): number {
     const { where, params } = this.where(f);
-    return (this.db.prepare<Record<string, unknown>, { n: number }>(`SELECT count(*) AS n FROM alarms ${where}`).get(params) as { n: number }).n;
+    return (
+      this.db.prepare<Record<string, unknown>, { n: number }>(`SELECT count(*) AS n FROM alarms ${where}`).get(params) as { n: number }
+    ).n;
   }
 
   private where(f: Omit<AlarmFilter, 'limit'>): { where: string; params: Record<string, unknown> } {

@@ -33,14 +33,7 @@ import { silentLogger } from '../core/logger.ts';
 import { createAckHandler } from './acks.ts';
 import { createCommandDelivery } from './delivery.ts';
 import { createScheduleTicker } from './schedules.ts';
-import {
-  type BatchFilter,
-  type BatchSummary,
-  type CommandFilter,
-  type CommandTarget,
-  type Schedule,
-  SqliteCommandStore,
-} from './store.ts';
+import { type BatchFilter, type BatchSummary, type CommandFilter, type CommandTarget, type Schedule, SqliteCommandStore } from './store.ts';
 import { createCommandChecks } from './targets.ts';
 import { parseTimeOfDay } from './time-of-day.ts';
 import type { CommandRequest, CommandsDeps, CommandsOptions, ScheduleRequest } from './types.ts';

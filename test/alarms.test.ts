@@ -409,7 +409,7 @@ describe('lifecycle over REST', () => {
       FOR + 3000,
       'a new alarm while the condition still holds after the clear',
     );
-    const raisedAgain = againList[0] as AlarmRecord;
+    const raisedAgain = (againList as AlarmRecord[])[0] as AlarmRecord;
     assert.equal(raisedAgain.state, 'active');
     assert.notEqual(raisedAgain.id, a.id);
     const after = Date.parse(raisedAgain.raisedAt) - clearedAt;
@@ -516,7 +516,10 @@ describe('lifecycle over REST', () => {
     );
     const bySeverity = await alarms(p, { sort: 'severity' });
     const sevSeq = bySeverity.map((a) => sevRank[a.severity]);
-    assert.deepEqual(sevSeq, [...sevSeq].sort((x, y) => x - y));
+    assert.deepEqual(
+      sevSeq,
+      [...sevSeq].sort((x, y) => x - y),
+    );
     const lasted = (a: AlarmRecord) => (a.clearedAt ? Date.parse(a.clearedAt) : Date.now()) - Date.parse(a.raisedAt);
     const byDuration = await alarms(p, { sort: 'duration', order: 'asc', state: 'cleared' });
     for (let i = 1; i < byDuration.length; i++) {
