@@ -281,6 +281,11 @@ describe('the alarm console', () => {
     await dialog.getByTestId('dialog-confirm').click();
     await row('acknowledged').waitFor({ timeout: 5000 });
     assert.match((await row('acknowledged').getByTestId('alarm-acknowledged').textContent()) ?? '', /test-operator/);
+    // Acknowledged is still open: the same count everywhere.
+    const openNow = (await alarmsOf({ state: 'open' })).total;
+    assert.equal(openNow, open);
+    await page.locator(`[data-testid="alarm-badge"][data-count="${open}"]`).waitFor({ timeout: 5000 });
+    await page.locator(`[data-testid="console-open-count"][data-count="${open}"]`).waitFor({ timeout: 5000 });
 
     // Clear: the dialog refuses an empty note, then closes the alarm with one.
     await row('acknowledged').getByTestId('alarm-clear').click();
@@ -367,8 +372,12 @@ describe('the alarm console', () => {
     assert.deepEqual(await detail.getByTestId('timeline-note').allTextContents(), ['Đã cử đội sửa chữa', 'Đã thay bóng đèn']);
     assert.equal(new URL(page.url()).pathname, `/alarms/${first.id}`);
 
-    // The overview's panel shows the same open count as the badge.
+    // The overview's panel shows the same open count as the badge, acknowledged alarms included.
+    const other = (await alarmsOf({ state: 'active', rule: 'congestion' })).list[0] as AlarmRecord;
+    const ack = await p.api(`/api/v1/alarms/${other.id}/acknowledge`, { method: 'POST', as: 'operator', body: '{}' });
+    assert.equal(ack.status, 200);
     await page.getByTestId('nav-overview').click();
+    await page.locator(`[data-testid="alarm-row"][data-alarm-id="${other.id}"][data-state="acknowledged"]`).waitFor({ timeout: 5000 });
     const count = await page.getByTestId('alarm-badge').getAttribute('data-count');
     assert.equal(await page.getByTestId('alarm-open-count').textContent(), count);
     assert.equal(Number(count), (await alarmsOf({ state: 'open' })).total);
