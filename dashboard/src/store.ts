@@ -207,6 +207,13 @@ class Store {
     return { open: active + acknowledged + this.openNotLoaded, active, acknowledged };
   }
 
+  private keepAlarm(a: AlarmRecord): void {
+    // An alarm not known here that is acknowledged or cleared was one of the open ones not loaded: from now on
+    // it is counted by its own state.
+    if (!this.alarms.has(a.id) && a.state !== 'active' && this.openNotLoaded > 0) this.openNotLoaded--;
+    this.alarms.set(a.id, a);
+  }
+
   setSound(on: boolean): void {
     this.sound = on;
     setSoundEnabled(on);
@@ -215,7 +222,7 @@ class Store {
 
   /** An alarm from the API (an operator's acknowledge or clear) before its socket event arrives. */
   applyAlarm(a: AlarmRecord): void {
-    this.alarms.set(a.id, a);
+    this.keepAlarm(a);
     this.announcements = this.announcements.map((x) => (x.id === a.id ? a : x));
     this.alarmSeq++;
     this.changed(a.scope === 'device' ? a.subject : undefined);
@@ -323,7 +330,7 @@ class Store {
     socket.on('indicator', (i) => this.applyIndicator(i));
     socket.on('alarm', (a) => {
       const known = this.alarms.has(a.id);
-      this.alarms.set(a.id, a);
+      this.keepAlarm(a);
       if (!known && a.state === 'active') {
         if (signalled(a.severity)) {
           this.announcements = [a, ...this.announcements].slice(0, 5);
