@@ -9,13 +9,14 @@
  * value of each field it reported (partial readings merge).
  *
  * Lifecycle: at most one open alarm per (rule, subject). When the clear condition has held `clearForMs`, the
- * open alarm is cleared by 'system'. An operator may acknowledge an active alarm and clear an open one; after
- * an operator clear the rule does not raise again for that subject until its condition has ended (clear
- * condition held clearForMs) and then held again for forMs. The alarm then records conditionClearedAt.
+ * open alarm is cleared by 'system'. An operator may acknowledge an active alarm and clear an open one. An
+ * operator's clear closes the alarm, not the condition: a condition that still holds counts anew from the clear
+ * and raises a new alarm once it has held forMs again, so a ward that stays at a bad index is never left
+ * without an open alarm. The cleared alarm records conditionClearedAt when the condition ends.
  *
  * Restarts: open alarms are reloaded and their conditions taken as holding, so a condition that still holds
  * raises nothing new, and one that ended while the platform was down is cleared as soon as an event shows it.
- * Operator-cleared alarms whose condition had not ended keep the rule quiet after a restart too.
+ * Operator-cleared alarms whose condition had not ended still get conditionClearedAt when it does.
  * Device status across a restart: every device the registry has seen (lastSeenAt set, not revoked) and that is
  * not online when the broker starts accepting devices (`devicesReachable`) is taken as offline from then: if it
  * does not connect within the offline rule's forMs, it is raised as offline. Not from the engine's own start:
@@ -65,6 +66,8 @@ export interface Alarms {
   devicesReachable(): Promise<void>;
   stop(): Promise<void>;
   list(filter: AlarmFilter): AlarmRecord[];
+  /** How many alarms match (limit and offset aside). */
+  count(filter: Omit<AlarmFilter, 'limit'>): number;
   get(id: number): (AlarmRecord & { notes: AlarmNote[] }) | undefined;
   /** Throws CP_ALARM_NOT_FOUND, or CP_ALARM_WRONG_STATE unless the alarm is active. */
   acknowledge(id: number, by: string, note?: string): AlarmRecord;
@@ -138,6 +141,7 @@ export function createAlarms(opts: AlarmsOptions, deps: AlarmsDeps): Alarms {
       store?.close();
     },
     list: (f) => must().list(f),
+    count: (f) => must().count(f),
     get(id) {
       const a = must().get(id);
       return a && { ...a, notes: must().notes(id) };

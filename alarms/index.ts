@@ -18,5 +18,5 @@ export {
   SEVERITIES,
 } from './rules.ts';
 export type { CompiledRule, Condition, DefaultRuleId, EffectiveRule, RuleInput } from './rules.ts';
-export { SqliteAlarmStore } from './store.ts';
-export type { AlarmFilter, AlarmNote } from './store.ts';
+export { ALARM_SORTS, SqliteAlarmStore } from './store.ts';
+export type { AlarmFilter, AlarmNote, AlarmSort } from './store.ts';

@@ -1,9 +1,13 @@
 /**
  * The alarm lifecycle per (rule, subject): where its condition stands (a tracker), when it has held long enough
  * to raise (forMs) or to clear (clearForMs), and the alarm's states active → acknowledged → cleared, by the
- * engine or an operator. At most one open alarm per (rule, subject); after an operator clear the rule stays
- * quiet for that subject until its condition has ended and held again (the alarm then records
- * conditionClearedAt). Raises and clears go on the bus and, the engine's own, into the audit log.
+ * engine or an operator. At most one open alarm per (rule, subject).
+ *
+ * An operator's clear closes the alarm, not the condition: when the condition still holds, its time counts
+ * anew from the clear, so the rule raises a new alarm once it has held forMs again (a noData rule's silence and
+ * a rate of change are measured anew too: silence from the clear, a rate from the next reading). The cleared
+ * alarm records conditionClearedAt when the condition ends. Raises and clears go on the bus and, the engine's
+ * own, into the audit log.
  */
 import type { AlarmRecord, LiveBus } from '../core/bus.ts';
 import { PlatformError } from '../core/errors.ts';
@@ -29,8 +33,8 @@ export interface Tracker {
   on: boolean;
   /** The open alarm's id. */
   alarmId?: number;
-  /** An operator cleared this alarm while the condition held: no new alarm until it ends. */
-  suppressedId?: number;
+  /** An operator cleared this alarm while its condition held: its conditionClearedAt is recorded when it ends. */
+  clearedId?: number;
   /** noData: last time a reading arrived. */
   lastDataAt?: number;
   /** rateOfChange: previous value and its observation time. */
@@ -45,7 +49,10 @@ export interface AlarmLifecycle {
   observe(t: Tracker, fields: Fields, at: number): void;
   /** Advances a tracker's lifecycle to `at` (durations passed without an event). */
   step(t: Tracker, at: number): void;
-  /** After a restart: open alarms, and operator-cleared ones whose condition had not ended, are taken as holding. */
+  /**
+   * After a restart: open alarms are taken as holding; operator-cleared ones whose condition had not ended wait
+   * for its end to be recorded (and raise again like any condition once it shows for forMs).
+   */
   reload(rules: ReadonlyMap<string, CompiledRule>): void;
   /** Throws CP_ALARM_NOT_FOUND, or CP_ALARM_WRONG_STATE unless the alarm is active. */
   acknowledge(id: number, by: string, note: string | undefined, at: number): AlarmRecord;
@@ -107,35 +114,55 @@ export function createAlarmLifecycle(
   function step(t: Tracker, at: number): void {
     const r = t.rule.rule;
     if (!t.on) {
+      if (t.clearedId !== undefined && t.clearSince !== null && at - t.clearSince >= r.clearForMs) conditionEnded(t, at);
       if (t.raiseSince !== null && at - t.raiseSince >= r.forMs) {
         t.on = true;
         t.clearSince = null;
-        if (t.alarmId === undefined && t.suppressedId === undefined) raiseAlarm(t, at);
+        if (t.alarmId === undefined) raiseAlarm(t, at);
       }
     } else if (t.clearSince !== null && at - t.clearSince >= r.clearForMs) {
       t.on = false;
       t.raiseSince = null;
-      const iso = new Date(at).toISOString();
       const s = store();
       if (t.alarmId !== undefined) {
         const id = t.alarmId;
         t.alarmId = undefined;
-        if (s.clear(id, SYSTEM, iso, null, true)) {
+        if (s.clear(id, SYSTEM, new Date(at).toISOString(), null, true)) {
           const a = s.get(id) as AlarmRecord;
           emit(a);
           audit('alarm.clear', a);
         }
       }
-      if (t.suppressedId !== undefined) {
-        const id = t.suppressedId;
-        t.suppressedId = undefined;
-        if (s.conditionCleared(id, iso, SYSTEM)) {
-          const a = s.get(id) as AlarmRecord;
-          emit(a);
-          audit('alarm.condition-cleared', a);
-        }
-      }
+      if (t.clearedId !== undefined) conditionEnded(t, at);
     }
+  }
+
+  /** The condition of an alarm an operator cleared while it held has ended: recorded on that alarm. */
+  function conditionEnded(t: Tracker, at: number): void {
+    const id = t.clearedId as number;
+    t.clearedId = undefined;
+    const s = store();
+    if (s.conditionCleared(id, new Date(at).toISOString(), SYSTEM)) {
+      const a = s.get(id) as AlarmRecord;
+      emit(a);
+      audit('alarm.condition-cleared', a);
+    }
+  }
+
+  /**
+   * An operator cleared the open alarm while its condition held: the condition counts anew from `at`. A
+   * condition that holds now raises again after forMs; a noData rule's silence is measured from the clear; a
+   * rate of change needs a new reading.
+   */
+  function rearm(t: Tracker, at: number): void {
+    t.on = false;
+    t.clearSince = null;
+    const kind = t.rule.rule.kind;
+    if (kind === 'noData') {
+      t.lastDataAt = at;
+      t.raiseSince = null;
+    } else if (kind === 'rateOfChange') t.raiseSince = null;
+    else t.raiseSince = t.raiseSince !== null ? at : null;
   }
 
   function raiseAlarm(t: Tracker, at: number): void {
@@ -186,13 +213,11 @@ export function createAlarmLifecycle(
         t.on = true;
         t.alarmId = a.id;
       }
-      for (const a of s.suppressed()) {
+      for (const a of s.clearedWhileHolding()) {
         const rule = ruleById.get(a.rule);
         if (!rule) continue;
         const t = tracker(rule, a.subject, a.scope, a.family, a.zone);
-        if (t.alarmId !== undefined) continue;
-        t.on = true;
-        t.suppressedId = a.id;
+        if (t.alarmId === undefined) t.clearedId = a.id;
       }
     },
     acknowledge(id, by, note, at) {
@@ -218,7 +243,10 @@ export function createAlarmLifecycle(
       }
       if (t && t.alarmId === id) {
         t.alarmId = undefined;
-        if (t.on) t.suppressedId = id;
+        if (t.on) {
+          t.clearedId = id;
+          rearm(t, at);
+        }
       }
       const out = s.get(id) as AlarmRecord;
       emit(out);

@@ -19,16 +19,30 @@ export interface AlarmNote {
   note: string | null;
 }
 
+/** What a list of alarms can be sorted by; `default` is active first, then by severity, then newest. */
+export const ALARM_SORTS = ['default', 'raisedAt', 'severity', 'state', 'rule', 'subject', 'zone', 'clearedAt', 'duration'] as const;
+export type AlarmSort = (typeof ALARM_SORTS)[number];
+
 export interface AlarmFilter {
   /** 'open' = active + acknowledged. */
   state?: AlarmState | 'open';
   severity?: AlarmSeverity;
   rule?: string;
   zone?: string;
+  family?: Family;
   subject?: string;
   /** ISO 8601: alarms raised at or after. */
   since?: string;
+  /** ISO 8601: alarms raised at or before. */
+  until?: string;
+  /** Words found (case-insensitive, as typed) in the subject, rule, zone, message, who acted, or a note. */
+  q?: string;
+  sort?: AlarmSort;
+  /** asc or desc (default desc); ignored by the default sort. */
+  order?: 'asc' | 'desc';
   limit: number;
+  /** Matches skipped before the first one returned (default 0). */
+  offset?: number;
 }
 
 interface Row {
@@ -50,8 +64,20 @@ interface Row {
   condition_cleared_at: string | null;
 }
 
-const ORDER = `CASE state WHEN 'active' THEN 0 WHEN 'acknowledged' THEN 1 ELSE 2 END,
-  CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 WHEN 'minor' THEN 2 ELSE 3 END, id DESC`;
+const STATE_RANK = `CASE state WHEN 'active' THEN 0 WHEN 'acknowledged' THEN 1 ELSE 2 END`;
+const SEVERITY_RANK = `CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 WHEN 'minor' THEN 2 ELSE 3 END`;
+const ORDER = `${STATE_RANK}, ${SEVERITY_RANK}, id DESC`;
+/** Sort keys in SQL; ascending severity and state put the most urgent first, as the default order does. */
+const SORT_SQL: Record<Exclude<AlarmSort, 'default'>, string> = {
+  raisedAt: 'raised_at',
+  severity: `(3 - ${SEVERITY_RANK})`,
+  state: `(2 - ${STATE_RANK})`,
+  rule: 'rule',
+  subject: 'subject',
+  zone: 'zone',
+  clearedAt: 'cleared_at',
+  duration: `(julianday(coalesce(cleared_at, @now)) - julianday(raised_at))`,
+};
 
 export class SqliteAlarmStore {
   private readonly db: Database.Database;
@@ -84,8 +110,8 @@ export class SqliteAlarmStore {
       ),
       get: this.db.prepare<[number], Row>('SELECT * FROM alarms WHERE id = ?'),
       open: this.db.prepare<[], Row>(`SELECT * FROM alarms WHERE state != 'cleared' ORDER BY id`),
-      // Cleared by an operator while the condition still held: the rule waits for the condition to end.
-      suppressed: this.db.prepare<[], Row>(
+      // Cleared by an operator while the condition still held: the condition's end is still to be recorded.
+      clearedWhileHolding: this.db.prepare<[], Row>(
         `SELECT * FROM alarms a WHERE state = 'cleared' AND cleared_by != 'system' AND condition_cleared_at IS NULL
          AND id = (SELECT max(id) FROM alarms b WHERE b.rule = a.rule AND b.subject = a.subject)`,
       ),
@@ -140,8 +166,9 @@ export class SqliteAlarmStore {
     return this.stmt.open.all().map(toRecord);
   }
 
-  suppressed(): AlarmRecord[] {
-    return this.stmt.suppressed.all().map(toRecord);
+  /** The newest alarm of each (rule, subject), when an operator cleared it and its condition has not ended yet. */
+  clearedWhileHolding(): AlarmRecord[] {
+    return this.stmt.clearedWhileHolding.all().map(toRecord);
   }
 
   /** False when the alarm is not active. */
@@ -170,28 +197,56 @@ export class SqliteAlarmStore {
     })();
   }
 
+  /** One page of the alarms that match, in the order asked for. */
   list(f: AlarmFilter): AlarmRecord[] {
-    const where: string[] = [];
-    const params: Record<string, unknown> = { limit: f.limit };
-    if (f.state === 'open') where.push(`state != 'cleared'`);
-    else if (f.state) where.push('state = @state');
-    for (const k of ['severity', 'rule', 'zone', 'subject'] as const) {
-      if (f[k] !== undefined) where.push(`${k} = @${k}`);
+    const { where, params } = this.where(f);
+    let order = ORDER;
+    if (f.sort && f.sort !== 'default') {
+      const dir = f.order === 'asc' ? 'ASC' : 'DESC';
+      order = `${SORT_SQL[f.sort]} ${dir} NULLS LAST, id ${dir}`;
+      if (f.sort === 'duration') params.now = new Date().toISOString();
     }
-    if (f.since) where.push('raised_at >= @since');
-    Object.assign(params, {
-      state: f.state,
-      severity: f.severity,
-      rule: f.rule,
-      zone: f.zone,
-      subject: f.subject,
-      since: f.since && new Date(f.since).toISOString(),
-    });
-    const used = Object.fromEntries(
-      Object.entries(params).filter(([k, v]) => v !== undefined && (k === 'limit' || where.some((w) => w.includes(`@${k}`)))),
-    );
-    const sql = `SELECT * FROM alarms ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ${ORDER} LIMIT @limit`;
-    return this.db.prepare<Record<string, unknown>, Row>(sql).all(used).map(toRecord);
+    params.limit = f.limit;
+    params.offset = f.offset ?? 0;
+    const sql = `SELECT * FROM alarms ${where} ORDER BY ${order} LIMIT @limit OFFSET @offset`;
+    return this.db.prepare<Record<string, unknown>, Row>(sql).all(params).map(toRecord);
+  }
+
+  /** How many alarms match (limit and offset aside). */
+  count(f: Omit<AlarmFilter, 'limit'>): number {
+    const { where, params } = this.where(f);
+    return (
+      this.db.prepare<Record<string, unknown>, { n: number }>(`SELECT count(*) AS n FROM alarms ${where}`).get(params) as { n: number }
+    ).n;
+  }
+
+  private where(f: Omit<AlarmFilter, 'limit'>): { where: string; params: Record<string, unknown> } {
+    const where: string[] = [];
+    const params: Record<string, unknown> = {};
+    const add = (clause: string, name: string, value: unknown) => {
+      where.push(clause);
+      params[name] = value;
+    };
+    if (f.state === 'open') where.push(`state != 'cleared'`);
+    else if (f.state) add('state = @state', 'state', f.state);
+    for (const k of ['severity', 'rule', 'zone', 'family', 'subject'] as const) {
+      if (f[k] !== undefined) add(`${k} = @${k}`, k, f[k]);
+    }
+    if (f.since) add('raised_at >= @since', 'since', new Date(f.since).toISOString());
+    if (f.until) add('raised_at <= @until', 'until', new Date(f.until).toISOString());
+    const q = f.q?.trim();
+    if (q) {
+      // LIKE with its wildcards escaped: the words are matched as typed (ASCII case-insensitive).
+      const like = `%${q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+      const cols = ['subject', 'rule', 'zone', 'message', 'acknowledged_by', 'cleared_by'];
+      add(
+        `(${cols.map((c) => `${c} LIKE @q ESCAPE '\\'`).join(' OR ')}
+          OR id IN (SELECT alarm_id FROM alarm_notes WHERE note LIKE @q ESCAPE '\\'))`,
+        'q',
+        like,
+      );
+    }
+    return { where: where.length ? `WHERE ${where.join(' AND ')}` : '', params };
   }
 
   trim(): void {

@@ -33,7 +33,7 @@ import { silentLogger } from '../core/logger.ts';
 import { createAckHandler } from './acks.ts';
 import { createCommandDelivery } from './delivery.ts';
 import { createScheduleTicker } from './schedules.ts';
-import { type CommandFilter, type CommandTarget, type Schedule, SqliteCommandStore } from './store.ts';
+import { type BatchFilter, type BatchSummary, type CommandFilter, type CommandTarget, type Schedule, SqliteCommandStore } from './store.ts';
 import { createCommandChecks } from './targets.ts';
 import { parseTimeOfDay } from './time-of-day.ts';
 import type { CommandRequest, CommandsDeps, CommandsOptions, ScheduleRequest } from './types.ts';
@@ -49,6 +49,8 @@ export interface Commands {
   get(id: string): CommandRecord | undefined;
   /** Newest first. */
   list(filter: CommandFilter): CommandRecord[];
+  /** Batches (one per request or schedule edge), newest first, with their commands' states: the command history. */
+  batches(filter: BatchFilter): BatchSummary[];
   /** A message of a device on its acks topic (broker → platform dispatch). */
   handleAck(device: DeviceMeta, payload: Buffer): void;
   createSchedule(req: ScheduleRequest, actor: string): Promise<Schedule>;
@@ -121,12 +123,14 @@ export function createCommands(opts: CommandsOptions, deps: CommandsDeps): Comma
       const devices = await resolveTarget(req.target, true);
       for (const f of new Set(devices.map((d) => d.family))) checkAction(f, req.action);
       const batch = randomUUID();
-      const commands = insertAndSend(devices, req.action, ttl, actor, batch);
+      const target = 'zone' in req.target ? { zone: req.target.zone } : { devices: [...new Set(req.target.devices)] };
+      const commands = insertAndSend(devices, req.action, ttl, actor, batch, target);
       log.info({ batch, actor, commands: commands.length }, 'commands created');
       return { batch, commands };
     },
     get: (id) => store.get(id),
     list: (filter) => store.list(filter),
+    batches: (filter) => store.batches(filter),
     handleAck(device, payload) {
       if (closed) return;
       try {
@@ -171,5 +175,5 @@ export function createCommands(opts: CommandsOptions, deps: CommandsDeps): Comma
   };
 }
 
-export type { CommandFilter, CommandTarget, Schedule };
+export type { BatchFilter, BatchSummary, CommandFilter, CommandTarget, Schedule };
 export type { CommandState };

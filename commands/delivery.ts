@@ -9,12 +9,19 @@ import { TOPICS } from '../core/contract.ts';
 import type { CommandRecord } from '../core/bus.ts';
 import type { Logger } from '../core/logger.ts';
 import type { Device } from '../registry/index.ts';
-import type { SqliteCommandStore } from './store.ts';
+import type { CommandTarget, SqliteCommandStore } from './store.ts';
 import type { CommandTransport } from './types.ts';
 
 export interface CommandDelivery {
-  /** Stores one command per device (one batch), emits them and sends those whose device listens. */
-  insertAndSend(devices: Device[], action: Record<string, unknown>, ttl: number, actor: string, batch: string): CommandRecord[];
+  /** Stores one command per device (one batch, with the target it was asked for), emits them and sends those whose device listens. */
+  insertAndSend(
+    devices: Device[],
+    action: Record<string, unknown>,
+    ttl: number,
+    actor: string,
+    batch: string,
+    target: CommandTarget,
+  ): CommandRecord[];
   /** Sends every pending command of a device whose subscription is in place, oldest first. */
   dispatch(device: string): void;
   /** The transport's `subscribed` event: a device now listens to a topic. */
@@ -42,7 +49,14 @@ export function createCommandDelivery(
     for (const c of store.pendingOf(device, Date.now())) send(c);
   }
 
-  function insertAndSend(devices: Device[], action: Record<string, unknown>, ttl: number, actor: string, batch: string) {
+  function insertAndSend(
+    devices: Device[],
+    action: Record<string, unknown>,
+    ttl: number,
+    actor: string,
+    batch: string,
+    target: CommandTarget,
+  ) {
     const now = Date.now();
     const created = store.insert(
       devices.map((d) => ({
@@ -56,6 +70,7 @@ export function createCommandDelivery(
         expiresAt: new Date(now + ttl).toISOString(),
         batch,
       })),
+      target,
     );
     for (const c of created) emit(c);
     // Synchronously after the insert: a subscription coming in later finds them in the store.

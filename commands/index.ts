@@ -1,6 +1,8 @@
 /** Public face of commands: commands to devices with their lifecycle, and schedules that create them. */
 export { createCommands } from './commands.ts';
 export type {
+  BatchFilter,
+  BatchSummary,
   CommandFilter,
   CommandRequest,
   Commands,
@@ -11,5 +13,5 @@ export type {
   Schedule,
   ScheduleRequest,
 } from './commands.ts';
-export { SqliteCommandStore } from './store.ts';
+export { BATCH_ACTIONS, BATCH_OUTCOMES, SqliteCommandStore } from './store.ts';
 export { formatTimeOfDay, latestEdge, parseTimeOfDay, TIME_OF_DAY_PATTERN } from './time-of-day.ts';

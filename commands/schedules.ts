@@ -31,7 +31,7 @@ export function createScheduleTicker(
     });
     if (devices.length === 0) return;
     const ttl = s.ttlMs ?? defaultTtlMs;
-    const created = insertAndSend(devices, action, ttl, `schedule:${s.id}`, s.id);
+    const created = insertAndSend(devices, action, ttl, `schedule:${s.id}`, s.id, s.target);
     log.info({ schedule: s.id, edge, commands: created.length }, 'schedule edge');
     deps
       .audit?.({ actor: '(system)', role: null, action: 'command.create', target: s.id, address: null, outcome: 'ok' })

@@ -74,6 +74,64 @@ export interface CommandFilter {
   limit: number;
 }
 
+/** What a batch asked for, by its action: switch off, set a light level (dim), or switch on. */
+export const BATCH_ACTIONS = ['on', 'off', 'dim'] as const;
+/** Where a batch stands: some commands still open, every one carried out, or some failed or expired. */
+export const BATCH_OUTCOMES = ['open', 'done', 'failed'] as const;
+
+export interface BatchFilter {
+  /** Who created it (operator, `(service token)`, `schedule:<id>`). */
+  by?: string;
+  /** A batch with a command for a device of this zone. */
+  zone?: string;
+  /** A batch with a command for this device. */
+  device?: string;
+  action?: (typeof BATCH_ACTIONS)[number];
+  outcome?: (typeof BATCH_OUTCOMES)[number];
+  /** ISO 8601: created at or after / at or before. */
+  since?: string;
+  until?: string;
+  limit: number;
+  offset?: number;
+}
+
+/** One request (or one schedule edge) and the state of its commands, as the command history shows it. */
+export interface BatchSummary {
+  batch: string;
+  createdAt: string;
+  createdBy: string;
+  action: Record<string, unknown>;
+  /** As asked (a zone or a list of devices); null for batches stored before targets were kept. */
+  target: CommandTarget | null;
+  /** The zones of its devices. */
+  zones: string[];
+  /** How many commands (devices). */
+  size: number;
+  /** Commands per state now. */
+  states: Record<CommandState, number>;
+  /** Commands that reached their device (its PUBACK, or an answer). */
+  reached: number;
+  /** When the last command finished (answered or expired), once none is open. */
+  finishedAt: string | null;
+}
+
+interface BatchRow {
+  batch: string;
+  created_at: number;
+  created_by: string;
+  action: string;
+  target: string | null;
+  zones: string | null;
+  size: number;
+  pending: number;
+  delivered: number;
+  acknowledged: number;
+  failed: number;
+  expired: number;
+  reached: number;
+  last_at: number | null;
+}
+
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 const OPEN: CommandState[] = ['pending', 'delivered'];
 
@@ -99,6 +157,9 @@ export class SqliteCommandStore {
       CREATE INDEX IF NOT EXISTS commands_device ON commands (device, seq);
       CREATE INDEX IF NOT EXISTS commands_batch ON commands (batch, seq);
       CREATE INDEX IF NOT EXISTS commands_open ON commands (state, expires_at);
+      CREATE INDEX IF NOT EXISTS commands_created ON commands (created_at);
+      CREATE TABLE IF NOT EXISTS batches (
+        batch TEXT NOT NULL, created_at INTEGER NOT NULL, target TEXT NOT NULL, PRIMARY KEY (batch, created_at));
       CREATE TABLE IF NOT EXISTS schedules (
         id TEXT PRIMARY KEY, name TEXT NOT NULL, target TEXT NOT NULL, from_time TEXT NOT NULL, to_time TEXT NOT NULL,
         action TEXT NOT NULL, end_action TEXT, ttl_ms INTEGER, enabled INTEGER NOT NULL, time_zone TEXT NOT NULL,
@@ -142,12 +203,21 @@ export class SqliteCommandStore {
       allSchedules: this.db.prepare<[], ScheduleRow>('SELECT * FROM schedules ORDER BY created_at, id'),
       deleteSchedule: this.db.prepare('DELETE FROM schedules WHERE id = ?'),
       edgeFired: this.db.prepare('UPDATE schedules SET last_edge = ?, last_edge_at = ? WHERE id = ?'),
+      insertBatch: this.db.prepare('INSERT OR IGNORE INTO batches (batch, created_at, target) VALUES (?, ?, ?)'),
+      trimBatches: this.db.prepare(
+        'DELETE FROM batches WHERE NOT EXISTS (SELECT 1 FROM commands c WHERE c.batch = batches.batch AND c.created_at = batches.created_at)',
+      ),
     };
   }
 
-  /** Inserts commands (state pending) in one transaction. */
-  insert(commands: Omit<CommandRecord, 'state' | 'reason' | 'deliveredAt' | 'acknowledgedAt'>[]): CommandRecord[] {
+  /**
+   * Inserts commands (state pending) in one transaction; `target`, what the batch was asked for, is kept for the
+   * command history (commands of one batch share their batch id and creation time).
+   */
+  insert(commands: Omit<CommandRecord, 'state' | 'reason' | 'deliveredAt' | 'acknowledgedAt'>[], target?: CommandTarget): CommandRecord[] {
     this.db.transaction(() => {
+      const first = commands[0];
+      if (target && first?.batch) this.stmt.insertBatch.run(first.batch, Date.parse(first.createdAt), JSON.stringify(target));
       for (const c of commands) {
         this.stmt.insert.run({
           id: c.id,
@@ -173,6 +243,50 @@ export class SqliteCommandStore {
   /** Newest first. */
   list(f: CommandFilter): CommandRecord[] {
     return this.stmt.list.all({ device: f.device ?? null, state: f.state ?? null, batch: f.batch ?? null, limit: f.limit }).map(toRecord);
+  }
+
+  /** Batches (one per request or schedule edge), newest first, with their commands' states. */
+  batches(f: BatchFilter): BatchSummary[] {
+    const where = ['c.batch IS NOT NULL'];
+    const having: string[] = [];
+    const params: Record<string, unknown> = { limit: f.limit, offset: f.offset ?? 0 };
+    if (f.by !== undefined) {
+      where.push('c.created_by = @by');
+      params.by = f.by;
+    }
+    if (f.since) {
+      where.push('c.created_at >= @since');
+      params.since = Date.parse(f.since);
+    }
+    if (f.until) {
+      where.push('c.created_at <= @until');
+      params.until = Date.parse(f.until);
+    }
+    if (f.zone !== undefined) {
+      having.push('sum(c.zone = @zone) > 0');
+      params.zone = f.zone;
+    }
+    if (f.device !== undefined) {
+      having.push('sum(c.device = @device) > 0');
+      params.device = f.device;
+    }
+    const power = `json_extract(min(c.action), '$.powerState')`;
+    const level = `json_extract(min(c.action), '$.illuminanceLevel')`;
+    if (f.action === 'off') having.push(`${power} = 'off'`);
+    else if (f.action === 'dim') having.push(`${level} IS NOT NULL AND coalesce(${power}, '') != 'off'`);
+    else if (f.action === 'on') having.push(`${level} IS NULL AND coalesce(${power}, '') != 'off'`);
+    if (f.outcome === 'open') having.push(`sum(c.state IN ('pending', 'delivered')) > 0`);
+    else if (f.outcome === 'done') having.push(`sum(c.state = 'acknowledged') = count(*)`);
+    else if (f.outcome === 'failed') having.push(`sum(c.state IN ('failed', 'expired')) > 0`);
+    const sql = `SELECT c.batch, c.created_at, min(c.created_by) AS created_by, min(c.action) AS action, b.target,
+        group_concat(DISTINCT c.zone) AS zones, count(*) AS size,
+        sum(c.state = 'pending') AS pending, sum(c.state = 'delivered') AS delivered,
+        sum(c.state = 'acknowledged') AS acknowledged, sum(c.state = 'failed') AS failed, sum(c.state = 'expired') AS expired,
+        sum(c.delivered_at IS NOT NULL) AS reached, max(coalesce(c.acknowledged_at, c.expires_at)) AS last_at
+      FROM commands c LEFT JOIN batches b ON b.batch = c.batch AND b.created_at = c.created_at
+      WHERE ${where.join(' AND ')} GROUP BY c.batch, c.created_at ${having.length ? `HAVING ${having.join(' AND ')}` : ''}
+      ORDER BY c.created_at DESC, c.batch LIMIT @limit OFFSET @offset`;
+    return this.db.prepare<Record<string, unknown>, BatchRow>(sql).all(params).map(toBatch);
   }
 
   /** Pending, unexpired commands of a device, oldest first (the order to send them in). */
@@ -255,6 +369,7 @@ export class SqliteCommandStore {
     if (this.finishedSinceTrim >= 1000) {
       this.finishedSinceTrim = 0;
       this.stmt.trim.run(this.historyLimit);
+      this.stmt.trimBatches.run();
     }
   }
 }
@@ -276,6 +391,22 @@ function toRecord(r: CommandRow): CommandRecord {
     deliveredAt: iso(r.delivered_at),
     acknowledgedAt: iso(r.acknowledged_at),
     batch: r.batch,
+  };
+}
+
+function toBatch(r: BatchRow): BatchSummary {
+  const open = r.pending + r.delivered;
+  return {
+    batch: r.batch,
+    createdAt: iso(r.created_at) as string,
+    createdBy: r.created_by,
+    action: JSON.parse(r.action) as Record<string, unknown>,
+    target: r.target ? (JSON.parse(r.target) as CommandTarget) : null,
+    zones: r.zones ? r.zones.split(',').sort() : [],
+    size: r.size,
+    states: { pending: r.pending, delivered: r.delivered, acknowledged: r.acknowledged, failed: r.failed, expired: r.expired },
+    reached: r.reached,
+    finishedAt: open === 0 ? iso(r.last_at) : null,
   };
 }
 

@@ -3,7 +3,7 @@
  * operator, audited by the route table as alarm.acknowledge / alarm.clear), and the effective rules.
  */
 import type { Alarms } from '../alarms/index.ts';
-import { SEVERITIES } from '../alarms/index.ts';
+import { ALARM_SORTS, SEVERITIES } from '../alarms/index.ts';
 import { FAMILIES } from '../ingest/index.ts';
 import { PlatformError } from '../core/errors.ts';
 import type { AlarmFilter } from '../alarms/index.ts';
@@ -49,7 +49,8 @@ export function alarmRoutes(alarms: Alarms | undefined): RouteDef[] {
     {
       method: 'get',
       path: '/api/v1/alarms',
-      summary: 'Alarms, filtered; active first, then by severity (critical … warning), then newest',
+      summary:
+        'Alarms, filtered and sorted (default: active first, then by severity, critical … warning, then newest), a page at a time; the number of matches is in the X-Total-Count header',
       tag: 'alarms',
       role: 'viewer',
       query: {
@@ -59,11 +60,27 @@ export function alarmRoutes(alarms: Alarms | undefined): RouteDef[] {
           state: { type: 'string', enum: [...STATES, 'open'], description: 'open = active or acknowledged' },
           severity: { type: 'string', enum: SEVERITIES },
           rule: { type: 'string', maxLength: 64 },
-          zone: { type: 'string', maxLength: 64 },
+          zone: { type: 'string', maxLength: 64, description: 'The ward (zone id) of the device or zone' },
+          family: { type: 'string', enum: FAMILIES },
           subject: { type: 'string', maxLength: 64, description: 'Device id or zone id the alarm is about' },
           device: { type: 'string', maxLength: 64, description: 'Same as subject' },
           since: { type: 'string', format: 'date-time', description: 'Alarms raised at or after this time' },
+          until: { type: 'string', format: 'date-time', description: 'Alarms raised at or before this time' },
+          q: {
+            type: 'string',
+            minLength: 1,
+            maxLength: 200,
+            description: 'Text found in the subject, rule, zone, message, who acknowledged or cleared, or a note',
+          },
+          sort: {
+            type: 'string',
+            enum: ALARM_SORTS,
+            default: 'default',
+            description: 'default = active first, then by severity, then newest; duration = until cleared, or until now',
+          },
+          order: { type: 'string', enum: ['asc', 'desc'], default: 'desc', description: 'For every sort but default' },
           limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
+          offset: { type: 'integer', minimum: 0, maximum: 1_000_000, default: 0, description: 'Matches skipped (paging)' },
         },
       },
       responses: { 200: { description: 'alarms', schema: { type: 'array', items: ALARM_SCHEMA } }, 400: problem },
@@ -73,7 +90,9 @@ export function alarmRoutes(alarms: Alarms | undefined): RouteDef[] {
         if (device && filter.subject && device !== filter.subject) {
           throw new PlatformError('CP_API_VALIDATION', '`device` and `subject` name different subjects');
         }
-        res.json(alarms.list({ ...filter, subject: filter.subject ?? device }));
+        const f = { ...filter, subject: filter.subject ?? device };
+        res.set('x-total-count', String(alarms.count(f)));
+        res.json(alarms.list(f));
       },
     },
     {
@@ -162,7 +181,8 @@ export function alarmRoutes(alarms: Alarms | undefined): RouteDef[] {
     {
       method: 'post',
       path: '/api/v1/alarms/:id/clear',
-      summary: 'Clear an open alarm by hand, with a note saying why; the rule stays quiet for this subject until its condition has ended',
+      summary:
+        'Clear (close) an open alarm by hand, with a note saying why; a condition that still holds raises a new alarm once it has held the rule’s forMs again',
       tag: 'alarms',
       role: 'operator',
       audit: 'alarm.clear',

@@ -5,7 +5,7 @@
  */
 import { COMMAND_ID_PATTERN, DEVICE_ID_PATTERN } from '../ingest/index.ts';
 import type { Commands } from '../commands/index.ts';
-import { TIME_OF_DAY_PATTERN } from '../commands/index.ts';
+import { BATCH_ACTIONS, BATCH_OUTCOMES, TIME_OF_DAY_PATTERN } from '../commands/index.ts';
 import { PlatformError } from '../core/errors.ts';
 import { principalOf, problem, type RouteDef } from './route-kit.ts';
 
@@ -56,6 +56,25 @@ const commandSchema = {
     deliveredAt: { type: ['string', 'null'], format: 'date-time', description: 'The device’s MQTT PUBACK' },
     acknowledgedAt: { type: ['string', 'null'], format: 'date-time', description: 'The device’s answer (ok or failed)' },
     batch: { type: ['string', 'null'], description: 'Group: one request, or the schedule id' },
+  },
+} as const;
+const batchSchema = {
+  type: 'object',
+  properties: {
+    batch: { type: 'string', description: 'Batch id (a schedule’s batches share the schedule id, one per edge)' },
+    createdAt: { type: 'string', format: 'date-time' },
+    createdBy: { type: 'string', description: 'Operator, `(service token)`, or `schedule:<id>`' },
+    action: { type: 'object' },
+    target: { type: ['object', 'null'], description: 'As asked: `{zone}` or `{devices}`' },
+    zones: { type: 'array', items: { type: 'string' }, description: 'The zones of its devices' },
+    size: { type: 'integer', description: 'Commands (one per device)' },
+    states: {
+      type: 'object',
+      description: 'Commands per state now',
+      properties: Object.fromEntries(STATES.map((s) => [s, { type: 'integer' }])),
+    },
+    reached: { type: 'integer', description: 'Commands that reached their device (PUBACK or an answer)' },
+    finishedAt: { type: ['string', 'null'], format: 'date-time', description: 'When the last one finished, once none is open' },
   },
 } as const;
 const scheduleSchema = {
@@ -129,6 +148,35 @@ export function commandRoutes(commands: Commands | undefined): RouteDef[] {
       },
       responses: { 200: { description: 'commands', schema: { type: 'array', items: commandSchema } } },
       handler: (req, res) => res.json(commands.list(req.query as unknown as Parameters<Commands['list']>[0])),
+    },
+    {
+      method: 'get',
+      path: '/api/v1/commands/batches',
+      summary:
+        'The command history: one entry per request or schedule edge (who, what, target, when) with how many of its commands reached their device, were carried out, failed or expired; newest first',
+      tag: 'commands',
+      role: 'viewer',
+      query: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          by: { type: 'string', maxLength: 200, description: 'Who created it: operator, `(service token)` or `schedule:<id>`' },
+          zone: { type: 'string', maxLength: 64, description: 'Batches with a device in this zone' },
+          device: { type: 'string', maxLength: 64, description: 'Batches with this device' },
+          action: { type: 'string', enum: BATCH_ACTIONS, description: 'off = switch off; dim = a light level; on = switch on' },
+          outcome: {
+            type: 'string',
+            enum: BATCH_OUTCOMES,
+            description: 'open = some still pending or delivered; done = all carried out; failed = some failed or expired',
+          },
+          since: { type: 'string', format: 'date-time', description: 'Created at or after' },
+          until: { type: 'string', format: 'date-time', description: 'Created at or before' },
+          limit: { type: 'integer', minimum: 1, maximum: 500, default: 50 },
+          offset: { type: 'integer', minimum: 0, maximum: 1_000_000, default: 0 },
+        },
+      },
+      responses: { 200: { description: 'batches', schema: { type: 'array', items: batchSchema } }, 400: problem },
+      handler: (req, res) => res.json(commands.batches(req.query as unknown as Parameters<Commands['batches']>[0])),
     },
     {
       method: 'get',

@@ -1,7 +1,10 @@
 /**
  * Serves the operations dashboard: the Vite build in dashboard/dist, and index.html for every
- * dashboard path (/, /map, /alarms, /wall, /devices/:id) so that client-side routes survive a reload. Paths of
- * the API (/api, /socket.io, /metrics, MQTT over WebSocket) never reach it: they are routed first.
+ * dashboard path (/, /map, /alarms, /alarms/:id, /commands, /wall, /devices/:id) so that client-side routes
+ * survive a reload. Any other path a browser asks for as a page (Accept: text/html) gets index.html too, with
+ * status 404: the app shows its own "page not found" in the operator's language, not a JSON problem document.
+ * Paths of the API (/api, /socket.io, /metrics, MQTT over WebSocket) never get the page: they are routed first,
+ * and an unknown API path keeps its problem+json 404. /favicon.ico is the build's icon (dashboard/public).
  *
  * A Content-Security-Policy of 'self' (plus the configured tile server's origin for images) makes the rule "no
  * CDN, no external request at run time" hold in the browser, not only in the build. Hashed assets are cached
@@ -27,7 +30,9 @@ export interface DashboardOptions {
 export const DEFAULT_DASHBOARD_DIR = path.join(PROJECT_ROOT, 'dashboard', 'dist');
 
 /** Paths the dashboard answers with index.html. */
-const APP_PATHS = /^\/(?:|map|alarms|wall|devices\/[^/]+)\/?$/;
+const APP_PATHS = /^\/(?:|map|alarms|alarms\/\d+|commands|wall|devices\/[^/]+)\/?$/;
+/** Paths that are never a page of the app, whatever the browser accepts. */
+const NOT_PAGES = /^\/(?:api|socket\.io|metrics|mqtt|assets)(?:\/|$)/;
 
 function originOf(template: string): string | undefined {
   try {
@@ -76,7 +81,7 @@ export function serveDashboard(opts: DashboardOptions = {}): Router {
     if (!cached || cached.mtimeMs !== mtimeMs) cached = { mtimeMs, html: readFileSync(file, 'utf8') };
     return cached.html;
   };
-  router.get(APP_PATHS, (_req: Request, res: Response) => {
+  const page = (status: number) => (_req: Request, res: Response) => {
     const html = indexHtml();
     res.set({ 'content-security-policy': csp, 'cache-control': 'no-cache' });
     if (!html) {
@@ -85,7 +90,18 @@ export function serveDashboard(opts: DashboardOptions = {}): Router {
         .type('text/plain')
         .send('The dashboard is not built: run `npm run build:dashboard` (npm start and npm test build it when missing).');
     }
-    res.type('html').send(html);
+    res.status(status).type('html').send(html);
+  };
+  router.get(APP_PATHS, page(200));
+  router.get('/favicon.ico', (_req, res, next) => {
+    const file = `${dir}/favicon.ico`;
+    if (!existsSync(file)) return next();
+    res.set('cache-control', 'public, max-age=86400').type('image/x-icon').sendFile(file);
+  });
+  // The app's own 404 page for any other page a browser asks for.
+  router.get(/.*/, (req, res, next) => {
+    if (NOT_PAGES.test(req.path) || !req.accepts('html') || req.accepts(['json', 'html']) === 'json') return next();
+    page(404)(req, res);
   });
   return router;
 }

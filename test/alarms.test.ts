@@ -4,7 +4,8 @@
  * a sustained condition raises exactly one alarm (repeats do not duplicate), a short blip raises none, the
  * alarm clears with hysteresis (a value between the raise and clear conditions keeps it open), and an open
  * alarm survives a restart (second platform on the same dataDir and InfluxDB) without duplication. Plus the
- * lifecycle over REST (acknowledge, clear, 403, 404, 409, audit, bus events), the list's filters and order,
+ * lifecycle over REST (acknowledge, clear, 403, 404, 409, audit, bus events; a condition that still holds after
+ * a clear by hand raises a new alarm after forMs), the list's filters, sorts, search, paging and order,
  * own rules from config (threshold, rateOfChange, noData) and config validation.
  *
  * Durations are shortened through config overrides (forMs 1.2 s, clearForMs 0.8 s, tick 50 ms).
@@ -132,6 +133,12 @@ async function theAlarm(
     8000,
     what,
   ) as Promise<AlarmRecord>;
+}
+
+async function alarmById(id: number, tp: TestPlatform = p): Promise<AlarmRecord> {
+  const res = await tp.api(`/api/v1/alarms/${id}`);
+  assert.equal(res.status, 200, await res.clone().text());
+  return (await res.json()) as AlarmRecord;
 }
 
 async function none(tp: TestPlatform, rule: string, subject: string): Promise<void> {
@@ -337,7 +344,7 @@ describe('default rules', () => {
 });
 
 describe('lifecycle over REST', () => {
-  test('acknowledge and clear by an operator, 403 for a viewer, 404, 409; the rule waits for the condition to end', async () => {
+  test('acknowledge and clear by an operator, 403 for a viewer, 404, 409; a condition that still holds raises again after forMs', async () => {
     const d = await device(p, 'streetLight', 'sl-ack-1');
     await hold(d, LAMP_DARK, FOR + 300);
     const a = await theAlarm(p, 'lamp-fault', d.id, (x) => x.state === 'active', 'raised');
@@ -389,22 +396,47 @@ describe('lifecycle over REST', () => {
       ],
     );
 
-    // The condition still holds: no new alarm until it has ended and started again.
-    await hold(d, LAMP_DARK, FOR + 400);
-    assert.equal((await alarms(p, { rule: 'lamp-fault', subject: d.id })).length, 1);
+    // The condition still holds: it counts anew from the clear, and a new alarm is raised once it has held forMs
+    // again (not at once, and not only after the condition has ended).
+    const clearedAt = Date.parse(clearBody.clearedAt as string);
+    await hold(d, LAMP_DARK, 300);
+    const againList = await p.waitFor(
+      async () => {
+        await send(d, LAMP_DARK);
+        const l = await alarms(p, { rule: 'lamp-fault', subject: d.id });
+        return l.length === 2 ? l : undefined;
+      },
+      FOR + 3000,
+      'a new alarm while the condition still holds after the clear',
+    );
+    const raisedAgain = (againList as AlarmRecord[])[0] as AlarmRecord;
+    assert.equal(raisedAgain.state, 'active');
+    assert.notEqual(raisedAgain.id, a.id);
+    const after = Date.parse(raisedAgain.raisedAt) - clearedAt;
+    assert.ok(after >= FOR, `raised ${after} ms after the clear: not before forMs`);
+    assert.ok(after < FOR + 1500, `raised ${after} ms after the clear: about forMs`);
+    // The condition ends: the new alarm clears by itself, and the end is recorded on the one cleared by hand.
     await hold(d, LAMP_OK, CLEAR + 300);
-    await theAlarm(p, 'lamp-fault', d.id, (x) => x.conditionClearedAt !== null, 'condition end recorded');
+    await p.waitFor(
+      async () => {
+        const [x, y] = [await alarmById(a.id), await alarmById(raisedAgain.id)];
+        return x.conditionClearedAt !== null && y.state === 'cleared' && y.clearedBy === 'system';
+      },
+      5000,
+      'the condition end recorded on both',
+    );
+    // It starts again: one more new alarm after forMs.
     await hold(d, LAMP_DARK, FOR + 300);
     const list = await p.waitFor(
       async () => {
         const l = await alarms(p, { rule: 'lamp-fault', subject: d.id });
-        return l.length === 2 ? l : undefined;
+        return l.length === 3 ? l : undefined;
       },
       5000,
       'a new alarm once the condition started again',
     );
     assert.equal(list?.[0]?.state, 'active');
-    assert.notEqual(list?.[0]?.id, a.id);
+    assert.ok(![a.id, raisedAgain.id].includes(list?.[0]?.id as number));
 
     assert.ok(busEvents.some((e) => e.id === a.id && e.state === 'acknowledged' && e.acknowledgedBy === 'test-operator'));
     assert.ok(busEvents.some((e) => e.id === a.id && e.state === 'cleared' && e.clearedBy === 'test-operator'));
@@ -456,6 +488,51 @@ describe('lifecycle over REST', () => {
     assert.ok((await alarms(p, { since: newest })).every((a) => a.raisedAt >= newest));
     assert.equal((await p.api('/api/v1/alarms?state=bogus')).status, 400);
     assert.equal((await p.api('/api/v1/alarms?since=yesterday')).status, 400);
+
+    // The number of matches rides in a header, whatever the page.
+    const counted = await p.api('/api/v1/alarms?limit=1&state=cleared');
+    assert.equal(Number(counted.headers.get('x-total-count')), (await alarms(p, { state: 'cleared' })).length);
+    assert.equal(Number((await p.api('/api/v1/alarms?limit=1')).headers.get('x-total-count')), all.length);
+    // Paging: offset continues where a page ended.
+    const page2 = await alarms(p, { limit: '2', offset: '2' });
+    assert.deepEqual(
+      page2.map((a) => a.id),
+      all.slice(2, 4).map((a) => a.id),
+    );
+    // Family and a time range.
+    const lamps = await alarms(p, { family: 'streetLight' });
+    assert.ok(lamps.length > 0 && lamps.every((a) => a.family === 'streetLight'));
+    const oldest = all
+      .map((a) => a.raisedAt)
+      .sort()
+      .at(0) as string;
+    const early = await alarms(p, { until: oldest });
+    assert.ok(early.length >= 1 && early.every((a) => a.raisedAt === oldest));
+    // Sorts: by raise time either way, by severity (most severe first when descending), by duration.
+    const byRaise = await alarms(p, { sort: 'raisedAt', order: 'asc' });
+    assert.deepEqual(
+      byRaise.map((a) => a.raisedAt),
+      [...byRaise.map((a) => a.raisedAt)].sort(),
+    );
+    const bySeverity = await alarms(p, { sort: 'severity' });
+    const sevSeq = bySeverity.map((a) => sevRank[a.severity]);
+    assert.deepEqual(
+      sevSeq,
+      [...sevSeq].sort((x, y) => x - y),
+    );
+    const lasted = (a: AlarmRecord) => (a.clearedAt ? Date.parse(a.clearedAt) : Date.now()) - Date.parse(a.raisedAt);
+    const byDuration = await alarms(p, { sort: 'duration', order: 'asc', state: 'cleared' });
+    for (let i = 1; i < byDuration.length; i++) {
+      assert.ok(lasted(byDuration[i - 1] as AlarmRecord) <= lasted(byDuration[i] as AlarmRecord) + 1, 'shortest first');
+    }
+    // Search: a device id, words of a note, who cleared; LIKE wildcards are taken as typed.
+    const noted = await alarms(p, { q: 'lamp replaced' });
+    assert.ok(noted.length >= 1 && noted.every((a) => a.rule === 'lamp-fault'));
+    assert.ok((await alarms(p, { q: 'sl-ack-1' })).every((a) => a.subject === 'sl-ack-1'));
+    assert.ok((await alarms(p, { q: 'test-operator', state: 'cleared' })).some((a) => a.clearedBy === 'test-operator'));
+    assert.deepEqual(await alarms(p, { q: '%' }), []);
+    assert.equal((await p.api('/api/v1/alarms?sort=bogus')).status, 400);
+    assert.equal((await p.api('/api/v1/alarms?offset=-1')).status, 400);
   });
 
   test('GET /api/v1/alarms/rules: the effective rules, tuned defaults and own rules, for a viewer', async () => {
@@ -502,6 +579,21 @@ describe('own rules from config', () => {
     assert.equal(s.severity, 'warning');
     await send(tf, { intensity: 5 });
     await theAlarm(p, 'traffic-silent', tf.id, (x) => x.state === 'cleared', 'traffic-silent cleared by a reading');
+
+    // Cleared by hand while still silent: the silence counts from the clear, a new alarm after the period again.
+    const quiet = await device(p, 'traffic', 'tf-silent-2');
+    await send(quiet, { intensity: 5 });
+    const q1 = await theAlarm(p, 'traffic-silent', quiet.id, (x) => x.state === 'active', 'traffic-silent raised');
+    const res = await p.api(`/api/v1/alarms/${q1.id}/clear`, { method: 'POST', as: 'operator', body: json({ note: 'counter checked' }) });
+    assert.equal(res.status, 200);
+    const clearedAt = Date.parse(((await res.json()) as AlarmRecord).clearedAt as string);
+    const q2 = (await p.waitFor(
+      async () => (await alarms(p, { rule: 'traffic-silent', subject: quiet.id })).find((x) => x.id !== q1.id),
+      5000,
+      'traffic-silent raised again',
+    )) as AlarmRecord;
+    const after = Date.parse(q2.raisedAt) - clearedAt;
+    assert.ok(after >= 1500, `raised again ${after} ms after the clear: a whole period of silence`);
   });
 
   test('bad rules are refused at load with every error named', () => {

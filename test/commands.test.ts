@@ -2,8 +2,9 @@
  * Commands to street lights and schedules on a real platform (broker over TCP, real InfluxDB) with a
  * real simulated fleet (simulators/createFleet, one MQTT.js connection per light) and raw MQTT.js devices:
  * acknowledged commands whose next reading shows the new state, offline lights served when they connect,
- * expiry, zone batches, failed acks with their reason, roles and bad requests, schedules whose edges the lights
- * obey, and pending commands and schedules that survive a restart.
+ * expiry, zone batches, the command history (one entry per batch, its filters), failed acks with their reason,
+ * roles and bad requests, schedules whose edges the lights obey, and pending commands and schedules that survive
+ * a restart.
  *
  * Run: node --import tsx --test --test-timeout=240000 test/commands.test.ts
  */
@@ -14,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { io as ioClient } from 'socket.io-client';
-import { latestEdge } from '../commands/index.ts';
+import { type BatchSummary, latestEdge } from '../commands/index.ts';
 import type { EnrichedReading } from '../ingest/index.ts';
 import type { CommandRecord } from '../core/bus.ts';
 import { createFleet, createRng, createStreetLightModel, type Fleet } from '../simulators/index.ts';
@@ -228,6 +229,48 @@ describe('commands to online street lights', () => {
     assert.ok(ofDevice.length >= 1 && ofDevice.every((c) => c.device === ids[0] && c.state === 'acknowledged'));
     const limited = (await (await p.api('/api/v1/commands?limit=2')).json()) as CommandRecord[];
     assert.equal(limited.length, 2);
+  });
+
+  test('the command history: one entry per request with who, what, target and how its commands ended; its filters', async () => {
+    const zone = (lights[0] as { zone: string }).zone;
+    const inZone = lights.filter((l) => l.zone === zone);
+    const out = await created(await send(p, { target: { zone }, action: { illuminanceLevel: 0.6 } }));
+    for (const c of out.commands) await stateIs(p, c.id, 'acknowledged');
+    const batches = async (q: Record<string, string>) => {
+      const res = await p.api(`/api/v1/commands/batches?${new URLSearchParams(q)}`);
+      assert.equal(res.status, 200, await res.clone().text());
+      return (await res.json()) as BatchSummary[];
+    };
+    const has = (list: BatchSummary[]) => list.some((b) => b.batch === out.batch);
+    const all = await batches({});
+    assert.equal(all[0]?.batch, out.batch, 'newest first');
+    const mine = all[0] as BatchSummary;
+    assert.deepEqual(mine.target, { zone });
+    assert.equal(mine.createdBy, 'test-operator');
+    assert.deepEqual(mine.action, { illuminanceLevel: 0.6 });
+    assert.equal(mine.size, inZone.length);
+    assert.deepEqual(mine.zones, [zone]);
+    assert.deepEqual(mine.states, { pending: 0, delivered: 0, acknowledged: inZone.length, failed: 0, expired: 0 });
+    assert.equal(mine.reached, inZone.length);
+    assert.ok(mine.finishedAt && mine.finishedAt >= mine.createdAt);
+    // A list of devices keeps its list as the target.
+    const listed = all.find((b) => b.target && 'devices' in b.target);
+    assert.ok(listed && listed.size === (listed.target as { devices: string[] }).devices.length);
+
+    assert.ok(has(await batches({ zone })));
+    assert.ok(has(await batches({ device: (inZone[0] as { id: string }).id })));
+    assert.deepEqual(await batches({ zone: 'no-such-zone' }), []);
+    assert.ok(has(await batches({ action: 'dim', by: 'test-operator', outcome: 'done' })));
+    assert.ok(!has(await batches({ action: 'off' })));
+    assert.ok(!has(await batches({ action: 'on' })));
+    assert.ok(!has(await batches({ outcome: 'failed' })));
+    assert.ok(!has(await batches({ outcome: 'open' })));
+    assert.ok(!has(await batches({ by: 'someone-else' })));
+    assert.ok(has(await batches({ since: mine.createdAt, until: mine.createdAt })));
+    assert.ok(!has(await batches({ since: new Date(Date.parse(mine.createdAt) + 1).toISOString() })));
+    assert.equal((await batches({ limit: '1' })).length, 1);
+    assert.equal((await batches({ limit: '1', offset: '1' }))[0]?.batch, all[1]?.batch);
+    assert.equal((await p.api('/api/v1/commands/batches?outcome=bogus')).status, 400);
   });
 });
 

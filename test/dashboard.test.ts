@@ -7,8 +7,9 @@
  *   and is remembered across a reload;
  * - a reading published over MQTT shows on the open overview and on the device page within two seconds;
  * - the device page loads history for 1 h, 24 h, 7 d and 30 d (server-side windows);
- * - an alarm raised by a simulated lamp fault is announced on every screen, acknowledged by an operator and
- *   shown as acknowledged in a second browser; a viewer cannot acknowledge (disabled, and 403);
+ * - an alarm raised by a simulated lamp fault is announced on every screen, acknowledged by an operator (through
+ *   its dialog) and shown as acknowledged in a second browser's alarm console; a viewer cannot acknowledge
+ *   (disabled, and 403);
  * - a dim command sent from the page reaches a simulated light, and its new state shows on the page;
  * - wall-screen mode at 1920×1080 with a token in the URL fragment and nothing to click;
  * - screenshots of overview, map, device detail and wall in test-artifacts/screenshots.
@@ -293,8 +294,10 @@ describe('in the browser', () => {
       return res.status;
     }, alarm.id);
     assert.equal(status, 403);
-    // The operator acknowledges on one screen; the other browser shows it acknowledged, by whom.
+    // The operator acknowledges on one screen (its dialog takes an optional note); the other browser shows it
+    // acknowledged, by whom.
     await row(op.page, 'active').getByTestId('alarm-ack').click();
+    await op.page.getByTestId('alarm-dialog').getByTestId('dialog-confirm').click();
     await row(other.page, 'acknowledged').waitFor({ timeout: 5000 });
     assert.match((await row(other.page, 'acknowledged').textContent()) ?? '', /test-operator/);
     await row(viewer.page, 'acknowledged').waitFor({ timeout: 5000 });

@@ -21,6 +21,17 @@ export function setToken(t: string | undefined, unauthorized?: () => void): void
 }
 
 export async function api<T>(path: string, init: { method?: string; body?: unknown } = {}): Promise<T> {
+  return (await call<T>(path, init)).body;
+}
+
+/** A list and the number of matches the server has in all (its X-Total-Count header; the list's length without it). */
+export async function apiWithTotal<T extends unknown[]>(path: string): Promise<{ body: T; total: number }> {
+  const out = await call<T>(path, {});
+  const total = Number(out.headers.get('x-total-count'));
+  return { body: out.body, total: Number.isFinite(total) && out.headers.has('x-total-count') ? total : out.body.length };
+}
+
+async function call<T>(path: string, init: { method?: string; body?: unknown }): Promise<{ body: T; headers: Headers }> {
   const headers: Record<string, string> = {};
   if (token) headers.authorization = `Bearer ${token}`;
   if (init.body !== undefined) headers['content-type'] = 'application/json';
@@ -29,13 +40,13 @@ export async function api<T>(path: string, init: { method?: string; body?: unkno
     headers,
     body: init.body === undefined ? undefined : JSON.stringify(init.body),
   });
-  if (res.status === 204) return undefined as T;
+  if (res.status === 204) return { body: undefined as T, headers: res.headers };
   const body = (await res.json().catch(() => ({}))) as { code?: string; detail?: string };
   if (!res.ok) {
     if (res.status === 401 && token) onUnauthorized?.();
     throw new ApiError(res.status, body.code ?? 'CP_API_INTERNAL', body.detail ?? res.statusText);
   }
-  return body as T;
+  return { body: body as T, headers: res.headers };
 }
 
 /** What dashboard-api serves at /dashboard-config.json (api.dashboard.* options; no secrets). */

@@ -1,15 +1,21 @@
 /**
- * The shell: login, header (navigation, connection state, language and AQI-scale switches, who is signed in),
- * the announcement of new alarms, and the pages. `/wall` is the wall-screen mode: the overview and the map at
- * full screen with no controls, reconnecting by itself and saying so while cut off.
+ * The shell: login, header (navigation with the open-alarm count, connection state, sound, language and
+ * AQI-scale switches, who is signed in), the announcement of new alarms, and the pages: overview, map, alarm
+ * console, command history, a device; any other path is the app's own "page not found". `/wall` is the
+ * wall-screen mode: the overview and the map at full screen with no controls, reconnecting by itself and saying
+ * so while cut off.
  */
+import type { JSX } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
-import { AlarmPanel, Announcements } from './alarms.tsx';
+import { AlarmConsole } from './alarm-console.tsx';
+import { AlarmPanel, Announcements, AppLink } from './alarms.tsx';
+import { CommandHistory } from './command-history.tsx';
 import { DevicePage } from './device-page.tsx';
 import { navigate, useStore } from './hooks.ts';
 import type { Key } from './i18n.ts';
 import { CityMap, MapPage } from './map-view.tsx';
 import { AirTables, EventFeed, FamilyCards } from './overview.tsx';
+import { blocked as soundBlocked } from './sound.ts';
 import type { Store } from './store.ts';
 
 const ROLE_KEYS: Record<string, Key> = { viewer: 'roleViewer', operator: 'roleOperator', admin: 'roleAdmin' };
@@ -20,25 +26,56 @@ const CONN_KEYS: Record<string, Key> = {
   offline: 'serverOffline',
 };
 
+/** The page a path shows; undefined for a path the app does not have. */
+function route(path: string): (() => JSX.Element) | undefined {
+  if (path === '/' || path === '') return () => <Overview />;
+  if (path === '/map') return () => <MapPage />;
+  if (path === '/alarms') return () => <AlarmConsole />;
+  if (path === '/commands') return () => <CommandHistory />;
+  const alarm = /^\/alarms\/(\d+)$/.exec(path);
+  if (alarm) return () => <AlarmConsole id={Number(alarm[1])} />;
+  const device = /^\/devices\/([^/]+)$/.exec(path);
+  if (device) return () => <DevicePage id={decodeURIComponent(device[1] as string)} />;
+  return undefined;
+}
+
 export function App() {
   const s = useStore();
-  const path = location.pathname;
-  const wall = path === '/wall' || path === '/wall/';
+  const path = location.pathname.length > 1 ? location.pathname.replace(/\/$/, '') : location.pathname;
+  const wall = path === '/wall';
+  const page = route(path);
   useEffect(() => {
-    document.title = s.t(wall ? 'wallTitle' : 'appName');
+    document.title = s.t(wall ? 'wallTitle' : page ? 'appName' : 'notFoundTitle');
   });
+  if (!wall && !page) return <NotFound path={location.pathname} />;
   if (!s.session) return <Login />;
   if (wall) return <Wall />;
-  let page = <Overview />;
-  const m = /^\/devices\/([^/]+)$/.exec(path);
-  if (m) page = <DevicePage id={decodeURIComponent(m[1] as string)} />;
-  else if (path === '/map') page = <MapPage />;
-  else if (path === '/alarms') page = <AlarmPanel />;
   return (
     <div class="app">
       <Header />
       <Announcements />
-      <main>{s.ready ? page : <p class="muted">{s.t('loading')}</p>}</main>
+      <main>{s.ready && page ? page() : <p class="muted">{s.t('loading')}</p>}</main>
+    </div>
+  );
+}
+
+/** Any path the app does not have: said in words, with the way back (and an HTTP 404 from the server). */
+function NotFound(props: { path: string }) {
+  const s = useStore();
+  return (
+    <div class="login-page">
+      <section class="panel not-found" data-testid="not-found">
+        <h1>{s.t('notFoundTitle')}</h1>
+        <p>{s.t('notFoundText', { path: props.path })}</p>
+        <p>
+          <AppLink href="/" testid="not-found-home">
+            {s.t('goOverview')}
+          </AppLink>
+        </p>
+        <button type="button" class="link" data-testid="lang-switch" onClick={() => s.setLang(s.lang === 'vi' ? 'en' : 'vi')}>
+          {s.t('switchToOther')}
+        </button>
+      </section>
     </div>
   );
 }
@@ -58,7 +95,7 @@ function Header() {
     <a
       href={href}
       data-testid={testid}
-      class={location.pathname === href ? 'active' : ''}
+      class={location.pathname === href || (href !== '/' && location.pathname.startsWith(`${href}/`)) ? 'active' : ''}
       onClick={(e) => {
         e.preventDefault();
         navigate(href);
@@ -67,7 +104,7 @@ function Header() {
       {s.t(key)}
     </a>
   );
-  const open = [...s.alarms.values()].filter((a) => a.state === 'active').length;
+  const { open } = s.openCounts();
   return (
     <header class="top">
       <strong class="brand" data-testid="app-title">
@@ -77,13 +114,32 @@ function Header() {
         {link('/', 'navOverview', 'nav-overview')}
         {link('/map', 'navMap', 'nav-map')}
         {link('/alarms', 'navAlarms', 'nav-alarms')}
-        {open > 0 && <span class="badge alarm-badge">{s.fmt.num(open, 0)}</span>}
+        {open > 0 && (
+          <span class="badge alarm-badge" data-testid="alarm-badge" data-count={open} title={s.t('openBadgeTitle', { n: open })}>
+            {s.fmt.num(open, 0)}
+          </span>
+        )}
+        {link('/commands', 'navCommands', 'nav-commands')}
         <a href="/wall" data-testid="nav-wall">
           {s.t('navWall')}
         </a>
       </nav>
       <div class="tools">
         <ConnState s={s} />
+        <button
+          type="button"
+          data-testid="sound-switch"
+          data-sound={s.sound ? 'on' : 'off'}
+          aria-pressed={s.sound}
+          onClick={() => s.setSound(!s.sound)}
+        >
+          {s.t(s.sound ? 'soundOn' : 'soundOff')}
+        </button>
+        {s.sound && s.signals > 0 && soundBlocked() && (
+          <span class="sound-blocked" data-testid="sound-blocked">
+            {s.t('soundBlocked')}
+          </span>
+        )}
         <label class="switch">
           <input
             type="checkbox"
@@ -120,7 +176,7 @@ function Overview() {
         <AirTables />
       </div>
       <div class="overview-side">
-        <AlarmPanel limit={8} openOnly />
+        <AlarmPanel limit={8} />
         <EventFeed />
       </div>
     </div>
@@ -200,6 +256,11 @@ function Wall() {
         </span>
         <ConnState s={s} />
       </header>
+      {s.sound && s.signals > 0 && soundBlocked() && (
+        <div class="wall-sound" data-testid="sound-blocked">
+          {s.t('soundBlocked')}
+        </div>
+      )}
       {s.conn !== 'connected' && (
         <div class="wall-banner" data-testid="wall-disconnected" role="alert">
           {s.t(CONN_KEYS[s.conn] as Key)}
@@ -214,7 +275,7 @@ function Wall() {
           </div>
           <CityMap interactive={false} testid="wall-map" />
           <div class="wall-right">
-            <AlarmPanel limit={10} interactive={false} openOnly />
+            <AlarmPanel limit={10} interactive={false} />
             <EventFeed max={25} />
           </div>
         </div>

@@ -8,12 +8,12 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import { api, ApiError } from './api.ts';
-import { zoneName } from './alarms.tsx';
 import { CommandControls } from './commands.tsx';
 import { lookOf } from './device-state.ts';
 import { navigate, useStore } from './hooks.ts';
-import { FIELD_UNITS, type Key, LOCALE } from './i18n.ts';
-import { store } from './store.ts';
+import { FIELD_UNITS, type Key } from './i18n.ts';
+import { store, zoneName } from './store.ts';
+import { fieldLabel as fieldLabelOf, formatValue as formatValueOf } from './values.ts';
 import type { DeviceInfo, EnrichedReading, History } from './types.ts';
 
 const RANGES = [
@@ -24,21 +24,8 @@ const RANGES = [
 ] as const;
 type RangeId = (typeof RANGES)[number]['id'];
 
-const fieldLabel = (f: string) => {
-  const key = `field_${f}` as Key;
-  const t = store.t(key);
-  return t === key ? f : t;
-};
-
-function formatValue(field: string, v: unknown): string {
-  if (typeof v === 'boolean') return store.t(v ? 'yes' : 'no');
-  if (typeof v === 'number') {
-    if (field === 'relativeHumidity' || field === 'occupancy' || field === 'illuminanceLevel') return store.fmt.percent(v);
-    const unit = FIELD_UNITS[field];
-    return unit ? `${store.fmt.num(v, 2)} ${unit}` : store.fmt.num(v, 2);
-  }
-  return String(v ?? '–');
-}
+const fieldLabel = (f: string) => fieldLabelOf(store, f);
+const formatValue = (field: string, v: unknown) => formatValueOf(store, field, v);
 
 type SchemaNode = { type?: string | string[]; properties?: Record<string, SchemaNode> };
 let contract: Promise<Record<string, SchemaNode>> | undefined;
@@ -180,15 +167,11 @@ function Charts(props: { id: string; family: string }) {
     const fields = sent.length
       ? hist.fields.filter((f) => sent.includes(f)).concat([...new Set(sent)].filter((f) => !hist.fields.includes(f)))
       : hist.fields;
-    const lang = store.lang;
     const tz = s.city?.timezone ?? 'Asia/Ho_Chi_Minh';
     const span = (hist.points.at(-1)?.time ?? 0) - (hist.points[0]?.time ?? 0);
-    const axisTime = new Intl.DateTimeFormat(LOCALE[lang], {
-      timeZone: tz,
-      ...(span > 2 * 86_400_000 || hist.range === '7d' || hist.range === '30d'
-        ? { day: '2-digit', month: '2-digit' }
-        : { hour: '2-digit', minute: '2-digit' }),
-    });
+    // Ticks as operators write them: 03/12 over days, 14:30 within a day, in the city's time zone.
+    const byDay = span > 2 * 86_400_000 || hist.range === '7d' || hist.range === '30d';
+    const tick = (ms: number) => (byDay ? store.fmt.dayMonth(ms) : store.fmt.hourMinute(ms));
     const series = new Map<string, { x: number[]; y: (number | null)[]; plot: uPlot }>();
     const width = Math.max(280, Math.min(560, el.clientWidth / 2 - 24));
     for (const f of fields) {
@@ -206,9 +189,9 @@ function Charts(props: { id: string; family: string }) {
           height: 170,
           tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), tz),
           legend: { show: false },
-          // Axis labels through Intl in the language and the city's time zone (uPlot's own are US-style).
+          // Axis labels as dd/MM or HH:mm in the city's time zone (uPlot's own are US-style).
           axes: [
-            { values: (_u, splits) => splits.map((v) => axisTime.format(new Date(v * 1000))) },
+            { values: (_u, splits) => splits.map((v) => tick(v * 1000)) },
             { values: (_u, splits) => splits.map((v) => store.fmt.num(v, 2)), size: 60 },
           ],
           series: [{}, { label: fieldLabel(f), stroke: '#1565c0', width: 1.5, points: { show: hist.points.length < 60 } }],

@@ -8,11 +8,10 @@ import L from 'leaflet';
 import 'leaflet/dist/leaflet.css';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { loadDashboardConfig } from './api.ts';
-import { zoneName } from './alarms.tsx';
 import { CommandControls } from './commands.tsx';
 import { COLOURS, lookOf } from './device-state.ts';
 import { navigate, useStore } from './hooks.ts';
-import { store } from './store.ts';
+import { store, zoneName } from './store.ts';
 import type { DeviceInfo } from './types.ts';
 
 declare global {
@@ -186,7 +185,8 @@ export function MapPage() {
             </option>
           ))}
         </select>
-        {zone && <CommandControls target={{ zone }} testid="zone-commands" />}
+        {/* One panel per ward (keyed): another ward chosen starts clean, without the previous ward's batch. */}
+        {zone && <CommandControls key={zone} target={{ zone }} testid="zone-commands" />}
       </aside>
     </div>
   );

@@ -5,8 +5,8 @@
  */
 import { navigate, useStore } from './hooks.ts';
 import type { Key } from './i18n.ts';
-import { zoneName } from './alarms.tsx';
-import { type AqiNow, ruleName, type Store } from './store.ts';
+import { describeAction } from './commands.tsx';
+import { type AqiNow, type FeedItem, ruleName, type Store, zoneName } from './store.ts';
 import type { Family } from './types.ts';
 
 const FAMILIES: { id: Family; key: Key }[] = [
@@ -66,7 +66,11 @@ export function FamilyCards() {
             )}
             {id === 'traffic' && (
               <>
-                <Figure label={s.t('vehiclesPerHour')} value={n(traffic.vehiclesPerHour)} testid="vehicles-per-hour" />
+                <Figure
+                  label={s.t('vehiclesPerHour')}
+                  value={`${n(traffic.vehiclesPerHour)} ${s.t('unitVehiclesPerHour')}`}
+                  testid="vehicles-per-hour"
+                />
                 <Figure label={s.t('averageSpeed')} value={`${n(traffic.averageSpeed, 1)} km/h`} testid="average-speed" />
                 <Figure label={s.t('congestedJunctions')} value={n(traffic.congestedJunctions)} testid="congested-junctions" tone="warn" />
               </>
@@ -159,6 +163,24 @@ export function AirTables(props: { compact?: boolean }) {
   );
 }
 
+/** What a feed item says, in the language shown (rule, ward and action names are translated when shown). */
+function feedText(s: Store, e: FeedItem): string {
+  if (e.kind === 'alarm') return s.t(e.key, { ...e.vars, rule: ruleName(s, e.vars.rule ?? '') });
+  if (e.kind === 'command') {
+    const v = e.vars;
+    let action = '';
+    try {
+      action = describeAction(s, JSON.parse(v.action ?? '{}') as Record<string, unknown>);
+    } catch {
+      action = v.action ?? '';
+    }
+    const zones = (v.zones ?? '').split(',').filter(Boolean);
+    const target = v.device ? v.device : zones.length === 1 ? zoneName(s, zones[0] as string) : zones.map((z) => zoneName(s, z)).join(', ');
+    return s.t(e.key, { ...v, action, target });
+  }
+  return s.t(e.key, e.vars);
+}
+
 export function EventFeed(props: { max?: number }) {
   const s = useStore();
   return (
@@ -166,8 +188,8 @@ export function EventFeed(props: { max?: number }) {
       <h2>{s.t('recentEvents')}</h2>
       <ol class="feed-list">
         {s.feed.slice(0, props.max ?? 60).map((e) => (
-          <li key={e.id} class={`feed-${e.kind}`} data-testid="feed-item" data-kind={e.kind}>
-            <time>{s.fmt.time(e.at)}</time> {s.t(e.key, e.kind === 'alarm' ? { ...e.vars, rule: ruleName(s, e.vars.rule ?? '') } : e.vars)}
+          <li key={e.id} class={`feed-${e.kind}`} data-testid="feed-item" data-kind={e.kind} data-key={e.key}>
+            <time>{s.fmt.time(e.at)}</time> {feedText(s, e)}
           </li>
         ))}
       </ol>

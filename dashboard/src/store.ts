@@ -7,7 +7,8 @@
  * applies the snapshot and refetches the lists, so a screen that was cut off catches up without a reload.
  */
 import { io, type Socket } from 'socket.io-client';
-import { api, ApiError, setToken } from './api.ts';
+import { api, apiWithTotal, ApiError, setToken } from './api.ts';
+import { playAlarm, setSoundEnabled, signalled, soundEnabled } from './sound.ts';
 import { type Formats, formatsFor, type Key, type Lang, translate } from './i18n.ts';
 import type {
   AlarmRecord,
@@ -41,6 +42,30 @@ export interface FeedItem {
   device?: string;
 }
 
+/** An effective alarm rule (GET /api/v1/alarms/rules), for names, units and durations. */
+export interface RuleInfo {
+  id: string;
+  kind: string;
+  source: string;
+  family?: string;
+  field?: string;
+  severity: string;
+  forMs: number;
+  clearForMs: number;
+  builtIn: boolean;
+}
+
+/** A batch of commands as this screen saw it being created and answered (the event feed follows it). */
+interface SeenBatch {
+  feedId: number;
+  action: Record<string, unknown>;
+  createdBy: string;
+  ids: Set<string>;
+  zones: Set<string>;
+  devices: Set<string>;
+  done: boolean;
+}
+
 export interface AqiNow {
   id: string;
   zone: string;
@@ -53,7 +78,9 @@ const LS_SESSION = 'citypulse.session';
 const LS_LANG = 'citypulse.lang';
 const LS_SCALE = 'citypulse.scale';
 const FEED_MAX = 200;
-const COMMANDS_MAX = 500;
+const COMMANDS_MAX = 5000;
+/** Open alarms loaded at (re)connect; more than this are counted (X-Total-Count), not listed. */
+const OPEN_ALARMS_LOADED = 1000;
 
 function readJson<T>(storage: Storage, key: string): T | undefined {
   try {
@@ -81,10 +108,22 @@ class Store {
   deviceIndicators = new Map<string, IndicatorEvent['values']>();
   cityIndicators: Partial<Record<'traffic' | 'streetLight', IndicatorEvent['values']>> = {};
   alarms = new Map<number, AlarmRecord>();
+  /** Open alarms the server had beyond those loaded (a city with more than OPEN_ALARMS_LOADED open). */
+  private openNotLoaded = 0;
+  /** Bumped at every alarm event: views that read the alarm API refresh on it. */
+  alarmSeq = 0;
+  /** Bumped at every command event: the command history refreshes on it. */
+  commandSeq = 0;
+  rules: RuleInfo[] = [];
   commands = new Map<string, CommandRecord>();
+  private seenBatches = new Map<string, SeenBatch>();
   feed: FeedItem[] = [];
-  /** New alarms announced on this screen and not dismissed yet. */
+  /** New critical and major alarms announced on this screen and not dismissed yet. */
   announcements: AlarmRecord[] = [];
+  /** The audible signal on this screen (remembered by the browser). */
+  sound = soundEnabled();
+  /** How many signals this screen played (a figure for the screen and its tests). */
+  signals = 0;
   private feedSeq = 0;
   private listeners = new Set<() => void>();
   private frame = 0;
@@ -152,6 +191,41 @@ class Store {
     localStorage.setItem(LS_SCALE, scale);
     this.allDirty = true;
     this.changed();
+  }
+
+  /**
+   * Open alarms (active + acknowledged): the one count the header badge, the overview panel and the alarm
+   * console all show.
+   */
+  openCounts(): { open: number; active: number; acknowledged: number } {
+    let active = 0;
+    let acknowledged = 0;
+    for (const a of this.alarms.values()) {
+      if (a.state === 'active') active++;
+      else if (a.state === 'acknowledged') acknowledged++;
+    }
+    return { open: active + acknowledged + this.openNotLoaded, active, acknowledged };
+  }
+
+  private keepAlarm(a: AlarmRecord): void {
+    // An alarm not known here that is acknowledged or cleared was one of the open ones not loaded: from now on
+    // it is counted by its own state.
+    if (!this.alarms.has(a.id) && a.state !== 'active' && this.openNotLoaded > 0) this.openNotLoaded--;
+    this.alarms.set(a.id, a);
+  }
+
+  setSound(on: boolean): void {
+    this.sound = on;
+    setSoundEnabled(on);
+    this.changed();
+  }
+
+  /** An alarm from the API (an operator's acknowledge or clear) before its socket event arrives. */
+  applyAlarm(a: AlarmRecord): void {
+    this.keepAlarm(a);
+    this.announcements = this.announcements.map((x) => (x.id === a.id ? a : x));
+    this.alarmSeq++;
+    this.changed(a.scope === 'device' ? a.subject : undefined);
   }
 
   can(role: Role): boolean {
@@ -256,35 +330,76 @@ class Store {
     socket.on('indicator', (i) => this.applyIndicator(i));
     socket.on('alarm', (a) => {
       const known = this.alarms.has(a.id);
-      this.alarms.set(a.id, a);
+      this.keepAlarm(a);
       if (!known && a.state === 'active') {
-        this.announcements = [a, ...this.announcements].slice(0, 5);
+        if (signalled(a.severity)) {
+          this.announcements = [a, ...this.announcements].slice(0, 5);
+          if (playAlarm(a.severity)) this.signals++;
+        }
         this.pushFeed('alarm', 'eventAlarm', { rule: a.rule, subject: a.subject }, a.scope === 'device' ? a.subject : undefined);
       } else {
         this.announcements = this.announcements.map((x) => (x.id === a.id ? a : x));
       }
+      this.alarmSeq++;
       this.changed(a.scope === 'device' ? a.subject : undefined);
     });
-    socket.on('command', (c) => {
-      this.commands.set(c.id, c);
-      if (this.commands.size > COMMANDS_MAX) this.commands.delete(this.commands.keys().next().value as string);
-      this.changed();
-    });
+    socket.on('command', (c) => this.applyCommand(c));
+  }
+
+  /** A command's state from the socket (or the answer of the API that created it). */
+  applyCommand(c: CommandRecord): void {
+    this.commands.set(c.id, c);
+    if (this.commands.size > COMMANDS_MAX) this.commands.delete(this.commands.keys().next().value as string);
+    this.commandSeq++;
+    this.followBatch(c);
+    this.changed();
+  }
+
+  /**
+   * The event feed shows each batch of commands once when it is sent (who, what, where, how many) and once when
+   * every command of it has finished (how many were carried out, how many failed).
+   */
+  private followBatch(c: CommandRecord): void {
+    if (!c.batch) return;
+    let b = this.seenBatches.get(c.batch);
+    if (!b) {
+      if (c.state !== 'pending') return; // a batch created before this screen opened
+      const id = ++this.feedSeq;
+      b = { feedId: id, action: c.action, createdBy: c.createdBy, ids: new Set(), zones: new Set(), devices: new Set(), done: false };
+      this.seenBatches.set(c.batch, b);
+      this.feed.unshift({ id, at: Date.now(), kind: 'command', key: 'eventCommandSent', vars: {} });
+      if (this.feed.length > FEED_MAX) this.feed.length = FEED_MAX;
+      if (this.seenBatches.size > 200) this.seenBatches.delete(this.seenBatches.keys().next().value as string);
+    }
+    b.ids.add(c.id);
+    if (c.zone) b.zones.add(c.zone);
+    b.devices.add(c.device);
+    const vars = batchVars(b);
+    const sent = this.feed.find((f) => f.id === b.feedId);
+    if (sent) sent.vars = vars;
+    if (b.done) return;
+    const states = [...b.ids].map((id) => this.commands.get(id)?.state);
+    if (states.some((st) => st === 'pending' || st === 'delivered' || st === undefined)) return;
+    b.done = true;
+    const ok = states.filter((st) => st === 'acknowledged').length;
+    this.pushFeed('command', 'eventCommandDone', { ...vars, ok: String(ok), failed: String(states.length - ok) });
   }
 
   private async resync(socket: Socket<ServerToClient, ClientToServer>): Promise<void> {
     try {
-      const [city, scales, devices, aqi, indicators, alarms, commands] = await Promise.all([
+      const [city, scales, devices, aqi, indicators, open, rules, commands] = await Promise.all([
         this.city ? Promise.resolve(this.city) : api<CityProfile>('/api/v1/city'),
         this.scales ? Promise.resolve(this.scales) : api<Scales>('/api/v1/aqi/scales').catch(() => undefined),
         api<DeviceInfo[]>('/api/v1/devices'),
         api<{ stations: CurrentAqi[]; zones: CurrentAqi[] }>('/api/v1/aqi').catch(() => ({ stations: [], zones: [] })),
         api<IndicatorEvent[]>('/api/v1/indicators').catch(() => []),
-        api<AlarmRecord[]>('/api/v1/alarms?limit=200').catch(() => []),
+        apiWithTotal<AlarmRecord[]>(`/api/v1/alarms?state=open&limit=${OPEN_ALARMS_LOADED}`).catch(() => ({ body: [], total: 0 })),
+        api<RuleInfo[]>('/api/v1/alarms/rules').catch(() => this.rules),
         api<CommandRecord[]>('/api/v1/commands?limit=200').catch(() => []),
       ]);
       this.city = city;
       this.scales = scales;
+      this.rules = rules;
       this.devices = new Map(devices.map((d) => [d.id, d]));
       for (const c of [...aqi.stations, ...aqi.zones]) {
         const h = c.hour;
@@ -293,7 +408,9 @@ class Store {
         (c.scope === 'station' ? this.stationAqi : this.zoneAqi).set(c.id, now);
       }
       for (const i of indicators) this.applyIndicator(i, false);
-      this.alarms = new Map(alarms.map((a) => [a.id, a]));
+      this.alarms = new Map(open.body.map((a) => [a.id, a]));
+      this.openNotLoaded = Math.max(0, open.total - open.body.length);
+      this.alarmSeq++;
       for (const c of [...commands].reverse()) this.commands.set(c.id, c);
       const ack = await socket.timeout(10_000).emitWithAck('subscribe', {});
       if (ack.ok && ack.snapshot) {
@@ -383,6 +500,17 @@ interface CurrentAqi {
   hour: { time: string; vn: IndexValue | null; epa: IndexValue | null } | null;
 }
 
+/** The feed's words of a batch: who, what, where, how many. */
+function batchVars(b: SeenBatch): Record<string, string> {
+  return {
+    who: b.createdBy,
+    action: JSON.stringify(b.action),
+    zones: [...b.zones].join(','),
+    device: b.devices.size === 1 ? ([...b.devices][0] as string) : '',
+    n: String(b.ids.size),
+  };
+}
+
 const RULE_KEYS: Record<string, Key> = {
   'lamp-fault': 'ruleLampFault',
   'lamp-on-in-daylight': 'ruleLampOnInDaylight',
@@ -395,6 +523,11 @@ const RULE_KEYS: Record<string, Key> = {
 export function ruleName(s: Store, rule: string): string {
   const key = RULE_KEYS[rule];
   return key ? s.t(key) : s.t('ruleOther', { rule });
+}
+
+/** A zone's name in the language shown (its id when the profile does not know it). */
+export function zoneName(s: Store, id: string): string {
+  return s.city?.zones.find((z) => z.id === id)?.name[s.lang] ?? id;
 }
 
 export type { Store };

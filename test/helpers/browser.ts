@@ -86,14 +86,16 @@ export interface DashboardPage {
 
 /**
  * A new browser context (own localStorage: a separate screen) with a page on `url`. Viewport 1600×1000 unless
- * given; the locale is Vietnamese like the operators' machines.
+ * given; the locale is Vietnamese like the operators' machines. `initScript` runs in every document of the
+ * screen before the app's own scripts (e.g. a spy on a browser API).
  */
 export async function openPage(
   browser: Browser,
   url: string,
-  opts: { viewport?: { width: number; height: number } } = {},
+  opts: { viewport?: { width: number; height: number }; initScript?: () => void } = {},
 ): Promise<DashboardPage> {
   const context = await browser.newContext({ viewport: opts.viewport ?? { width: 1600, height: 1000 }, locale: 'vi-VN' });
+  if (opts.initScript) await context.addInitScript(opts.initScript);
   const page = await context.newPage();
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
