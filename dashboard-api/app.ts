@@ -37,7 +37,8 @@ export function createApp(
   app.use((req, res, next) => {
     const origin = req.get('origin');
     if (origin && corsOrigins.has(origin)) {
-      res.set({ 'access-control-allow-origin': origin, vary: 'Origin' });
+      // X-Total-Count: the number of matches of a paged list (the alarm console's pages).
+      res.set({ 'access-control-allow-origin': origin, 'access-control-expose-headers': 'x-total-count', vary: 'Origin' });
       if (req.method === 'OPTIONS') {
         res.set({
           'access-control-allow-methods': 'GET, POST, DELETE',
