@@ -29,6 +29,7 @@ import { Server, type Socket } from 'socket.io';
 import { FAMILIES, type EnrichedReading, type Family } from '../ingest/index.ts';
 import type { AlarmRecord, AqiEvent, BusEvents, CommandRecord, IndicatorEvent, LiveBus, RejectionEvent, StatusEvent } from '../core/bus.ts';
 import { silentLogger, type Logger } from '../core/logger.ts';
+import { PlatformError } from '../core/errors.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Auth, Principal } from './auth.ts';
 import { BatchPacker, type LiveBatchFrame } from './batch-frame.ts';
@@ -154,8 +155,10 @@ export function attachLive(
         next();
       },
       (err) => {
-        log.error({ err }, 'socket.io authentication failed');
-        next(Object.assign(new Error('internal error'), { data: { code: 'CP_API_INTERNAL' } }));
+        // A coded error (the shared state database unavailable) keeps its code; anything else is internal.
+        const code = err instanceof PlatformError ? err.code : 'CP_API_INTERNAL';
+        log.error({ err, code }, 'socket.io authentication failed');
+        next(Object.assign(new Error(code === 'CP_API_INTERNAL' ? 'internal error' : err.message), { data: { code } }));
       },
     );
   });

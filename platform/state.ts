@@ -1,0 +1,78 @@
+/**
+ * The platform's state stores by `state.*`: SQLite files in dataDir (one node, the default), or the PostgreSQL
+ * database the nodes of a cluster share (`state.postgresUrl`), migrated before use. Used by the platform and
+ * by the command line, so that both write where the running platform reads.
+ */
+import path from 'node:path';
+import type { Logger } from '../core/logger.ts';
+import type { DeadLetterStore } from '../ingest/index.ts';
+import { DEAD_LETTER_COMPONENT, DEAD_LETTER_MIGRATIONS, PgDeadLetterStore } from '../ingest/pg-dead-letters.ts';
+import {
+  type DeviceStore,
+  type OperatorStore,
+  PgDeviceStore,
+  PgOperatorStore,
+  REGISTRY_COMPONENT,
+  REGISTRY_MIGRATIONS,
+  SqliteDeviceStore,
+  SqliteOperatorStore,
+  StateDb,
+} from '../registry/index.ts';
+import type { Config } from './config.ts';
+
+export interface StateStores {
+  devices: DeviceStore;
+  operators: OperatorStore;
+  /** Cluster mode only; one node's ingest keeps its own SQLite file (ingest.deadLetterLimit, dataDir). */
+  deadLetters: DeadLetterStore | undefined;
+  /** Cluster mode only: the shared database's connection pool. */
+  db: StateDb | undefined;
+  /** Closes the stores (dead letters too, unless ingest has), then the pool. */
+  close(): Promise<void>;
+}
+
+export async function openStateStores(
+  config: Pick<Readonly<Config>, 'state' | 'dataDir' | 'api' | 'ingest'>,
+  opts: { zoneExists?: (zone: string) => boolean; logger?: Logger } = {},
+): Promise<StateStores> {
+  const dataDir = path.resolve(config.dataDir);
+  const { postgresUrl, queryTimeoutMs, poolSize } = config.state;
+  if (!postgresUrl) {
+    const devices = new SqliteDeviceStore(path.join(dataDir, 'registry.db'), opts.zoneExists);
+    const operators = new SqliteOperatorStore(path.join(dataDir, 'operators.db'), config.api.auditLimit);
+    return {
+      devices,
+      operators,
+      deadLetters: undefined,
+      db: undefined,
+      async close() {
+        await devices.close();
+        await operators.close();
+      },
+    };
+  }
+  const db = new StateDb({ url: postgresUrl, queryTimeoutMs, poolSize, logger: opts.logger });
+  try {
+    await db.migrate(REGISTRY_COMPONENT, REGISTRY_MIGRATIONS);
+    await db.migrate(DEAD_LETTER_COMPONENT, DEAD_LETTER_MIGRATIONS);
+    const deadLetters = new PgDeadLetterStore(db, config.ingest.deadLetterLimit, opts.logger);
+    await deadLetters.start();
+    const devices = new PgDeviceStore(db, opts.zoneExists, opts.logger);
+    const operators = new PgOperatorStore(db, config.api.auditLimit);
+    return {
+      devices,
+      operators,
+      deadLetters,
+      db,
+      async close() {
+        await deadLetters.close();
+        await devices.close();
+        await operators.close();
+        await db.close();
+      },
+    };
+  } catch (err) {
+    await db.close();
+    throw err;
+  }
+}
