@@ -67,8 +67,12 @@ export interface LocalPostgres {
   kill(): Promise<void>;
   /** Starts the server again on the same folder, port and password (after stop() or kill()). */
   restart(): Promise<void>;
-  /** SIGSTOP to every server process: connections stay open and nothing answers (a hung server). */
-  freeze(): Promise<void>;
+  /**
+   * SIGSTOP to every server process: connections stay open and nothing answers (a hung server). A detached
+   * watchdog sends SIGCONT after `maxMs` (default 60 s) in any case, so a server frozen by a process that was
+   * killed meanwhile does not stay stopped (and gets its parent-death signal).
+   */
+  freeze(maxMs?: number): Promise<void>;
   /** SIGCONT after freeze(). */
   thaw(): Promise<void>;
 }
@@ -201,7 +205,21 @@ export async function startLocalPostgres(opts: StartLocalPostgresOptions): Promi
     child?.unref();
   };
 
+  /** Thaw watchdogs still sleeping (see freeze); ended once the server is thawed or stopped. */
+  const watchdogs: ChildProcess[] = [];
+  const endWatchdogs = () => {
+    for (const w of watchdogs.splice(0)) {
+      if (w.exitCode !== null || w.signalCode !== null || !w.pid) continue;
+      try {
+        process.kill(-w.pid, 'SIGKILL'); // its process group: the shell and its sleep
+      } catch {
+        /* already gone */
+      }
+    }
+  };
+
   const halt = async () => {
+    endWatchdogs();
     const c = child;
     if (!c || c.exitCode !== null || c.signalCode !== null) return;
     await signalAll('SIGCONT'); // a frozen server cannot shut down
@@ -231,6 +249,7 @@ export async function startLocalPostgres(opts: StartLocalPostgresOptions): Promi
     async kill() {
       const pids = await serverPids();
       await signalAll('SIGCONT');
+      endWatchdogs();
       child?.kill('SIGKILL');
       await ended();
       // Backends end once they notice the postmaster is gone; a new postmaster refuses to start while they
@@ -242,8 +261,20 @@ export async function startLocalPostgres(opts: StartLocalPostgresOptions): Promi
       stopping = undefined;
       await launch();
     },
-    freeze: () => signalAll('SIGSTOP'),
-    thaw: () => signalAll('SIGCONT'),
+    async freeze(maxMs = 60_000) {
+      const pids = await serverPids();
+      const watchdog = spawn('sh', ['-c', `sleep ${Math.ceil(maxMs / 1000)}; kill -CONT ${pids.join(' ')} 2>/dev/null`], {
+        detached: true,
+        stdio: 'ignore',
+      });
+      watchdog.unref();
+      watchdogs.push(watchdog);
+      await signalAll('SIGSTOP');
+    },
+    async thaw() {
+      await signalAll('SIGCONT');
+      endWatchdogs();
+    },
   };
 
   await launch();
