@@ -134,7 +134,12 @@ export function attachLive(
     /** The frame budget of unbatched sockets, see `sentUnbatched` (default 20,000; 0 = no limit). */
     maxUnbatchedFramesPerSecond?: number;
   },
-): { io: Server<ClientToServer, ServerToClient, Record<string, never>, SocketData>; close(): Promise<void> } {
+): {
+  io: Server<ClientToServer, ServerToClient, Record<string, never>, SocketData>;
+  /** Checks every session socket's token again and closes those whose session ended (ends when done or on a failure). */
+  recheckSessions(): Promise<void>;
+  close(): Promise<void>;
+} {
   const log = deps.logger ?? silentLogger;
   // destroyUpgrade: false: upgrades of other paths (MQTT over WebSocket) are left to dashboard-api/upgrades.ts.
   const io = new Server<ClientToServer, ServerToClient, Record<string, never>, SocketData>(httpServer, {
@@ -412,6 +417,13 @@ export function attachLive(
 
   return {
     io,
+    async recheckSessions() {
+      for (const socket of [...io.sockets.sockets.values()]) {
+        if (socket.data.principal?.kind !== 'session' || !socket.connected) continue;
+        const token = (socket.handshake.auth as { token?: unknown }).token;
+        if (!(await deps.auth.resolve(typeof token === 'string' ? token : undefined))) socket.disconnect(true);
+      }
+    },
     async close() {
       clearInterval(slowCheck);
       clearTimeout(batchTimer);

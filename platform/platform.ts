@@ -276,6 +276,22 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
     if (config.broker.ws.enabled) api.addUpgradeRoute(config.broker.ws.path, (req, socket, head) => b.handleUpgrade(req, socket, head));
     const apiAddr = await api.start();
     started.push({ name: 'api', stop: () => api.stop() });
+    // Cluster mode: a device revoked or given a new token through another node is disconnected here too, and
+    // sessions ended there close their sockets here; after a gap in that news, open sessions and revoked devices
+    // still connected are checked.
+    await state.follow({
+      deviceCredentials: (id) => b.disconnect(id),
+      sessionsEnded: (e) => api.endSessions(e),
+      resumed: () => {
+        api.recheckSessions().catch((err: Error) => log.warn({ err: err.message }, 'live sessions not checked again'));
+        devices.list({ includeRevoked: true }).then(
+          (all) => {
+            for (const d of all) if (d.revokedAt && b.isOnline(d.id)) b.disconnect(d.id);
+          },
+          (err: Error) => log.warn({ err: err.message }, 'connected devices not checked again'),
+        );
+      },
+    });
 
     parts = { devices, operators, ingest, analytics, broker, commands, api, profile, influxTarget, alarms };
     const addresses: PlatformAddresses = {

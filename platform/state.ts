@@ -10,12 +10,14 @@ import { DEAD_LETTER_COMPONENT, DEAD_LETTER_MIGRATIONS, PgDeadLetterStore } from
 import {
   type DeviceStore,
   type OperatorStore,
+  parseChange,
   PgDeviceStore,
   PgOperatorStore,
   REGISTRY_COMPONENT,
   REGISTRY_MIGRATIONS,
   SqliteDeviceStore,
   SqliteOperatorStore,
+  STATE_CHANNEL,
   StateDb,
 } from '../registry/index.ts';
 import type { Config } from './config.ts';
@@ -27,6 +29,16 @@ export interface StateStores {
   deadLetters: DeadLetterStore | undefined;
   /** Cluster mode only: the shared database's connection pool. */
   db: StateDb | undefined;
+  /**
+   * Cluster mode: acts on the changes other nodes make (registry/pg-changes.ts) from now on; nothing on one
+   * node, where every change is made (and acted on) here.
+   */
+  follow(on: {
+    deviceCredentials(id: string): void;
+    sessionsEnded(e: { sessionId: string } | { username: string }): void;
+    /** Following again after a lost connection: changes made meanwhile were not heard, check what is open. */
+    resumed(): void;
+  }): Promise<void>;
   /** Closes the stores (dead letters too, unless ingest has), then the pool. */
   close(): Promise<void>;
 }
@@ -45,6 +57,7 @@ export async function openStateStores(
       operators,
       deadLetters: undefined,
       db: undefined,
+      follow: async () => undefined,
       async close() {
         await devices.close();
         await operators.close();
@@ -64,6 +77,17 @@ export async function openStateStores(
       operators,
       deadLetters,
       db,
+      follow: (on) =>
+        db.listen(
+          STATE_CHANNEL,
+          (payload) => {
+            const c = parseChange(payload);
+            if (c?.kind === 'device-credentials') on.deviceCredentials(c.id);
+            else if (c?.kind === 'sessions-ended')
+              on.sessionsEnded('sessionId' in c ? { sessionId: c.sessionId } : { username: c.username });
+          },
+          on.resumed,
+        ),
       async close() {
         await deadLetters.close();
         await devices.close();

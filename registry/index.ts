@@ -23,4 +23,6 @@ export type { Migration, Queryable, StateDbOptions } from './pg-state.ts';
 export { PgDeviceStore } from './pg-device-store.ts';
 export { PgOperatorStore } from './pg-operators.ts';
 export { REGISTRY_COMPONENT, REGISTRY_MIGRATIONS } from './pg-schema.ts';
+export { parseChange, STATE_CHANNEL } from './pg-changes.ts';
+export type { StateChange } from './pg-changes.ts';
 export { STATE_OPTIONS } from './options.ts';

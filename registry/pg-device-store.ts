@@ -22,6 +22,7 @@ import {
   type TokenCheck,
   tokenMatches,
 } from './device-store.ts';
+import { changePayload, STATE_CHANNEL } from './pg-changes.ts';
 import { isoOf, type StateDb } from './pg-state.ts';
 import type { Family } from '../core/contract.ts';
 
@@ -106,7 +107,7 @@ export class PgDeviceStore implements DeviceStore {
   }
 
   async checkToken(id: string, token: string): Promise<TokenCheck> {
-    const r = await this.db.read<Row>(`SELECT ${COLUMNS}, token_salt, token_hash FROM devices WHERE id = $1`, [id]);
+    const r = await this.db.read<Row>(`SELECT ${COLUMNS}, token_salt, token_hash FROM devices WHERE id = $1`, [id], 'check-token');
     const row = r.rows[0];
     if (!row) return { result: 'unknown' };
     if (!tokenMatches(row.token_salt, row.token_hash, token)) return { result: 'wrong' };
@@ -114,19 +115,26 @@ export class PgDeviceStore implements DeviceStore {
     return { result: 'ok', device: this.deviceOf(row) };
   }
 
+  /** The other nodes end the device's connection when the new token is committed (pg-changes.ts). */
   async rotateToken(id: string): Promise<string> {
     const t = newToken();
-    const r = await this.db.query('UPDATE devices SET token_salt = $1, token_hash = $2 WHERE id = $3', [t.salt, t.hash, id]);
+    const r = await this.db.query(
+      `WITH u AS (UPDATE devices SET token_salt = $1, token_hash = $2 WHERE id = $3 RETURNING id)
+       SELECT pg_notify('${STATE_CHANNEL}', $4) FROM u`,
+      [t.salt, t.hash, id, changePayload({ kind: 'device-credentials', id })],
+    );
     if (r.rowCount === 0) throw deviceNotFound(id);
     return t.token;
   }
 
+  /** The other nodes end the device's connection when the revocation is committed (pg-changes.ts). */
   async revoke(id: string): Promise<Device> {
     // The first revocation's time stays (as in SQLite): revoking again changes nothing.
-    const r = await this.db.query<Row>(`UPDATE devices SET revoked_at = coalesce(revoked_at, $1) WHERE id = $2 RETURNING ${COLUMNS}`, [
-      new Date().toISOString(),
-      id,
-    ]);
+    const r = await this.db.query<Row>(
+      `WITH u AS (UPDATE devices SET revoked_at = coalesce(revoked_at, $1) WHERE id = $2 RETURNING ${COLUMNS})
+       SELECT u.*, pg_notify('${STATE_CHANNEL}', $3) FROM u`,
+      [new Date().toISOString(), id, changePayload({ kind: 'device-credentials', id })],
+    );
     const row = r.rows[0];
     if (!row) throw deviceNotFound(id);
     return this.deviceOf(row);

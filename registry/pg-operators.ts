@@ -6,7 +6,8 @@
  * Password hashing, session tokens, the rules for usernames and passwords and the aggregation key of refused
  * attempts come from operators.ts, so both stores answer alike. Refused attempts from every node aggregate into
  * the same record (an upsert on its key); each node trims the audit log every AUDIT_TRIM_EVERY records it
- * writes of a kind. A PostgreSQL outage throws CP_STATE_UNAVAILABLE (HTTP 503).
+ * writes of a kind. Ended sessions are announced to every node (pg-changes.ts), which closes their sockets.
+ * A PostgreSQL outage throws CP_STATE_UNAVAILABLE (HTTP 503).
  */
 import {
   AUDIT_TRIM_EVERY,
@@ -29,7 +30,8 @@ import {
   verifyPassword,
   verifyUnknownUser,
 } from './operators.ts';
-import { isoOf, type StateDb } from './pg-state.ts';
+import { changePayload, STATE_CHANNEL } from './pg-changes.ts';
+import { isoOf, type Queryable, type StateDb } from './pg-state.ts';
 
 interface Row {
   username: string;
@@ -117,6 +119,7 @@ export class PgOperatorStore implements OperatorStore {
     await this.db.transaction(async (q) => {
       await q.query('UPDATE operators SET password_hash = $1 WHERE username = $2', [hash, username]);
       await q.query('DELETE FROM sessions WHERE username = $1', [username]);
+      await notifyEnded(q, { username });
     });
   }
 
@@ -126,6 +129,7 @@ export class PgOperatorStore implements OperatorStore {
       const row = r.rows[0];
       if (!row) throw notFound(username);
       await q.query('DELETE FROM sessions WHERE username = $1', [username]);
+      await notifyEnded(q, { username });
       return toOperator(row);
     });
   }
@@ -153,16 +157,22 @@ export class PgOperatorStore implements OperatorStore {
   async findSession(token: string): Promise<Session | undefined> {
     const id = sessionIdOf(token);
     const r = await this.db.read<Row & { expires_at: Date }>(
-      `SELECT o.*, s.expires_at FROM sessions s JOIN operators o ON o.username = s.username
+      // Named columns, not o.*: a prepared statement stays valid when a later migration adds a column.
+      `SELECT o.username, o.role, o.password_hash, o.disabled, o.created_at, o.last_login_at, s.expires_at
+       FROM sessions s JOIN operators o ON o.username = s.username
        WHERE s.id = $1 AND s.expires_at > $2 AND NOT o.disabled`,
       [id, new Date()],
+      'find-session',
     );
     const row = r.rows[0];
     return row && { id: id.toString('hex'), operator: toOperator(row), expiresAt: isoOf(row.expires_at) as string };
   }
 
   async endSession(id: string): Promise<void> {
-    await this.db.query('DELETE FROM sessions WHERE id = $1', [Buffer.from(id, 'hex')]);
+    await this.db.query(`WITH d AS (DELETE FROM sessions WHERE id = $1 RETURNING id) SELECT pg_notify('${STATE_CHANNEL}', $2) FROM d`, [
+      Buffer.from(id, 'hex'),
+      changePayload({ kind: 'sessions-ended', sessionId: id }),
+    ]);
   }
 
   async audit(e: Omit<AuditEntry, 'at'> & { at?: string }): Promise<void> {
@@ -216,6 +226,11 @@ export class PgOperatorStore implements OperatorStore {
 
   /** Nothing of its own to close: the shared pool is closed by its owner. */
   async close(): Promise<void> {}
+}
+
+/** Tells every node (when the transaction commits) that the sessions of `who` ended: their sockets close. */
+async function notifyEnded(q: Queryable, who: { username: string }): Promise<void> {
+  await q.query('SELECT pg_notify($1, $2)', [STATE_CHANNEL, changePayload({ kind: 'sessions-ended', ...who })]);
 }
 
 function toOperator(r: Row): Operator {

@@ -100,6 +100,10 @@ export class StateDb implements Queryable {
   readonly pool: pg.Pool;
   private readonly log: Logger | undefined;
   private closing: Promise<void> | undefined;
+  private closed = false;
+  /** Connections of listen(), and their pending reconnections. */
+  private readonly listeners = new Set<pg.Client>();
+  private readonly retryTimers = new Set<NodeJS.Timeout>();
 
   constructor(readonly opts: StateDbOptions) {
     this.log = opts.logger;
@@ -132,14 +136,16 @@ export class StateDb implements Queryable {
   /**
    * A statement that changes nothing (or changes it the same way twice): sent once more when its connection
    * turned out to be broken, as the first use of a pooled connection after a server restart can find it.
+   * `name` makes it a prepared statement on each connection (parsed and planned once: the hot checks).
    */
-  async read<R extends pg.QueryResultRow = any>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
+  async read<R extends pg.QueryResultRow = any>(text: string, values?: unknown[], name?: string): Promise<pg.QueryResult<R>> {
+    const q: pg.QueryConfig = name ? { name, text, values } : { text, values };
     try {
-      return await this.pool.query<R>(text, values);
+      return await this.pool.query<R>(q);
     } catch (err) {
       if (!isBrokenConnection(err)) throw asStateError(err);
       try {
-        return await this.pool.query<R>(text, values);
+        return await this.pool.query<R>(q);
       } catch (again) {
         throw asStateError(again);
       }
@@ -216,12 +222,71 @@ export class StateDb implements Queryable {
     }
   }
 
-  /** Ends the pool's connections; bounded, since a hung server never answers the goodbye. */
+  /**
+   * Calls `handler` with the payload of each notification on `channel`, on a connection of its own that is
+   * opened again (back-off 0.5 s to 5 s) whenever it is lost, until close(); `resumed` is called once it listens
+   * again (what was notified meanwhile is lost: the caller checks what it must). Resolves after the first
+   * attempt, whether or not it connected.
+   */
+  async listen(channel: string, handler: (payload: string) => void, resumed?: () => void): Promise<void> {
+    if (!/^[a-z_][a-z0-9_]*$/.test(channel)) throw new TypeError(`channel ${channel} must be a plain lower-case name`);
+    let delay = 500;
+    let down = false;
+    const connect = async (): Promise<void> => {
+      if (this.closed) return;
+      const c = new pg.Client({
+        connectionString: this.opts.url,
+        connectionTimeoutMillis: this.opts.queryTimeoutMs,
+        query_timeout: this.opts.queryTimeoutMs,
+        keepAlive: true,
+        application_name: 'citypulse-listen',
+      });
+      this.listeners.add(c);
+      let lost = false;
+      const retry = (err: Error) => {
+        if (lost) return;
+        lost = true;
+        this.listeners.delete(c);
+        c.end().catch(() => undefined);
+        if (this.closed) return;
+        if (!down) this.log?.warn({ err: err.message, channel }, 'PostgreSQL notifications lost; listening again when it answers');
+        down = true;
+        const timer = setTimeout(() => void connect(), delay);
+        timer.unref();
+        this.retryTimers.add(timer);
+        delay = Math.min(delay * 2, 5000);
+      };
+      c.on('error', retry);
+      c.on('end', () => retry(new Error('connection ended')));
+      c.on('notification', (n) => {
+        if (n.channel === channel && n.payload !== undefined) handler(n.payload);
+      });
+      try {
+        await c.connect();
+        await c.query(`LISTEN ${channel}`);
+        delay = 500;
+        if (down) {
+          this.log?.info({ channel }, 'PostgreSQL notifications followed again');
+          down = false;
+          resumed?.();
+        }
+      } catch (err) {
+        retry(err as Error);
+      }
+    };
+    await connect();
+  }
+
+  /** Ends the pool's connections and the listening ones; bounded, since a hung server never answers the goodbye. */
   close(): Promise<void> {
+    this.closed = true;
     this.closing ??= (async () => {
+      for (const t of this.retryTimers) clearTimeout(t);
+      const listeners = [...this.listeners];
+      this.listeners.clear();
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
-        this.pool.end().catch(() => undefined),
+        Promise.all([this.pool.end().catch(() => undefined), ...listeners.map((c) => c.end().catch(() => undefined))]),
         new Promise<void>((r) => {
           timer = setTimeout(r, Math.min(this.opts.queryTimeoutMs, 5000));
           timer.unref();

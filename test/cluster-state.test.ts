@@ -2,18 +2,22 @@
  * Cluster mode's shared state (state.postgresUrl): whole platforms on one real PostgreSQL.
  *  - Two nodes see the same devices, operators and sessions: a device provisioned through node A connects
  *    through node B's broker, an operator's session from A works on B, ending it or revoking a device on A
- *    refuses it on B; a rejection on one node is in the other's dead letters.
+ *    refuses it on B and closes its open socket or MQTT connection there within a second; a rejection on one
+ *    node is in the other's dead letters.
  *  - Nodes starting at once on an empty database migrate it once and create the first admin once.
  *  - PostgreSQL stopped, hung and restarted: logins, requests with a session and provisioning answer 503
  *    CP_STATE_UNAVAILABLE meanwhile (within the query timeout when hung), connecting devices CONNACK 3; devices
- *    already connected go on publishing and their readings are stored; all recovers when PostgreSQL is back.
+ *    already connected go on publishing and their readings are stored; all recovers when PostgreSQL is back,
+ *    other nodes' changes followed again too.
  *
  * Run: node --import tsx --test test/cluster-state.test.ts (starts PostgreSQL and InfluxDB; Debian postgresql-15)
  */
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
+import { io as ioClient, type Socket } from 'socket.io-client';
 import type { LocalPostgres } from '../platform/engines/postgres.ts';
+import { PgOperatorStore, StateDb } from '../registry/index.ts';
 import { startTestInflux, type TestInflux } from './helpers/influx.ts';
 import { startTestPlatform, type TestPlatform } from './helpers/platform.ts';
 import { freshDatabase, startTestPostgres } from './helpers/postgres.ts';
@@ -48,6 +52,29 @@ async function tokenOf(res: Response): Promise<string> {
   return ((await res.json()) as { token: string }).token;
 }
 
+/** A socket.io client of `p` with a session token; resolves once connected, closed by t's cleanup. */
+function liveSocket(t: After, p: TestPlatform, token: string): Promise<Socket> {
+  const socket = ioClient(p.addr.api, { transports: ['websocket'], reconnection: false, auth: { token } });
+  t.after(() => socket.close());
+  return new Promise((resolve, reject) => {
+    socket.once('connect', () => resolve(socket));
+    socket.once('connect_error', reject);
+  });
+}
+
+/** `p`, or a rejection naming `what` after `ms`: a close that never comes fails the test instead of hanging it. */
+async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms))),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** The status and error code of an answer. */
 async function outcome(res: Response): Promise<[number, string | undefined]> {
   const body = res.headers.get('content-type')?.includes('json') ? ((await res.json()) as { code?: string }) : {};
@@ -78,15 +105,24 @@ test('two nodes on one PostgreSQL share devices, operators, sessions and dead le
   const fromA = await tokenOf(await login(a, op.username, op.password));
   const me = (await (await b.api('/api/v1/auth/me', { token: fromA })).json()) as { username: string; role: string };
   assert.deepEqual([me.username, me.role], [op.username, op.role], "A's session on B");
+  // Live sockets on B with each session: ending a session on A closes its socket on B.
+  const socketA = await liveSocket(t, b, fromA);
+  const socketB = await liveSocket(t, b, fromB);
+  const closedA = new Promise<number>((r) => socketA.once('disconnect', () => r(Date.now())));
+  const loggedOut = Date.now();
   assert.equal((await a.api('/api/v1/auth/logout', { method: 'POST', token: fromA })).status, 204);
   assert.deepEqual(
     await outcome(await b.api('/api/v1/auth/me', { token: fromA })),
     [401, 'CP_API_UNAUTHORIZED'],
     'logged out on A: refused on B',
   );
-  assert.equal((await b.api('/api/v1/auth/me', { token: fromB })).status, 200, 'the other session lives on');
+  assert.ok((await within(closedA, 5000, 'close of the socket on B')) - loggedOut < 1000, 'its socket on B closed within a second');
+  assert.equal(socketB.connected, true, 'the other session lives on');
+  assert.equal((await b.api('/api/v1/auth/me', { token: fromB })).status, 200);
+  const closedB = new Promise<void>((r) => socketB.once('disconnect', () => r()));
   assert.equal((await a.api(`/api/v1/operators/${op.username}/disable`, { method: 'POST', admin: true })).status, 200);
   assert.equal((await b.api('/api/v1/auth/me', { token: fromB })).status, 401, 'disabled on A: refused on B');
+  await within(closedB, 5000, 'close of the other socket on B');
 
   // A rejection on B is in A's dead letters; the audit log is one for both.
   await client.publishAsync(`devices/${dev.id}/telemetry`, '{not json', { qos: 1 });
@@ -101,14 +137,22 @@ test('two nodes on one PostgreSQL share devices, operators, sessions and dead le
     [op.username],
   );
 
-  // Revoked on A: refused on B's broker (CONNACK 5).
-  await client.endAsync();
+  // Revoked on A while connected to B: disconnected by B within a second, then refused there (CONNACK 5).
+  const cut = new Promise<number>((r) => client.once('close', () => r(Date.now())));
+  const revoked = Date.now();
   assert.equal((await a.api(`/api/v1/devices/${dev.id}/revoke`, { method: 'POST', admin: true })).status, 200);
+  assert.ok(
+    (await within(cut, 5000, 'disconnection by B')) - revoked < 1000,
+    'disconnected by the node it was connected to within a second',
+  );
   await assert.rejects(b.connect(dev.id, dev.token), (e: { code?: number }) => e.code === 5);
-  // A token rotated on B: the old one refused on A.
+  // A token rotated on B while connected to A: A disconnects it; the old token refused on A, the new one works.
   const other = await b.provision('streetLight');
+  const onA = await a.connect(other.id, other.token);
+  const cutOnA = new Promise<void>((r) => onA.once('close', () => r()));
   const rotated = ((await (await b.api(`/api/v1/devices/${other.id}/token`, { method: 'POST', admin: true })).json()) as { token: string })
     .token;
+  await within(cutOnA, 5000, 'disconnection by A');
   await assert.rejects(a.connect(other.id, other.token), (e: { code?: number }) => e.code === 4);
   assert.equal((await a.connect(other.id, rotated)).connected, true);
 });
@@ -137,6 +181,10 @@ test('PostgreSQL stopped, hung and restarted: clear errors meanwhile, telemetry 
   const queryTimeoutMs = 1000;
   const p = await node(t, url, queryTimeoutMs);
   const session = await tokenOf(await login(p));
+  // A session whose socket stays open through the outage, ended by another node as soon as PostgreSQL is back.
+  const doomed = await tokenOf(await login(p));
+  const doomedSocket = await liveSocket(t, p, doomed);
+  const doomedClosed = new Promise<void>((r) => doomedSocket.once('disconnect', () => r()));
   const dev = await p.provision('traffic');
   const spare = await p.provision('airQuality');
   const client = await p.connect(dev.id, dev.token);
@@ -181,6 +229,13 @@ test('PostgreSQL stopped, hung and restarted: clear errors meanwhile, telemetry 
 
   // Back: everything works again without restarting the platform.
   await own.restart();
+  // Another node ends a session at once, likely before this node listens again (its back-off): the socket is
+  // closed by the notification, or by the check of open sessions once it listens again.
+  const otherNode = new StateDb({ url, queryTimeoutMs: 2000 });
+  t.after(() => otherNode.close());
+  const others = new PgOperatorStore(otherNode);
+  await others.endSession((await others.findSession(doomed))?.id as string);
+  await within(doomedClosed, 12_000, 'close of a socket whose session another node ended');
   await p.waitFor(async () => (await login(p)).status === 200, 10_000, 'login after the restart');
   assert.equal((await p.api('/api/v1/devices', { token: session })).status, 200, 'the session survived');
   assert.equal((await p.connect(spare.id, spare.token)).connected, true);
@@ -193,6 +248,12 @@ test('PostgreSQL stopped, hung and restarted: clear errors meanwhile, telemetry 
     'the dead letter written after the outage',
   );
   assert.equal(letters?.[0]?.payload, '{during the outage');
+  // And news of other nodes' changes is followed again.
+  const later = await tokenOf(await login(p));
+  const socket = await liveSocket(t, p, later);
+  const closed = new Promise<void>((r) => socket.once('disconnect', () => r()));
+  await others.endSession((await others.findSession(later))?.id as string);
+  await within(closed, 12_000, 'close of a socket whose session another node ended');
 
   // Hung (every server process stopped, connections open): answered within the timeout, never left hanging.
   await own.freeze();

@@ -21,7 +21,8 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import { access, chown, mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import pg from 'pg';
@@ -90,7 +91,10 @@ export async function startLocalPostgres(opts: StartLocalPostgresOptions): Promi
   await findBinaries();
   const owner = await serverUser();
   await mkdir(runDir, { recursive: true });
-  if (owner) await chownTree(dir, owner.uid, owner.gid);
+  if (owner) {
+    await checkReachable(dir, owner);
+    await chownTree(dir, owner.uid, owner.gid);
+  }
   if (!(await exists(join(dataDir, 'PG_VERSION')))) await initdb(dataDir, owner, logPath, log);
   await endStale(dataDir, log);
   const port = opts.port || (await freePort('127.0.0.1'));
@@ -385,6 +389,20 @@ async function alive(pid: number): Promise<boolean> {
   const s = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
   const state = s.slice(s.lastIndexOf(')') + 2).split(' ')[0];
   return s !== '' && state !== 'Z' && state !== 'X';
+}
+
+/** Every folder above `dir` must let the server's user through (search permission), or initdb fails obscurely. */
+async function checkReachable(dir: string, owner: { uid: number; gid: number }): Promise<void> {
+  for (let p = dirname(dir); ; p = dirname(p)) {
+    const s = await stat(p);
+    const through = s.uid === owner.uid ? s.mode & 0o100 : s.gid === owner.gid ? s.mode & 0o010 : s.mode & 0o001;
+    if (!through) {
+      throw new Error(
+        `the postgres user cannot reach ${dir}: ${p} (mode ${(s.mode & 0o777).toString(8)}) does not let it through; use a folder whose parents it may search (e.g. a new folder in ${tmpdir()}), or chmod o+x ${p}`,
+      );
+    }
+    if (p === dirname(p)) return;
+  }
 }
 
 async function chownTree(path: string, uid: number, gid: number): Promise<void> {
