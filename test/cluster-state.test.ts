@@ -215,6 +215,13 @@ test('PostgreSQL stopped, hung and restarted: clear errors meanwhile, telemetry 
         body: json({ family: 'traffic', zone: p.platform.parts.profile.zones[0]?.id, location: { lat: 21.27, lon: 106.19 } }),
       });
     assert.deepEqual(await timed('provisioning', async () => outcome(await provision())), [503, 'CP_STATE_UNAVAILABLE']);
+    const socketRefusal = await timed('a socket.io connection', () =>
+      liveSocket(t, p, session).then(
+        () => 'connected',
+        (e: { data?: { code?: string } }) => e.data?.code,
+      ),
+    );
+    assert.equal(socketRefusal, 'CP_STATE_UNAVAILABLE', 'socket.io refuses with the code');
     // A device connecting meanwhile: CONNACK 3, server unavailable (it retries later).
     await timed('a CONNECT', () => assert.rejects(p.connect(spare.id, spare.token), (e: { code?: number }) => e.code === 3));
   };
