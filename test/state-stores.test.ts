@@ -476,6 +476,36 @@ describe('PostgreSQL: what a cluster adds', () => {
     );
   });
 
+  test('a flood of refused logins on two nodes at once: one record per minute, every attempt counted', async (t) => {
+    const b = await postgres.backing(t);
+    const nodes = [await b.operators(), await b.operators()];
+    const minute = Math.floor(Date.now() / 60_000) * 60_000;
+    const at = new Date(minute + 1000).toISOString();
+    // 16 in flight on each node, 1,000 attempts in all, with usernames of the flood's choice.
+    await Promise.all(
+      nodes.flatMap((s, n) =>
+        Array.from({ length: 16 }, async (_, lane) => {
+          for (let i = lane; i < 500; i += 16) {
+            await s.audit({
+              actor: `n${n}-u${i}`,
+              role: null,
+              action: 'login',
+              target: `n${n}-u${i}`,
+              address: '10.7.7.7',
+              outcome: 'rate-limited',
+              at,
+            });
+          }
+        }),
+      ),
+    );
+    const records = (await nodes[0]?.listAudit({ limit: 100, action: 'login' })) ?? [];
+    assert.deepEqual(
+      records.map((e) => [e.actor, e.target, e.count]),
+      [['(various)', '(various)', 1000]],
+    );
+  });
+
   test('passwords, session tokens and device tokens are not stored in clear', async (t) => {
     const b = await postgres.backing(t);
     const ops = await b.operators();
