@@ -20,7 +20,7 @@ import { fitDescriptorBudget, openFileLimit } from './descriptor-budget.ts';
 import { ensureInfluxInstalled, superviseLocalInflux, type LocalInflux } from './influxdb-local.ts';
 import { createLogger, type Logger } from '../core/logger.ts';
 import { createMetrics, type Metrics } from '../core/metrics.ts';
-import { openStateStores } from './state.ts';
+import { followOtherNodes, openStateStores } from './state.ts';
 
 export const VERSION = '0.1.0';
 
@@ -276,22 +276,8 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
     if (config.broker.ws.enabled) api.addUpgradeRoute(config.broker.ws.path, (req, socket, head) => b.handleUpgrade(req, socket, head));
     const apiAddr = await api.start();
     started.push({ name: 'api', stop: () => api.stop() });
-    // Cluster mode: a device revoked or given a new token through another node is disconnected here too, and
-    // sessions ended there close their sockets here; after a gap in that news, open sessions and revoked devices
-    // still connected are checked.
-    await state.follow({
-      deviceCredentials: (id) => b.disconnect(id),
-      sessionsEnded: (e) => api.endSessions(e),
-      resumed: () => {
-        api.recheckSessions().catch((err: Error) => log.warn({ err: err.message }, 'live sessions not checked again'));
-        devices.list({ includeRevoked: true }).then(
-          (all) => {
-            for (const d of all) if (d.revokedAt && b.isOnline(d.id)) b.disconnect(d.id);
-          },
-          (err: Error) => log.warn({ err: err.message }, 'connected devices not checked again'),
-        );
-      },
-    });
+    // Cluster mode: what other nodes change (revocations, new tokens, ended sessions) is acted on here too.
+    await followOtherNodes(state, { broker: b, api, log });
 
     parts = { devices, operators, ingest, analytics, broker, commands, api, profile, influxTarget, alarms };
     const addresses: PlatformAddresses = {

@@ -20,6 +20,8 @@ import {
   STATE_CHANNEL,
   StateDb,
 } from '../registry/index.ts';
+import type { Broker } from '../broker/index.ts';
+import type { DashboardApi } from '../dashboard-api/index.ts';
 import type { Config } from './config.ts';
 
 export interface StateStores {
@@ -99,4 +101,29 @@ export async function openStateStores(
     await db.close();
     throw err;
   }
+}
+
+/**
+ * Cluster mode: a device revoked or given a new token through another node is disconnected here too, and
+ * sessions ended there close their sockets here; after a gap in that news (the listening connection was lost),
+ * the open session sockets and the revoked devices still connected here are checked.
+ */
+export function followOtherNodes(
+  state: StateStores,
+  here: { broker: Pick<Broker, 'disconnect' | 'isOnline'>; api: Pick<DashboardApi, 'endSessions' | 'recheckSessions'>; log: Logger },
+): Promise<void> {
+  const { broker, api, log } = here;
+  return state.follow({
+    deviceCredentials: (id) => broker.disconnect(id),
+    sessionsEnded: (e) => api.endSessions(e),
+    resumed: () => {
+      api.recheckSessions().catch((err: Error) => log.warn({ err: err.message }, 'live sessions not checked again'));
+      state.devices.list({ includeRevoked: true }).then(
+        (all) => {
+          for (const d of all) if (d.revokedAt && broker.isOnline(d.id)) broker.disconnect(d.id);
+        },
+        (err: Error) => log.warn({ err: err.message }, 'connected devices not checked again'),
+      );
+    },
+  });
 }
