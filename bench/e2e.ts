@@ -527,7 +527,7 @@ export async function runThroughput(env: BenchEnv, o: ThroughputOptions, name: s
         endToEndSeconds,
         storedPerSecond: stored / endToEndSeconds,
         flushed,
-        writer: writerCounters(platform),
+        writer: await writerCounters(platform),
         cpu: cpuShare,
         warnings,
       };
@@ -733,7 +733,7 @@ export async function runDrain(env: BenchEnv, o: DrainOptions, name: string): Pr
           },
           storedReadings: stored,
           loss: r.readings - stored,
-          writer: writerCounters(platform),
+          writer: await writerCounters(platform),
           outageCpu: outageShare,
           drainCpu: drainShare,
           warnings,
@@ -756,9 +756,9 @@ export interface WriterCounters {
   lastDeadLetter?: string;
 }
 
-function writerCounters(platform: Platform): WriterCounters {
+async function writerCounters(platform: Platform): Promise<WriterCounters> {
   const s = platform.parts.ingest.state();
-  const last = platform.parts.ingest.deadLetters.list({ limit: 1 })[0];
+  const last = (await platform.parts.ingest.deadLetters.list({ limit: 1 }))[0];
   return {
     stored: s.writer.stored,
     dropped: s.writer.dropped,
@@ -1132,7 +1132,7 @@ export async function runStorm(
         socketFrames: screens.frames,
         socketsClosed: screens.closed,
         flushed,
-        writer: writerCounters(platform),
+        writer: await writerCounters(platform),
         cpu: share,
         warnings,
       };

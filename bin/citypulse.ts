@@ -24,8 +24,9 @@ import { loadConfig, describeOptions, type Config } from '../platform/config.ts'
 import { createPlatform } from '../platform/platform.ts';
 import { PlatformError } from '../core/errors.ts';
 import { defaultServiceUser, installService, systemdUnit } from '../platform/service.ts';
-import { SqliteDeviceStore, loadCityProfile, type CityProfile, type ProvisionRequest } from '../registry/index.ts';
-import { ROLES, SqliteOperatorStore, type Role } from '../registry/index.ts';
+import { type DeviceStore, loadCityProfile, type CityProfile, type ProvisionRequest } from '../registry/index.ts';
+import { ROLES, type Role } from '../registry/index.ts';
+import { openStateStores } from '../platform/state.ts';
 import { FAMILIES, type Family } from '../ingest/index.ts';
 import { createFleet, formatProgress, type Fleet } from '../simulators/index.ts';
 
@@ -235,11 +236,13 @@ async function simulate(): Promise<number> {
   return new Promise<number>(() => undefined);
 }
 
-function localRegistry(): { store: SqliteDeviceStore; profile: CityProfile } {
+/** The device registry the platform reads: SQLite in dataDir, or the cluster's PostgreSQL (state.postgresUrl). */
+async function localRegistry(): Promise<{ store: DeviceStore; close: () => Promise<void>; profile: CityProfile }> {
   const cfg = loadConfig();
   const profile = loadCityProfile(path.resolve(cfg.cityProfile));
   const zones = new Set(profile.zones.map((z) => z.id));
-  return { store: new SqliteDeviceStore(path.join(path.resolve(cfg.dataDir), 'registry.db'), (z) => zones.has(z)), profile };
+  const state = await openStateStores(cfg, { zoneExists: (z) => zones.has(z) });
+  return { store: state.devices, close: () => state.close(), profile };
 }
 
 async function provision(): Promise<number> {
@@ -258,7 +261,7 @@ async function provision(): Promise<number> {
     console.error(`provision needs --family (${FAMILIES.join(' | ')}) --zone --lat --lon`);
     return 2;
   }
-  const { store } = localRegistry();
+  const { store, close } = await localRegistry();
   try {
     const { device, token } = await store.provision({
       id: values.id,
@@ -271,16 +274,16 @@ async function provision(): Promise<number> {
     console.error('The token is shown once: store it on the device now. MQTT: username = client id = device id, password = token.');
     return 0;
   } finally {
-    await store.close();
+    await close();
   }
 }
 
 async function devices(): Promise<number> {
   const { values } = parseArgs({ args: rest, options: { family: { type: 'string' }, zone: { type: 'string' }, all: { type: 'boolean' } } });
-  const { store } = localRegistry();
+  const { store, close } = await localRegistry();
   const list = await store.list({ family: values.family as Family | undefined, zone: values.zone, includeRevoked: values.all });
   for (const d of list) console.log([d.id, d.family, d.zone, d.lastSeenAt ?? '-', d.revokedAt ? `revoked ${d.revokedAt}` : ''].join('\t'));
-  await store.close();
+  await close();
   return 0;
 }
 
@@ -290,7 +293,7 @@ async function revoke(): Promise<number> {
     console.error('usage: citypulse revoke DEVICE_ID');
     return 2;
   }
-  const { store } = localRegistry();
+  const { store, close } = await localRegistry();
   try {
     const d = await store.revoke(id);
     console.log(
@@ -298,7 +301,7 @@ async function revoke(): Promise<number> {
     );
     return 0;
   } finally {
-    await store.close();
+    await close();
   }
 }
 
@@ -309,7 +312,8 @@ async function operator(): Promise<number> {
     options: { username: { type: 'string' }, role: { type: 'string' }, password: { type: 'string' }, config: { type: 'string' } },
   });
   const cfg = config(values);
-  const store = new SqliteOperatorStore(path.join(path.resolve(cfg.dataDir), 'operators.db'), cfg.api.auditLimit);
+  const state = await openStateStores(cfg);
+  const store = state.operators;
   try {
     if (sub === 'list') {
       for (const o of await store.list())
@@ -330,7 +334,7 @@ async function operator(): Promise<number> {
     console.log(`operator ${op.username} (${op.role}) created${generated ? `; password (shown once): ${generated}` : ''}`);
     return 0;
   } finally {
-    await store.close();
+    await state.close();
   }
 }
 

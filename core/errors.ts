@@ -10,6 +10,10 @@ export const ERROR_CODES = {
   CP_REGISTRY_UNKNOWN_ZONE: { status: 400, text: 'The zone is not in the city profile' },
   CP_REGISTRY_OPERATOR_EXISTS: { status: 409, text: 'An operator with this username already exists' },
   CP_REGISTRY_OPERATOR_NOT_FOUND: { status: 404, text: 'No operator with this username' },
+  CP_STATE_UNAVAILABLE: {
+    status: 503,
+    text: 'Cluster mode: the shared state database (PostgreSQL) refused the connection or did not answer within state.queryTimeoutMs; retry later',
+  },
   CP_INGEST_BAD_JSON: { status: 400, text: 'The telemetry payload is not valid UTF-8 JSON' },
   CP_INGEST_BAD_SHAPE: { status: 400, text: 'The payload is neither a reading object nor an array of them' },
   CP_INGEST_TOO_MANY_READINGS: { status: 400, text: 'The array carries more readings than ingest.maxReadingsPerMessage' },

@@ -30,6 +30,7 @@ import { Server } from 'socket.io';
 import type { EnrichedReading } from '../ingest/index.ts';
 import type { AlarmRecord, AqiEvent, BusEvents, CommandRecord, IndicatorEvent, LiveBus, RejectionEvent, StatusEvent } from '../core/bus.ts';
 import { silentLogger, type Logger } from '../core/logger.ts';
+import { PlatformError } from '../core/errors.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { Auth, Principal } from './auth.ts';
 import { BatchPacker } from './batch-frame.ts';
@@ -70,7 +71,12 @@ export function attachLive(
     /** The frame budget of unbatched sockets, see `sentUnbatched` (default 20,000; 0 = no limit). */
     maxUnbatchedFramesPerSecond?: number;
   },
-): { io: Server<ClientToServer, ServerToClient, Record<string, never>, SocketData>; close(): Promise<void> } {
+): {
+  io: Server<ClientToServer, ServerToClient, Record<string, never>, SocketData>;
+  /** Checks every session socket's token again and closes those whose session ended (ends when done or on a failure). */
+  recheckSessions(): Promise<void>;
+  close(): Promise<void>;
+} {
   const log = deps.logger ?? silentLogger;
   // destroyUpgrade: false: upgrades of other paths (MQTT over WebSocket) are left to dashboard-api/upgrades.ts.
   const io = new Server<ClientToServer, ServerToClient, Record<string, never>, SocketData>(httpServer, {
@@ -91,8 +97,10 @@ export function attachLive(
         next();
       },
       (err) => {
-        log.error({ err }, 'socket.io authentication failed');
-        next(Object.assign(new Error('internal error'), { data: { code: 'CP_API_INTERNAL' } }));
+        // A coded error (the shared state database unavailable) keeps its code; anything else is internal.
+        const code = err instanceof PlatformError ? err.code : 'CP_API_INTERNAL';
+        log.error({ err, code }, 'socket.io authentication failed');
+        next(Object.assign(new Error(code === 'CP_API_INTERNAL' ? 'internal error' : err.message), { data: { code } }));
       },
     );
   });
@@ -277,6 +285,13 @@ export function attachLive(
 
   return {
     io,
+    async recheckSessions() {
+      for (const socket of [...io.sockets.sockets.values()]) {
+        if (socket.data.principal?.kind !== 'session' || !socket.connected) continue;
+        const token = (socket.handshake.auth as { token?: unknown }).token;
+        if (!(await deps.auth.resolve(typeof token === 'string' ? token : undefined))) socket.disconnect(true);
+      }
+    },
     async close() {
       clearInterval(slowCheck);
       clearTimeout(batchTimer);

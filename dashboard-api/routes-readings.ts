@@ -106,9 +106,9 @@ export function readingRoutes(d: ApiDeps): RouteDef[] {
         properties: { device: { type: 'string' }, limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } },
       },
       responses: { 200: { description: 'dead letters' } },
-      handler: (req, res) => {
+      handler: async (req, res) => {
         const q = req.query as unknown as { device?: string; limit: number };
-        res.json(d.deadLetters.list({ device: q.device, limit: q.limit }));
+        res.json(await d.deadLetters.list({ device: q.device, limit: q.limit }));
       },
     },
   ];

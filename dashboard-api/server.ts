@@ -4,7 +4,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createApp } from './app.ts';
-import { createAuth } from './auth.ts';
+import { createAuth, type SessionsEnded } from './auth.ts';
 import { HTTP_LIMIT_DEFAULTS, httpServerOptions, limitConnections, type HttpLimits } from './connection-limits.ts';
 import { attachLive, LatestValues } from './live.ts';
 import { routeUpgrades, type UpgradeHandler } from './upgrades.ts';
@@ -47,6 +47,10 @@ export interface DashboardApi {
   readonly latest: LatestValues;
   /** Hands HTTP upgrades of `path` to `handler` (MQTT over WebSocket); other unknown paths get 404. */
   addUpgradeRoute(path: string, handler: UpgradeHandler): void;
+  /** Sessions ended elsewhere (another node of a cluster): their live sockets here are closed. */
+  endSessions(e: SessionsEnded): void;
+  /** Checks every live session socket's session again (after news of other nodes may have been missed). */
+  recheckSessions(): Promise<void>;
 }
 
 export function createDashboardApi(
@@ -102,6 +106,8 @@ export function createDashboardApi(
   return {
     latest,
     addUpgradeRoute: (path, handler) => upgrades.add(path, handler),
+    endSessions: (e) => auth.ended(e),
+    recheckSessions: () => live.recheckSessions(),
     start() {
       return new Promise((resolve, reject) => {
         server.once('error', reject);

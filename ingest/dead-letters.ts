@@ -1,6 +1,10 @@
 /**
- * Dead letters: every rejected message or reading, with its reason and the raw payload, kept in SQLite and
- * bounded (oldest removed beyond `limit`; payloads cut at 64 KiB).
+ * Dead letters: every rejected message or reading, with its reason and the raw payload, kept bounded (oldest
+ * removed beyond `limit`; payloads cut at 64 KiB): in SQLite on one node (`SqliteDeadLetterStore`), in the
+ * PostgreSQL database a cluster shares (`PgDeadLetterStore`, pg-dead-letters.ts).
+ *
+ * `add` and `count` are synchronous: a rejection is recorded on the telemetry path, which never waits for a
+ * database, and the health report reads the count. `list` is for the API and may wait.
  */
 import Database from 'better-sqlite3';
 
@@ -18,13 +22,22 @@ export interface DeadLetter {
 }
 
 export interface DeadLetterStore {
+  /** Records a rejection; never throws (a store that writes later keeps it until it can). */
   add(d: Omit<DeadLetter, 'id' | 'at'> & { at?: string }): void;
-  list(opts?: { device?: string; limit?: number }): DeadLetter[];
+  /** Newest first, at most 1000; sees every letter added before the call. */
+  list(opts?: { device?: string; limit?: number }): Promise<DeadLetter[]>;
   count(): number;
-  close(): void;
+  close(): Promise<void>;
 }
 
+/** Payloads are cut beyond this many characters. */
 const MAX_PAYLOAD = 64 * 1024;
+
+/** A payload as stored: cut at 64 Ki characters, with a mark that it was. */
+export const storedPayload = (payload: string) => (payload.length > MAX_PAYLOAD ? `${payload.slice(0, MAX_PAYLOAD)}…[cut]` : payload);
+
+/** Letters to show: 100 unless asked, never more than 1000. */
+export const listLimit = (limit: number | undefined) => Math.min(limit ?? 100, 1000);
 
 export class SqliteDeadLetterStore implements DeadLetterStore {
   private readonly db: Database.Database;
@@ -53,7 +66,7 @@ export class SqliteDeadLetterStore implements DeadLetterStore {
   }
 
   add(d: Omit<DeadLetter, 'id' | 'at'> & { at?: string }): void {
-    const payload = d.payload.length > MAX_PAYLOAD ? `${d.payload.slice(0, MAX_PAYLOAD)}…[cut]` : d.payload;
+    const payload = storedPayload(d.payload);
     this.stmt.insert.run(d.at ?? new Date().toISOString(), d.device, d.code, d.reason, d.index ?? null, payload);
     if (++this.sincePrune >= 100) {
       this.sincePrune = 0;
@@ -61,8 +74,8 @@ export class SqliteDeadLetterStore implements DeadLetterStore {
     }
   }
 
-  list(opts: { device?: string; limit?: number } = {}): DeadLetter[] {
-    const limit = Math.min(opts.limit ?? 100, 1000);
+  async list(opts: { device?: string; limit?: number } = {}): Promise<DeadLetter[]> {
+    const limit = listLimit(opts.limit);
     const rows = opts.device ? this.stmt.listDevice.all(opts.device, limit) : this.stmt.list.all(limit);
     return rows.map((r) => {
       const d: DeadLetter = { id: r.id, at: r.at, device: r.device, code: r.code, reason: r.reason, payload: r.payload };
@@ -75,7 +88,7 @@ export class SqliteDeadLetterStore implements DeadLetterStore {
     return this.stmt.count.get()?.n ?? 0;
   }
 
-  close(): void {
+  async close(): Promise<void> {
     if (this.db.open) this.db.close();
   }
 }

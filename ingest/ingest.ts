@@ -55,6 +55,8 @@ export interface IngestDeps {
   publishError: (deviceId: string, err: DeviceError) => void;
   metrics?: Metrics;
   logger?: Logger;
+  /** Where dead letters go instead of `deadLetterFile` (cluster mode: the shared PostgreSQL); ingest closes it at stop. */
+  deadLetters?: DeadLetterStore;
 }
 
 export interface IngestState {
@@ -101,7 +103,7 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
   const logger = deps.logger ?? silentLogger;
   const metrics = deps.metrics;
   const influx = createInfluxClient(opts.influx);
-  const deadLetters = new SqliteDeadLetterStore(opts.deadLetterFile, opts.deadLetterLimit);
+  const deadLetters = deps.deadLetters ?? new SqliteDeadLetterStore(opts.deadLetterFile, opts.deadLetterLimit);
   // A resend comes after the device notices the lost connection (up to 1.5 keep-alives) and reconnects; a message
   // never acknowledged is recognised for a week.
   const resends = new ResendGuard({ file: opts.resendFile ?? ':memory:', uncertainMs: 10 * 60_000, maxAgeMs: 7 * 86_400_000 });
@@ -275,7 +277,7 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
           );
       }
       await store.close();
-      deadLetters.close();
+      await deadLetters.close();
       resends.close();
     },
     handleMessage(device, kind, payload, qos = 0, receivedAt = Date.now(), delivery = undefined, closed = undefined) {

@@ -13,6 +13,7 @@ import { COMMANDS_OPTIONS } from '../commands/options.ts';
 import { loadOptions, optionRows, type OptionRow, type OptionsInput } from '../core/options.ts';
 import { API_OPTIONS } from '../dashboard-api/options.ts';
 import { DURABILITY_OPTIONS, INFLUX_OPTIONS, INGEST_OPTIONS } from '../ingest/options.ts';
+import { STATE_OPTIONS } from '../registry/options.ts';
 import { SIMULATE_OPTIONS } from '../simulators/options.ts';
 import { LOG_OPTIONS, PLATFORM_OPTIONS } from './options.ts';
 
@@ -23,6 +24,7 @@ export const CONFIG_SCHEMA = {
   additionalProperties: false,
   properties: {
     ...PLATFORM_OPTIONS,
+    state: STATE_OPTIONS,
     broker: BROKER_OPTIONS,
     api: API_OPTIONS,
     influx: INFLUX_OPTIONS,

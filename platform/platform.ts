@@ -12,14 +12,15 @@ import { createBroker, type Broker } from '../broker/index.ts';
 import { createCommands, type Commands } from '../commands/index.ts';
 import { createDashboardApi, type DashboardApi, type HealthReport } from '../dashboard-api/index.ts';
 import { createIngest, type Ingest, type InfluxTarget, type Tier } from '../ingest/index.ts';
-import { SqliteDeviceStore, loadCityProfile, type CityProfile } from '../registry/index.ts';
-import { ensureInitialAdmin, SqliteOperatorStore } from '../registry/operators.ts';
+import { type DeviceStore, loadCityProfile, type CityProfile, type OperatorStore } from '../registry/index.ts';
+import { ensureInitialAdmin } from '../registry/operators.ts';
 import { createBus, type LiveBus } from '../core/bus.ts';
 import type { Config } from './config.ts';
 import { fitDescriptorBudget, openFileLimit } from './descriptor-budget.ts';
 import { ensureInfluxInstalled, superviseLocalInflux, type LocalInflux } from './influxdb-local.ts';
 import { createLogger, type Logger } from '../core/logger.ts';
 import { createMetrics, type Metrics } from '../core/metrics.ts';
+import { followOtherNodes, openStateStores } from './state.ts';
 
 export const VERSION = '0.1.0';
 
@@ -44,8 +45,9 @@ export interface Platform {
   readonly logger: Logger;
   /** Available after start(). */
   readonly parts: {
-    devices: SqliteDeviceStore;
-    operators: SqliteOperatorStore;
+    /** SQLite in dataDir, or the cluster's PostgreSQL (state.postgresUrl). */
+    devices: DeviceStore;
+    operators: OperatorStore;
     ingest: Ingest;
     analytics: Analytics;
     broker: Broker;
@@ -71,6 +73,7 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
     influxPassword,
     influxUser ? Buffer.from(`${influxUser}:${influxPassword}`).toString('base64') : '',
     config.api.adminToken,
+    config.state.postgresUrl ? decodeURIComponent(new URL(config.state.postgresUrl).password) : '',
   ];
   const logs = createLogger({ level: config.log.level, levels: config.log, destination: opts.logDestination, secrets });
   const log = logs.forComponent('platform');
@@ -128,10 +131,9 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
 
     const tiers = retentionTiers(config);
 
-    const devices = new SqliteDeviceStore(path.join(dataDir, 'registry.db'), (z) => zoneIds.has(z));
-    started.push({ name: 'registry', stop: () => devices.close() });
-    const operators = new SqliteOperatorStore(path.join(dataDir, 'operators.db'), config.api.auditLimit);
-    started.push({ name: 'registry', stop: () => operators.close() });
+    const state = await openStateStores(config, { zoneExists: (z) => zoneIds.has(z), logger: logs.forComponent('registry') });
+    started.push({ name: 'registry', stop: () => state.close() });
+    const { devices, operators } = state;
     const first = await ensureInitialAdmin(operators, config.api.initialAdminPassword);
     if (first.created) initialAdmin = { username: first.username, generatedPassword: first.generatedPassword };
 
@@ -185,6 +187,7 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
         bus,
         metrics,
         logger: logs.forComponent('ingest'),
+        deadLetters: state.deadLetters,
         publishError: (id, err) => {
           broker?.publish(`devices/${id}/errors`, JSON.stringify(err), { qos: 1 }).catch(() => undefined);
         },
@@ -273,6 +276,8 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
     if (config.broker.ws.enabled) api.addUpgradeRoute(config.broker.ws.path, (req, socket, head) => b.handleUpgrade(req, socket, head));
     const apiAddr = await api.start();
     started.push({ name: 'api', stop: () => api.stop() });
+    // Cluster mode: what other nodes change (revocations, new tokens, ended sessions) is acted on here too.
+    await followOtherNodes(state, { broker: b, api, log });
 
     parts = { devices, operators, ingest, analytics, broker, commands, api, profile, influxTarget, alarms };
     const addresses: PlatformAddresses = {

@@ -1,8 +1,10 @@
 /**
  * Device registry: identity, family, zone, location and a salted hash of the device token.
  *
- * `DeviceStore` is the interface a server database can implement later; `SqliteDeviceStore` keeps devices
- * in an embedded SQLite file (better-sqlite3, synchronous, microseconds a query).
+ * `DeviceStore` is what the platform uses; `SqliteDeviceStore` keeps devices in an embedded SQLite file
+ * (better-sqlite3, synchronous, microseconds a query: one node), `PgDeviceStore` (pg-device-store.ts) in the
+ * PostgreSQL database the nodes of a cluster share. Both make ids and tokens and check them with the helpers
+ * below, so they answer alike.
  *
  * Tokens are 192 random bits, shown once. The platform keeps salt + SHA-256(salt ‖ token) only. A fast hash
  * is enough for a random secret of that length (no dictionary to search) and keeps a reconnect storm of
@@ -71,7 +73,7 @@ const PREFIX: Record<Family, string> = { airQuality: 'aq', traffic: 'tf', street
  * thread ~0.8 s, and the same again as they came back (`npm run bench -- storm` profile; see docs/benchmarks.md). A
  * crash loses at most the last second's times; a device's next connect or disconnect sets its time again.
  */
-const SEEN_FLUSH_MS = 1000;
+export const SEEN_FLUSH_MS = 1000;
 
 interface Row {
   id: string;
@@ -119,34 +121,24 @@ export class SqliteDeviceStore implements DeviceStore {
   }
 
   async provision(req: ProvisionRequest): Promise<{ device: Device; token: string }> {
-    if (!FAMILIES.includes(req.family)) throw new TypeError(`unknown family ${req.family}`);
-    if (!this.zoneExists(req.zone)) {
-      throw new PlatformError('CP_REGISTRY_UNKNOWN_ZONE', `zone ${req.zone} is not in the city profile`);
-    }
-    const id = req.id ?? `${PREFIX[req.family]}-${randomBytes(5).toString('hex')}`;
-    if (!ID_RE.test(id)) throw new TypeError(`device id must match ${DEVICE_ID_PATTERN}`);
-    const token = randomBytes(24).toString('base64url');
-    const salt = randomBytes(16);
-    const createdAt = new Date().toISOString();
+    const n = newDevice(req, this.zoneExists);
     try {
       this.stmt.insert.run({
-        id,
+        id: n.id,
         family: req.family,
         zone: req.zone,
         lat: req.location.lat,
         lon: req.location.lon,
         name: req.name ?? null,
-        created_at: createdAt,
-        token_salt: salt,
-        token_hash: hashToken(salt, token),
+        created_at: n.createdAt,
+        token_salt: n.salt,
+        token_hash: n.hash,
       });
     } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') {
-        throw new PlatformError('CP_REGISTRY_DEVICE_EXISTS', `device ${id} already exists`, { cause: err });
-      }
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw deviceExists(n.id, err);
       throw err;
     }
-    return { device: (await this.get(id)) as Device, token };
+    return { device: (await this.get(n.id)) as Device, token: n.token };
   }
 
   /** The row as a Device, with a last-seen time not written yet. */
@@ -177,25 +169,22 @@ export class SqliteDeviceStore implements DeviceStore {
   async checkToken(id: string, token: string): Promise<TokenCheck> {
     const row = this.stmt.get.get(id);
     if (!row) return { result: 'unknown' };
-    const expected = row.token_hash;
-    const actual = hashToken(row.token_salt, token);
-    if (!timingSafeEqual(expected, actual)) return { result: 'wrong' };
+    if (!tokenMatches(row.token_salt, row.token_hash, token)) return { result: 'wrong' };
     if (row.revoked_at) return { result: 'revoked', device: this.deviceOf(row) };
     return { result: 'ok', device: this.deviceOf(row) };
   }
 
   async rotateToken(id: string): Promise<string> {
-    const token = randomBytes(24).toString('base64url');
-    const salt = randomBytes(16);
-    const r = this.stmt.setToken.run(salt, hashToken(salt, token), id);
-    if (r.changes === 0) throw new PlatformError('CP_REGISTRY_DEVICE_NOT_FOUND', `no device ${id}`);
-    return token;
+    const t = newToken();
+    const r = this.stmt.setToken.run(t.salt, t.hash, id);
+    if (r.changes === 0) throw deviceNotFound(id);
+    return t.token;
   }
 
   async revoke(id: string): Promise<Device> {
     this.stmt.revoke.run(new Date().toISOString(), id);
     const d = await this.get(id);
-    if (!d) throw new PlatformError('CP_REGISTRY_DEVICE_NOT_FOUND', `no device ${id}`);
+    if (!d) throw deviceNotFound(id);
     return d;
   }
 
@@ -227,6 +216,39 @@ export class SqliteDeviceStore implements DeviceStore {
 function hashToken(salt: Buffer, token: string): Buffer {
   return createHash('sha256').update(salt).update(token, 'utf8').digest();
 }
+
+/** A new device token (192 random bits, base64url) with its salt and salted hash: what every store keeps. */
+export function newToken(): { token: string; salt: Buffer; hash: Buffer } {
+  const token = randomBytes(24).toString('base64url');
+  const salt = randomBytes(16);
+  return { token, salt, hash: hashToken(salt, token) };
+}
+
+/** True when `token` hashes to `hash` with `salt` (compared in constant time). */
+export function tokenMatches(salt: Buffer, hash: Buffer, token: string): boolean {
+  return timingSafeEqual(hash, hashToken(salt, token));
+}
+
+/**
+ * Checks a provisioning request as every store does (family, zone in the city profile, id pattern) and makes
+ * the new device's id (generated when absent), token and creation time.
+ */
+export function newDevice(
+  req: ProvisionRequest,
+  zoneExists: (zone: string) => boolean,
+): { id: string; token: string; salt: Buffer; hash: Buffer; createdAt: string } {
+  if (!FAMILIES.includes(req.family)) throw new TypeError(`unknown family ${req.family}`);
+  if (!zoneExists(req.zone)) {
+    throw new PlatformError('CP_REGISTRY_UNKNOWN_ZONE', `zone ${req.zone} is not in the city profile`);
+  }
+  const id = req.id ?? `${PREFIX[req.family]}-${randomBytes(5).toString('hex')}`;
+  if (!ID_RE.test(id)) throw new TypeError(`device id must match ${DEVICE_ID_PATTERN}`);
+  return { id, ...newToken(), createdAt: new Date().toISOString() };
+}
+
+export const deviceExists = (id: string, cause?: unknown) =>
+  new PlatformError('CP_REGISTRY_DEVICE_EXISTS', `device ${id} already exists`, { cause });
+export const deviceNotFound = (id: string) => new PlatformError('CP_REGISTRY_DEVICE_NOT_FOUND', `no device ${id}`);
 
 function toDevice(r: Row): Device {
   const d: Device = { id: r.id, family: r.family, zone: r.zone, location: { lat: r.lat, lon: r.lon }, createdAt: r.created_at };

@@ -2,8 +2,10 @@
  * Operator accounts: people who use the dashboard and the REST API, their sessions and the audit
  * log of what they changed.
  *
- * `OperatorStore` is the interface a server database can implement later; `SqliteOperatorStore` keeps the
- * accounts, sessions and audit records in one embedded SQLite file (`dataDir/operators.db`).
+ * `OperatorStore` is what the platform uses; `SqliteOperatorStore` keeps the accounts, sessions and audit
+ * records in one embedded SQLite file (`dataDir/operators.db`: one node), `PgOperatorStore` (pg-operators.ts)
+ * in the PostgreSQL database the nodes of a cluster share. Both check, hash and aggregate with the helpers
+ * here, so they answer alike.
  *
  * Passwords are hashed with scrypt (memory-hard): N = 2^15, r = 8, p = 1 (32 MiB a hash), 32-byte key, 16-byte
  * random salt. Measured on this project's machine kind (2 cores, Node 20): about 115 ms a hash (N = 2^14 was
@@ -160,13 +162,45 @@ export async function verifyPassword(password: string, stored: string): Promise<
   return timingSafeEqual(expected, actual);
 }
 
-const sha256 = (token: string) => createHash('sha256').update(token, 'utf8').digest();
+/** Verified against for unknown usernames, so that they cost the same time as known ones. */
+let dummyHash: Promise<string> | undefined;
+
+/** Costs one scrypt verification, as a known username does: no timing hint whether a username exists. */
+export async function verifyUnknownUser(password: string): Promise<void> {
+  dummyHash ??= hashPassword(randomBytes(16).toString('hex'));
+  await verifyPassword(password, await dummyHash);
+}
+
+/** A session's id: SHA-256 of its token (the token itself is never stored). */
+export const sessionIdOf = (token: string) => createHash('sha256').update(token, 'utf8').digest();
+
+/** A new session token: 256 random bits, base64url. */
+export const newSessionToken = () => randomBytes(32).toString('base64url');
+
+/** Checks a new operator's username, role and password as every store does (throws TypeError / CP_API_VALIDATION). */
+export function checkNewOperator(req: { username: string; password: string; role: Role }): void {
+  if (!new RegExp(USERNAME_PATTERN).test(req.username)) throw new TypeError(`username must match ${USERNAME_PATTERN}`);
+  if (!ROLES.includes(req.role)) throw new TypeError(`role must be one of ${ROLES.join(', ')}`);
+  checkPasswordRules(req.password);
+}
+
+/**
+ * The aggregation key of a refused attempt (see AuditEntry.count): action, source address, outcome, window and,
+ * except for rate-limited logins, the actor. The usernames of rate-limited logins are the caller's choice: they
+ * must not make a record each.
+ */
+export function refusalKey(e: Pick<AuditEntry, 'action' | 'address' | 'outcome' | 'actor'>, at: string): string {
+  const window = Math.floor(Date.parse(at) / AUDIT_REFUSAL_WINDOW_MS);
+  const who = e.action === 'login' && e.outcome === 'rate-limited' ? '' : e.actor;
+  return JSON.stringify([e.action, e.address, e.outcome, window, who]);
+}
+
+/** Refused attempts and operators' actions are each trimmed to the audit limit once every this many records. */
+export const AUDIT_TRIM_EVERY = 1000;
 
 export class SqliteOperatorStore implements OperatorStore {
   private readonly db: Database.Database;
   private readonly stmt;
-  /** Verified against for unknown usernames, so that they cost the same time as known ones. */
-  private dummyHash: Promise<string> | undefined;
   private readonly auditInserts = { action: 0, refusal: 0 };
 
   /**
@@ -249,9 +283,7 @@ export class SqliteOperatorStore implements OperatorStore {
   }
 
   async create(req: { username: string; password: string; role: Role }): Promise<Operator> {
-    if (!new RegExp(USERNAME_PATTERN).test(req.username)) throw new TypeError(`username must match ${USERNAME_PATTERN}`);
-    if (!ROLES.includes(req.role)) throw new TypeError(`role must be one of ${ROLES.join(', ')}`);
-    checkPasswordRules(req.password);
+    checkNewOperator(req);
     if (this.stmt.get.get(req.username)) throw exists(req.username);
     const hash = await hashPassword(req.password);
     try {
@@ -275,8 +307,7 @@ export class SqliteOperatorStore implements OperatorStore {
   async checkPassword(username: string, password: string): Promise<PasswordCheck> {
     const row = this.stmt.get.get(username);
     if (!row) {
-      this.dummyHash ??= hashPassword(randomBytes(16).toString('hex'));
-      await verifyPassword(password, await this.dummyHash);
+      await verifyUnknownUser(password);
       return { result: 'unknown-user' };
     }
     const ok = await verifyPassword(password, row.password_hash);
@@ -305,8 +336,8 @@ export class SqliteOperatorStore implements OperatorStore {
   }
 
   async createSession(username: string, ttlMs: number): Promise<{ token: string; session: Session }> {
-    const token = randomBytes(32).toString('base64url');
-    const id = sha256(token);
+    const token = newSessionToken();
+    const id = sessionIdOf(token);
     const now = Date.now();
     this.db.transaction(() => {
       this.stmt.purgeSessions.run(now);
@@ -319,7 +350,7 @@ export class SqliteOperatorStore implements OperatorStore {
   }
 
   async findSession(token: string): Promise<Session | undefined> {
-    const id = sha256(token);
+    const id = sessionIdOf(token);
     const row = this.stmt.findSession.get(id, Date.now());
     return row && { id: id.toString('hex'), operator: toOperator(row), expiresAt: new Date(row.expires_at).toISOString() };
   }
@@ -333,16 +364,12 @@ export class SqliteOperatorStore implements OperatorStore {
     const row = { actor: e.actor, role: e.role, action: e.action, target: e.target, address: e.address, outcome: e.outcome, at };
     const kind = isRefusal(e) ? 'refusal' : 'action';
     if (kind === 'refusal') {
-      // The usernames of rate-limited logins are the caller's choice: they must not make a record each.
-      const window = Math.floor(Date.parse(at) / AUDIT_REFUSAL_WINDOW_MS);
-      const who = e.action === 'login' && e.outcome === 'rate-limited' ? '' : e.actor;
-      const key = JSON.stringify([e.action, e.address, e.outcome, window, who]);
-      this.stmt.upsertRefusal.run({ ...row, key });
+      this.stmt.upsertRefusal.run({ ...row, key: refusalKey(e, at) });
     } else {
       this.stmt.insertAudit.run(row);
     }
     // Bounded like the dead letters, each kind apart: refusals never remove actions. Trimmed every 1000 calls.
-    if (++this.auditInserts[kind] % 1000 === 0) this.stmt.trimAudit.run(kind, kind, this.auditLimit - 1);
+    if (++this.auditInserts[kind] % AUDIT_TRIM_EVERY === 0) this.stmt.trimAudit.run(kind, kind, this.auditLimit - 1);
   }
 
   async listAudit(f: { limit: number; actor?: string; action?: string }): Promise<AuditEntry[]> {
@@ -365,20 +392,26 @@ export async function ensureInitialAdmin(
   if ((await store.count()) > 0) return { created: false };
   const generated = password ? undefined : randomBytes(15).toString('base64url');
   const username = 'admin';
-  await store.create({ username, password: password || (generated as string), role: 'admin' });
+  try {
+    await store.create({ username, password: password || (generated as string), role: 'admin' });
+  } catch (err) {
+    // Nodes of a cluster starting at once on an empty database: one of them creates it.
+    if ((err as { code?: string }).code === 'CP_REGISTRY_OPERATOR_EXISTS') return { created: false };
+    throw err;
+  }
   await store.audit({ actor: '(system)', role: null, action: 'operator.create', target: username, address: null, outcome: 'ok' });
   return generated ? { created: true, username, generatedPassword: generated } : { created: true, username };
 }
 
-function checkPasswordRules(password: string): void {
+export function checkPasswordRules(password: string): void {
   if (typeof password !== 'string' || password.length < PASSWORD_MIN_LENGTH || password.length > PASSWORD_MAX_LENGTH) {
     throw new PlatformError('CP_API_VALIDATION', `a password has ${PASSWORD_MIN_LENGTH} to ${PASSWORD_MAX_LENGTH} characters`);
   }
 }
 
-const exists = (username: string, cause?: unknown) =>
+export const exists = (username: string, cause?: unknown) =>
   new PlatformError('CP_REGISTRY_OPERATOR_EXISTS', `operator ${username} already exists`, { cause });
-const notFound = (username: string) => new PlatformError('CP_REGISTRY_OPERATOR_NOT_FOUND', `no operator ${username}`);
+export const notFound = (username: string) => new PlatformError('CP_REGISTRY_OPERATOR_NOT_FOUND', `no operator ${username}`);
 
 function toOperator(r: Row): Operator {
   const o: Operator = { username: r.username, role: r.role, disabled: r.disabled === 1, createdAt: r.created_at };

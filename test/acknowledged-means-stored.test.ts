@@ -78,7 +78,7 @@ test('readings near the retention edge, InfluxDB down past their edge: each is s
   assert.ok(await p.platform.parts.ingest.flush(30_000), 'the log drains');
 
   const stored = await intensities(influx, db);
-  const letters = p.platform.parts.ingest.deadLetters.list({ limit: 1000 });
+  const letters = await p.platform.parts.ingest.deadLetters.list({ limit: 1000 });
   const lettered = letters.map((d) => Number(/intensity=(\d+)/.exec(d.payload)?.[1]));
   assert.deepEqual(
     [...stored].sort((a, b) => a - b),
