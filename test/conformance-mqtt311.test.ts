@@ -272,13 +272,14 @@ describe('subscriptions', () => {
   test('MQTT-4.7.2-1: filters starting with a wildcard do not match topic names starting with $', async () => {
     const b = await tool('dollar');
     await b.c.subscribeAsync({ '+/+': { qos: 2 }, '#': { qos: 2 } });
-    await sleep(300);
-    b.got.length = 0; // retained messages of other tests
     await b.c.publishAsync('$dollar/B', 'not for wildcards', { qos: 1 });
     await b.c.publishAsync('dollar/B', 'for wildcards', { qos: 1 });
     await p.waitFor(() => b.got.some((m) => m.topic === 'dollar/B'), 3000, 'the plain topic');
     await sleep(QUIET_MS);
-    assert.deepEqual([...new Set(b.got.map((m) => m.topic))], ['dollar/B']);
+    // Retained messages of other tests arrive on subscribing, whenever they do (retain flag set [MQTT-3.3.1-8]);
+    // what this client is sent live is the question.
+    const live = b.got.filter((m) => !m.retain);
+    assert.deepEqual([...new Set(live.map((m) => m.topic))], ['dollar/B']);
   });
 
   test('MQTT-3.10.4-1, MQTT-3.10.4-2: after UNSUBSCRIBE no new message of that filter is delivered; MQTT-3.10.4-4, MQTT-3.10.4-5: UNSUBACK with its packet id, also when nothing was subscribed', async () => {
