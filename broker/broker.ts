@@ -25,6 +25,7 @@ import { Aedes, type Client } from 'aedes';
 import type { DeviceMeta } from '../ingest/index.ts';
 import { excerpt } from '../core/log-excerpt.ts';
 import { silentLogger } from '../core/logger.ts';
+import { PROXY_HEADER_TIMEOUT_MS, readProxiedConnection, trustedPeers } from '../core/proxy-protocol.ts';
 import { createAckOrder } from './ack-order.ts';
 import { ConnectionGuard, LIMIT_DEFAULTS, limitPacketSize } from './connection-guard.ts';
 import { createDeviceAuth } from './device-auth.ts';
@@ -42,9 +43,10 @@ export interface Broker {
   publish(topic: string, payload: string | Buffer, opts?: { qos?: 0 | 1; retain?: boolean }): Promise<void>;
   /**
    * Takes a new connection from any listener (TCP, TLS, WebSocket): admission limits, the packet size guard,
-   * then aedes. `address` is the source address for the per-address attempt limit.
+   * then aedes. `address` is the source address for the per-address attempt limit (undefined: none to limit by,
+   * as for the edge proxy's health checks); `head`: bytes already read from it (after a PROXY header).
    */
-  accept(stream: Duplex, address: string | undefined): void;
+  accept(stream: Duplex, address: string | undefined, head?: Buffer): void;
   /** MQTT over WebSocket: takes an HTTP upgrade request routed to the broker's path (refused after stop()). */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
   /** Closes the connection of a device, if it is connected. */
@@ -168,7 +170,7 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
     guard.authenticated(unauthenticated.get(client.conn));
     unauthenticated.delete(client.conn);
   });
-  const accept = (stream: Duplex, address: string | undefined) => {
+  const accept = (stream: Duplex, address: string | undefined, head?: Buffer) => {
     const refused = guard.admit(address);
     if (refused) {
       metrics?.mqttRefused.inc({ reason: refused });
@@ -182,14 +184,45 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
       streams.delete(stream);
       guard.closed(address, !unauthenticated.delete(stream));
     });
-    const guarded = limitPacketSize(stream, opts.maxPacketBytes, (reason, kind) => {
-      metrics?.mqttRefused.inc({ reason: kind });
-      const why = kind === 'packet-id-zero' ? 'packet identifier 0' : 'packet too large or malformed';
-      log.warn({ address, reason }, `MQTT connection closed: ${why}`);
-    });
-    aedes.handle(guarded);
+    const guarded = limitPacketSize(
+      stream,
+      opts.maxPacketBytes,
+      (reason, kind) => {
+        metrics?.mqttRefused.inc({ reason: kind });
+        const why = kind === 'packet-id-zero' ? 'packet identifier 0' : 'packet too large or malformed';
+        log.warn({ address, reason }, `MQTT connection closed: ${why}`);
+      },
+      head,
+    );
+    if (!stream.destroyed) aedes.handle(guarded);
   };
-  const server = net.createServer((socket) => accept(socket, socket.remoteAddress));
+  // Behind the edge proxy (broker.proxyProtocol): every connection of the TCP listener starts with a PROXY v2
+  // header from a trusted peer, and the device's address in it is the one limits and logs see. Connections
+  // still waiting for theirs are not admitted yet; stop() ends them.
+  const proxy = opts.proxyProtocol?.enabled
+    ? trustedPeers(opts.proxyProtocol.trustedPeers, 'broker.proxyProtocol.trustedPeers')
+    : undefined;
+  const awaitingHeader = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    if (!proxy) return accept(socket, socket.remoteAddress);
+    awaitingHeader.add(socket);
+    readProxiedConnection(
+      socket,
+      { trusted: proxy, timeoutMs: opts.proxyHeaderTimeoutMs ?? PROXY_HEADER_TIMEOUT_MS },
+      (address, rest) => {
+        awaitingHeader.delete(socket);
+        // LOCAL (address undefined): the proxy's own connection, its health check. It is served like any
+        // other, but with no device address it never counts as a failed attempt of one.
+        if (!address) log.debug({ peer: socket.remoteAddress }, 'edge proxy connection (PROXY v2 LOCAL)');
+        accept(socket, address, rest);
+      },
+      (reason, detail, peer) => {
+        awaitingHeader.delete(socket);
+        metrics?.mqttRefused.inc({ reason });
+        log.warn({ peer, reason, detail }, 'MQTT connection refused: broker.proxyProtocol expects a PROXY v2 header from a trusted peer');
+      },
+    );
+  });
   const wsListener = createWebSocketListener({}, accept, log);
   let tlsListener: TlsListener | undefined;
   let stopped = false;
@@ -241,6 +274,7 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
       // A connection that never sent CONNECT is not an aedes client: it would hold server.close open.
       for (const s of streams) s.destroy();
+      for (const s of awaitingHeader) s.destroy();
       await closed;
       await listenersClosed;
     },
