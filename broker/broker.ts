@@ -91,7 +91,9 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
       'LAB MODE IS ON: anonymous MQTT clients and free topics are allowed. For conformance suites and tools only, never in production (broker.labMode)',
     );
   }
-  const auth = createDeviceAuth(opts, deps, devices, log);
+  /** Source address of each accepted connection (the device's, behind the edge proxy), for log lines. */
+  const addresses = new WeakMap<object, string>();
+  const auth = createDeviceAuth(opts, deps, devices, log, (client) => addresses.get(client.conn));
   const acks = createAckOrder(deps, log);
   const sessions = createDeviceSessions(deps, devices, log);
   /** Device telemetry and acks taken by ingest in authorizePublish, which nobody may subscribe to (see below). */
@@ -180,6 +182,7 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
     }
     streams.add(stream);
     unauthenticated.set(stream, address);
+    if (address) addresses.set(stream, address);
     stream.once('close', () => {
       streams.delete(stream);
       guard.closed(address, !unauthenticated.delete(stream));

@@ -2,7 +2,7 @@
  * The dashboard API server: Express (REST) and socket.io (live) on one HTTP port.
  */
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { createApp } from './app.ts';
 import { createAuth } from './auth.ts';
 import { HTTP_LIMIT_DEFAULTS, httpServerOptions, limitConnections, type HttpLimits } from './connection-limits.ts';
@@ -12,6 +12,7 @@ import type { DashboardOptions } from './static.ts';
 import type { ApiDeps } from './route-kit.ts';
 import type { LiveBus } from '../core/bus.ts';
 import { silentLogger, type Logger } from '../core/logger.ts';
+import { PROXY_HEADER_TIMEOUT_MS, readProxiedConnection, trustedPeers } from '../core/proxy-protocol.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { OperatorStore } from '../registry/index.ts';
 
@@ -39,6 +40,14 @@ export interface DashboardApiOptions {
   keepAliveTimeoutMs?: number;
   maxConnections?: number;
   maxConnectionsPerAddress?: number;
+  /**
+   * Behind the edge proxy: every connection must start with a PROXY v2 header from one of `trustedPeers`, else
+   * it is closed; the client's address in it is the socket's remoteAddress for everything after (req.ip, login
+   * limits, audit, per-address caps, socket.io, MQTT over WebSocket). Off by default.
+   */
+  proxyProtocol?: { enabled: boolean; trustedPeers: readonly string[] };
+  /** A PROXY header not complete within this time closes the connection, ms (default PROXY_HEADER_TIMEOUT_MS). */
+  proxyHeaderTimeoutMs?: number;
 }
 
 export interface DashboardApi {
@@ -79,7 +88,30 @@ export function createDashboardApi(
   };
   // Half-open requests, idle connections and floods from one address are shed (see connection-limits.ts).
   const server = http.createServer(httpServerOptions(limits), app);
-  const limiter = limitConnections(server, limits, { metrics: deps.metrics, logger: log });
+  // Behind the edge proxy, a plain TCP listener takes the connections and hands each one to the HTTP server
+  // once its PROXY header is read (the same 'connection' event the HTTP server's own listener would emit).
+  const trusted = opts.proxyProtocol?.enabled ? trustedPeers(opts.proxyProtocol.trustedPeers, 'api.proxyProtocol.trustedPeers') : undefined;
+  const front = trusted ? net.createServer() : undefined;
+  const listener: net.Server = front ?? server;
+  const limiter = limitConnections(server, limits, { metrics: deps.metrics, logger: log, listener });
+  const awaitingHeader = new Set<net.Socket>();
+  front?.on('connection', (socket) => {
+    awaitingHeader.add(socket);
+    readProxiedConnection(
+      socket,
+      { trusted: trusted as net.BlockList, timeoutMs: opts.proxyHeaderTimeoutMs ?? PROXY_HEADER_TIMEOUT_MS },
+      (_address, rest) => {
+        awaitingHeader.delete(socket);
+        // Put back before the HTTP server reads: its parser starts with the bytes after the header.
+        if (rest.length) socket.unshift(rest);
+        server.emit('connection', socket);
+      },
+      (reason, _detail, peer) => {
+        awaitingHeader.delete(socket);
+        limiter.shed(reason, peer);
+      },
+    );
+  });
   // Every raw connection, so that stop() is bounded: a client that stopped reading would otherwise hold the
   // websocket close handshake (and so server.close) for ws' 30 s close timeout.
   const connections = new Set<import('node:net').Socket>();
@@ -104,12 +136,12 @@ export function createDashboardApi(
     addUpgradeRoute: (path, handler) => upgrades.add(path, handler),
     start() {
       return new Promise((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(opts.port, opts.host, () => {
-          server.off('error', reject);
+        listener.once('error', reject);
+        listener.listen(opts.port, opts.host, () => {
+          listener.off('error', reject);
           started = true;
-          const a = server.address() as AddressInfo;
-          log.info({ host: a.address, port: a.port, ...limits }, 'API and socket.io listening');
+          const a = listener.address() as AddressInfo;
+          log.info({ host: a.address, port: a.port, ...limits, proxyProtocol: !!front }, 'API and socket.io listening');
           resolve({ host: a.address, port: a.port });
         });
       });
@@ -121,8 +153,9 @@ export function createDashboardApi(
       const grace = new Promise<void>((r) => setTimeout(r, 1000).unref());
       await Promise.race([closed, grace]);
       for (const c of connections) c.destroy();
+      for (const c of awaitingHeader) c.destroy();
       await closed;
-      if (started && server.listening) await new Promise<void>((r) => server.close(() => r()));
+      if (started && listener.listening) await new Promise<void>((r) => listener.close(() => r()));
       limiter.stop();
     },
   };
