@@ -231,6 +231,12 @@ export function readProxiedConnection(
 ): void {
   const peer = socket.remoteAddress;
   socket.on('error', () => undefined); // a reset during the header is a refusal like any other
+  // Already reset by the peer before it was accepted (it has no address any more): nothing to read or refuse.
+  // HAProxy's health checks often end so, sending their LOCAL header and closing at once.
+  if (peer === undefined) {
+    socket.destroy();
+    return;
+  }
   if (!isTrusted(opts.trusted, peer)) {
     socket.destroy();
     refused('proxy-untrusted', 'peer not allowed to send PROXY headers', peer);

@@ -169,9 +169,20 @@ test('HAProxy health checks (PROXY v2 LOCAL) never count as failed logins', asyn
     const text = await (await e.api('/metrics')).text();
     return [...text.matchAll(/^citypulse_mqtt_auth_failures_total\{[^}]*\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
   };
+  const refusals = async () =>
+    (await metric(e, 'citypulse_mqtt_connections_refused_total', 'reason="proxy-header"')) +
+    (await metric(e, 'citypulse_mqtt_connections_refused_total', 'reason="proxy-untrusted"'));
   const f0 = await failures();
+  const r0 = await refusals();
+  const logged = e.logs.length;
   // 100 ms checks: ~20 connections from HAProxy that close without CONNECT.
   await new Promise((r) => setTimeout(r, 2000));
+  assert.equal(await refusals(), r0, 'no health check refused for its PROXY header');
+  assert.deepEqual(
+    e.logs.slice(logged).filter((l) => /"level":(40|50)/.test(l)),
+    [],
+    'no warning while only health checks arrive',
+  );
   const states = await hp.serverStates();
   assert.ok(
     states.every((s) => s.status === 'UP'),
