@@ -27,6 +27,7 @@ import { excerpt } from '../core/log-excerpt.ts';
 import { silentLogger } from '../core/logger.ts';
 import { PROXY_HEADER_TIMEOUT_MS, readProxiedConnection, trustedPeers } from '../core/proxy-protocol.ts';
 import { createAckOrder } from './ack-order.ts';
+import { startClusterTakeover, type ClusterTakeover } from './cluster-takeover.ts';
 import { ConnectionGuard, LIMIT_DEFAULTS, limitPacketSize } from './connection-guard.ts';
 import { createDeviceAuth } from './device-auth.ts';
 import { createWebSocketListener, startTlsListener, type TlsListener } from './listeners.ts';
@@ -153,9 +154,16 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
     );
 
   sessions.attach(aedes, publish);
+  /** Takeover across nodes (broker.redisUrl), from start() on. */
+  let cluster: ClusterTakeover | undefined;
+  aedes.on('client', (client) => {
+    const device = devices.get(client);
+    if (device) cluster?.connected(device.id, client);
+  });
   aedes.on('clientDisconnect', (client) => {
     acks.abortWaiting(client);
     const device = devices.get(client);
+    if (device) cluster?.disconnected(device.id, client);
     sessions.forgetSubscriptions(client, device);
     acks.connectionClosed(client, device);
   });
@@ -241,6 +249,7 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
     onlineCount: sessions.onlineCount,
     disconnect: sessions.disconnect,
     async start() {
+      if (opts.redisUrl) cluster = await startClusterTakeover({ redisUrl: opts.redisUrl }, { logger: log });
       const tcp = await new Promise<{ host: string; port: number }>((resolve, reject) => {
         server.once('error', reject);
         // A deep accept queue: after an outage thousands of devices connect within a second, and SYNs dropped
@@ -280,6 +289,7 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
       for (const s of awaitingHeader) s.destroy();
       await closed;
       await listenersClosed;
+      await cluster?.stop();
     },
   };
 }

@@ -73,6 +73,13 @@ export const BROKER_OPTIONS = section({
     default: 10000,
     description: 'Drop a client whose socket does not drain within this time, ms',
   },
+  redisUrl: {
+    type: 'string',
+    default: '',
+    pattern: '^(|rediss?://.+)$',
+    description:
+      'Several broker nodes behind the edge: the Redis (redis://host:port) through which a device that connects to this node closes its older connection on another node (MQTT takeover across nodes). Empty = a single node. Redis unreachable: logged, takeover within each node only',
+  },
   proxyProtocol: section({
     enabled: {
       type: 'boolean',

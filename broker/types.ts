@@ -45,6 +45,11 @@ export interface BrokerOptions {
   proxyProtocol?: { enabled: boolean; trustedPeers: readonly string[] };
   /** A PROXY header not complete within this time closes the connection, ms (default PROXY_HEADER_TIMEOUT_MS). */
   proxyHeaderTimeoutMs?: number;
+  /**
+   * Several broker nodes: the Redis (redis://host:port) through which a device connecting to this node closes
+   * its older connection on another (cluster-takeover.ts). Empty or absent = a single node.
+   */
+  redisUrl?: string;
 }
 
 export interface BrokerDeps {

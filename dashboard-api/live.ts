@@ -25,7 +25,7 @@
  */
 import type http from 'node:http';
 import { Ajv } from 'ajv';
-import { Server, type Socket } from 'socket.io';
+import { Server, type ServerOptions, type Socket } from 'socket.io';
 import { FAMILIES, type EnrichedReading, type Family } from '../ingest/index.ts';
 import type { AlarmRecord, AqiEvent, BusEvents, CommandRecord, IndicatorEvent, LiveBus, RejectionEvent, StatusEvent } from '../core/bus.ts';
 import { silentLogger, type Logger } from '../core/logger.ts';
@@ -132,6 +132,12 @@ export function attachLive(
     maxSocketBufferedPackets?: number;
     /** The frame budget of unbatched sockets, see `sentUnbatched` (default 20,000; 0 = no limit). */
     maxUnbatchedFramesPerSecond?: number;
+    /**
+     * Several API nodes: socket.io's adapter that carries broadcasts to the sockets of every node (the Redis
+     * streams adapter, api.redisUrl). Then the rooms of this node no longer tell who watches: every event this
+     * node's bus sees is broadcast (and batched) whether or not a socket of this node is in its rooms.
+     */
+    adapter?: ServerOptions['adapter'];
   },
 ): { io: Server<ClientToServer, ServerToClient, Record<string, never>, SocketData>; close(): Promise<void> } {
   const log = deps.logger ?? silentLogger;
@@ -140,7 +146,10 @@ export function attachLive(
     serveClient: false,
     maxHttpBufferSize: 64 * 1024,
     destroyUpgrade: false,
+    ...(deps.adapter ? { adapter: deps.adapter } : {}),
   });
+  /** Sockets of other nodes may watch any room (see deps.adapter): the local shortcuts below are off. */
+  const clustered = deps.adapter !== undefined;
   const ajv = new Ajv({ allErrors: true });
   const validSub = ajv.compile<Subscription>(SUBSCRIPTION_SCHEMA);
 
@@ -174,6 +183,7 @@ export function attachLive(
   // socket.io encodes a broadcast before it looks for members: with nobody watching, that was ~11 % of
   // the platform's CPU per reading (bench profile). Only emit when one of the rooms has a member.
   const watched = (rooms: string[]) => {
+    if (clustered) return true;
     const all = io.sockets.adapter.rooms;
     return rooms.some((room) => all.has(room));
   };
@@ -198,7 +208,7 @@ export function attachLive(
   const queueBatch = <T>(rooms: string[], add: (b: BatchPacker, item: T) => void, item: T) => {
     const all = io.sockets.adapter.rooms;
     for (const room of rooms) {
-      if (!all.has(`batch:${room}`)) continue;
+      if (!clustered && !all.has(`batch:${room}`)) continue;
       let b = batchRooms.get(room);
       if (!b) {
         b = new BatchPacker();
@@ -288,21 +298,21 @@ export function attachLive(
     add: (b: BatchPacker, item: T) => void,
   ) => {
     // No socket connected (every socket has its own room): nothing to route, skip building the room names.
-    if (io.sockets.adapter.rooms.size === 0) return;
+    if (!clustered && io.sockets.adapter.rooms.size === 0) return;
     const rooms = roomsFor(item);
     const n = members(rooms);
-    if (n > 0) {
+    if (n > 0 || clustered) {
       io.to(rooms).emit(event, item as never);
       sentUnbatched(n);
     }
-    if (batchedSockets > 0) queueBatch(rooms, add, item);
+    if (batchedSockets > 0 || clustered) queueBatch(rooms, add, item);
   };
   const onReading = (r: EnrichedReading) => {
     deps.latest.readings.set(r.device, r);
     route('reading', r, addReading);
   };
   /** Low-volume events (indices, commands) go one by one to batched sockets too: the rooms plus their `batch:` counterparts. */
-  const withBatched = (rooms: string[]) => (batchedSockets > 0 ? [...rooms, ...rooms.map((r) => `batch:${r}`)] : rooms);
+  const withBatched = (rooms: string[]) => (batchedSockets > 0 || clustered ? [...rooms, ...rooms.map((r) => `batch:${r}`)] : rooms);
   const onStatus = (s: StatusEvent) => {
     deps.latest.statuses.set(s.device, s);
     route('status', s, addStatus);
@@ -313,16 +323,16 @@ export function attachLive(
     if (watched(rooms)) io.to(rooms).emit('aqi', a);
   };
   const onIndicator = (i: IndicatorEvent) => {
-    if (io.sockets.adapter.rooms.size === 0) return; // no socket connected: nothing to route
+    if (!clustered && io.sockets.adapter.rooms.size === 0) return; // no socket connected: nothing to route
     const rooms = ['all', `family:${i.family}`];
     if (i.zone) rooms.push(`zone:${i.zone}`);
     if (i.scope === 'device') rooms.push(`device:${i.id}`);
     const n = members(rooms);
-    if (n > 0) {
+    if (n > 0 || clustered) {
       io.to(rooms).emit('indicator', i);
       sentUnbatched(n);
     }
-    if (batchedSockets > 0) {
+    if (batchedSockets > 0 || clustered) {
       // Device indicators come with every reading: batched; zone and city ones are throttled already.
       if (i.scope === 'device') queueBatch(rooms, addIndicator, i);
       else {

@@ -106,6 +106,13 @@ export const API_OPTIONS = section({
     default: HTTP_LIMIT_DEFAULTS.keepAliveTimeoutMs,
     description: 'An idle keep-alive HTTP connection is closed after this long, ms',
   },
+  redisUrl: {
+    type: 'string',
+    default: '',
+    pattern: '^(|rediss?://.+)$',
+    description:
+      'Several API nodes behind the edge: the Redis (redis://host:port) through which socket.io broadcasts reach the sockets of every node (@socket.io/redis-streams-adapter), so a screen on one node sees what another ingested. Empty = a single node. Redis unreachable: logged, each node serves its own events',
+  },
   proxyProtocol: section({
     enabled: {
       type: 'boolean',

@@ -15,6 +15,8 @@ import { silentLogger, type Logger } from '../core/logger.ts';
 import { PROXY_HEADER_TIMEOUT_MS, readProxiedConnection, trustedPeers } from '../core/proxy-protocol.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { OperatorStore } from '../registry/index.ts';
+import { createAdapter } from '@socket.io/redis-streams-adapter';
+import { createClient } from 'redis';
 
 export interface DashboardApiOptions {
   host: string;
@@ -48,6 +50,12 @@ export interface DashboardApiOptions {
   proxyProtocol?: { enabled: boolean; trustedPeers: readonly string[] };
   /** A PROXY header not complete within this time closes the connection, ms (default PROXY_HEADER_TIMEOUT_MS). */
   proxyHeaderTimeoutMs?: number;
+  /**
+   * Several API nodes: the Redis (redis://host:port) through which socket.io broadcasts reach the sockets of every
+   * node (@socket.io/redis-streams-adapter), so a screen connected to one node sees what another ingested.
+   * Empty or absent = a single node.
+   */
+  redisUrl?: string;
 }
 
 export interface DashboardApi {
@@ -119,7 +127,23 @@ export function createDashboardApi(
     connections.add(c);
     c.once('close', () => connections.delete(c));
   });
+  // Several nodes: the Redis streams adapter (it survives Redis restarts and keeps socket.io's connection state
+  // recovery, which @socket.io/redis-adapter lacks). Commands queue in the client until it is connected.
+  const redis = opts.redisUrl ? createClient({ url: opts.redisUrl }) : undefined;
+  let redisError = '';
+  redis?.on('error', (err: Error) => {
+    if (err.message === redisError) return; // one line per kind of failure, not one per reconnect attempt
+    redisError = err.message;
+    log.warn({ err: err.message }, 'socket.io across nodes: Redis unreachable; sockets get this node’s events only until it is back');
+  });
+  redis?.on('ready', () => (redisError = ''));
+  const redisReady = redis?.connect().then(
+    () => true,
+    () => false,
+  );
   const live = attachLive(server, {
+    // XREAD blocks 1 s at most (default 5 s), so that its client ends within a second of stop().
+    adapter: redis ? createAdapter(redis, { blockTimeInMs: 1000 }) : undefined,
     bus: deps.bus,
     latest,
     auth,
@@ -134,7 +158,13 @@ export function createDashboardApi(
   return {
     latest,
     addUpgradeRoute: (path, handler) => upgrades.add(path, handler),
-    start() {
+    async start() {
+      if (redisReady) {
+        // Bounded: an optional part that fails is logged and the rest runs (the client keeps reconnecting).
+        const timeout = new Promise<false>((r) => setTimeout(() => r(false), 5000).unref());
+        if (!(await Promise.race([redisReady, timeout])))
+          log.warn({ redisUrl: opts.redisUrl }, 'socket.io across nodes: Redis not reachable at start');
+      }
       return new Promise((resolve, reject) => {
         listener.once('error', reject);
         listener.listen(opts.port, opts.host, () => {
@@ -156,6 +186,7 @@ export function createDashboardApi(
       for (const c of awaitingHeader) c.destroy();
       await closed;
       if (started && listener.listening) await new Promise<void>((r) => listener.close(() => r()));
+      if (redis?.isOpen) redis.destroy();
       limiter.stop();
     },
   };
