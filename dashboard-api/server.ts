@@ -159,7 +159,7 @@ export function createDashboardApi(
     latest,
     addUpgradeRoute: (path, handler) => upgrades.add(path, handler),
     async start() {
-      if (redisReady) {
+      if (redisReady !== undefined) {
         // Bounded: an optional part that fails is logged and the rest runs (the client keeps reconnecting).
         const timeout = new Promise<false>((r) => setTimeout(() => r(false), 5000).unref());
         if (!(await Promise.race([redisReady, timeout])))
