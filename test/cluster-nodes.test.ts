@@ -128,3 +128,36 @@ test('logins on two nodes at once leave exactly one connection', async () => {
     await Promise.all([ca.endAsync(true), cb.endAsync(true)]);
   }
 });
+
+test('figures: publish on node B → a socket on node B and one on node A', async () => {
+  const { a, b } = await setup();
+  const here = await watch(b, false);
+  const there = await watch(a, false);
+  const dev = await b.provision('airQuality');
+  const client = await b.connect(dev.id, dev.token);
+  const sent = new Map<number, number>();
+  const lat = { here: [] as number[], there: [] as number[] };
+  const record = (list: number[]) => (r: { device: string; time: number }) => {
+    const t0 = sent.get(r.time);
+    if (r.device === dev.id && t0 !== undefined) list.push(performance.now() - t0);
+  };
+  here.on('reading', record(lat.here));
+  there.on('reading', record(lat.there));
+  const base = Date.now() - 60_000;
+  const n = 100;
+  for (let i = 0; i < n; i++) {
+    const time = base + i;
+    sent.set(time, performance.now());
+    await client.publishAsync(
+      `devices/${dev.id}/telemetry`,
+      JSON.stringify({ dateObserved: new Date(time).toISOString(), pm25: 10 + i / 10 }),
+      { qos: 1 },
+    );
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  await a.waitFor(() => lat.there.length === n && lat.here.length === n, 5000, 'every reading on both sockets');
+  const p = (list: number[], q: number) => [...list].sort((x, y) => x - y)[Math.ceil((q / 100) * list.length) - 1] as number;
+  const line = (name: string, list: number[]) => `${name} p50 ${p(list, 50).toFixed(1)} ms, p99 ${p(list, 99).toFixed(1)} ms`;
+  console.log(`# publish (QoS 1) → socket.io, ${n} readings at 50/s: ${line('same node', lat.here)}; ${line('other node', lat.there)}`);
+  await client.endAsync();
+});
