@@ -184,8 +184,9 @@ export function renderHaproxyConfig(c: {
       '  hash-type consistent',
       '  option httpchk',
       '  http-check send meth GET uri /api/v1/health ver HTTP/1.1 hdr Host edge-check',
-      // 503 "degraded" (InfluxDB down, readings buffered) still serves the API: only no answer takes a node out.
-      '  http-check expect rstatus ^(200|503)$',
+      // /api/v1/health answers 200 when degraded too (InfluxDB down, readings buffered): such a node still
+      // serves the API and its live sockets, so only no answer or another status takes it out.
+      '  http-check expect status 200',
       servers(c.api.backends, ''),
     );
   }
