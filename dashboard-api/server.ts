@@ -170,6 +170,9 @@ export function createDashboardApi(
         listener.listen(opts.port, opts.host, () => {
           listener.off('error', reject);
           started = true;
+          // The HTTP server starts tracking its connections' header and request timeouts (and engine.io sets up
+          // its WebSocket server) on its own 'listening', which it never emits when another server accepts.
+          if (front) server.emit('listening');
           const a = listener.address() as AddressInfo;
           log.info({ host: a.address, port: a.port, ...limits, proxyProtocol: !!front }, 'API and socket.io listening');
           resolve({ host: a.address, port: a.port });

@@ -14,7 +14,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MqttClient } from 'mqtt';
+import mqtt, { MqttClient } from 'mqtt';
 import { io as ioClient } from 'socket.io-client';
 import { encodeProxyV2 } from '../core/proxy-protocol.ts';
 import { startHaproxy, type Haproxy } from '../platform/engines/haproxy.ts';
@@ -46,7 +46,7 @@ function setup(): Promise<Edge> {
       scope,
       {
         broker: { proxyProtocol: { enabled: true }, maxConnectionAttemptsPerAddress: ATTEMPT_LIMIT, connectionAttemptWindowMs: 120_000 },
-        api: { proxyProtocol: { enabled: true }, loginMaxFailuresPerAddress: 3 },
+        api: { proxyProtocol: { enabled: true }, loginMaxFailuresPerAddress: 3, headersTimeoutMs: 1000 },
         log: { level: 'info' },
       },
       { logLines: logs },
@@ -255,6 +255,34 @@ test('API port through HAProxy: login limit, audit and socket.io see the client 
     socket.once('connect_error', reject);
   });
   socket.close();
+
+  // MQTT over WebSocket through the edge: the broker logs the refused login under the client address.
+  const dev = await e.provision('traffic');
+  const ws = mqtt.connect(`${api.replace(/^http/, 'ws')}/mqtt`, {
+    clientId: dev.id,
+    username: dev.id,
+    password: 'wrong-token',
+    protocolVersion: 4,
+    reconnectPeriod: 0,
+    wsOptions: { localAddress: DEVICE_B },
+  });
+  onCleanup(scope, () => ws.endAsync(true).catch(() => undefined));
+  const refusedWs = await new Promise<Error>((resolve) => ws.once('error', resolve));
+  assert.match(refusedWs.message, /Bad username or password/i);
+  const wsLine = logLines(e.logs, 'MQTT connection refused').find((l) => l.clientId === dev.id);
+  assert.equal(wsLine?.address, DEVICE_B, 'MQTT over WebSocket: logged under the client address');
+
+  // Half a request through the edge: answered 408 after api.headersTimeoutMs, as without the proxy.
+  const half = net.connect({ port: Number(new URL(api).port), host: '127.0.0.1', localAddress: DEVICE_A });
+  let answer = '';
+  half.on('data', (d) => (answer += d.toString()));
+  const t0 = Date.now();
+  half.write('GET /api/v1/health HTTP/1.1\r\nHost: edge\r\n');
+  await Promise.race([new Promise((r) => half.once('close', r)), new Promise((r) => setTimeout(r, 5000))]);
+  half.destroy();
+  assert.match(answer, /^HTTP\/1\.1 408/);
+  const took = Date.now() - t0;
+  assert.ok(took >= 900 && took < 3000, `closed after ${took} ms (api.headersTimeoutMs 1000)`);
 
   // Straight to the API port without a header: closed, counted.
   const shed = () => metric(e, 'citypulse_api_connections_shed_total', 'reason="proxy-header"');
