@@ -23,6 +23,7 @@
  *
  * Unbatched sockets share a budget of frames a second (api.maxUnbatchedFramesPerSecond): see `sentUnbatched`.
  */
+import { randomBytes } from 'node:crypto';
 import type http from 'node:http';
 import { Ajv } from 'ajv';
 import { Server, type ServerOptions, type Socket } from 'socket.io';
@@ -88,6 +89,16 @@ export interface ClientToServer {
   unsubscribe: (sub: Subscription, ack?: (a: { ok: boolean }) => void) => void;
 }
 
+/** Between API nodes (api.redisUrl): each node's watched rooms, so that others send only what someone watches. */
+export interface InterServer {
+  [ROOMS_EVENT]: (node: string, rooms: string[]) => void;
+}
+export const ROOMS_EVENT = 'citypulse:rooms';
+/** A node announces its watched rooms at least this often, ms; another's are forgotten 3 times as long after. */
+export const ROOMS_HEARTBEAT_MS = 2000;
+/** A change of this node's watched rooms is announced this long after it at most (changes in between go together), ms. */
+export const ROOMS_ANNOUNCE_MS = 20;
+
 /** Per socket: who connected (set at the handshake), and whether it asked for batched events. */
 export interface SocketData {
   principal: Principal;
@@ -134,22 +145,66 @@ export function attachLive(
     maxUnbatchedFramesPerSecond?: number;
     /**
      * Several API nodes: socket.io's adapter that carries broadcasts to the sockets of every node (the Redis
-     * streams adapter, api.redisUrl). Then the rooms of this node no longer tell who watches: every event this
-     * node's bus sees is broadcast (and batched) whether or not a socket of this node is in its rooms.
+     * streams adapter, api.redisUrl). The nodes then tell each other which rooms their sockets watch (below).
      */
     adapter?: ServerOptions['adapter'];
   },
-): { io: Server<ClientToServer, ServerToClient, Record<string, never>, SocketData>; close(): Promise<void> } {
+): { io: Server<ClientToServer, ServerToClient, InterServer, SocketData>; close(): Promise<void> } {
   const log = deps.logger ?? silentLogger;
   // destroyUpgrade: false: upgrades of other paths (MQTT over WebSocket) are left to dashboard-api/upgrades.ts.
-  const io = new Server<ClientToServer, ServerToClient, Record<string, never>, SocketData>(httpServer, {
+  const io = new Server<ClientToServer, ServerToClient, InterServer, SocketData>(httpServer, {
     serveClient: false,
     maxHttpBufferSize: 64 * 1024,
     destroyUpgrade: false,
     ...(deps.adapter ? { adapter: deps.adapter } : {}),
   });
-  /** Sockets of other nodes may watch any room (see deps.adapter): the local shortcuts below are off. */
+  /**
+   * Several nodes (deps.adapter): the rooms watched on the other nodes, as they announce them. An event is sent
+   * (through Redis) only when a socket of this node or of another watches one of its rooms, as on one node. A
+   * node announces its rooms within ROOMS_ANNOUNCE_MS of a change and every ROOMS_HEARTBEAT_MS; another node's
+   * are forgotten when it has not announced for 3 heartbeats (it stopped, or Redis is unreachable).
+   */
   const clustered = deps.adapter !== undefined;
+  const node = randomBytes(6).toString('hex');
+  const remoteRooms = new Map<string, { rooms: Set<string>; at: number }>();
+  let remoteUnion = new Set<string>();
+  const rebuildUnion = () => {
+    const now = Date.now();
+    remoteUnion = new Set();
+    for (const [n, r] of remoteRooms) {
+      if (now - r.at > 3 * ROOMS_HEARTBEAT_MS) remoteRooms.delete(n);
+      else for (const room of r.rooms) remoteUnion.add(room);
+    }
+  };
+  /** Whether a socket of this node or (several nodes) of another is in `room`. */
+  const anyoneIn = (room: string) => io.sockets.adapter.rooms.has(room) || (clustered && remoteUnion.has(room));
+  let announceTimer: NodeJS.Timeout | undefined;
+  const announce = () => {
+    announceTimer = undefined;
+    const a = io.sockets.adapter;
+    // Every socket is alone in a room named by its id: not a subscription.
+    const rooms = [...a.rooms.keys()].filter((r) => !a.sids.has(r));
+    io.serverSideEmit(ROOMS_EVENT, node, rooms);
+  };
+  let heartbeat: NodeJS.Timeout | undefined;
+  if (clustered) {
+    io.on(ROOMS_EVENT, (from, rooms) => {
+      if (from === node || !Array.isArray(rooms)) return;
+      remoteRooms.set(from, { rooms: new Set(rooms.filter((r) => typeof r === 'string')), at: Date.now() });
+      rebuildUnion();
+    });
+    const changed = (room: string) => {
+      if (!io.sockets.adapter.sids.has(room)) announceTimer ??= setTimeout(announce, ROOMS_ANNOUNCE_MS);
+    };
+    io.sockets.adapter.on('create-room', changed);
+    io.sockets.adapter.on('delete-room', changed);
+    heartbeat = setInterval(() => {
+      announce();
+      rebuildUnion();
+    }, ROOMS_HEARTBEAT_MS);
+    heartbeat.unref();
+    announce();
+  }
   const ajv = new Ajv({ allErrors: true });
   const validSub = ajv.compile<Subscription>(SUBSCRIPTION_SCHEMA);
 
@@ -182,11 +237,7 @@ export function attachLive(
 
   // socket.io encodes a broadcast before it looks for members: with nobody watching, that was ~11 % of
   // the platform's CPU per reading (bench profile). Only emit when one of the rooms has a member.
-  const watched = (rooms: string[]) => {
-    if (clustered) return true;
-    const all = io.sockets.adapter.rooms;
-    return rooms.some((room) => all.has(room));
-  };
+  const watched = (rooms: string[]) => rooms.some(anyoneIn);
   /** Sockets in `rooms`, one per room it is in (the frames an emit to them costs, give or take overlaps). */
   const members = (rooms: string[]) => {
     const all = io.sockets.adapter.rooms;
@@ -208,7 +259,7 @@ export function attachLive(
   const queueBatch = <T>(rooms: string[], add: (b: BatchPacker, item: T) => void, item: T) => {
     const all = io.sockets.adapter.rooms;
     for (const room of rooms) {
-      if (!clustered && !all.has(`batch:${room}`)) continue;
+      if (!all.has(`batch:${room}`) && !(clustered && remoteUnion.has(`batch:${room}`))) continue;
       let b = batchRooms.get(room);
       if (!b) {
         b = new BatchPacker();
@@ -237,7 +288,7 @@ export function attachLive(
    */
   const maxFrames = deps.maxUnbatchedFramesPerSecond ?? 20_000;
   /** Unbatched sockets with a broad subscription, in the order they took their first one (the newest last). */
-  const broadUnbatched = new Map<string, Socket<ClientToServer, ServerToClient, Record<string, never>, SocketData>>();
+  const broadUnbatched = new Map<string, Socket<ClientToServer, ServerToClient, InterServer, SocketData>>();
   let frames = 0;
   let windowStart = performance.now();
   /** Frames a second to unbatched sockets in the last whole window (0 until one ended). */
@@ -298,10 +349,10 @@ export function attachLive(
     add: (b: BatchPacker, item: T) => void,
   ) => {
     // No socket connected (every socket has its own room): nothing to route, skip building the room names.
-    if (!clustered && io.sockets.adapter.rooms.size === 0) return;
+    if (io.sockets.adapter.rooms.size === 0 && remoteUnion.size === 0) return;
     const rooms = roomsFor(item);
     const n = members(rooms);
-    if (n > 0 || clustered) {
+    if (n > 0 || (clustered && rooms.some((r) => remoteUnion.has(r)))) {
       io.to(rooms).emit(event, item as never);
       sentUnbatched(n);
     }
@@ -323,12 +374,12 @@ export function attachLive(
     if (watched(rooms)) io.to(rooms).emit('aqi', a);
   };
   const onIndicator = (i: IndicatorEvent) => {
-    if (!clustered && io.sockets.adapter.rooms.size === 0) return; // no socket connected: nothing to route
+    if (io.sockets.adapter.rooms.size === 0 && remoteUnion.size === 0) return; // no socket connected: nothing to route
     const rooms = ['all', `family:${i.family}`];
     if (i.zone) rooms.push(`zone:${i.zone}`);
     if (i.scope === 'device') rooms.push(`device:${i.id}`);
     const n = members(rooms);
-    if (n > 0 || clustered) {
+    if (n > 0 || (clustered && rooms.some((r) => remoteUnion.has(r)))) {
       io.to(rooms).emit('indicator', i);
       sentUnbatched(n);
     }
@@ -379,7 +430,7 @@ export function attachLive(
   }, 250);
   slowCheck.unref();
 
-  io.on('connection', (socket: Socket<ClientToServer, ServerToClient, Record<string, never>, SocketData>) => {
+  io.on('connection', (socket: Socket<ClientToServer, ServerToClient, InterServer, SocketData>) => {
     deps.metrics?.socketClients.set(io.engine.clientsCount);
     socket.on('disconnect', () => deps.metrics?.socketClients.set(io.engine.clientsCount));
     socket.on('subscribe', (sub, ack) => {
@@ -423,6 +474,8 @@ export function attachLive(
       clearInterval(slowCheck);
       clearTimeout(batchTimer);
       clearInterval(expiryCheck);
+      clearInterval(heartbeat);
+      clearTimeout(announceTimer);
       offEnded();
       for (const [event, fn] of Object.entries(forwarded)) deps.bus.off(event as keyof BusEvents, fn as (...a: unknown[]) => void);
       io.emit('offline', { reason: 'server shutting down' });

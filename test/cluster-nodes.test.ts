@@ -16,6 +16,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { createClient } from 'redis';
 import { io as ioClient, type Socket } from 'socket.io-client';
 import { unpackBatch } from '../dashboard-api/batch-frame.ts';
 import type { LiveBatchFrame } from '../dashboard-api/batch-frame.ts';
@@ -58,15 +59,15 @@ async function sharedDevice(a: TestPlatform, b: TestPlatform, family: 'airQualit
   return dev;
 }
 
-/** A socket.io client of `p` subscribed to everything; closed at the end. */
-async function watch(p: TestPlatform, batch: boolean): Promise<Socket> {
+/** A socket.io client of `p` subscribed to `sub` (default everything); closed at the end. */
+async function watch(p: TestPlatform, batch: boolean, sub: Record<string, string> = {}): Promise<Socket> {
   const socket = ioClient(p.addr.api, { transports: ['websocket'], auth: { token: p.platform.adminToken, batch }, reconnection: false });
   onCleanup(scope, () => socket.close());
   await new Promise<void>((resolve, reject) => {
     socket.once('connect', () => resolve());
     socket.once('connect_error', reject);
   });
-  const ack = (await socket.timeout(5000).emitWithAck('subscribe', {})) as { ok: boolean };
+  const ack = (await socket.timeout(5000).emitWithAck('subscribe', sub)) as { ok: boolean };
   assert.equal(ack.ok, true);
   return socket;
 }
@@ -79,6 +80,8 @@ test('a socket on node A receives the readings node B ingested, batched and not'
   const seenBatched: { device: string }[] = [];
   plain.on('reading', (r: { device: string }) => seenPlain.push(r));
   batched.on('batch', (f: LiveBatchFrame) => seenBatched.push(...(unpackBatch(f).readings as { device: string }[])));
+  // Node A announces its watched rooms within ROOMS_ANNOUNCE_MS (20 ms) through Redis; room to spare.
+  await new Promise((r) => setTimeout(r, 300));
 
   const dev = await b.provision('airQuality');
   const client = await b.connect(dev.id, dev.token);
@@ -89,6 +92,36 @@ test('a socket on node A receives the readings node B ingested, batched and not'
   await new Promise((r) => setTimeout(r, 300));
   assert.equal(seenPlain.filter((r) => r.device === dev.id).length, 1);
   assert.equal(seenBatched.filter((r) => r.device === dev.id).length, 1);
+  await client.endAsync();
+  plain.close();
+  batched.close();
+});
+
+test('nothing goes through Redis for rooms no node watches', async () => {
+  const { a, b, redis } = await setup();
+  const r = createClient({ url: redis.url });
+  await r.connect();
+  onCleanup(scope, () => r.destroy());
+  // Entries ever added to the adapter's stream (its length is capped).
+  const entries = async () => ((await r.exists('socket.io')) ? Number((await r.xInfoStream('socket.io'))['entries-added']) : 0);
+  // The sockets of the test before are gone: wait until the nodes' announcements say so.
+  await new Promise((res) => setTimeout(res, 300));
+  const before = await entries();
+  const dev = await b.provision('airQuality');
+  const client = await b.connect(dev.id, dev.token);
+  await client.publishAsync(`devices/${dev.id}/telemetry`, JSON.stringify({ pm25: 11, pm10: 22 }), { qos: 1 });
+  await b.rowsAtLeast(`SELECT * FROM "airQuality" WHERE "device" = '${dev.id}'`);
+  assert.equal(await entries(), before, 'no broadcast without a watcher');
+  // A screen on node A watching the device's zone: now its readings cross.
+  const zone = b.platform.parts.profile.zones.find((z) => z.centre)?.id as string;
+  const socket = await watch(a, false, { zone });
+  const seen: string[] = [];
+  socket.on('reading', (x: { device: string }) => seen.push(x.device));
+  await new Promise((res) => setTimeout(res, 300));
+  await client.publishAsync(`devices/${dev.id}/telemetry`, JSON.stringify({ pm25: 12, pm10: 23 }), { qos: 1 });
+  await a.waitFor(() => seen.includes(dev.id), 5000, 'the reading on node A');
+  assert.ok((await entries()) > before);
+  socket.close();
   await client.endAsync();
 });
 
@@ -133,6 +166,7 @@ test('figures: publish on node B → a socket on node B and one on node A', asyn
   const { a, b } = await setup();
   const here = await watch(b, false);
   const there = await watch(a, false);
+  await new Promise((r) => setTimeout(r, 300)); // node A's rooms announced to node B
   const dev = await b.provision('airQuality');
   const client = await b.connect(dev.id, dev.token);
   const sent = new Map<number, number>();
