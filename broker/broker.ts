@@ -268,11 +268,15 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
             );
           resolve({ host: a.address, port: a.port });
         });
+      }).catch(async (err: unknown) => {
+        await cluster?.stop(); // its Redis connections would keep the process alive
+        throw err;
       });
       if (!opts.tls?.enabled) return tcp;
       const tlsOpts = { ...opts.tls, host: opts.host, selfSignedDir: opts.tlsSelfSignedDir, maxConnections: opts.maxConnections };
-      tlsListener = await startTlsListener(tlsOpts, accept, { logger: log, metrics }).catch((err: unknown) => {
+      tlsListener = await startTlsListener(tlsOpts, accept, { logger: log, metrics }).catch(async (err: unknown) => {
         server.close();
+        await cluster?.stop();
         throw err;
       });
       return { ...tcp, tls: { ...tlsListener.address, certFile: tlsListener.certFile } };

@@ -57,7 +57,9 @@ export async function startClusterTakeover(
     lastError = err.message;
     log.warn({ err: err.message }, 'broker cluster: Redis unreachable; devices are taken over within this node only until it is back');
   };
-  const pub = createClient({ url: opts.redisUrl });
+  // No offline queue: while Redis is unreachable a login's INCR fails at once (logged) instead of running when it
+  // is back, where its late number could take over a newer connection on another node.
+  const pub = createClient({ url: opts.redisUrl, disableOfflineQueue: true });
   const sub = pub.duplicate();
   pub.on('error', onError);
   sub.on('error', onError);
@@ -85,7 +87,7 @@ export async function startClusterTakeover(
 
   const ready = Promise.all([pub.connect(), sub.connect().then(() => sub.subscribe(TAKEOVER_CHANNEL, onAnnouncement))]);
   ready.catch((err: Error) => onError(err));
-  const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), opts.connectTimeoutMs ?? 5000).unref());
+  const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), opts.connectTimeoutMs ?? 2000).unref());
   if (
     (await Promise.race([
       ready.then(

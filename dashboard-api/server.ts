@@ -16,7 +16,7 @@ import { PROXY_HEADER_TIMEOUT_MS, readProxiedConnection, trustedPeers } from '..
 import type { Metrics } from '../core/metrics.ts';
 import type { OperatorStore } from '../registry/index.ts';
 import { createAdapter } from '@socket.io/redis-streams-adapter';
-import { createClient } from 'redis';
+import { createAdapterRedis } from './redis-client.ts';
 
 export interface DashboardApiOptions {
   host: string;
@@ -128,22 +128,20 @@ export function createDashboardApi(
     c.once('close', () => connections.delete(c));
   });
   // Several nodes: the Redis streams adapter (it survives Redis restarts and keeps socket.io's connection state
-  // recovery, which @socket.io/redis-adapter lacks). Commands queue in the client until it is connected.
-  const redis = opts.redisUrl ? createClient({ url: opts.redisUrl }) : undefined;
+  // recovery, which @socket.io/redis-adapter lacks), on a client shaped for Redis outages (redis-client.ts).
   let redisError = '';
-  redis?.on('error', (err: Error) => {
-    if (err.message === redisError) return; // one line per kind of failure, not one per reconnect attempt
-    redisError = err.message;
-    log.warn({ err: err.message }, 'socket.io across nodes: Redis unreachable; sockets get this node’s events only until it is back');
-  });
-  redis?.on('ready', () => (redisError = ''));
-  const redisReady = redis?.connect().then(
-    () => true,
-    () => false,
-  );
+  const redis = opts.redisUrl
+    ? createAdapterRedis(opts.redisUrl, (err) => {
+        if (err.message === redisError) return; // one line per kind of failure, not one per reconnect attempt
+        redisError = err.message;
+        log.warn({ err: err.message }, 'socket.io across nodes: Redis unreachable; sockets get this node’s events only until it is back');
+      })
+    : undefined;
+  redis?.client.on('ready', () => (redisError = ''));
+  const redisReady = redis?.ready;
   const live = attachLive(server, {
-    // XREAD blocks 1 s at most (default 5 s), so that its client ends within a second of stop().
-    adapter: redis ? createAdapter(redis, { blockTimeInMs: 1000 }) : undefined,
+    // XREAD blocks 1 s at most (default 5 s): the reader notices a close within a second.
+    adapter: redis ? createAdapter(redis.client, { blockTimeInMs: 1000 }) : undefined,
     bus: deps.bus,
     latest,
     auth,
@@ -161,14 +159,25 @@ export function createDashboardApi(
     async start() {
       if (redisReady !== undefined) {
         // Bounded: an optional part that fails is logged and the rest runs (the client keeps reconnecting).
-        const timeout = new Promise<false>((r) => setTimeout(() => r(false), 5000).unref());
+        const timeout = new Promise<false>((r) => setTimeout(() => r(false), 2000).unref());
         if (!(await Promise.race([redisReady, timeout])))
           log.warn({ redisUrl: opts.redisUrl }, 'socket.io across nodes: Redis not reachable at start');
       }
       return new Promise((resolve, reject) => {
-        listener.once('error', reject);
+        const failed = (err: Error) => {
+          // Not started, so never stopped: the Redis clients (the adapter's too) would keep the process alive.
+          if (!redis) return reject(err);
+          live.close().then(
+            () => {
+              redis.close();
+              reject(err);
+            },
+            () => reject(err),
+          );
+        };
+        listener.once('error', failed);
         listener.listen(opts.port, opts.host, () => {
-          listener.off('error', reject);
+          listener.off('error', failed);
           started = true;
           // The HTTP server starts tracking its connections' header and request timeouts (and engine.io sets up
           // its WebSocket server) on its own 'listening', which it never emits when another server accepts.
@@ -189,7 +198,7 @@ export function createDashboardApi(
       for (const c of awaitingHeader) c.destroy();
       await closed;
       if (started && listener.listening) await new Promise<void>((r) => listener.close(() => r()));
-      if (redis?.isOpen) redis.destroy();
+      redis?.close();
       limiter.stop();
     },
   };
