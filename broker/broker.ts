@@ -25,7 +25,9 @@ import { Aedes, type Client } from 'aedes';
 import type { DeviceMeta } from '../ingest/index.ts';
 import { excerpt } from '../core/log-excerpt.ts';
 import { silentLogger } from '../core/logger.ts';
+import { PROXY_HEADER_TIMEOUT_MS, readProxiedConnection, trustedPeers } from '../core/proxy-protocol.ts';
 import { createAckOrder } from './ack-order.ts';
+import { startClusterTakeover, type ClusterTakeover } from './cluster-takeover.ts';
 import { ConnectionGuard, LIMIT_DEFAULTS, limitPacketSize } from './connection-guard.ts';
 import { createDeviceAuth } from './device-auth.ts';
 import { createWebSocketListener, startTlsListener, type TlsListener } from './listeners.ts';
@@ -42,9 +44,10 @@ export interface Broker {
   publish(topic: string, payload: string | Buffer, opts?: { qos?: 0 | 1; retain?: boolean }): Promise<void>;
   /**
    * Takes a new connection from any listener (TCP, TLS, WebSocket): admission limits, the packet size guard,
-   * then aedes. `address` is the source address for the per-address attempt limit.
+   * then aedes. `address` is the source address for the per-address attempt limit (undefined: none to limit by,
+   * as for the edge proxy's health checks); `head`: bytes already read from it (after a PROXY header).
    */
-  accept(stream: Duplex, address: string | undefined): void;
+  accept(stream: Duplex, address: string | undefined, head?: Buffer): void;
   /** MQTT over WebSocket: takes an HTTP upgrade request routed to the broker's path (refused after stop()). */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
   /** Closes the connection of a device, if it is connected. */
@@ -89,7 +92,9 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
       'LAB MODE IS ON: anonymous MQTT clients and free topics are allowed. For conformance suites and tools only, never in production (broker.labMode)',
     );
   }
-  const auth = createDeviceAuth(opts, deps, devices, log);
+  /** Source address of each accepted connection (the device's, behind the edge proxy), for log lines. */
+  const addresses = new WeakMap<object, string>();
+  const auth = createDeviceAuth(opts, deps, devices, log, (client) => addresses.get(client.conn));
   const acks = createAckOrder(deps, log);
   const sessions = createDeviceSessions(deps, devices, log);
   /** Device telemetry and acks taken by ingest in authorizePublish, which nobody may subscribe to (see below). */
@@ -149,9 +154,16 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
     );
 
   sessions.attach(aedes, publish);
+  /** Takeover across nodes (broker.redisUrl), from start() on. */
+  let cluster: ClusterTakeover | undefined;
+  aedes.on('client', (client) => {
+    const device = devices.get(client);
+    if (device) cluster?.connected(device.id, client);
+  });
   aedes.on('clientDisconnect', (client) => {
     acks.abortWaiting(client);
     const device = devices.get(client);
+    if (device) cluster?.disconnected(device.id, client);
     sessions.forgetSubscriptions(client, device);
     acks.connectionClosed(client, device);
   });
@@ -168,7 +180,7 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
     guard.authenticated(unauthenticated.get(client.conn));
     unauthenticated.delete(client.conn);
   });
-  const accept = (stream: Duplex, address: string | undefined) => {
+  const accept = (stream: Duplex, address: string | undefined, head?: Buffer) => {
     const refused = guard.admit(address);
     if (refused) {
       metrics?.mqttRefused.inc({ reason: refused });
@@ -178,18 +190,50 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
     }
     streams.add(stream);
     unauthenticated.set(stream, address);
+    if (address) addresses.set(stream, address);
     stream.once('close', () => {
       streams.delete(stream);
       guard.closed(address, !unauthenticated.delete(stream));
     });
-    const guarded = limitPacketSize(stream, opts.maxPacketBytes, (reason, kind) => {
-      metrics?.mqttRefused.inc({ reason: kind });
-      const why = kind === 'packet-id-zero' ? 'packet identifier 0' : 'packet too large or malformed';
-      log.warn({ address, reason }, `MQTT connection closed: ${why}`);
-    });
-    aedes.handle(guarded);
+    const guarded = limitPacketSize(
+      stream,
+      opts.maxPacketBytes,
+      (reason, kind) => {
+        metrics?.mqttRefused.inc({ reason: kind });
+        const why = kind === 'packet-id-zero' ? 'packet identifier 0' : 'packet too large or malformed';
+        log.warn({ address, reason }, `MQTT connection closed: ${why}`);
+      },
+      head,
+    );
+    if (!stream.destroyed) aedes.handle(guarded);
   };
-  const server = net.createServer((socket) => accept(socket, socket.remoteAddress));
+  // Behind the edge proxy (broker.proxyProtocol): every connection of the TCP listener starts with a PROXY v2
+  // header from a trusted peer, and the device's address in it is the one limits and logs see. Connections
+  // still waiting for theirs are not admitted yet; stop() ends them.
+  const proxy = opts.proxyProtocol?.enabled
+    ? trustedPeers(opts.proxyProtocol.trustedPeers, 'broker.proxyProtocol.trustedPeers')
+    : undefined;
+  const awaitingHeader = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    if (!proxy) return accept(socket, socket.remoteAddress);
+    awaitingHeader.add(socket);
+    readProxiedConnection(
+      socket,
+      { trusted: proxy, timeoutMs: opts.proxyHeaderTimeoutMs ?? PROXY_HEADER_TIMEOUT_MS },
+      (address, rest) => {
+        awaitingHeader.delete(socket);
+        // LOCAL (address undefined): the proxy's own connection, its health check. It is served like any
+        // other, but with no device address it never counts as a failed attempt of one.
+        if (!address) log.debug({ peer: socket.remoteAddress }, 'edge proxy connection (PROXY v2 LOCAL)');
+        accept(socket, address, rest);
+      },
+      (reason, detail, peer) => {
+        awaitingHeader.delete(socket);
+        metrics?.mqttRefused.inc({ reason });
+        log.warn({ peer, reason, detail }, 'MQTT connection refused: broker.proxyProtocol expects a PROXY v2 header from a trusted peer');
+      },
+    );
+  });
   const wsListener = createWebSocketListener({}, accept, log);
   let tlsListener: TlsListener | undefined;
   let stopped = false;
@@ -205,6 +249,7 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
     onlineCount: sessions.onlineCount,
     disconnect: sessions.disconnect,
     async start() {
+      if (opts.redisUrl) cluster = await startClusterTakeover({ redisUrl: opts.redisUrl }, { logger: log });
       const tcp = await new Promise<{ host: string; port: number }>((resolve, reject) => {
         server.once('error', reject);
         // A deep accept queue: after an outage thousands of devices connect within a second, and SYNs dropped
@@ -223,11 +268,15 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
             );
           resolve({ host: a.address, port: a.port });
         });
+      }).catch(async (err: unknown) => {
+        await cluster?.stop(); // its Redis connections would keep the process alive
+        throw err;
       });
       if (!opts.tls?.enabled) return tcp;
       const tlsOpts = { ...opts.tls, host: opts.host, selfSignedDir: opts.tlsSelfSignedDir, maxConnections: opts.maxConnections };
-      tlsListener = await startTlsListener(tlsOpts, accept, { logger: log, metrics }).catch((err: unknown) => {
+      tlsListener = await startTlsListener(tlsOpts, accept, { logger: log, metrics }).catch(async (err: unknown) => {
         server.close();
+        await cluster?.stop();
         throw err;
       });
       return { ...tcp, tls: { ...tlsListener.address, certFile: tlsListener.certFile } };
@@ -241,8 +290,10 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
       // A connection that never sent CONNECT is not an aedes client: it would hold server.close open.
       for (const s of streams) s.destroy();
+      for (const s of awaitingHeader) s.destroy();
       await closed;
       await listenersClosed;
+      await cluster?.stop();
     },
   };
 }

@@ -138,7 +138,8 @@ export class ConnectionGuard {
 
 /**
  * Guards a connection so that a packet longer than `maxPacketBytes` (or a malformed length) destroys it before
- * its body is buffered; `onViolation` says why. Returns the same stream.
+ * its body is buffered; `onViolation` says why. `head`: bytes of the connection read before it was handed over,
+ * which come first. Returns the same stream.
  *
  * The check sits in the stream's own `push` (where net, tls and ws streams hand over received bytes) rather
  * than in a wrapping Duplex: a wrapper doubled the stream machinery of every write (one per PUBACK) and cost
@@ -148,6 +149,7 @@ export function limitPacketSize<S extends Duplex>(
   inner: S,
   maxPacketBytes: number,
   onViolation: (reason: string, kind: Violation) => void,
+  head?: Buffer,
 ): S {
   let state: 'type' | 'length' | 'body' = 'type';
   let length = 0;
@@ -225,5 +227,15 @@ export function limitPacketSize<S extends Duplex>(
     }
     return push.call(this, chunk, encoding);
   };
+  // Bytes already read from the connection by whoever handed it over (those after a PROXY header): checked
+  // like any others, then put back in front for aedes.
+  if (head?.length) {
+    const violation = check(head);
+    if (violation) {
+      violated = true;
+      onViolation(violation, kind);
+      inner.destroy();
+    } else inner.unshift(head);
+  }
   return inner;
 }

@@ -31,6 +31,8 @@ export function createDeviceAuth(
   deps: Pick<BrokerDeps, 'devices' | 'metrics'>,
   devices: WeakMap<Client, DeviceMeta>,
   log: Logger,
+  /** The source address of a client's connection, for log lines (behind the edge proxy: the device's). */
+  addressOf: (client: Client) => string | undefined = () => undefined,
 ): DeviceAuth {
   const metrics = deps.metrics;
   const lab = opts.labMode === true;
@@ -69,7 +71,7 @@ export function createDeviceAuth(
       }
       const reject = (reason: string, code: number, message: string) => {
         metrics?.mqttAuthFailures.inc({ reason });
-        log.info({ clientId: excerpt(client.id), username: excerpt(id), reason }, 'MQTT connection refused');
+        log.info({ clientId: excerpt(client.id), username: excerpt(id), address: addressOf(client), reason }, 'MQTT connection refused');
         done(authError(message, code), null);
       };
       // A lab tool (not a device) may not use a provisioned device's id without its token: as client id it would

@@ -1,6 +1,6 @@
 /**
  * Options of the MQTT broker (`broker.*`): listen address and port, connection and packet limits, lab mode,
- * MQTT over TLS and over WebSocket. The limits' defaults are those the broker applies (connection-guard.ts).
+ * the PROXY protocol behind the edge proxy, MQTT over TLS and over WebSocket. The limits' defaults are those the broker applies (connection-guard.ts).
  */
 import { port, section } from '../core/options.ts';
 import { LIMIT_DEFAULTS } from './connection-guard.ts';
@@ -73,6 +73,28 @@ export const BROKER_OPTIONS = section({
     default: 10000,
     description: 'Drop a client whose socket does not drain within this time, ms',
   },
+  redisUrl: {
+    type: 'string',
+    default: '',
+    pattern: '^(|rediss?://.+)$',
+    description:
+      'Several broker nodes behind the edge: the Redis (redis://host:port) through which a device that connects to this node closes its older connection on another node (MQTT takeover across nodes). Empty = a single node. Redis unreachable: logged, takeover within each node only',
+  },
+  proxyProtocol: section({
+    enabled: {
+      type: 'boolean',
+      default: false,
+      description:
+        'Behind the edge proxy (HAProxy send-proxy-v2, docs/cluster-edge.md): every connection to broker.port must start with a PROXY v2 header from a peer in broker.proxyProtocol.trustedPeers, else it is closed (citypulse_mqtt_connections_refused_total{reason="proxy-header"|"proxy-untrusted"}); the device address in it is the one limits, logs and status see. A LOCAL header (a health check of the proxy) is served without an address and never counts as a failed attempt. Off: headers are not read, a client cannot claim an address',
+    },
+    trustedPeers: {
+      type: 'array',
+      items: { type: 'string', pattern: '^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$' },
+      default: ['127.0.0.0/8', '::1'],
+      description:
+        'Addresses or CIDR networks of the edge proxies allowed to send PROXY headers (only with broker.proxyProtocol.enabled); a connection from any other peer is closed before a byte is read. Keep broker.port reachable by the proxies alone',
+    },
+  }),
   tls: section({
     enabled: { type: 'boolean', default: false, description: 'Also listen for MQTT over TLS (mqtts) on broker.host' },
     port: port('MQTT over TLS port (0 = any free port)', 8883),

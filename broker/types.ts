@@ -36,6 +36,20 @@ export interface BrokerOptions {
   /** MQTT over TLS on `host` (broker/listeners.ts); certFile and keyFile empty = self-signed in tlsSelfSignedDir. */
   tls?: { enabled: boolean; port: number; certFile: string; keyFile: string; caFile?: string; requireClientCert?: boolean };
   tlsSelfSignedDir?: string;
+  /**
+   * Behind the edge proxy: every connection of the TCP listener must start with a PROXY v2 header from one of
+   * `trustedPeers` (addresses or CIDR networks), else it is closed; the device's address in it is the one the
+   * limits and logs use. Off by default. The TLS listener and MQTT over WebSocket are not affected here (the
+   * latter takes the API port's address: api.proxyProtocol).
+   */
+  proxyProtocol?: { enabled: boolean; trustedPeers: readonly string[] };
+  /** A PROXY header not complete within this time closes the connection, ms (default PROXY_HEADER_TIMEOUT_MS). */
+  proxyHeaderTimeoutMs?: number;
+  /**
+   * Several broker nodes: the Redis (redis://host:port) through which a device connecting to this node closes
+   * its older connection on another (cluster-takeover.ts). Empty or absent = a single node.
+   */
+  redisUrl?: string;
 }
 
 export interface BrokerDeps {

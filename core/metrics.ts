@@ -30,7 +30,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     }),
     mqttRefused: new Counter({
       name: 'citypulse_mqtt_connections_refused_total',
-      help: 'Connections closed by a limit: max-connections, too-many-attempts (per address), packet-too-large, packet-id-zero',
+      help: 'Connections closed by a limit: max-connections, too-many-attempts (per address), packet-too-large, packet-id-zero, proxy-untrusted and proxy-header (broker.proxyProtocol: a peer not allowed to send PROXY headers, a header absent, malformed or late)',
       labelNames: ['reason'] as const,
       registers: reg,
     }),
@@ -109,7 +109,7 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
     }),
     apiConnectionsShed: new Counter({
       name: 'citypulse_api_connections_shed_total',
-      help: 'API port connections closed by a bound: headers-timeout, request-timeout, max-connections, max-connections-per-address',
+      help: 'API port connections closed by a bound: headers-timeout, request-timeout, max-connections, max-connections-per-address, proxy-untrusted and proxy-header (api.proxyProtocol)',
       labelNames: ['reason'] as const,
       registers: reg,
     }),

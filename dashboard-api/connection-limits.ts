@@ -42,7 +42,14 @@ export interface HttpLimits {
   maxConnectionsPerAddress: number;
 }
 
-export type ShedReason = 'headers-timeout' | 'request-timeout' | 'max-connections' | 'max-connections-per-address';
+export type ShedReason =
+  | 'headers-timeout'
+  | 'request-timeout'
+  | 'max-connections'
+  | 'max-connections-per-address'
+  /** api.proxyProtocol: a peer not allowed to send PROXY headers, or a header absent, malformed or late. */
+  | 'proxy-untrusted'
+  | 'proxy-header';
 
 /** Options of http.createServer for these bounds (connectionsCheckingInterval can only be given there). */
 export function httpServerOptions(l: HttpLimits): http.ServerOptions {
@@ -68,15 +75,21 @@ export const SHED_LOG_INTERVAL_MS = 10_000;
 export interface ConnectionLimiter {
   /** Connections held now (admitted, not yet closed). */
   readonly connections: number;
+  /** Counts and reports a connection closed before it reached the HTTP server (the PROXY header's refusals). */
+  shed(reason: ShedReason, address: string | undefined): void;
   /** Logs the counts not logged yet and stops the log timer. */
   stop(): void;
 }
 
-/** Applies the connection caps to `server` (created with httpServerOptions) and reports what is shed. */
+/**
+ * Applies the connection caps to `server` (created with httpServerOptions) and reports what is shed. `listener`:
+ * the server that accepts the connections when it is not `server` itself (behind the edge proxy, a net.Server
+ * reads each one's PROXY header first), where the total cap is enforced.
+ */
 export function limitConnections(
   server: http.Server,
   limits: HttpLimits,
-  deps: { metrics?: Metrics; logger?: Logger; logIntervalMs?: number } = {},
+  deps: { metrics?: Metrics; logger?: Logger; logIntervalMs?: number; listener?: net.Server } = {},
 ): ConnectionLimiter {
   const log = deps.logger ?? silentLogger;
   let open = 0;
@@ -85,8 +98,9 @@ export function limitConnections(
     deps.metrics?.apiConnectionsShed.inc({ reason });
     report.note(reason, address);
   };
-  server.maxConnections = limits.maxConnections;
-  server.on('drop', (d) => shed('max-connections', d?.remoteAddress));
+  const listener = deps.listener ?? server;
+  listener.maxConnections = limits.maxConnections;
+  listener.on('drop', (d) => shed('max-connections', d?.remoteAddress));
   const perAddress = new Map<string, number>();
   const cap = limits.maxConnectionsPerAddress;
   server.on('connection', (socket: net.Socket) => {
@@ -124,6 +138,7 @@ export function limitConnections(
     get connections() {
       return open;
     },
+    shed,
     stop: () => report.stop(),
   };
 }

@@ -64,6 +64,16 @@ export interface ClientToServer {
   unsubscribe: (sub: Subscription, ack?: (a: { ok: boolean }) => void) => void;
 }
 
+/** Between API nodes (api.redisUrl): each node's watched rooms, so that others send only what someone watches. */
+export interface InterServer {
+  [ROOMS_EVENT]: (node: string, rooms: string[]) => void;
+}
+export const ROOMS_EVENT = 'citypulse:rooms';
+/** A node announces its watched rooms at least this often, ms; another's are forgotten 3 times as long after. */
+export const ROOMS_HEARTBEAT_MS = 2000;
+/** A change of this node's watched rooms is announced this long after it at most (changes in between go together), ms. */
+export const ROOMS_ANNOUNCE_MS = 20;
+
 /** Per socket: who connected (set at the handshake), and whether it asked for batched events. */
 export interface SocketData {
   principal: Principal;
@@ -101,4 +111,4 @@ export const roomsFor = (x: { device: string; zone: string; family: string }) =>
 ];
 
 /** A connected live socket, typed by the contract. */
-export type LiveSocket = Socket<ClientToServer, ServerToClient, Record<string, never>, SocketData>;
+export type LiveSocket = Socket<ClientToServer, ServerToClient, InterServer, SocketData>;

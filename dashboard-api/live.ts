@@ -24,9 +24,10 @@
  * Unbatched sockets share a budget of frames a second (api.maxUnbatchedFramesPerSecond): see live-budget.ts.
  * The socket's contract (events, subscription, snapshot source) is in live-protocol.ts.
  */
+import { randomBytes } from 'node:crypto';
 import type http from 'node:http';
 import { Ajv } from 'ajv';
-import { Server } from 'socket.io';
+import { Server, type ServerOptions } from 'socket.io';
 import type { EnrichedReading } from '../ingest/index.ts';
 import type { AlarmRecord, AqiEvent, BusEvents, CommandRecord, IndicatorEvent, LiveBus, RejectionEvent, StatusEvent } from '../core/bus.ts';
 import { silentLogger, type Logger } from '../core/logger.ts';
@@ -38,8 +39,12 @@ import { createFrameBudget, isBroad } from './live-budget.ts';
 import {
   BATCH_MS,
   type ClientToServer,
+  type InterServer,
   type LatestValues,
   type LiveSocket,
+  ROOMS_ANNOUNCE_MS,
+  ROOMS_EVENT,
+  ROOMS_HEARTBEAT_MS,
   roomOf,
   roomsFor,
   type ServerToClient,
@@ -51,7 +56,11 @@ import {
 export {
   BATCH_MS,
   type ClientToServer,
+  type InterServer,
   LatestValues,
+  ROOMS_ANNOUNCE_MS,
+  ROOMS_EVENT,
+  ROOMS_HEARTBEAT_MS,
   type ServerToClient,
   type SocketData,
   type SubscribeAck,
@@ -70,20 +79,73 @@ export function attachLive(
     maxSocketBufferedPackets?: number;
     /** The frame budget of unbatched sockets, see `sentUnbatched` (default 20,000; 0 = no limit). */
     maxUnbatchedFramesPerSecond?: number;
+    /**
+     * Several API nodes: socket.io's adapter that carries broadcasts to the sockets of every node (the Redis
+     * streams adapter, api.redisUrl). The nodes then tell each other which rooms their sockets watch (below).
+     */
+    adapter?: ServerOptions['adapter'];
   },
 ): {
-  io: Server<ClientToServer, ServerToClient, Record<string, never>, SocketData>;
+  io: Server<ClientToServer, ServerToClient, InterServer, SocketData>;
   /** Checks every session socket's token again and closes those whose session ended (ends when done or on a failure). */
   recheckSessions(): Promise<void>;
   close(): Promise<void>;
 } {
   const log = deps.logger ?? silentLogger;
   // destroyUpgrade: false: upgrades of other paths (MQTT over WebSocket) are left to dashboard-api/upgrades.ts.
-  const io = new Server<ClientToServer, ServerToClient, Record<string, never>, SocketData>(httpServer, {
+  const io = new Server<ClientToServer, ServerToClient, InterServer, SocketData>(httpServer, {
     serveClient: false,
     maxHttpBufferSize: 64 * 1024,
     destroyUpgrade: false,
+    ...(deps.adapter ? { adapter: deps.adapter } : {}),
   });
+  /**
+   * Several nodes (deps.adapter): the rooms watched on the other nodes, as they announce them. An event is sent
+   * (through Redis) only when a socket of this node or of another watches one of its rooms, as on one node. A
+   * node announces its rooms within ROOMS_ANNOUNCE_MS of a change and every ROOMS_HEARTBEAT_MS; another node's
+   * are forgotten when it has not announced for 3 heartbeats (it stopped, or Redis is unreachable).
+   */
+  const clustered = deps.adapter !== undefined;
+  const node = randomBytes(6).toString('hex');
+  const remoteRooms = new Map<string, { rooms: Set<string>; at: number }>();
+  let remoteUnion = new Set<string>();
+  const rebuildUnion = () => {
+    const now = Date.now();
+    remoteUnion = new Set();
+    for (const [n, r] of remoteRooms) {
+      if (now - r.at > 3 * ROOMS_HEARTBEAT_MS) remoteRooms.delete(n);
+      else for (const room of r.rooms) remoteUnion.add(room);
+    }
+  };
+  /** Whether a socket of this node or (several nodes) of another is in `room`. */
+  const anyoneIn = (room: string) => io.sockets.adapter.rooms.has(room) || (clustered && remoteUnion.has(room));
+  let announceTimer: NodeJS.Timeout | undefined;
+  const announce = () => {
+    announceTimer = undefined;
+    const a = io.sockets.adapter;
+    // Every socket is alone in a room named by its id: not a subscription.
+    const rooms = [...a.rooms.keys()].filter((r) => !a.sids.has(r));
+    io.serverSideEmit(ROOMS_EVENT, node, rooms);
+  };
+  let heartbeat: NodeJS.Timeout | undefined;
+  if (clustered) {
+    io.on(ROOMS_EVENT, (from, rooms) => {
+      if (from === node || !Array.isArray(rooms)) return;
+      remoteRooms.set(from, { rooms: new Set(rooms.filter((r) => typeof r === 'string')), at: Date.now() });
+      rebuildUnion();
+    });
+    const changed = (room: string) => {
+      if (!io.sockets.adapter.sids.has(room)) announceTimer ??= setTimeout(announce, ROOMS_ANNOUNCE_MS);
+    };
+    io.sockets.adapter.on('create-room', changed);
+    io.sockets.adapter.on('delete-room', changed);
+    heartbeat = setInterval(() => {
+      announce();
+      rebuildUnion();
+    }, ROOMS_HEARTBEAT_MS);
+    heartbeat.unref();
+    announce();
+  }
   const ajv = new Ajv({ allErrors: true });
   const validSub = ajv.compile<Subscription>(SUBSCRIPTION_SCHEMA);
 
@@ -118,10 +180,7 @@ export function attachLive(
 
   // socket.io encodes a broadcast before it looks for members: with nobody watching, that was ~11 % of
   // the platform's CPU per reading (bench profile). Only emit when one of the rooms has a member.
-  const watched = (rooms: string[]) => {
-    const all = io.sockets.adapter.rooms;
-    return rooms.some((room) => all.has(room));
-  };
+  const watched = (rooms: string[]) => rooms.some(anyoneIn);
   /** Sockets in `rooms`, one per room it is in (the frames an emit to them costs, give or take overlaps). */
   const members = (rooms: string[]) => {
     const all = io.sockets.adapter.rooms;
@@ -143,7 +202,7 @@ export function attachLive(
   const queueBatch = <T>(rooms: string[], add: (b: BatchPacker, item: T) => void, item: T) => {
     const all = io.sockets.adapter.rooms;
     for (const room of rooms) {
-      if (!all.has(`batch:${room}`)) continue;
+      if (!all.has(`batch:${room}`) && !(clustered && remoteUnion.has(`batch:${room}`))) continue;
       let b = batchRooms.get(room);
       if (!b) {
         b = new BatchPacker();
@@ -171,21 +230,21 @@ export function attachLive(
     add: (b: BatchPacker, item: T) => void,
   ) => {
     // No socket connected (every socket has its own room): nothing to route, skip building the room names.
-    if (io.sockets.adapter.rooms.size === 0) return;
+    if (io.sockets.adapter.rooms.size === 0 && remoteUnion.size === 0) return;
     const rooms = roomsFor(item);
     const n = members(rooms);
-    if (n > 0) {
+    if (n > 0 || (clustered && rooms.some((r) => remoteUnion.has(r)))) {
       io.to(rooms).emit(event, item as never);
       sentUnbatched(n);
     }
-    if (batchedSockets > 0) queueBatch(rooms, add, item);
+    if (batchedSockets > 0 || clustered) queueBatch(rooms, add, item);
   };
   const onReading = (r: EnrichedReading) => {
     deps.latest.readings.set(r.device, r);
     route('reading', r, addReading);
   };
   /** Low-volume events (indices, commands) go one by one to batched sockets too: the rooms plus their `batch:` counterparts. */
-  const withBatched = (rooms: string[]) => (batchedSockets > 0 ? [...rooms, ...rooms.map((r) => `batch:${r}`)] : rooms);
+  const withBatched = (rooms: string[]) => (batchedSockets > 0 || clustered ? [...rooms, ...rooms.map((r) => `batch:${r}`)] : rooms);
   const onStatus = (s: StatusEvent) => {
     deps.latest.statuses.set(s.device, s);
     route('status', s, addStatus);
@@ -196,16 +255,16 @@ export function attachLive(
     if (watched(rooms)) io.to(rooms).emit('aqi', a);
   };
   const onIndicator = (i: IndicatorEvent) => {
-    if (io.sockets.adapter.rooms.size === 0) return; // no socket connected: nothing to route
+    if (io.sockets.adapter.rooms.size === 0 && remoteUnion.size === 0) return; // no socket connected: nothing to route
     const rooms = ['all', `family:${i.family}`];
     if (i.zone) rooms.push(`zone:${i.zone}`);
     if (i.scope === 'device') rooms.push(`device:${i.id}`);
     const n = members(rooms);
-    if (n > 0) {
+    if (n > 0 || (clustered && rooms.some((r) => remoteUnion.has(r)))) {
       io.to(rooms).emit('indicator', i);
       sentUnbatched(n);
     }
-    if (batchedSockets > 0) {
+    if (batchedSockets > 0 || clustered) {
       // Device indicators come with every reading: batched; zone and city ones are throttled already.
       if (i.scope === 'device') queueBatch(rooms, addIndicator, i);
       else {
@@ -296,6 +355,8 @@ export function attachLive(
       clearInterval(slowCheck);
       clearTimeout(batchTimer);
       clearInterval(expiryCheck);
+      clearInterval(heartbeat);
+      clearTimeout(announceTimer);
       offEnded();
       for (const [event, fn] of Object.entries(forwarded)) deps.bus.off(event as keyof BusEvents, fn as (...a: unknown[]) => void);
       io.emit('offline', { reason: 'server shutting down' });

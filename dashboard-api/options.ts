@@ -81,7 +81,7 @@ export const API_OPTIONS = section({
     minimum: 0,
     default: HTTP_LIMIT_DEFAULTS.maxConnectionsPerAddress,
     description:
-      'Connections to the API port held at most per source address; more are closed at once (0 = no limit: behind a reverse proxy, which is one address)',
+      'Connections to the API port held at most per source address; more are closed at once (0 = no limit). Behind a reverse proxy every connection has its address: set 0 there, or use api.proxyProtocol, which gives each connection its client address',
   },
   headersTimeoutMs: {
     type: 'integer',
@@ -106,6 +106,28 @@ export const API_OPTIONS = section({
     default: HTTP_LIMIT_DEFAULTS.keepAliveTimeoutMs,
     description: 'An idle keep-alive HTTP connection is closed after this long, ms',
   },
+  redisUrl: {
+    type: 'string',
+    default: '',
+    pattern: '^(|rediss?://.+)$',
+    description:
+      'Several API nodes behind the edge: the Redis (redis://host:port) through which socket.io broadcasts reach the sockets of every node (@socket.io/redis-streams-adapter), so a screen on one node sees what another ingested. Empty = a single node. Redis unreachable: logged, each node serves its own events',
+  },
+  proxyProtocol: section({
+    enabled: {
+      type: 'boolean',
+      default: false,
+      description:
+        'Behind the edge proxy (HAProxy in TCP mode with send-proxy-v2, docs/cluster-edge.md): every connection to api.port must start with a PROXY v2 header from a peer in api.proxyProtocol.trustedPeers, else it is closed (citypulse_api_connections_shed_total{reason="proxy-header"|"proxy-untrusted"}); the client address in it is the one login limits, the audit, api.maxConnectionsPerAddress, socket.io and MQTT over WebSocket see. Off: headers are not read',
+    },
+    trustedPeers: {
+      type: 'array',
+      items: { type: 'string', pattern: '^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$' },
+      default: ['127.0.0.0/8', '::1'],
+      description:
+        'Addresses or CIDR networks of the edge proxies allowed to send PROXY headers to the API port (only with api.proxyProtocol.enabled); a connection from any other peer is closed before a byte is read',
+    },
+  }),
   dashboard: section({
     enabled: {
       type: 'boolean',

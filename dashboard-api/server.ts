@@ -2,7 +2,7 @@
  * The dashboard API server: Express (REST) and socket.io (live) on one HTTP port.
  */
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { createApp } from './app.ts';
 import { createAuth, type SessionsEnded } from './auth.ts';
 import { HTTP_LIMIT_DEFAULTS, httpServerOptions, limitConnections, type HttpLimits } from './connection-limits.ts';
@@ -12,8 +12,11 @@ import type { DashboardOptions } from './static.ts';
 import type { ApiDeps } from './route-kit.ts';
 import type { LiveBus } from '../core/bus.ts';
 import { silentLogger, type Logger } from '../core/logger.ts';
+import { PROXY_HEADER_TIMEOUT_MS, readProxiedConnection, trustedPeers } from '../core/proxy-protocol.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { OperatorStore } from '../registry/index.ts';
+import { createAdapter } from '@socket.io/redis-streams-adapter';
+import { createAdapterRedis } from './redis-client.ts';
 
 export interface DashboardApiOptions {
   host: string;
@@ -39,6 +42,20 @@ export interface DashboardApiOptions {
   keepAliveTimeoutMs?: number;
   maxConnections?: number;
   maxConnectionsPerAddress?: number;
+  /**
+   * Behind the edge proxy: every connection must start with a PROXY v2 header from one of `trustedPeers`, else
+   * it is closed; the client's address in it is the socket's remoteAddress for everything after (req.ip, login
+   * limits, audit, per-address caps, socket.io, MQTT over WebSocket). Off by default.
+   */
+  proxyProtocol?: { enabled: boolean; trustedPeers: readonly string[] };
+  /** A PROXY header not complete within this time closes the connection, ms (default PROXY_HEADER_TIMEOUT_MS). */
+  proxyHeaderTimeoutMs?: number;
+  /**
+   * Several API nodes: the Redis (redis://host:port) through which socket.io broadcasts reach the sockets of every
+   * node (@socket.io/redis-streams-adapter), so a screen connected to one node sees what another ingested.
+   * Empty or absent = a single node.
+   */
+  redisUrl?: string;
 }
 
 export interface DashboardApi {
@@ -83,7 +100,30 @@ export function createDashboardApi(
   };
   // Half-open requests, idle connections and floods from one address are shed (see connection-limits.ts).
   const server = http.createServer(httpServerOptions(limits), app);
-  const limiter = limitConnections(server, limits, { metrics: deps.metrics, logger: log });
+  // Behind the edge proxy, a plain TCP listener takes the connections and hands each one to the HTTP server
+  // once its PROXY header is read (the same 'connection' event the HTTP server's own listener would emit).
+  const trusted = opts.proxyProtocol?.enabled ? trustedPeers(opts.proxyProtocol.trustedPeers, 'api.proxyProtocol.trustedPeers') : undefined;
+  const front = trusted ? net.createServer() : undefined;
+  const listener: net.Server = front ?? server;
+  const limiter = limitConnections(server, limits, { metrics: deps.metrics, logger: log, listener });
+  const awaitingHeader = new Set<net.Socket>();
+  front?.on('connection', (socket) => {
+    awaitingHeader.add(socket);
+    readProxiedConnection(
+      socket,
+      { trusted: trusted as net.BlockList, timeoutMs: opts.proxyHeaderTimeoutMs ?? PROXY_HEADER_TIMEOUT_MS },
+      (_address, rest) => {
+        awaitingHeader.delete(socket);
+        // Put back before the HTTP server reads: its parser starts with the bytes after the header.
+        if (rest.length) socket.unshift(rest);
+        server.emit('connection', socket);
+      },
+      (reason, _detail, peer) => {
+        awaitingHeader.delete(socket);
+        limiter.shed(reason, peer);
+      },
+    );
+  });
   // Every raw connection, so that stop() is bounded: a client that stopped reading would otherwise hold the
   // websocket close handshake (and so server.close) for ws' 30 s close timeout.
   const connections = new Set<import('node:net').Socket>();
@@ -91,7 +131,21 @@ export function createDashboardApi(
     connections.add(c);
     c.once('close', () => connections.delete(c));
   });
+  // Several nodes: the Redis streams adapter (it survives Redis restarts and keeps socket.io's connection state
+  // recovery, which @socket.io/redis-adapter lacks), on a client shaped for Redis outages (redis-client.ts).
+  let redisError = '';
+  const redis = opts.redisUrl
+    ? createAdapterRedis(opts.redisUrl, (err) => {
+        if (err.message === redisError) return; // one line per kind of failure, not one per reconnect attempt
+        redisError = err.message;
+        log.warn({ err: err.message }, 'socket.io across nodes: Redis unreachable; sockets get this node’s events only until it is back');
+      })
+    : undefined;
+  redis?.client.on('ready', () => (redisError = ''));
+  const redisReady = redis?.ready;
   const live = attachLive(server, {
+    // XREAD blocks 1 s at most (default 5 s): the reader notices a close within a second.
+    adapter: redis ? createAdapter(redis.client, { blockTimeInMs: 1000 }) : undefined,
     bus: deps.bus,
     latest,
     auth,
@@ -108,14 +162,34 @@ export function createDashboardApi(
     addUpgradeRoute: (path, handler) => upgrades.add(path, handler),
     endSessions: (e) => auth.ended(e),
     recheckSessions: () => live.recheckSessions(),
-    start() {
+    async start() {
+      if (redisReady !== undefined) {
+        // Bounded: an optional part that fails is logged and the rest runs (the client keeps reconnecting).
+        const timeout = new Promise<false>((r) => setTimeout(() => r(false), 2000).unref());
+        if (!(await Promise.race([redisReady, timeout])))
+          log.warn({ redisUrl: opts.redisUrl }, 'socket.io across nodes: Redis not reachable at start');
+      }
       return new Promise((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(opts.port, opts.host, () => {
-          server.off('error', reject);
+        const failed = (err: Error) => {
+          // Not started, so never stopped: the Redis clients (the adapter's too) would keep the process alive.
+          if (!redis) return reject(err);
+          live.close().then(
+            () => {
+              redis.close();
+              reject(err);
+            },
+            () => reject(err),
+          );
+        };
+        listener.once('error', failed);
+        listener.listen(opts.port, opts.host, () => {
+          listener.off('error', failed);
           started = true;
-          const a = server.address() as AddressInfo;
-          log.info({ host: a.address, port: a.port, ...limits }, 'API and socket.io listening');
+          // The HTTP server starts tracking its connections' header and request timeouts (and engine.io sets up
+          // its WebSocket server) on its own 'listening', which it never emits when another server accepts.
+          if (front) server.emit('listening');
+          const a = listener.address() as AddressInfo;
+          log.info({ host: a.address, port: a.port, ...limits, proxyProtocol: !!front }, 'API and socket.io listening');
           resolve({ host: a.address, port: a.port });
         });
       });
@@ -127,8 +201,10 @@ export function createDashboardApi(
       const grace = new Promise<void>((r) => setTimeout(r, 1000).unref());
       await Promise.race([closed, grace]);
       for (const c of connections) c.destroy();
+      for (const c of awaitingHeader) c.destroy();
       await closed;
-      if (started && server.listening) await new Promise<void>((r) => server.close(() => r()));
+      if (started && listener.listening) await new Promise<void>((r) => listener.close(() => r()));
+      redis?.close();
       limiter.stop();
     },
   };

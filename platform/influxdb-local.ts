@@ -14,5 +14,12 @@
  * process in influxdb-process.ts, supervision in influxdb-supervise.ts.
  */
 export { ensureInfluxInstalled } from './influxdb-install.ts';
-export { freePort, type InfluxExit, type LocalInflux, startLocalInflux, type StartLocalInfluxOptions } from './influxdb-process.ts';
+export {
+  freePort,
+  type InfluxExit,
+  type LocalInflux,
+  startLocalInflux,
+  type StartLocalInfluxOptions,
+  withParentDeathSignal,
+} from './influxdb-process.ts';
 export { type SupervisedInflux, superviseLocalInflux, type SuperviseLocalInfluxOptions } from './influxdb-supervise.ts';

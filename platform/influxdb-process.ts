@@ -206,7 +206,7 @@ let setprivPath: Promise<string | undefined> | undefined;
  * The pid stays the same (setpriv execs the command). The kernel ties the signal to the spawning thread: influxd
  * is spawned from the main thread, whose end is the process's end.
  */
-async function withParentDeathSignal(cmd: string, args: string[]): Promise<[string, string[]]> {
+export async function withParentDeathSignal(cmd: string, args: string[]): Promise<[string, string[]]> {
   setprivPath ??= findExecutable('setpriv');
   const setpriv = await setprivPath;
   return setpriv ? [setpriv, ['--pdeathsig', 'TERM', '--', cmd, ...args]] : [cmd, args];

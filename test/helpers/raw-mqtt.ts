@@ -16,11 +16,18 @@ export interface RawConnection {
   closed(timeoutMs?: number): Promise<boolean>;
 }
 
-export async function rawConnect(url: string): Promise<RawConnection> {
+/**
+ * `localAddress`: the source address to connect from (127.0.0.2, … are loopback too); `prefix`: bytes written
+ * before any packet (a PROXY protocol header).
+ */
+export async function rawConnect(url: string, opts: { localAddress?: string; prefix?: Buffer } = {}): Promise<RawConnection> {
   const u = new URL(url);
-  const socket = net.connect(Number(u.port), u.hostname);
+  const socket = net.connect({ port: Number(u.port), host: u.hostname, localAddress: opts.localAddress });
   await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve);
+    socket.once('connect', () => {
+      if (opts.prefix) socket.write(opts.prefix);
+      resolve();
+    });
     socket.once('error', reject);
     setTimeout(() => reject(new Error('raw MQTT connect timed out')), 5000).unref();
   });
