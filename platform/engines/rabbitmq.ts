@@ -12,7 +12,7 @@
  * rabbitmqctl (stop_app, join_cluster, start_app), and the cluster counts as formed once node 1 lists every
  * node as running.
  *
- * The folder keeps `cluster.json` (node names and ports): a later start in the same folder ends whatever an
+ * The folder keeps `cluster.json` (node names and AMQP ports): a later start in the same folder ends whatever an
  * earlier run left running there (a crashed test, a killed platform: every process whose environment carries
  * this folder's HOME), then starts the nodes again on their data and ports, so acknowledged readings still in
  * the queues survive; `fresh: true` wipes the folder's data first.
@@ -24,10 +24,9 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import { access, chmod, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createConnection } from 'node:net';
+import { createConnection, createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { freePort } from '../influxdb-local.ts';
 
 /** Debian's rabbitmq-server package: the scripts themselves (the /usr/sbin wrappers switch to the rabbitmq user). */
 const RABBITMQ_BIN = '/usr/lib/rabbitmq/bin';
@@ -51,6 +50,7 @@ export interface RabbitNode {
   /** Erlang node name, e.g. r1@localhost. */
   name: string;
   amqpPort: number;
+  /** Erlang distribution port of the node's current process (a new one at every start of the node). */
   distPort: number;
   /** amqp://127.0.0.1:PORT (the default guest user, which RabbitMQ accepts from loopback only). */
   url: string;
@@ -77,9 +77,9 @@ export interface RabbitCluster {
   stop(): Promise<void>;
 }
 
+/** What a later start in the same folder keeps: the node names (their data) and AMQP ports (clients' URLs). */
 interface Manifest {
-  epmdPort: number;
-  nodes: { name: string; amqpPort: number; distPort: number }[];
+  nodes: { name: string; amqpPort: number }[];
 }
 
 interface NodeProcess {
@@ -111,15 +111,8 @@ export async function startRabbitCluster(opts: RabbitClusterOptions): Promise<Ra
   const reused = manifest !== undefined;
   if (!manifest) {
     for (const e of await readdir(dir)) if (e !== 'home') await rm(join(dir, e), { recursive: true, force: true });
-    const ports = await distinctFreePorts(1 + 2 * opts.nodes);
-    manifest = {
-      epmdPort: ports[0] as number,
-      nodes: Array.from({ length: opts.nodes }, (_, i) => ({
-        name: `r${i + 1}@localhost`,
-        amqpPort: ports[1 + 2 * i] as number,
-        distPort: ports[2 + 2 * i] as number,
-      })),
-    };
+    const ports = await freePortsBelowEphemeral(opts.nodes);
+    manifest = { nodes: ports.map((amqpPort, i) => ({ name: `r${i + 1}@localhost`, amqpPort })) };
     await writeFile(manifestFile, `${JSON.stringify(manifest, null, 2)}\n`);
   }
   await ensureCookie(home, !reused);
@@ -128,7 +121,14 @@ export async function startRabbitCluster(opts: RabbitClusterOptions): Promise<Ra
     '# Empty on purpose: every setting comes from the environment (platform/engines/rabbitmq.ts).\n',
   );
   const m = manifest;
-  const nodes: RabbitNode[] = m.nodes.map((n) => ({ ...n, url: `amqp://127.0.0.1:${n.amqpPort}` }));
+  for (const n of m.nodes) {
+    if (!(await portFree(n.amqpPort)))
+      throw new Error(`AMQP port ${n.amqpPort} of ${n.name} (kept in ${manifestFile}) is taken by another process`);
+  }
+  const nodes: RabbitNode[] = m.nodes.map((n) => ({ ...n, distPort: 0, url: `amqp://127.0.0.1:${n.amqpPort}` }));
+  // epmd and distribution ports need not survive a restart (nodes find each other by name through epmd): picked
+  // anew at every start, so a port some other socket took meanwhile never stops a node.
+  const epmdPort = (await freePortsBelowEphemeral(1))[0] as number;
   for (const n of nodes) await writeNodeFiles(dir, n);
 
   const baseEnv = {
@@ -136,7 +136,7 @@ export async function startRabbitCluster(opts: RabbitClusterOptions): Promise<Ra
     HOME: home,
     LC_ALL: 'C.UTF-8',
     ERL_EPMD_ADDRESS: '127.0.0.1',
-    ERL_EPMD_PORT: String(m.epmdPort),
+    ERL_EPMD_PORT: String(epmdPort),
     RABBITMQ_CONF_ENV_FILE: join(dir, 'rabbitmq-env.conf'),
   };
   const nodeEnv = (n: RabbitNode) => {
@@ -176,6 +176,9 @@ export async function startRabbitCluster(opts: RabbitClusterOptions): Promise<Ra
   const startNode = async (i: number): Promise<void> => {
     const n = nodes[i] as RabbitNode;
     const nd = join(dir, short(n.name));
+    const others = nodes.filter((o) => o !== n).map((o) => o.distPort);
+    do n.distPort = (await freePortsBelowEphemeral(1))[0] as number;
+    while (others.includes(n.distPort));
     await rm(join(nd, 'rabbitmq.pid'), { force: true });
     const out = await open(join(nd, 'console.log'), 'a');
     try {
@@ -288,7 +291,7 @@ export async function startRabbitCluster(opts: RabbitClusterOptions): Promise<Ra
     })());
 
   try {
-    epmd = await startEpmd(dir, m.epmdPort, baseEnv);
+    epmd = await startEpmd(dir, epmdPort, baseEnv);
     log(`starting ${nodes.length} RabbitMQ node(s) in ${dir}${reused ? ' on the data of an earlier run' : ''}`);
     for (let i = 0; i < nodes.length; i++) await startNode(i);
     await Promise.all(nodes.map((_, i) => awaitBooted(i, deadline)));
@@ -297,14 +300,13 @@ export async function startRabbitCluster(opts: RabbitClusterOptions): Promise<Ra
     const members = await runningMembers();
     // Nodes started again on their data rejoin by themselves; fresh ones join node 1.
     const joining = nodes.map((_, i) => i).filter((i) => i > 0 && !members.includes((nodes[i] as RabbitNode).name));
-    // Side by side: each join restarts RabbitMQ in its node (seconds), and node 1 takes them one after the other.
-    await Promise.all(
-      joining.map(async (i) => {
-        await ctl(i, ['stop_app']);
-        await ctl(i, ['join_cluster', (nodes[0] as RabbitNode).name]);
-        await ctl(i, ['start_app']);
-      }),
-    );
+    // One after the other: two nodes joining at once can fail to start RabbitMQ again (mnesia refuses to start
+    // in the second one), measured here with 3.10.
+    for (const i of joining) {
+      await ctl(i, ['stop_app']);
+      await ctl(i, ['join_cluster', (nodes[0] as RabbitNode).name]);
+      await ctl(i, ['start_app']);
+    }
     await awaitMembers(names);
     await Promise.all(nodes.map((n) => waitForPort(n.amqpPort, deadline)));
   } catch (err) {
@@ -362,7 +364,7 @@ async function exists(path: string): Promise<boolean> {
 async function readManifest(file: string): Promise<Manifest | undefined> {
   try {
     const m = JSON.parse(await readFile(file, 'utf8')) as Manifest;
-    return Array.isArray(m.nodes) && m.nodes.length > 0 && Number.isInteger(m.epmdPort) ? m : undefined;
+    return Array.isArray(m.nodes) && m.nodes.length > 0 && m.nodes.every((n) => Number.isInteger(n.amqpPort)) ? m : undefined;
   } catch {
     return undefined;
   }
@@ -397,10 +399,27 @@ raft.wal_max_size_bytes = 64000000
   );
 }
 
-async function distinctFreePorts(count: number): Promise<number[]> {
+/**
+ * `count` distinct free ports on 127.0.0.1 below the ephemeral range (32768-60999 here): a port inside it can
+ * be taken by any outgoing socket while a node is down, and a node's AMQP port must stay the same across its
+ * restarts.
+ */
+async function freePortsBelowEphemeral(count: number): Promise<number[]> {
   const ports = new Set<number>();
-  while (ports.size < count) ports.add(await freePort());
+  for (let tries = 0; ports.size < count; tries++) {
+    if (tries > 500) throw new Error('no free port found in 20000-32767 on 127.0.0.1');
+    const p = 20000 + Math.floor(Math.random() * 12768);
+    if (!ports.has(p) && (await portFree(p))) ports.add(p);
+  }
   return [...ports];
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((res) => {
+    const srv = createServer();
+    srv.once('error', () => res(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => res(true)));
+  });
 }
 
 /** The private epmd: in the foreground, so that it is ours to stop (a node would otherwise start a daemon of its own). */
