@@ -338,6 +338,7 @@ export class ReplicatedLogPublisher {
   private channelLost(): void {
     if (!this.channel) return;
     this.channel = undefined;
+    this.returned.clear(); // their confirms died with the channel
     for (const part of this.parts) {
       for (const b of part.pending) {
         if (b.state === 'sent') {
