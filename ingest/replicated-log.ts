@@ -314,7 +314,10 @@ export class ReplicatedLogPublisher {
         this.publishQueued();
       });
       ch.once('close', () => {
-        if (this.channel === ch) this.channelLost();
+        if (this.channel !== ch) return;
+        this.channelLost();
+        // Closed by RabbitMQ while the connection stays (a channel error): a new connection opens a new channel.
+        if (!this.stopped && this.link.current === model) this.link.reset('confirm channel closed by RabbitMQ');
       });
       const declared = Promise.all(
         Array.from({ length: this.opts.partitions }, (_, i) =>
