@@ -23,6 +23,10 @@ export const ERROR_CODES = {
     text: "Readings over the device's rate limit (ingest.maxReadingsPerSecond, burst ingest.readingsBurst)",
   },
   CP_INGEST_STORE_REJECTED: { status: 400, text: 'InfluxDB refused the point (for example a field type conflict)' },
+  CP_INGEST_LOG_UNREADABLE: {
+    status: 500,
+    text: 'Cluster mode: a message in a replicated log queue is not a batch of readings this platform wrote; kept as a dead letter, never retried',
+  },
   CP_INGEST_BUFFER_OVERFLOW: {
     status: 503,
     text: 'The InfluxDB writer used alone (without the durable log) dropped its oldest buffered points',

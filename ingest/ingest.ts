@@ -1,19 +1,22 @@
 /**
- * The stream processor: telemetry from the broker's authorizePublish hook → validation → enrichment → durable log
- * (acknowledged once on disk) → batched InfluxDB writes, and the live bus; rejections → dead letters and the
- * device's errors topic. The durable log and the InfluxDB writes run on the store worker thread (store.ts).
+ * The stream processor: telemetry from the broker's authorizePublish hook → validation → enrichment → a durable
+ * log (acknowledged once durable) → batched InfluxDB writes, and the live bus; rejections → dead letters and the
+ * device's errors topic. The log is the backend (backend.ts): in single-node mode the local durable log on the
+ * store worker thread (local-backend.ts, store.ts), in cluster mode the replicated log on RabbitMQ quorum queues
+ * (cluster-backend.ts), chosen by `cluster.amqpUrls`.
  */
 import type { InfluxDB } from 'influx';
-import { FIELD_KINDS, type DeviceError } from '../core/contract.ts';
+import { FIELD_KINDS, type DeviceError, type EnrichedReading } from '../core/contract.ts';
+import type { ClusterState, ReadingBackend } from './backend.ts';
+import { createClusterBackend, type ClusterLogOptions } from './cluster-backend.ts';
 import { Downsampler, ensureTiers, type DownsampledMeasurements, type Tier } from './downsample.ts';
 import { SqliteDeadLetterStore, type DeadLetterStore } from './dead-letters.ts';
 import { dispatch, type HandlerResult, type IngestContext } from './handlers/index.ts';
 import { createInfluxClient, ensureDatabase } from './influx-admin.ts';
-import { RETENTION_MARGIN_MS, type InfluxTarget, type WriterOptions, type WriterState } from './influx-writer.ts';
-import { toLine } from './line-protocol.ts';
+import { RETENTION_MARGIN_MS, type InfluxTarget, type PendingPoint, type WriterOptions, type WriterState } from './influx-writer.ts';
+import { createLocalBackend } from './local-backend.ts';
 import { ReadingRateLimiter, durationMs } from './rate-limit.ts';
 import { ResendGuard, type Delivery } from './resend-guard.ts';
-import { ReadingStore } from './store.ts';
 import { createReadingParser, type DeviceMeta } from './validate.ts';
 import type { LiveBus } from '../core/bus.ts';
 import { silentLogger, type Logger } from '../core/logger.ts';
@@ -34,8 +37,10 @@ export interface IngestOptions {
   /** SQLite file where the times of unacknowledged time-less QoS 1 messages wait for a resend (':memory:' in tests). */
   resendFile?: string;
   deadLetterLimit: number;
-  /** The durable log. */
+  /** The durable log (single-node mode). */
   log: { dir: string; maxBytes: number; segmentBytes: number; fsync: boolean };
+  /** Cluster mode: the replicated log on RabbitMQ quorum queues instead of the local durable log (amqpUrls empty: single node). */
+  cluster?: ClusterLogOptions;
   /** On stop, how long to keep shipping the log to InfluxDB; what remains is shipped at the next start, ms. */
   stopFlushTimeoutMs: number;
   /** Retention tiers filled by continuous queries, and the catch-up of late readings (ingest/downsample.ts). */
@@ -64,6 +69,8 @@ export interface IngestState {
   deadLetters: number;
   databaseReady: boolean;
   log: { points: number; bytes: number; oldestSeconds: number; segments: number; full: boolean; waitingOnDisk: number };
+  /** Cluster mode only: the replicated log's edge and this node's partition consumers. */
+  cluster?: ClusterState;
 }
 
 export interface Ingest {
@@ -86,7 +93,7 @@ export interface Ingest {
   acknowledged(deviceId: string, delivery: Delivery): void;
   /** A device's connection ended (`clean`: with a DISCONNECT packet). */
   connectionClosed(deviceId: string, connection: number, clean: boolean): void;
-  /** True while the durable log's disk budget is used up (messages wait for room). */
+  /** True while the log has no room (disk budget, or unconfirmed readings in cluster mode): messages wait. */
   full(): boolean;
   /** Resolves true once everything accepted so far is confirmed by InfluxDB (or refused), false on timeout. */
   flush(timeoutMs?: number): Promise<boolean>;
@@ -120,34 +127,40 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
     databaseReady = true;
   };
   const retentionMs = durationMs(opts.influx.retentionDuration);
-  const store = new ReadingStore(
-    {
-      log: opts.log,
-      influx: opts.influx,
-      // The writer checks the retention edge again when it sends: an outage or a backlog can carry an accepted
-      // reading past it, and InfluxDB would drop it without naming it.
-      writer: { ...opts.writer, retentionMs: Number.isFinite(retentionMs) ? retentionMs : 0 },
-      shipper: { memoryPoints: opts.writer.maxBufferedPoints, chunk: opts.writer.batchSize },
-      // Late readings (older than the continuous queries look back) are marked for the tiers' catch-up.
-      lateAfterMs: downsampler && ds ? ds.lateAfterMs : 0,
+  const hooks = {
+    prepareDatabase,
+    late: (family: string, t: number) => downsampler?.mark(family, t),
+    // The times a resend must reproduce are saved before the readings they stamp can become durable.
+    beforeSend: () => resends.commit(),
+    deadLetter(points: PendingPoint[], reason: string) {
+      const at = new Date().toISOString();
+      for (const p of points) {
+        metrics?.readingsRejected.inc({ family: p.family, code: 'CP_INGEST_STORE_REJECTED' });
+        deadLetters.add({ at, device: p.device, code: 'CP_INGEST_STORE_REJECTED', reason, payload: p.line });
+      }
     },
-    {
-      prepareDatabase,
-      late: (family, t) => downsampler?.mark(family, t),
-      // The times a resend must reproduce are saved before the readings they stamp can reach the disk.
-      beforeSend: () => resends.commit(),
-      deadLetter(points, reason) {
-        const at = new Date().toISOString();
-        for (const p of points) {
-          metrics?.readingsRejected.inc({ family: p.family, code: 'CP_INGEST_STORE_REJECTED' });
-          deadLetters.add({ at, device: p.device, code: 'CP_INGEST_STORE_REJECTED', reason, payload: p.line });
-        }
-      },
+    unreadable(payload: string, reason: string) {
+      logger.error({ reason }, 'unreadable message in the replicated log: dead-lettered');
+      deadLetters.add({ device: '', code: 'CP_INGEST_LOG_UNREADABLE', reason, payload });
     },
-    { metrics, logger },
-  );
+    // The one way readings reach the live bus; each backend calls it once per reading (backend.ts says when).
+    live(readings: EnrichedReading[]) {
+      for (const r of readings) deps.bus.emit('reading', r);
+    },
+  };
+  const backendOpts = {
+    influx: opts.influx,
+    // The writer checks the retention edge again when it sends: an outage or a backlog can carry an accepted
+    // reading past it, and InfluxDB would drop it without naming it.
+    writer: { ...opts.writer, retentionMs: Number.isFinite(retentionMs) ? retentionMs : 0 },
+    // Late readings (older than the continuous queries look back) are marked for the tiers' catch-up.
+    lateAfterMs: downsampler && ds ? ds.lateAfterMs : 0,
+  };
+  const backend: ReadingBackend =
+    opts.cluster && opts.cluster.amqpUrls.length > 0
+      ? createClusterBackend({ ...backendOpts, cluster: opts.cluster }, hooks, { metrics, logger })
+      : createLocalBackend({ ...backendOpts, log: opts.log }, hooks, { metrics, logger });
 
-  let wasFull = false;
   const ctx: IngestContext = {
     parse: createReadingParser({
       maxReadingsPerMessage: opts.maxReadingsPerMessage,
@@ -158,23 +171,7 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
     }),
     rateLimit: new ReadingRateLimiter(opts.maxReadingsPerSecond, opts.readingsBurst),
     resends,
-    sink: {
-      append: (readings) => store.append(readings.map((r) => ({ line: toLine(r), family: r.family, device: r.device }))),
-      whenSpace(closed) {
-        if (!store.full()) {
-          if (wasFull) {
-            wasFull = false;
-            logger.info(store.state().log, 'durable log has room again: devices are read at full speed');
-          }
-          return undefined;
-        }
-        if (!wasFull) {
-          wasFull = true;
-          logger.warn(store.state().log, 'durable log disk budget full: slowing devices down (acknowledgements withheld, sockets paused)');
-        }
-        return store.whenSpace(closed);
-      },
-    },
+    sink: backend.sink,
     deadLetters,
     bus: deps.bus,
     publishError: deps.publishError,
@@ -187,7 +184,7 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
   let catchUpTimer: NodeJS.Timeout | undefined;
 
   const state = (): IngestState => {
-    const { log: u, waiting: w, writer } = store.state();
+    const { log: u, writer, cluster } = backend.state();
     return {
       writer,
       deadLetters: deadLetters.count(),
@@ -198,33 +195,21 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
         oldestSeconds: Math.round(u.oldestMs / 1000),
         segments: u.segments,
         full: u.full,
-        waitingOnDisk: w.disk,
+        waitingOnDisk: u.waitingOnDisk,
       },
+      ...(cluster ? { cluster } : {}),
     };
   };
 
-  const flush = (timeoutMs = 30000): Promise<boolean> => store.flush(timeoutMs);
+  const flush = (timeoutMs = 30000): Promise<boolean> => backend.flush(timeoutMs);
 
   return {
     deadLetters,
     influx,
     downsampler,
     async start() {
-      const replay = await store.open();
+      await backend.start();
       started = true;
-      if (replay.to > replay.from) {
-        logger.info(
-          { points: replay.to - replay.from, tornRecords: replay.torn },
-          'durable log: replaying readings not confirmed by InfluxDB',
-        );
-      }
-      try {
-        await prepareDatabase();
-      } catch (err) {
-        // Not fatal: readings wait in the log and the database is created when InfluxDB answers again.
-        logger.warn({ err: (err as Error).message }, 'InfluxDB not ready at start; readings wait in the durable log');
-      }
-      store.replay(replay.from, replay.to);
       if (downsampler && ds) {
         catchUpTimer = setInterval(() => {
           if (downsampler.pending() === 0 || !databaseReady) return;
@@ -234,7 +219,7 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
       }
       if (metrics) {
         gaugeTimer = setInterval(() => {
-          const u = store.state().log;
+          const u = backend.state().log;
           metrics.logBacklogPoints.set(u.points);
           metrics.logBytes.set(u.bytes);
           metrics.logOldestSeconds.set(u.oldestMs / 1000);
@@ -249,9 +234,8 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
       clearInterval(gaugeTimer);
       clearInterval(catchUpTimer);
       if (started) {
-        const flushed = await flush(opts.stopFlushTimeoutMs);
-        if (!flushed)
-          logger.warn(store.state().log, 'stopping with readings not yet in InfluxDB: they stay in the durable log for the next start');
+        const drained = await backend.drain(opts.stopFlushTimeoutMs);
+        if (!drained) logger.warn(backend.state().log, backend.leftBehind);
       }
       // A catch-up the timer started may still run: wait for it, so no SELECT … INTO of this platform outlives
       // its stop. Then late readings marked but not yet recomputed into the tiers get one last catch-up (the marks
@@ -276,7 +260,7 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
             'stopping while a downsampling catch-up still runs in InfluxDB; hours not yet recomputed are not resumed at the next start',
           );
       }
-      await store.close();
+      await backend.close();
       await deadLetters.close();
       resends.close();
     },
@@ -290,9 +274,9 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
     connectionClosed(deviceId, connection, clean) {
       if (!stopped) resends.connectionClosed(deviceId, connection, clean);
     },
-    full: () => store.full(),
+    full: () => backend.full(),
     flush,
     state,
-    storeThreadId: () => store.osThreadId,
+    storeThreadId: () => backend.osThreadId(),
   };
 }

@@ -1,8 +1,8 @@
 /**
  * Options of the telemetry path: where readings are stored (`influx.*`: the InfluxDB target, raw retention,
  * the downsampled tiers, the local InfluxDB's port), how they get there (`ingest.*`: batches, limits per
- * device and message, dead letters) and the durable log that holds them until InfluxDB confirms
- * (`durability.*`).
+ * device and message, dead letters; `ingest.cluster.*`: cluster mode's replicated log on RabbitMQ) and the
+ * durable log that holds them until InfluxDB confirms in single-node mode (`durability.*`).
  */
 import { port, section } from '../core/options.ts';
 
@@ -137,6 +137,60 @@ export const INGEST_OPTIONS = section({
     default: 10000,
     description: 'Dead-letter records kept (oldest removed beyond it)',
   },
+  cluster: section({
+    amqpUrls: {
+      type: 'array',
+      items: { type: 'string', pattern: '^amqps?://' },
+      default: [],
+      description:
+        'Cluster mode: AMQP URLs of the RabbitMQ nodes holding the replicated log (quorum queues), comma-separated in the environment; a PUBACK then means a quorum of them stored the reading. Empty = single node (the local durable log, durability.*)',
+    },
+    partitions: {
+      type: 'integer',
+      minimum: 1,
+      // Each partition is a quorum queue (a Raft group on every node) and a consumer channel on every platform node.
+      maximum: 256,
+      default: 8,
+      description:
+        "Partition queues of the replicated log (a device's readings always go to hash(device id) % partitions); the same on every platform node. Changing it moves devices to other partitions: drain the queues first",
+    },
+    queuePrefix: {
+      type: 'string',
+      pattern: '^[A-Za-z0-9_.-]{1,200}$',
+      default: 'citypulse.readings',
+      description:
+        'Partition queues are named <queuePrefix>.<n>; platforms sharing a RabbitMQ cluster for different cities need different prefixes',
+    },
+    batchMs: {
+      type: 'integer',
+      minimum: 0,
+      maximum: 1000,
+      default: 5,
+      description: 'Readings for one partition are gathered this long into one replicated write, ms (0 = every turn of the event loop)',
+    },
+    confirmTimeoutMs: {
+      type: 'integer',
+      minimum: 1000,
+      default: 15000,
+      description:
+        "A batch not confirmed by a quorum this long after its first reading is refused: its devices' connections are closed unacknowledged and they send again, ms. Covers a node failure (the batch is published again to another node) without refusing",
+    },
+    prefetch: {
+      type: 'integer',
+      minimum: 1,
+      maximum: 1000,
+      default: 32,
+      description:
+        'Unacknowledged messages (batches) one platform node holds per partition while it writes them to InfluxDB; the rest waits in the queues',
+    },
+    maxUnconfirmedReadings: {
+      type: 'integer',
+      minimum: 1000,
+      default: 100000,
+      description:
+        'Readings one platform node holds waiting for the replicated log to confirm; beyond it devices are slowed down (acknowledgements withheld, sockets paused)',
+    },
+  }),
 });
 
 export const DURABILITY_OPTIONS = section({

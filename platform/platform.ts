@@ -177,6 +177,8 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
           fsync: config.durability.fsync,
         },
         stopFlushTimeoutMs: config.ingest.stopFlushTimeoutMs,
+        // Cluster mode: with RabbitMQ nodes given, the replicated log (quorum queues) replaces the durable log above.
+        ...(config.ingest.cluster.amqpUrls.length > 0 ? { cluster: config.ingest.cluster } : {}),
         downsample: {
           tiers,
           lateAfterMs: config.influx.downsample.lateAfterMs,

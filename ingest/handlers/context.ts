@@ -7,12 +7,12 @@ import type { LiveBus } from '../../core/bus.ts';
 import type { Logger } from '../../core/logger.ts';
 import type { Metrics } from '../../core/metrics.ts';
 
-/** Where accepted readings go: the durable log. */
+/** Where accepted readings go: the log (the local durable log, or the replicated log in cluster mode). */
 export interface ReadingSink {
-  /** Appends; resolves once the readings are on disk. */
+  /** Appends, and hands the readings to the live bus at the moment the mode says; resolves once they are durable. */
   append(readings: EnrichedReading[]): Promise<void>;
   /**
-   * While the disk budget is used up: resolves once there is room again, or rejects with ConnectionClosedError
+   * While the log has no room: resolves once there is room again, or rejects with ConnectionClosedError
    * when `closed` aborts first. Undefined when there is room.
    */
   whenSpace(closed?: AbortSignal): Promise<void> | undefined;

@@ -1,14 +1,16 @@
 /**
- * `devices/{id}/telemetry` [C-TOPIC]: parse, validate, enrich, append to the durable log (InfluxDB gets it from
- * there), emit on the live bus; every rejection is counted, dead-lettered and reported on the device's errors
- * topic, while the valid readings of the same message still go through.
+ * `devices/{id}/telemetry` [C-TOPIC]: parse, validate, enrich, append to the log (InfluxDB and the live bus get
+ * them from there: ingest/backend.ts); every rejection is counted, dead-lettered and reported on the device's
+ * errors topic, while the valid readings of the same message still go through.
  *
- * Acknowledgement: a QoS 1 message is acknowledged once its readings are on disk; QoS 0 is not waited for.
+ * Acknowledgement: a QoS 1 message is acknowledged once its readings are durable (on disk here, or confirmed by a
+ * quorum of the replicated log in cluster mode); QoS 0 is not waited for.
  * Readings without an observation time get their receive time, and a QoS 1 resend of the same message the same
  * times (resend-guard.ts), so a resend after a lost acknowledgement overwrites instead of duplicating.
- * While the log's disk budget is used up, every message waits for room first: the broker then withholds the
- * acknowledgement and stops reading that device's socket, which slows the device down instead of dropping. A
- * message whose connection ends meanwhile is let go (a QoS 1 one is sent again by its device).
+ * While the log has no room (its disk budget, or in cluster mode its unconfirmed readings, used up), every
+ * message waits for room first: the broker then withholds the acknowledgement and stops reading that device's
+ * socket, which slows the device down instead of dropping. A message whose connection ends meanwhile is let go
+ * (a QoS 1 one is sent again by its device).
  */
 import type { DeviceError, EnrichedReading } from '../../core/contract.ts';
 import type { DeviceMeta } from '../validate.ts';
@@ -89,8 +91,8 @@ export function handleTelemetry(
 }
 
 function accept(ctx: IngestContext, readings: EnrichedReading[], qos: number): HandlerResult {
+  // The sink also hands the readings to the live bus, at the moment its mode says (ingest/backend.ts).
   const durable = ctx.sink.append(readings);
-  for (const r of readings) ctx.bus.emit('reading', r);
   if (qos > 0) return durable;
   durable.catch((err: Error) => ctx.logger.error({ err: err.message }, 'QoS 0 readings could not be made durable'));
   return undefined;
