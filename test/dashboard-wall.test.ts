@@ -85,7 +85,6 @@ before(async () => {
 });
 
 /** What page.evaluate callbacks see (the test's tsconfig has no DOM types). */
-// biome-ignore lint/suspicious/noExplicitAny: browser globals inside page.evaluate
 type InPage = any;
 
 /** Visible text too small or too faint, computed in the page from its computed styles. */
@@ -195,11 +194,15 @@ describe('wall, 1366 and phone', () => {
     assert.equal(await fill(GOOD_WARD), colour(1), `${GOOD_WARD} filled "Tốt"`);
 
     // No empty panel: each shows content.
-    const empty = await page
-      .locator('[data-testid="wall"] .panel')
-      .evaluateAll((els) =>
-        els.filter((e) => ((e as InPage).innerText ?? '').trim().split('\n').length < 2).map((e) => (e as InPage).className),
-      );
+    const empty = await page.locator('[data-testid="wall"] .panel').evaluateAll((els) =>
+      els
+        .filter((e) => {
+          const el = e as InPage;
+          const heading = el.querySelector('h2')?.textContent ?? '';
+          return (el.textContent ?? '').replace(heading, '').trim().length === 0;
+        })
+        .map((e) => (e as InPage).className),
+    );
     assert.deepEqual(empty, [], 'no empty panel');
     await noHorizontalOverflow(page, 'wall');
     await screenshot(page, 'wall');

@@ -227,6 +227,7 @@ export function CityMap(props: { interactive?: boolean; testid?: string; control
       moved = true;
     });
     const resize = new ResizeObserver(() => {
+      if (disposed || !container.isConnected) return;
       map.invalidateSize();
       if (!moved) fit();
       declutter();
@@ -255,7 +256,12 @@ export function CityMap(props: { interactive?: boolean; testid?: string; control
           ...styleOf(d),
         });
         if (interactive) {
-          m.on('click', () => navigate(`/devices/${d.id}`));
+          const marker = m;
+          m.on('click', () => {
+            // The page goes: its hover card must not follow the mouse onto a removed map.
+            marker.closeTooltip();
+            navigate(`/devices/${d.id}`);
+          });
           m.bindTooltip(() => hoverText(store, store.devices.get(d.id) ?? d), { direction: 'top', className: 'device-hover' });
         }
         if (current.layers[d.family]) m.addTo(map);
@@ -352,6 +358,7 @@ export function CityMap(props: { interactive?: boolean; testid?: string; control
       disposed = true;
       resize.disconnect();
       off();
+      for (const m of markers.values()) m.unbindTooltip();
       map.remove();
       api.current = undefined;
       window.citypulseMap = undefined;
