@@ -170,7 +170,7 @@ export function createFleet(opts: FleetOptions): Fleet {
         else report(d);
         d.backfilled = true;
         startReporting(d);
-      }
+      } else report(d); // back after a cut: its state now, without waiting for its next period
     });
     client.on('message', (topic, payload) => {
       if (topic === errorsTopic) stats.rejected++;

@@ -31,6 +31,7 @@ export const STALE_MS = 10 * 60_000;
 /** "2 phút trước", or "–" when there is no time. */
 export function ageText(s: Store, at: number | undefined, now = Date.now()): string {
   if (!at) return '–';
+  if (now - at < 60_000) return s.t('justNow');
   return s.t('ago', { age: s.fmt.duration(Math.max(0, Math.floor((now - at) / 1000) * 1000)) });
 }
 
