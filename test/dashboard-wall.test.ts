@@ -35,8 +35,15 @@ const OVERRIDES: ConfigInput = {
 };
 
 /** A station in `zone` that reported `pm25` every 10 minutes for the last three hours (NowCast needs two hours). */
-async function station(zone: string, pm25: number): Promise<string> {
-  const { id, token } = await p.provision('airQuality', { zone });
+async function station(zone: string, name: string, pm25: number): Promise<string> {
+  const res = await p.api('/api/v1/devices', {
+    method: 'POST',
+    admin: true,
+    body: JSON.stringify({ family: 'airQuality', zone, name, location: p.platform.parts.profile.zones.find((z) => z.id === zone)?.centre }),
+  });
+  assert.equal(res.status, 201, await res.clone().text());
+  const { device, token } = (await res.json()) as { device: { id: string }; token: string };
+  const id = device.id;
   const client = await p.connect(id, token);
   const now = Date.now();
   const readings = Array.from({ length: 19 }, (_, i) => ({
@@ -72,7 +79,7 @@ before(async () => {
   onCleanup(scope, () => fleet.stop());
   await fleet.start();
   // PM2.5 100 µg/m³ is VN_AQI 151–200 "Xấu"; 12 µg/m³ is "Tốt".
-  await Promise.all([station(BAD_WARD, 100), station(GOOD_WARD, 12)]);
+  await Promise.all([station(BAD_WARD, 'Trạm quan trắc Đa Mai', 100), station(GOOD_WARD, 'Trạm quan trắc Trần Phú', 12)]);
   await p.waitFor(
     async () => {
       const body = (await (await p.api('/api/v1/aqi')).json()) as { zones: { id: string; hour: { vn: { level: number } | null } }[] };
