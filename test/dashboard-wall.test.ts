@@ -241,6 +241,7 @@ describe('wall, 1366 and phone', () => {
       await noHorizontalOverflow(page, `map ${w}×${h}`);
       const map = await page.getByTestId('map').boundingBox();
       assert.ok(map && map.width >= Math.min(900, w - 40) && map.height >= 300, `map ${map?.width}×${map?.height} px`);
+      await screenshot(page, `${name}-map`);
       assert.deepEqual(errors, []);
       await context.close();
     }
