@@ -116,6 +116,7 @@ async function start(): Promise<number> {
       seed: cfg.simulate.seed,
       intervalScale: cfg.simulate.intervalScale,
       qos: cfg.simulate.qos as 0 | 1,
+      backfillMs: cfg.simulate.backfillHours * 3_600_000,
       credentialsFile: path.join(cfg.dataDir, 'simulator-credentials.json'),
       provision: (req: ProvisionRequest) => devices.provision(req),
       rotateToken: (id: string) => devices.rotateToken(id),

@@ -72,6 +72,16 @@ export const CITY_PROFILE_SCHEMA = {
         airQuality: { type: 'integer', minimum: 0 },
         traffic: { type: 'integer', minimum: 0 },
         streetLight: { type: 'integer', minimum: 0 },
+        names: {
+          type: 'object',
+          additionalProperties: false,
+          description: 'Names of the demo devices per family: {zone} = the zone name, {n} = the number of the device in its zone',
+          properties: {
+            airQuality: { type: 'string', minLength: 1 },
+            traffic: { type: 'string', minLength: 1 },
+            streetLight: { type: 'string', minLength: 1 },
+          },
+        },
       },
     },
   },

@@ -43,6 +43,8 @@ export interface SimDevice {
   /** Set when the device re-provisioned after a refusal; cleared by a successful connect. */
   reprovisioned: boolean;
   gaveUp: boolean;
+  /** Its history was sent (once per run, at the first connect). */
+  backfilled: boolean;
   timer?: NodeJS.Timeout;
   reporting: boolean;
 }
@@ -73,6 +75,7 @@ export function createSimDevice(plan: DevicePlan, fleet: { seed: number; interva
     reconnectMs: Math.round(RECONNECT_MIN_MS + timing() * (RECONNECT_MAX_MS - RECONNECT_MIN_MS)),
     reprovisioned: false,
     gaveUp: false,
+    backfilled: false,
     reporting: false,
   };
 }

@@ -24,6 +24,8 @@ export interface DevicePlan {
   zone: string;
   location: GeoPoint;
   laneId?: number;
+  /** Its name from the city profile's `fleet.names` template, if any. */
+  name?: string;
 }
 
 const FAMILY_PREFIX: Record<Family, string> = { airQuality: 'aq', traffic: 'tf', streetLight: 'sl' };
@@ -94,6 +96,8 @@ export function planFleet(profile: CityProfile, counts: FleetCounts, seed: numbe
     // Dealing zones round-robin from a seeded shuffle covers every ward even in a small fleet, and device 1 keeps
     // its zone when the fleet grows.
     const order = shuffled(zones, createRng(deriveSeed(seed, 'zones', family)));
+    const template = profile.fleet?.names?.[family];
+    const inZone = new Map<string, number>();
     for (let i = 1; i <= n; i++) {
       const id = `${idPrefix}-${FAMILY_PREFIX[family]}-${String(i).padStart(4, '0')}`;
       const zone = order[(i - 1) % order.length]!;
@@ -105,6 +109,13 @@ export function planFleet(profile: CityProfile, counts: FleetCounts, seed: numbe
         location: locate(zone, profile, createRng(deriveSeed(seed, 'place', id))),
       };
       if (family === 'traffic') plan.laneId = 1 + ((i - 1) % 3);
+      const n = (inZone.get(zone.id) ?? 0) + 1;
+      inZone.set(zone.id, n);
+      if (template) {
+        const named = template.replaceAll('{zone}', zone.name.vi).replaceAll('{n}', String(n));
+        // Two devices of a family in one zone with a template without {n} still get distinct names.
+        plan.name = n > 1 && !template.includes('{n}') ? `${named} ${n}` : named;
+      }
       plans.push(plan);
     }
   }

@@ -44,6 +44,8 @@ export interface FleetOptions {
   connectConcurrency?: number;
   /** Default 'sim'. */
   idPrefix?: string;
+  /** History each device sends at its first connect, ms, ending now (0 or absent: none). */
+  backfillMs?: number;
 }
 
 export interface Fleet {
@@ -59,6 +61,10 @@ const END_WAIT_MS = 2_000;
 const MAX_PENDING_PER_DEVICE = 500;
 const CONNACK_BAD_CREDENTIALS = 4;
 const CONNACK_SERVER_UNAVAILABLE = 3;
+/** History is sampled no finer than this: a day of it stays a few hundred readings a device. */
+const BACKFILL_STEP_MS = 300_000;
+/** Readings per telemetry message of history (the contract allows arrays; ingest caps their length). */
+const BACKFILL_BATCH = 100;
 
 /** Simple FIFO semaphore: bounds connects (and provisioning calls) in flight. */
 function createLimiter(max: number) {
@@ -86,6 +92,7 @@ export function createFleet(opts: FleetOptions): Fleet {
   const concurrency = Math.max(1, opts.connectConcurrency ?? 50);
   if (!(opts.intervalScale > 0)) throw new RangeError(`intervalScale must be > 0, got ${opts.intervalScale}`);
   const timeZone = opts.profile.timezone;
+  const backfillMs = Math.max(0, opts.backfillMs ?? 0);
 
   const devices: SimDevice[] = planFleet(opts.profile, opts.counts, opts.seed, idPrefix).map((plan) =>
     createSimDevice(plan, { seed: opts.seed, intervalScale: opts.intervalScale, timeZone }),
@@ -157,7 +164,13 @@ export function createFleet(opts: FleetOptions): Fleet {
         if (d.light) client.subscribe(commandsTopic, { qos: 1 });
       }
       attemptOver();
-      if (!d.reporting) startReporting(d);
+      if (!d.reporting) {
+        // A device tells its state as soon as it is online: first its history (once), else its reading now.
+        if (!d.backfilled && backfillMs > 0) sendHistory(d, conn);
+        else report(d);
+        d.backfilled = true;
+        startReporting(d);
+      } else report(d); // back after a cut: its state now, without waiting for its next period
     });
     client.on('message', (topic, payload) => {
       if (topic === errorsTopic) stats.rejected++;
@@ -248,6 +261,26 @@ export function createFleet(opts: FleetOptions): Fleet {
       report(d);
       d.timer = setInterval(() => report(d), d.intervalMs);
     }, d.phaseMs);
+  }
+
+  /**
+   * The device's last `backfillMs` as its model tells it, oldest first, ending with a reading of now, in arrays
+   * of observation-timed readings: the normal telemetry path, well within ingest's per-device burst.
+   */
+  function sendHistory(d: SimDevice, conn: Connection): void {
+    const now = Date.now();
+    const step = Math.max(d.intervalMs, BACKFILL_STEP_MS);
+    const readings: object[] = [];
+    for (let t = now - Math.floor(backfillMs / step) * step; t <= now; t += step) readings.push(d.model.next(new Date(t)));
+    for (let i = 0; i < readings.length; i += BACKFILL_BATCH) {
+      const batch = readings.slice(i, i + BACKFILL_BATCH);
+      conn.pending++;
+      conn.client.publish(TOPICS.telemetry(d.plan.id), JSON.stringify(batch), { qos: opts.qos }, (err) => {
+        conn.pending--;
+        if (err) stats.publishErrors++;
+        else for (let k = 0; k < batch.length; k++) countPublished();
+      });
+    }
   }
 
   function stopReporting(d: SimDevice): void {

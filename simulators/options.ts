@@ -14,4 +14,12 @@ export const SIMULATE_OPTIONS = section({
   },
   seed: { type: 'integer', default: 1, description: 'Random seed: the same seed gives the same fleet and values' },
   qos: { type: 'integer', enum: [0, 1], default: 1, description: 'MQTT QoS of simulated telemetry' },
+  backfillHours: {
+    type: 'number',
+    minimum: 0,
+    maximum: 168,
+    default: 24,
+    description:
+      'Hours of history each simulated device sends (with their observation times) when it first connects, so indices, energy and charts show at once (0 = none)',
+  },
 });

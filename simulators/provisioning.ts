@@ -17,7 +17,7 @@ export async function obtainToken(
   registry: { provision: (req: ProvisionRequest) => Promise<{ token: string }>; rotateToken: (id: string) => Promise<string> },
 ): Promise<string> {
   const { id, family, zone, location, laneId, index } = plan;
-  const name = `Simulated ${family} ${index}${laneId ? ` (lane ${laneId})` : ''}`;
+  const name = plan.name ?? `Simulated ${family} ${index}${laneId ? ` (lane ${laneId})` : ''}`;
   try {
     return (await registry.provision({ id, family, zone, location, name })).token;
   } catch (err) {

@@ -13,8 +13,8 @@ import { CommandHistory } from './command-history.tsx';
 import { DevicePage } from './device-page.tsx';
 import { navigate, useStore } from './hooks.ts';
 import type { Key } from './i18n.ts';
-import { CityMap, MapPage } from './map-view.tsx';
-import { AirTables, EventFeed, FamilyCards } from './overview.tsx';
+import { CityMap, MapLegend, MapPage } from './map-view.tsx';
+import { AirTables, EventFeed, FamilyCards, WardRanking } from './overview.tsx';
 import { blocked as soundBlocked } from './sound.ts';
 import type { Store } from './store.ts';
 
@@ -169,9 +169,13 @@ function Header() {
 }
 
 function Overview() {
+  const s = useStore();
   return (
     <div class="overview" data-testid="overview">
+      <h1 class="visually-hidden">{s.t('navOverview')}</h1>
       <div class="overview-main">
+        {/* Overview: what is wrong first (wards ranked), then the city's figures and the air. */}
+        <WardRanking />
         <FamilyCards />
         <AirTables />
       </div>
@@ -249,7 +253,7 @@ function Wall() {
   return (
     <div class={`wall conn-${s.conn}`} data-testid="wall">
       <header class="wall-head">
-        <strong>{s.t('wallTitle')}</strong>
+        <h1 class="wall-title">{s.t('wallTitle')}</h1>
         <span class="wall-city">{s.city?.name[s.lang]}</span>
         <span class="wall-clock" data-testid="wall-clock">
           {s.fmt.dateTime(now)}
@@ -271,12 +275,17 @@ function Wall() {
         <div class="wall-grid">
           <div class="wall-left">
             <FamilyCards />
-            <AirTables compact />
+            <AirTables compact stationsOnly />
           </div>
-          <CityMap interactive={false} testid="wall-map" />
+          {/* Wall: the map carries its legend; the right column ranks the wards before the alarms and the feed. */}
+          <div class="wall-map-wrap">
+            <CityMap interactive={false} testid="wall-map" />
+            <MapLegend class="wall-legend" />
+          </div>
           <div class="wall-right">
-            <AlarmPanel limit={10} interactive={false} />
-            <EventFeed max={25} />
+            <WardRanking compact />
+            <AlarmPanel limit={6} interactive={false} />
+            <EventFeed max={12} />
           </div>
         </div>
       )}

@@ -13,15 +13,24 @@ export interface DeviceLook {
   kind: 'offline' | 'aqi' | 'congestion' | 'lamp' | 'unknown';
 }
 
+/**
+ * One palette for the three families, read together on one map: each family has its own shape (stations
+ * circles, junctions diamonds, lamps squares) and colours that the others do not use, so no state can be taken
+ * for another: the AQI categories keep the colours of Decision 1459, congestion runs teal → violet → crimson →
+ * black-red (no yellow, orange or red of the AQI), lamps are lit white, dimmed sky blue, off slate, faulty magenta.
+ */
 export const COLOURS = {
   offline: '#8a8f98',
   unknown: '#5b8def',
-  congestion: ['#2e7d32', '#f9a825', '#ef6c00', '#c62828'],
-  lampOn: '#ffd600',
-  lampLow: '#ff9e40',
+  congestion: ['#00897b', '#5e35b1', '#ad1457', '#3e0012'],
+  lampOn: '#fffbe6',
+  lampLow: '#4fc3f7',
   lampOff: '#37474f',
-  lampFault: '#d500f9',
+  lampFault: '#e040fb',
 } as const;
+
+export type MarkerShape = 'circle' | 'diamond' | 'square';
+export const SHAPES: Record<DeviceInfo['family'], MarkerShape> = { airQuality: 'circle', traffic: 'diamond', streetLight: 'square' };
 
 export function lookOf(s: Store, d: DeviceInfo): DeviceLook {
   if (!d.online) return { colour: COLOURS.offline, label: s.t('stateOffline'), kind: 'offline' };

@@ -256,6 +256,20 @@ export const vi = {
   durMinutes: '{m} phút {s} giây',
   durSeconds: '{s} giây',
   silentFor: '{s} không có dữ liệu',
+  // --- Map layers, ward ranking, ages of figures, the feed's past ---
+  mapLayers: 'Lớp bản đồ',
+  wardFill: 'Tô màu phường theo {scale}',
+  mapReset: 'Về toàn thành phố',
+  lampsFull: 'Đèn sáng đủ',
+  lampsLitNote: 'Đang bật: {n}, gồm {d} giảm sáng',
+  ago: '{age} trước',
+  justNow: 'vừa cập nhật',
+  stale: 'Dữ liệu cũ',
+  feedEmpty: 'Chưa có sự kiện nào trong thời gian gần đây',
+  wardRanking: 'Phường cần chú ý (xấu nhất trước)',
+  openAlarmsShort: 'Cảnh báo',
+  congestedShort: 'Ùn tắc',
+  // ---
 };
 
 export type Dict = typeof vi;
@@ -511,6 +525,20 @@ export const en: Dict = {
   durMinutes: '{m} min {s} s',
   durSeconds: '{s} s',
   silentFor: '{s} without data',
+  // --- Map layers, ward ranking, ages of figures, the feed's past ---
+  mapLayers: 'Map layers',
+  wardFill: 'Fill wards by {scale}',
+  mapReset: 'Whole city',
+  lampsFull: 'Lamps at full',
+  lampsLitNote: 'Lit: {n}, of which {d} dimmed',
+  ago: '{age} ago',
+  justNow: 'just now',
+  stale: 'Stale',
+  feedEmpty: 'No events recently',
+  wardRanking: 'Wards to watch (worst first)',
+  openAlarmsShort: 'Alarms',
+  congestedShort: 'Congested',
+  // ---
 };
 
 export const DICTIONARIES = { vi, en } as const;

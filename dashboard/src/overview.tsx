@@ -25,13 +25,32 @@ function counts(s: Store): Record<Family, { online: number; offline: number }> {
   return c;
 }
 
-function Figure(props: { label: string; value: string; testid: string; tone?: string }) {
+/** A figure older than this is greyed out and says so: the data behind it stopped coming. */
+export const STALE_MS = 10 * 60_000;
+
+/** "2 phút trước", or "–" when there is no time. */
+export function ageText(s: Store, at: number | undefined, now = Date.now()): string {
+  if (!at) return '–';
+  if (now - at < 60_000) return s.t('justNow');
+  return s.t('ago', { age: s.fmt.duration(Math.max(0, Math.floor((now - at) / 1000) * 1000)) });
+}
+
+function Figure(props: { label: string; value: string; testid: string; tone?: string; at?: number; note?: string }) {
+  const s = useStore();
+  const stale = props.at !== undefined && Date.now() - props.at > STALE_MS;
   return (
-    <div class={`figure ${props.tone ?? ''}`}>
+    <div class={`figure ${props.tone ?? ''} ${stale ? 'stale' : ''}`} data-stale={String(stale)}>
       <div class="figure-value" data-testid={props.testid}>
         {props.value}
       </div>
       <div class="figure-label">{props.label}</div>
+      {props.note && <div class="figure-note">{props.note}</div>}
+      {props.at !== undefined && (
+        <div class="figure-age" data-testid={`${props.testid}-age`}>
+          {stale ? `${s.t('stale')} · ` : ''}
+          {ageText(s, props.at)}
+        </div>
+      )}
     </div>
   );
 }
@@ -43,6 +62,12 @@ export function FamilyCards() {
   const lights = s.cityIndicators.streetLight ?? {};
   const traffic = s.cityIndicators.traffic ?? {};
   const n = (v: unknown, d = 0) => f.num(typeof v === 'number' ? v : undefined, d);
+  // The platform counts a dimmed lamp as on; the overview shows the two apart and says what the total is.
+  const lit = typeof lights.lampsOn === 'number' ? lights.lampsOn : undefined;
+  const dimmed = typeof lights.lampsDimmed === 'number' ? lights.lampsDimmed : 0;
+  const full = lit === undefined ? undefined : Math.max(0, lit - dimmed);
+  const lightsAt = s.cityIndicatorTime.streetLight;
+  const trafficAt = s.cityIndicatorTime.traffic;
   return (
     <div class="cards">
       {FAMILIES.map(({ id, key }) => (
@@ -53,15 +78,22 @@ export function FamilyCards() {
             <Figure label={s.t('offline')} value={f.num(c[id].offline, 0)} testid={`count-offline-${id}`} tone="muted" />
             {id === 'streetLight' && (
               <>
-                <Figure label={s.t('lampsOn')} value={n(lights.lampsOn)} testid="lamps-on" />
-                <Figure label={s.t('lampsDimmed')} value={n(lights.lampsDimmed)} testid="lamps-dimmed" />
-                <Figure label={s.t('lampsFaulty')} value={n(lights.lampsFaulty)} testid="lamps-faulty" tone="warn" />
+                <Figure
+                  label={s.t('lampsFull')}
+                  value={n(full)}
+                  testid="lamps-on"
+                  at={lightsAt}
+                  note={lit === undefined ? undefined : s.t('lampsLitNote', { n: n(lit), d: n(dimmed) })}
+                />
+                <Figure label={s.t('lampsDimmed')} value={n(lights.lampsDimmed)} testid="lamps-dimmed" at={lightsAt} />
+                <Figure label={s.t('lampsFaulty')} value={n(lights.lampsFaulty)} testid="lamps-faulty" tone="warn" at={lightsAt} />
                 <Figure
                   label={s.t('powerNow')}
                   value={`${n(typeof lights.powerNowW === 'number' ? lights.powerNowW / 1000 : undefined, 2)} kW`}
                   testid="power-now"
+                  at={lightsAt}
                 />
-                <Figure label={s.t('energyToday')} value={`${n(lights.energyTodayKWh, 1)} kWh`} testid="energy-today" />
+                <Figure label={s.t('energyToday')} value={`${n(lights.energyTodayKWh, 1)} kWh`} testid="energy-today" at={lightsAt} />
               </>
             )}
             {id === 'traffic' && (
@@ -70,9 +102,16 @@ export function FamilyCards() {
                   label={s.t('vehiclesPerHour')}
                   value={`${n(traffic.vehiclesPerHour)} ${s.t('unitVehiclesPerHour')}`}
                   testid="vehicles-per-hour"
+                  at={trafficAt}
                 />
-                <Figure label={s.t('averageSpeed')} value={`${n(traffic.averageSpeed, 1)} km/h`} testid="average-speed" />
-                <Figure label={s.t('congestedJunctions')} value={n(traffic.congestedJunctions)} testid="congested-junctions" tone="warn" />
+                <Figure label={s.t('averageSpeed')} value={`${n(traffic.averageSpeed, 1)} km/h`} testid="average-speed" at={trafficAt} />
+                <Figure
+                  label={s.t('congestedJunctions')}
+                  value={n(traffic.congestedJunctions)}
+                  testid="congested-junctions"
+                  tone="warn"
+                  at={trafficAt}
+                />
               </>
             )}
           </div>
@@ -95,9 +134,14 @@ function AqiCell(props: { a: AqiNow | undefined }) {
   );
 }
 
-export function AirTables(props: { compact?: boolean }) {
+export function AirTables(props: { compact?: boolean; stationsOnly?: boolean }) {
   const s = useStore();
-  const wards = s.city?.zones.filter((z) => z.shape) ?? [];
+  // The worst air first: the ward an operator must look at heads the table.
+  const aqiOf = (id: string) => {
+    const a = s.zoneAqi.get(id);
+    return (s.scale === 'epa' ? a?.epa : a?.vn)?.aqi ?? -1;
+  };
+  const wards = (s.city?.zones.filter((z) => z.shape) ?? []).sort((a, b) => aqiOf(b.id) - aqiOf(a.id));
   const stations = [...s.devices.values()].filter((d) => d.family === 'airQuality').sort((a, b) => a.id.localeCompare(b.id));
   const scaleLabel = s.t(s.scale === 'epa' ? 'aqiEpa' : 'aqiVn');
   return (
@@ -106,7 +150,7 @@ export function AirTables(props: { compact?: boolean }) {
         {s.t('familyAirQuality')} <span class="scale-tag">{scaleLabel}</span>
       </h2>
       <div class="air-tables">
-        <table data-testid="aqi-zones">
+        <table data-testid="aqi-zones" hidden={props.stationsOnly}>
           <thead>
             <tr>
               <th>{s.t('zone')}</th>
@@ -152,7 +196,9 @@ export function AirTables(props: { compact?: boolean }) {
                   {!props.compact && <td>{zoneName(s, d.zone)}</td>}
                   <AqiCell a={s.stationAqi.get(d.id)} />
                   <td data-testid="station-pm25">{typeof pm25 === 'number' ? `${s.fmt.num(pm25, 1)} µg/m³` : '–'}</td>
-                  <td class="muted">{r ? s.fmt.time(r.time) : '–'}</td>
+                  <td class={r && Date.now() - r.time > STALE_MS ? 'stale' : 'muted'} data-testid="station-age">
+                    {r ? `${s.fmt.time(r.time)} · ${ageText(s, r.time)}` : '–'}
+                  </td>
                 </tr>
               );
             })}
@@ -186,13 +232,111 @@ export function EventFeed(props: { max?: number }) {
   return (
     <section class="panel feed" data-testid="event-feed">
       <h2>{s.t('recentEvents')}</h2>
+      {s.feed.length === 0 && (
+        <p class="muted empty" data-testid="feed-empty">
+          {s.t(s.feedLoaded ? 'feedEmpty' : 'loading')}
+        </p>
+      )}
       <ol class="feed-list">
         {s.feed.slice(0, props.max ?? 60).map((e) => (
           <li key={e.id} class={`feed-${e.kind}`} data-testid="feed-item" data-kind={e.kind} data-key={e.key}>
-            <time>{s.fmt.time(e.at)}</time> {feedText(s, e)}
+            <time title={s.fmt.dateTime(e.at)}>{Date.now() - e.at > 86_400_000 ? s.fmt.dateTime(e.at) : s.fmt.time(e.at)}</time>{' '}
+            {feedText(s, e)}
           </li>
         ))}
       </ol>
+    </section>
+  );
+}
+
+// --- Wards ranked by what is wrong ---------------------------------------------------------------------------
+
+interface WardState {
+  id: string;
+  aqi: AqiNow | undefined;
+  aqiLevel: number;
+  lampsFull: number | undefined;
+  lampsDimmed: number | undefined;
+  lampsFaulty: number | undefined;
+  congested: number | undefined;
+  offline: number;
+  openAlarms: number;
+  /** Larger = worse: alarms, then air, faults, congestion, offline devices. */
+  score: number;
+}
+
+const num = (v: unknown): number | undefined => (typeof v === 'number' ? v : undefined);
+
+function wardStates(s: Store): WardState[] {
+  const wards = s.city?.zones.filter((z) => z.shape) ?? [];
+  const offline = new Map<string, number>();
+  for (const d of s.devices.values()) if (!d.online) offline.set(d.zone, (offline.get(d.zone) ?? 0) + 1);
+  const alarms = new Map<string, number>();
+  for (const a of s.alarms.values()) if (a.state !== 'cleared' && a.zone) alarms.set(a.zone, (alarms.get(a.zone) ?? 0) + 1);
+  return wards
+    .map((z) => {
+      const aqi = s.zoneAqi.get(z.id);
+      const v = aqi ? (s.scale === 'epa' ? aqi.epa : aqi.vn) : null;
+      const ind = s.zoneIndicators.get(z.id) ?? {};
+      const lit = num(ind.streetLight?.lampsOn);
+      const dimmed = num(ind.streetLight?.lampsDimmed);
+      const w: WardState = {
+        id: z.id,
+        aqi,
+        aqiLevel: v?.level ?? 0,
+        lampsFull: lit === undefined ? undefined : Math.max(0, lit - (dimmed ?? 0)),
+        lampsDimmed: dimmed,
+        lampsFaulty: num(ind.streetLight?.lampsFaulty),
+        congested: num(ind.traffic?.congestedJunctions),
+        offline: offline.get(z.id) ?? 0,
+        openAlarms: alarms.get(z.id) ?? 0,
+        score: 0,
+      };
+      w.score =
+        w.openAlarms * 1e6 + w.aqiLevel * 1e5 + (w.lampsFaulty ?? 0) * 1e3 + (w.congested ?? 0) * 1e2 + w.offline + (v?.aqi ?? 0) / 1e3;
+      return w;
+    })
+    .sort((a, b) => b.score - a.score || a.id.localeCompare(b.id));
+}
+
+/** One row per ward, the worst first: open alarms, VN_AQI, lamps full/dimmed/faulty, congested junctions, offline. */
+export function WardRanking(props: { compact?: boolean }) {
+  const s = useStore();
+  const n = (v: number | undefined) => s.fmt.num(v, 0);
+  const scaleLabel = s.t(s.scale === 'epa' ? 'aqiEpa' : 'aqiVn');
+  return (
+    <section class="panel wards" data-testid="ward-ranking">
+      <h2>{s.t('wardRanking')}</h2>
+      <div class="table-wrap">
+        <table>
+          <thead>
+            <tr>
+              <th>{s.t('zone')}</th>
+              <th>{scaleLabel}</th>
+              <th>{s.t('openAlarmsShort')}</th>
+              {!props.compact && <th>{s.t('lampsFull')}</th>}
+              {!props.compact && <th>{s.t('lampsDimmed')}</th>}
+              <th>{s.t('lampsFaulty')}</th>
+              <th>{s.t(props.compact ? 'congestedShort' : 'congestedJunctions')}</th>
+              {!props.compact && <th>{s.t('offline')}</th>}
+            </tr>
+          </thead>
+          <tbody>
+            {wardStates(s).map((w) => (
+              <tr key={w.id} data-testid="ward-row" data-zone={w.id} data-score={String(w.score)}>
+                <td>{zoneName(s, w.id)}</td>
+                <AqiCell a={w.aqi} />
+                <td class={w.openAlarms ? 'bad' : ''}>{n(w.openAlarms)}</td>
+                {!props.compact && <td>{n(w.lampsFull)}</td>}
+                {!props.compact && <td>{n(w.lampsDimmed)}</td>}
+                <td class={w.lampsFaulty ? 'bad' : ''}>{n(w.lampsFaulty)}</td>
+                <td class={w.congested ? 'bad' : ''}>{n(w.congested)}</td>
+                {!props.compact && <td>{n(w.offline)}</td>}
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
     </section>
   );
 }

@@ -66,6 +66,15 @@ interface SeenBatch {
   done: boolean;
 }
 
+/** GET /api/v1/commands/batches item, as far as the feed uses it. */
+interface RecentBatch {
+  createdAt: string;
+  createdBy: string;
+  action: Record<string, unknown>;
+  zones: string[];
+  size: number;
+}
+
 export interface AqiNow {
   id: string;
   zone: string;
@@ -107,6 +116,14 @@ class Store {
   /** Device indicators (traffic congestionLevel, lamp on/dimmed/fault). */
   deviceIndicators = new Map<string, IndicatorEvent['values']>();
   cityIndicators: Partial<Record<'traffic' | 'streetLight', IndicatorEvent['values']>> = {};
+  // --- Overview: per-ward indicators and the age of each figure ---------------------------------------------
+  /** Ward indicators per family (lamps on/dimmed/faulty, congested junctions). */
+  zoneIndicators = new Map<string, Partial<Record<'traffic' | 'streetLight', IndicatorEvent['values']>>>();
+  /** When the city's figures of a family were last computed (epoch ms): figures show their age. */
+  cityIndicatorTime: Partial<Record<'traffic' | 'streetLight', number>> = {};
+  /** The feed was started from the server's recent events (alarms, command batches, offline devices). */
+  feedLoaded = false;
+  // -----------------------------------------------------------------------------------------------------------
   alarms = new Map<number, AlarmRecord>();
   /** Open alarms the server had beyond those loaded (a city with more than OPEN_ALARMS_LOADED open). */
   private openNotLoaded = 0;
@@ -412,6 +429,7 @@ class Store {
       this.openNotLoaded = Math.max(0, open.total - open.body.length);
       this.alarmSeq++;
       for (const c of [...commands].reverse()) this.commands.set(c.id, c);
+      if (!this.feedLoaded) await this.loadRecentEvents(devices);
       const ack = await socket.timeout(10_000).emitWithAck('subscribe', {});
       if (ack.ok && ack.snapshot) {
         for (const r of ack.snapshot.readings) this.latest.set(r.device, r);
@@ -467,8 +485,54 @@ class Store {
 
   private applyIndicator(i: IndicatorEvent, notify = true): void {
     if (i.scope === 'device') this.deviceIndicators.set(i.id, i.values);
-    else if (i.scope === 'city' && (i.family === 'traffic' || i.family === 'streetLight')) this.cityIndicators[i.family] = i.values;
+    else if (i.scope === 'city' && (i.family === 'traffic' || i.family === 'streetLight')) {
+      this.cityIndicators[i.family] = i.values;
+      this.cityIndicatorTime[i.family] = Math.max(this.cityIndicatorTime[i.family] ?? 0, i.time);
+    } else if (i.scope === 'zone' && (i.family === 'traffic' || i.family === 'streetLight')) {
+      const z = this.zoneIndicators.get(i.id) ?? {};
+      z[i.family] = i.values;
+      this.zoneIndicators.set(i.id, z);
+    }
     if (notify) this.changed(i.scope === 'device' ? i.id : undefined);
+  }
+
+  /**
+   * Starts the feed with what happened before the page opened: the latest alarms raised, the latest command
+   * batches and the devices offline now, newest first, under whatever the socket already brought.
+   */
+  private async loadRecentEvents(devices: DeviceInfo[]): Promise<void> {
+    const [alarms, batches] = await Promise.all([
+      api<AlarmRecord[]>('/api/v1/alarms?limit=30').catch(() => []),
+      api<RecentBatch[]>('/api/v1/commands/batches?limit=20').catch(() => []),
+    ]);
+    const past: FeedItem[] = [];
+    for (const a of alarms)
+      past.push({
+        id: ++this.feedSeq,
+        at: Date.parse(a.raisedAt),
+        kind: 'alarm',
+        key: 'eventAlarm',
+        vars: { rule: a.rule, subject: a.subject },
+        device: a.scope === 'device' ? a.subject : undefined,
+      });
+    for (const b of batches) {
+      const n = String(b.size);
+      const vars = { who: b.createdBy, action: JSON.stringify(b.action), zones: b.zones.join(','), n };
+      past.push({ id: ++this.feedSeq, at: Date.parse(b.createdAt), kind: 'command', key: 'eventCommandSent', vars });
+    }
+    for (const d of devices)
+      if (!d.online && d.lastSeenAt)
+        past.push({
+          id: ++this.feedSeq,
+          at: Date.parse(d.lastSeenAt),
+          kind: 'offline',
+          key: 'eventOffline',
+          vars: { device: d.id },
+          device: d.id,
+        });
+    past.sort((x, y) => y.at - x.at);
+    this.feed = [...this.feed, ...past].slice(0, FEED_MAX);
+    this.feedLoaded = true;
   }
 
   private pushFeed(kind: FeedItem['kind'], key: Key, vars: Record<string, string>, device?: string): void {
