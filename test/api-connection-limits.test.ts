@@ -140,7 +140,9 @@ test('5,000 half-open requests are shed within api.headersTimeoutMs while device
     'no connection was refused or reset',
   );
   assert.ok(Math.min(...lifetimes) >= TIMEOUT - 50, 'none is shed before its timeout');
-  assert.ok(Math.max(...lifetimes) <= TIMEOUT + 1500, 'each is shed soon after its timeout');
+  // Seen from this process, which also runs the platform and opens the 5,000: on a loaded 2-core machine its event
+  // loop lags by seconds at times (lifetimes up to 5.0 s seen); without the bound, Node holds them for 60 s or more.
+  assert.ok(Math.max(...lifetimes) <= TIMEOUT + 3000, 'each is shed soon after its timeout');
   assert.ok(
     held.every((h) => h.answer.startsWith('HTTP/1.1 408')),
     'each is answered 408',
