@@ -256,6 +256,24 @@ export const vi = {
   durMinutes: '{m} phút {s} giây',
   durSeconds: '{s} giây',
   silentFor: '{s} không có dữ liệu',
+
+  // devices page
+  navDevices: 'Thiết bị',
+  devicesTitle: 'Danh sách thiết bị',
+  devicesSearchPlaceholder: 'Mã hoặc tên thiết bị…',
+  devicesConnection: 'Kết nối',
+  devicesOpenAlarm: 'Cảnh báo đang mở',
+  devicesWithAlarm: 'Có cảnh báo',
+  devicesWithoutAlarm: 'Không có cảnh báo',
+  devicesColId: 'Mã thiết bị',
+  devicesRange: '{a}–{b} trên {n}',
+  noDevicesMatch: 'Không có thiết bị nào phù hợp',
+  exportCsv: 'Xuất CSV',
+  neverSeen: 'Chưa từng kết nối',
+  agoSeconds: '{n} giây trước',
+  agoMinutes: '{n} phút trước',
+  agoHours: '{n} giờ trước',
+  agoDays: '{n} ngày trước',
 };
 
 export type Dict = typeof vi;
@@ -511,6 +529,24 @@ export const en: Dict = {
   durMinutes: '{m} min {s} s',
   durSeconds: '{s} s',
   silentFor: '{s} without data',
+
+  // devices page
+  navDevices: 'Devices',
+  devicesTitle: 'Devices',
+  devicesSearchPlaceholder: 'Device id or name…',
+  devicesConnection: 'Connection',
+  devicesOpenAlarm: 'Open alarm',
+  devicesWithAlarm: 'With an open alarm',
+  devicesWithoutAlarm: 'Without an open alarm',
+  devicesColId: 'Device id',
+  devicesRange: '{a}–{b} of {n}',
+  noDevicesMatch: 'No device matches',
+  exportCsv: 'Export CSV',
+  neverSeen: 'Never connected',
+  agoSeconds: '{n} s ago',
+  agoMinutes: '{n} min ago',
+  agoHours: '{n} h ago',
+  agoDays: '{n} d ago',
 };
 
 export const DICTIONARIES = { vi, en } as const;
