@@ -121,3 +121,107 @@ describe('devices page', () => {
     assert.deepEqual(errors, []);
   });
 });
+
+describe('device page', () => {
+  test('states in words, open alarms, a readout on hover, ticks for one point, CSV equal to the API', async () => {
+    const d = await p.provision('streetLight', { id: 'dp-lamp-01', zone: 'tran-phu' });
+    const c = await p.connect(d.id, d.token);
+    const reading = { powerState: 'low', powerConsumption: 0.4, status: 'defectiveLamp', illuminanceLevel: 0.35 };
+    await c.publishAsync(`devices/${d.id}/telemetry`, JSON.stringify(reading), { qos: 1 });
+    const hour = new URLSearchParams({ from: new Date(Date.now() - 3_600_000).toISOString(), window: 'auto' });
+    await p.waitFor(
+      async () => ((await (await p.api(`/api/v1/devices/${d.id}/readings?${hour}`)).json()) as { points: unknown[] }).points.length === 1,
+      15_000,
+      'the reading stored',
+    );
+    await p.waitFor(
+      () => p.platform.parts.alarms?.list({ state: 'open', subject: d.id, limit: 1 }).length,
+      10_000,
+      'the lamp fault raised',
+    );
+
+    const { page, errors } = await openPage(browser, `${p.addr.api}/devices/${d.id}`);
+    await login(page, 'test-viewer', passwordOf('viewer'), 60_000);
+    await page.locator(`[data-testid="device-page"][data-device="${d.id}"]`).waitFor();
+    assert.equal(await page.getByTestId('reading-powerState').textContent(), 'Giảm sáng');
+    assert.equal(await page.getByTestId('reading-status').textContent(), 'Hỏng bóng đèn');
+    assert.match((await page.getByTestId('device-last-seen').textContent()) ?? '', /giây trước$/);
+    const alarm = page.getByTestId('device-alarm').first();
+    await alarm.waitFor();
+    assert.match((await alarm.locator('a').getAttribute('href')) ?? '', /^\/alarms\/\d+$/);
+
+    // One point in the last hour: the axis still spans the hour, with several HH:mm ticks.
+    const chart = page.locator('[data-testid="chart"][data-field="powerConsumption"]');
+    await chart.waitFor();
+    assert.equal(await chart.getAttribute('data-points'), '1');
+    const ticks = JSON.parse((await chart.getAttribute('data-ticks')) ?? '[]') as string[];
+    assert.ok(ticks.length >= 3, `ticks: ${ticks}`);
+    assert.ok(
+      ticks.every((t) => /^\d\d:\d\d$/.test(t)),
+      `ticks: ${ticks}`,
+    );
+    assert.equal(new Set(ticks).size, ticks.length, `ticks repeat: ${ticks}`);
+    // Light level in %, as the reading table shows it.
+    assert.equal(await page.getByTestId('reading-illuminanceLevel').textContent(), '35%');
+    assert.equal(await page.locator('[data-testid="chart"][data-field="laneId"]').count(), 0);
+
+    // Hover: the value under the pointer (the one point, drawn at its time).
+    const over = chart.locator('.u-over');
+    const box = await over.boundingBox();
+    assert.ok(box);
+    for (let x = box.x + 1; x < box.x + box.width; x += 4) {
+      await page.mouse.move(x, box.y + box.height / 2);
+      if (await chart.getByTestId('chart-readout').getAttribute('data-value')) break;
+    }
+    assert.equal(await chart.getByTestId('chart-readout').getAttribute('data-value'), '0.4');
+    assert.match((await chart.getByTestId('chart-readout').textContent()) ?? '', /: 0,4 W$/);
+
+    // The technical figures are in the tooltip only; the CSV is the API's answer for the range shown.
+    const info = page.getByTestId('history-info');
+    assert.match((await info.getAttribute('title')) ?? '', /1 điểm, cửa sổ \w+/);
+    assert.doesNotMatch((await info.textContent()) ?? '', /cửa sổ|điểm/);
+    const q = new URLSearchParams({
+      from: (await info.getAttribute('data-from')) as string,
+      to: (await info.getAttribute('data-to')) as string,
+      window: 'auto',
+    });
+    const api = (await (await p.api(`/api/v1/devices/${d.id}/readings?${q}`)).json()) as {
+      points: ({ time: number } & Record<string, unknown>)[];
+    };
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId('history-csv').click()]);
+    const lines = (await readFile(await download.path(), 'utf8'))
+      .replace(/^\ufeff/, '')
+      .trimEnd()
+      .split('\r\n');
+    const head = (lines[0] as string).split(',');
+    assert.equal(head[0], 'time');
+    assert.equal(lines.length - 1, api.points.length);
+    const fromCsv = lines.slice(1).map((l) => {
+      const cells = l.split(',');
+      const o: Record<string, unknown> = { time: new Date(cells[0] as string).getTime() };
+      head.slice(1).forEach((h, i) => {
+        const v = cells[i + 1] as string;
+        o[h] = v === '' ? null : v === 'true' || v === 'false' ? v === 'true' : Number.isNaN(Number(v)) ? v : Number(v);
+      });
+      return o;
+    });
+    const norm = (pts: Record<string, unknown>[]) =>
+      pts.map((x) => Object.fromEntries(Object.entries(x).filter(([, v]) => v !== null && v !== undefined)));
+    assert.deepEqual(norm(fromCsv), norm(api.points));
+
+    // The range picker: a year, and days picked.
+    await page.getByTestId('range-1y').click();
+    await page.locator('[data-testid="history-info"][data-range="1y"]').waitFor();
+    assert.ok(
+      JSON.parse((await chart.getAttribute('data-ticks')) ?? '[]').every((t: string) => /^\d\d\/\d\d$/.test(t)),
+      'dd/MM over a year',
+    );
+    await page.getByTestId('range-custom').click();
+    const today = new Date().toISOString().slice(0, 10);
+    await page.getByTestId('range-from').fill(today);
+    await page.getByTestId('range-to').fill(today);
+    await page.getByTestId('range-apply').click();
+    await page.locator('[data-testid="history-info"][data-range="custom"]').waitFor();
+    assert.deepEqual(errors, []);
+  });
+});

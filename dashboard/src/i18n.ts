@@ -274,6 +274,26 @@ export const vi = {
   agoMinutes: '{n} phút trước',
   agoHours: '{n} giờ trước',
   agoDays: '{n} ngày trước',
+
+  // device page
+  enum_powerState_on: 'Bật',
+  enum_powerState_off: 'Tắt',
+  enum_powerState_low: 'Giảm sáng',
+  enum_powerState_bootingUp: 'Đang khởi động',
+  enum_status_ok: 'Bình thường',
+  enum_status_defectiveLamp: 'Hỏng bóng đèn',
+  enum_status_columnIssue: 'Sự cố cột đèn',
+  enum_status_brokenLantern: 'Vỡ chụp đèn',
+  range1y: '1 năm',
+  rangeCustom: 'Tùy chọn',
+  rangeFrom: 'Từ',
+  rangeTo: 'Đến',
+  rangeShow: 'Xem',
+  deviceOpenAlarms: 'Cảnh báo đang mở',
+  deviceNoOpenAlarms: 'Không có cảnh báo đang mở',
+  deviceLastCommands: 'Lệnh gần nhất',
+  deviceNoCommands: 'Chưa có lệnh nào',
+  chartHint: 'Di chuột lên biểu đồ để xem giá trị',
 };
 
 export type Dict = typeof vi;
@@ -547,6 +567,26 @@ export const en: Dict = {
   agoMinutes: '{n} min ago',
   agoHours: '{n} h ago',
   agoDays: '{n} d ago',
+
+  // device page
+  enum_powerState_on: 'On',
+  enum_powerState_off: 'Off',
+  enum_powerState_low: 'Dimmed',
+  enum_powerState_bootingUp: 'Starting up',
+  enum_status_ok: 'Normal',
+  enum_status_defectiveLamp: 'Defective lamp',
+  enum_status_columnIssue: 'Column problem',
+  enum_status_brokenLantern: 'Broken lantern',
+  range1y: '1 year',
+  rangeCustom: 'Custom',
+  rangeFrom: 'From',
+  rangeTo: 'To',
+  rangeShow: 'Show',
+  deviceOpenAlarms: 'Open alarms',
+  deviceNoOpenAlarms: 'No open alarm',
+  deviceLastCommands: 'Last commands',
+  deviceNoCommands: 'No command yet',
+  chartHint: 'Hover over a chart to read its values',
 };
 
 export const DICTIONARIES = { vi, en } as const;
