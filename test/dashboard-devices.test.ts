@@ -225,3 +225,56 @@ describe('device page', () => {
     assert.deepEqual(errors, []);
   });
 });
+
+describe('operators and audit', () => {
+  test('an admin creates and disables an operator in the UI; the audit log shows both', async () => {
+    const { page, errors } = await openPage(browser, `${p.addr.api}/operators`);
+    await login(page, 'test-admin', passwordOf('admin'), 60_000);
+    await page.getByTestId('operators-page').waitFor();
+    await page.getByTestId('operator-create').click();
+    await page.getByTestId('operator-username').fill('ca-truc-dem');
+    await page.getByTestId('operator-new-password').fill('mat-khau-ca-dem-2026');
+    await page.getByTestId('operator-role').selectOption('operator');
+    await page.getByTestId('dialog-confirm').click();
+    const row = page.locator('[data-testid="operator-row"][data-username="ca-truc-dem"]');
+    await row.waitFor();
+    assert.equal(await row.getAttribute('data-disabled'), 'false');
+    const login1 = await p.api('/api/v1/auth/login', {
+      method: 'POST',
+      token: null,
+      body: JSON.stringify({ username: 'ca-truc-dem', password: 'mat-khau-ca-dem-2026' }),
+    });
+    assert.equal(login1.status, 200, 'the new account logs in');
+
+    await row.getByTestId('operator-disable').click();
+    await page.getByTestId('dialog-confirm').click();
+    await page.locator('[data-testid="operator-row"][data-username="ca-truc-dem"][data-disabled="true"]').waitFor();
+    assert.equal(await row.getByTestId('operator-state').textContent(), 'Đã khóa');
+    const login2 = await p.api('/api/v1/auth/login', {
+      method: 'POST',
+      token: null,
+      body: JSON.stringify({ username: 'ca-truc-dem', password: 'mat-khau-ca-dem-2026' }),
+    });
+    assert.equal(login2.status, 401, 'the disabled account is refused');
+
+    await page.getByTestId('nav-audit').click();
+    await page.getByTestId('audit-page').waitFor();
+    await page.getByTestId('audit-actor').fill('test-admin');
+    const created = page.locator('[data-testid="audit-row"][data-action="operator.create"][data-target="ca-truc-dem"][data-outcome="ok"]');
+    const disabled = page.locator(
+      '[data-testid="audit-row"][data-action="operator.disable"][data-target="ca-truc-dem"][data-outcome="ok"]',
+    );
+    await created.waitFor();
+    await disabled.waitFor();
+    await page.getByTestId('audit-action').fill('operator.disable');
+    await page.locator('[data-testid="audit-table"][data-query*="action=operator.disable"]').waitFor();
+    assert.equal(await created.count(), 0, 'filtered by the server');
+    assert.equal(await disabled.count(), 1);
+    assert.deepEqual(errors, []);
+
+    // A viewer has neither page in the navigation.
+    const viewer = await openPage(browser, `${p.addr.api}/`);
+    await login(viewer.page, 'test-viewer', passwordOf('viewer'), 60_000);
+    assert.equal(await viewer.page.getByTestId('nav-operators').count(), 0);
+  });
+});

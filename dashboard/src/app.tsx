@@ -13,6 +13,8 @@ import { CommandHistory } from './command-history.tsx';
 import { DevicePage } from './device-page.tsx';
 // devices page
 import { DevicesPage } from './devices.tsx';
+// operators and audit
+import { AuditPage, OperatorsPage } from './admin.tsx';
 import { navigate, useStore } from './hooks.ts';
 import type { Key } from './i18n.ts';
 import { CityMap, MapPage } from './map-view.tsx';
@@ -38,6 +40,9 @@ function route(path: string): (() => JSX.Element) | undefined {
   if (alarm) return () => <AlarmConsole id={Number(alarm[1])} />;
   // devices page
   if (path === '/devices') return () => <DevicesPage />;
+  // operators and audit
+  if (path === '/operators') return () => <OperatorsPage />;
+  if (path === '/audit') return () => <AuditPage />;
   const device = /^\/devices\/([^/]+)$/.exec(path);
   if (device) return () => <DevicePage id={decodeURIComponent(device[1] as string)} />;
   return undefined;
@@ -126,6 +131,9 @@ function Header() {
         {link('/commands', 'navCommands', 'nav-commands')}
         {/* devices page */}
         {link('/devices', 'navDevices', 'nav-devices')}
+        {/* operators and audit */}
+        {s.can('admin') && link('/operators', 'navOperators', 'nav-operators')}
+        {s.can('admin') && link('/audit', 'navAudit', 'nav-audit')}
         <a href="/wall" data-testid="nav-wall">
           {s.t('navWall')}
         </a>

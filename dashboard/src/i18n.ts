@@ -294,6 +294,31 @@ export const vi = {
   deviceLastCommands: 'Lệnh gần nhất',
   deviceNoCommands: 'Chưa có lệnh nào',
   chartHint: 'Di chuột lên biểu đồ để xem giá trị',
+
+  // operators and audit
+  navOperators: 'Tài khoản',
+  navAudit: 'Nhật ký',
+  adminOnly: 'Chỉ quản trị viên được xem trang này',
+  operatorsTitle: 'Tài khoản người vận hành',
+  operatorCreate: 'Tạo tài khoản',
+  operatorCreated: 'Ngày tạo',
+  operatorLastLogin: 'Đăng nhập gần nhất',
+  operatorActive: 'Đang hoạt động',
+  operatorDisabled: 'Đã khóa',
+  operatorDisable: 'Khóa tài khoản',
+  operatorDisableTitle: 'Khóa tài khoản {user}',
+  operatorDisableText: 'Khóa tài khoản {user}? Các phiên đăng nhập của tài khoản kết thúc ngay và không đăng nhập lại được.',
+  operatorResetPassword: 'Đặt lại mật khẩu',
+  operatorPasswordText: 'Mật khẩu mới cho {user}; các phiên đăng nhập hiện tại kết thúc.',
+  operatorPasswordHint: 'Mật khẩu ít nhất 10 ký tự',
+  auditTitle: 'Nhật ký thao tác',
+  auditActor: 'Người thực hiện',
+  auditAction: 'Thao tác',
+  auditTarget: 'Đối tượng',
+  auditOutcome: 'Kết quả',
+  auditAddress: 'Địa chỉ',
+  auditOk: 'Thành công',
+  auditNone: 'Không có bản ghi nào',
 };
 
 export type Dict = typeof vi;
@@ -587,6 +612,31 @@ export const en: Dict = {
   deviceLastCommands: 'Last commands',
   deviceNoCommands: 'No command yet',
   chartHint: 'Hover over a chart to read its values',
+
+  // operators and audit
+  navOperators: 'Accounts',
+  navAudit: 'Audit log',
+  adminOnly: 'Only administrators can see this page',
+  operatorsTitle: 'Operator accounts',
+  operatorCreate: 'Create account',
+  operatorCreated: 'Created',
+  operatorLastLogin: 'Last login',
+  operatorActive: 'Active',
+  operatorDisabled: 'Disabled',
+  operatorDisable: 'Disable',
+  operatorDisableTitle: 'Disable {user}',
+  operatorDisableText: 'Disable {user}? Its sessions end at once and it can no longer log in.',
+  operatorResetPassword: 'Set a new password',
+  operatorPasswordText: 'A new password for {user}; its current sessions end.',
+  operatorPasswordHint: 'At least 10 characters',
+  auditTitle: 'Audit log',
+  auditActor: 'Who',
+  auditAction: 'Action',
+  auditTarget: 'Target',
+  auditOutcome: 'Outcome',
+  auditAddress: 'Address',
+  auditOk: 'Done',
+  auditNone: 'No record',
 };
 
 export const DICTIONARIES = { vi, en } as const;
