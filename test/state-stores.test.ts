@@ -580,14 +580,14 @@ describe('PostgreSQL: what a cluster adds', () => {
       [0, 0, 0, 2],
       'one node applied the probe migrations, the others found them applied',
     );
-    assert.deepEqual(runs.flatMap((r) => r.registry).sort(), [1, 2], 'each registry migration applied once');
+    assert.deepEqual(runs.flatMap((r) => r.registry).sort(), [1, 2, 3], 'each registry migration applied once');
     const db = dbs[0] as StateDb;
     assert.equal((await db.query('SELECT count(*)::int AS n FROM probe_runs')).rows[0].n, 1);
     assert.deepEqual(
       (await db.query('SELECT component, version FROM schema_migrations ORDER BY component, version')).rows.map(
         (r) => `${r.component}/${r.version}`,
       ),
-      ['probe/1', 'probe/2', 'registry/1', 'registry/2'],
+      ['probe/1', 'probe/2', 'registry/1', 'registry/2', 'registry/3'],
     );
     // A later start applies only what is new.
     assert.deepEqual(
