@@ -56,6 +56,8 @@ export interface Broker {
   /** True while the device's current connection holds a granted subscription to exactly `topic` (after its CONNACK). */
   isSubscribed(deviceId: string, topic: string): boolean;
   onlineCount(): number;
+  /** The ids of the devices connected now. */
+  onlineIds(): string[];
   readonly events: EventEmitter<BrokerEvents>;
   readonly aedes: Aedes;
 }
@@ -247,6 +249,7 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
     isOnline: sessions.isOnline,
     isSubscribed: sessions.isSubscribed,
     onlineCount: sessions.onlineCount,
+    onlineIds: sessions.onlineIds,
     disconnect: sessions.disconnect,
     async start() {
       if (opts.redisUrl) cluster = await startClusterTakeover({ redisUrl: opts.redisUrl }, { logger: log });

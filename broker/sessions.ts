@@ -24,6 +24,8 @@ export interface DeviceSessions {
   isOnline(deviceId: string): boolean;
   isSubscribed(deviceId: string, topic: string): boolean;
   onlineCount(): number;
+  /** The ids of the devices connected now. */
+  onlineIds(): string[];
   disconnect(deviceId: string): boolean;
 }
 
@@ -161,6 +163,7 @@ export function createDeviceSessions(
       return !!entry?.ready && entry.topics.has(topic);
     },
     onlineCount: () => online.size,
+    onlineIds: () => [...online.keys()],
     disconnect(id) {
       const c = online.get(id);
       c?.close();

@@ -26,7 +26,7 @@ export interface ApiDeps {
   history: HistoryTarget;
   deadLetters: DeadLetterStore;
   /** Online state and forced disconnect, from the broker. */
-  presence: { isOnline(id: string): boolean; disconnect(id: string): boolean };
+  presence: { isOnline(id: string): boolean; onlineIds(): string[]; disconnect(id: string): boolean };
   health: () => HealthReport;
   /** Sessions, the service token, operator accounts and the audit log. */
   auth: Auth;

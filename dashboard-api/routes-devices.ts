@@ -1,6 +1,6 @@
 /** Routes of devices: list with filters, provision (the token shown once), one device, revoke, a new token. */
 import { DEVICE_ID_PATTERN, FAMILIES, type Family } from '../ingest/index.ts';
-import type { Device } from '../registry/index.ts';
+import { DEVICE_SORTS, type Device, type DeviceSort } from '../registry/index.ts';
 import { queryLastReading } from './history.ts';
 import { deviceIdParams, mustGetDevice, noStore, problem, type ApiDeps, type RouteDef } from './route-kit.ts';
 
@@ -38,30 +38,100 @@ export const PROVISION_BODY = {
   },
 } as const;
 
+/** A CSV cell: quoted when needed; a leading = + - @ is neutralised so that a spreadsheet shows it as text. */
+function cell(v: unknown): string {
+  let s = v === undefined || v === null ? '' : String(v);
+  if (/^[=+\-@\t\r]/.test(s)) s = `'${s}`;
+  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+/** The devices list as CSV (UTF-8 with a BOM, so that spreadsheets read Vietnamese names right). */
+export function devicesCsv(list: readonly (Device & { online: boolean })[]): string {
+  const head = 'id,name,family,zone,online,lastSeenAt,createdAt,lat,lon';
+  const rows = list.map((x) =>
+    [x.id, x.name, x.family, x.zone, x.online, x.lastSeenAt, x.createdAt, x.location.lat, x.location.lon].map(cell).join(','),
+  );
+  return `\ufeff${[head, ...rows].join('\r\n')}\r\n`;
+}
+
 export function deviceRoutes(d: ApiDeps): RouteDef[] {
   const withOnline = (dev: Device) => ({ ...dev, online: d.presence.isOnline(dev.id) });
+  /**
+   * Online state (broker) and open alarms (alarm engine) as sets of ids the store joins in SQL: a page with
+   * these filters is still one query, counted and cut by the database.
+   */
+  const idSets = (q: { online?: boolean; openAlarm?: boolean }): { onlyIds?: string[]; exceptIds?: string[] } => {
+    let only: Set<string> | undefined;
+    const except: string[] = [];
+    if (q.online !== undefined) {
+      const online = d.presence.onlineIds();
+      if (q.online) only = new Set(online);
+      else except.push(...online);
+    }
+    if (q.openAlarm !== undefined) {
+      const withAlarm = new Set<string>();
+      const n = d.alarms?.count({ state: 'open' }) ?? 0;
+      if (n > 0) for (const a of d.alarms?.list({ state: 'open', limit: n }) ?? []) if (a.scope === 'device') withAlarm.add(a.subject);
+      if (q.openAlarm) only = only ? new Set([...only].filter((id) => withAlarm.has(id))) : withAlarm;
+      else except.push(...withAlarm);
+    }
+    return { onlyIds: only && [...only], exceptIds: except.length ? except : undefined };
+  };
   return [
     {
       method: 'get',
       path: '/api/v1/devices',
-      summary: 'List devices, with filters',
+      summary: 'List devices, with filters, search, sorting and paging (or the same list as CSV)',
       tag: 'devices',
       role: 'viewer',
       query: {
         type: 'object',
         additionalProperties: false,
         properties: {
+          q: { type: 'string', maxLength: 200, description: 'Words found in the id or the name (case-insensitive for ASCII)' },
           family: { type: 'string', enum: FAMILIES },
           zone: { type: 'string' },
           online: { type: 'boolean' },
+          openAlarm: { type: 'boolean', description: 'true: devices with an open alarm (active or acknowledged); false: without' },
           includeRevoked: { type: 'boolean', default: false },
+          sort: { type: 'string', enum: DEVICE_SORTS, default: 'id' },
+          order: { type: 'string', enum: ['asc', 'desc'], default: 'asc' },
+          limit: { type: 'integer', minimum: 1, maximum: 1000, description: 'Page size (default: every match)' },
+          offset: { type: 'integer', minimum: 0, default: 0 },
+          format: { type: 'string', enum: ['json', 'csv'], default: 'json', description: 'csv: the same list as text/csv' },
         },
       },
-      responses: { 200: { description: 'devices', schema: { type: 'array', items: deviceSchema } } },
+      responses: {
+        200: {
+          description:
+            'devices (X-Total-Count: how many match in all); with format=csv, text/csv: id, name, family, zone, online, lastSeenAt, createdAt, lat, lon',
+          schema: { type: 'array', items: deviceSchema },
+        },
+      },
       handler: async (req, res) => {
-        const q = req.query as { family?: Family; zone?: string; online?: boolean; includeRevoked?: boolean };
-        const list = (await d.devices.list({ family: q.family, zone: q.zone, includeRevoked: q.includeRevoked })).map(withOnline);
-        res.json(q.online === undefined ? list : list.filter((x) => x.online === q.online));
+        const q = req.query as {
+          q?: string;
+          family?: Family;
+          zone?: string;
+          online?: boolean;
+          openAlarm?: boolean;
+          includeRevoked?: boolean;
+          sort?: DeviceSort;
+          order?: 'asc' | 'desc';
+          limit?: number;
+          offset?: number;
+          format?: 'json' | 'csv';
+        };
+        const out = await d.devices.query({ ...q, ...idSets(q) });
+        const list = out.devices.map(withOnline);
+        res.setHeader('X-Total-Count', String(out.total));
+        if (q.format === 'csv') {
+          res.type('text/csv; charset=utf-8');
+          res.setHeader('Content-Disposition', 'attachment; filename="devices.csv"');
+          res.send(devicesCsv(list));
+          return;
+        }
+        res.json(list);
       },
     },
     {

@@ -267,7 +267,7 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
         tiers,
         tiersBehind: (m, a, b) => ingest.downsampler?.isBehind(m, a, b) ?? false,
       },
-      presence: { isOnline: (id) => b.isOnline(id), disconnect: (id) => b.disconnect(id) },
+      presence: { isOnline: (id) => b.isOnline(id), onlineIds: () => b.onlineIds(), disconnect: (id) => b.disconnect(id) },
       adminToken,
       operators,
       analytics,

@@ -3,7 +3,8 @@
  * state database of cluster mode (PostgreSQL: the connection, its migrations, the registry's stores there).
  */
 export { SqliteDeviceStore } from './device-store.ts';
-export type { Device, DeviceFilter, DeviceStore, ProvisionRequest, TokenCheck } from './device-store.ts';
+export type { Device, DeviceFilter, DeviceQuery, DeviceSort, DeviceStore, ProvisionRequest, TokenCheck } from './device-store.ts';
+export { DEVICE_SORTS } from './device-store.ts';
 export { CITY_PROFILE_SCHEMA, leafZones, loadCityProfile, validateCityProfile } from './city-profile.ts';
 export type { CityProfile, GeoPoint, Zone } from './city-profile.ts';
 export {

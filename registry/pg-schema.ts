@@ -44,4 +44,12 @@ export const REGISTRY_MIGRATIONS: readonly Migration[] = [
       CREATE INDEX audit_actor ON audit (actor, id);
       CREATE INDEX audit_kind ON audit (kind, id);`,
   },
+  {
+    version: 3,
+    name: 'device list indexes',
+    sql: `
+      CREATE INDEX devices_zone ON devices (zone);
+      CREATE INDEX devices_name ON devices (name);
+      CREATE INDEX devices_last_seen ON devices (last_seen_at);`,
+  },
 ];

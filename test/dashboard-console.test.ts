@@ -171,7 +171,7 @@ const audio = (page: Page) =>
 describe('paths', () => {
   test('an unknown path is the app’s own 404 page; API paths keep their problem+json 404; /favicon.ico answers', async () => {
     const html = { accept: 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8' };
-    for (const path of ['/devices', '/no-such-page', '/alarms/abc/def']) {
+    for (const path of ['/device', '/no-such-page', '/alarms/abc/def']) {
       const res = await fetch(`${p.addr.api}${path}`, { headers: html });
       assert.equal(res.status, 404, path);
       assert.match(res.headers.get('content-type') ?? '', /text\/html/, path);
@@ -192,9 +192,9 @@ describe('paths', () => {
     assert.match(icon.headers.get('content-type') ?? '', /image\/(x-icon|vnd\.microsoft\.icon)/);
     assert.deepEqual([...new Uint8Array(await icon.arrayBuffer()).subarray(0, 4)], [0, 0, 1, 0], 'an ICO file');
 
-    const { page, errors, context } = await openPage(browser, `${p.addr.api}/devices`);
+    const { page, errors, context } = await openPage(browser, `${p.addr.api}/device`);
     await page.getByTestId('not-found').waitFor({ timeout: 5000 });
-    assert.match((await page.getByTestId('not-found').textContent()) ?? '', /Không tìm thấy trang.*\/devices/);
+    assert.match((await page.getByTestId('not-found').textContent()) ?? '', /Không tìm thấy trang.*\/device/);
     await page.getByTestId('not-found-home').click();
     await page.getByTestId('login-form').waitFor({ timeout: 5000 });
     // Signed in, an unknown path is still the 404 page, not an empty overview.

@@ -322,9 +322,9 @@ describe('in the browser', () => {
     // Its state changes live: pending/delivered, then carried out by the device.
     await page.locator('[data-testid="command-row"][data-state="acknowledged"]').waitFor({ timeout: 10_000 });
     assert.ok(fleet.progress().commands > before, 'the simulated light received the command');
-    // The light's own reading after the command: 30 % output, dimmed.
+    // The light's own reading after the command: 30 % output, dimmed (in words, not the enum value).
     await page.locator('[data-testid="reading-illuminanceLevel"]', { hasText: '30%' }).waitFor({ timeout: 5000 });
-    await page.locator('[data-testid="reading-powerState"]', { hasText: 'low' }).waitFor({ timeout: 5000 });
+    await page.locator('[data-testid="reading-powerState"]', { hasText: 'Giảm sáng' }).waitFor({ timeout: 5000 });
     await page.locator('[data-testid="device-state"]', { hasText: 'Giảm sáng' }).waitFor({ timeout: 5000 });
     const cmds = (await (await p.api(`/api/v1/commands?device=${light}`)).json()) as {
       state: string;

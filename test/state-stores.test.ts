@@ -188,6 +188,41 @@ for (const impl of [sqlite, postgres]) {
       assert.deepEqual(await ids({ zone: 'centre' }), []);
     });
 
+    test('a page of devices: search, filters, id sets, sorting, paging and the total', async (t) => {
+      const s = await (await impl.backing(t)).devices();
+      for (const [id, family, zone, name] of [
+        ['tf-b', 'traffic', 'centre', 'Ngã tư Bưu điện'],
+        ['aq-c', 'airQuality', 'north', 'Trạm 100%_A'],
+        ['tf-a', 'traffic', 'north', undefined],
+        ['sl-d', 'streetLight', 'north', 'Đèn cổng chợ'],
+        ['sl-e', 'streetLight', 'centre', 'Đèn bến xe'],
+      ] as const) {
+        await s.provision({ id, family, zone, location: where, name });
+      }
+      await s.revoke('sl-e');
+      await s.touch('sl-d', new Date('2026-01-02T03:04:05.000Z'));
+      await s.touch('tf-b', new Date('2026-01-02T03:04:06.000Z'));
+      const page = async (q: Parameters<DeviceStore['query']>[0]) => {
+        const out = await s.query(q);
+        return { ids: out.devices.map((d) => d.id), total: out.total };
+      };
+      assert.deepEqual(await page({}), { ids: ['aq-c', 'sl-d', 'tf-a', 'tf-b'], total: 4 });
+      assert.deepEqual(await page({ includeRevoked: true, limit: 2, offset: 1 }), { ids: ['sl-d', 'sl-e'], total: 5 });
+      assert.deepEqual(await page({ q: 'TF-' }), { ids: ['tf-a', 'tf-b'], total: 2 }, 'ids, ASCII case-insensitive');
+      assert.deepEqual(await page({ q: 'Bưu' }), { ids: ['tf-b'], total: 1 }, 'names');
+      assert.deepEqual(await page({ q: '100%_' }), { ids: ['aq-c'], total: 1 }, 'wildcards matched as typed');
+      assert.deepEqual(await page({ q: '%' }), { ids: ['aq-c'], total: 1 });
+      assert.deepEqual(await page({ family: 'traffic', zone: 'north' }), { ids: ['tf-a'], total: 1 });
+      assert.deepEqual(await page({ onlyIds: ['tf-a', 'sl-d', 'nobody'] }), { ids: ['sl-d', 'tf-a'], total: 2 });
+      assert.deepEqual(await page({ onlyIds: [] }), { ids: [], total: 0 });
+      assert.deepEqual(await page({ exceptIds: ['tf-a', 'sl-d'] }), { ids: ['aq-c', 'tf-b'], total: 2 });
+      assert.deepEqual(await page({ sort: 'lastSeen', order: 'desc' }), { ids: ['tf-b', 'sl-d', 'tf-a', 'aq-c'], total: 4 });
+      assert.deepEqual(await page({ sort: 'lastSeen' }), { ids: ['sl-d', 'tf-b', 'aq-c', 'tf-a'], total: 4 }, 'never seen last');
+      assert.deepEqual((await page({ sort: 'name' })).ids, ['tf-b', 'aq-c', 'sl-d', 'tf-a'], 'names by bytes, unnamed last');
+      assert.deepEqual((await page({ sort: 'family', order: 'desc', limit: 2 })).ids, ['tf-b', 'tf-a']);
+      assert.deepEqual(await page({ limit: 2, offset: 10 }), { ids: [], total: 4 }, 'the total past the last page');
+    });
+
     test('last seen: shown at once, the newest kept, written within the batching interval and at close', async (t) => {
       const b = await impl.backing(t);
       const s = await b.devices();
@@ -545,14 +580,14 @@ describe('PostgreSQL: what a cluster adds', () => {
       [0, 0, 0, 2],
       'one node applied the probe migrations, the others found them applied',
     );
-    assert.deepEqual(runs.flatMap((r) => r.registry).sort(), [1, 2], 'each registry migration applied once');
+    assert.deepEqual(runs.flatMap((r) => r.registry).sort(), [1, 2, 3], 'each registry migration applied once');
     const db = dbs[0] as StateDb;
     assert.equal((await db.query('SELECT count(*)::int AS n FROM probe_runs')).rows[0].n, 1);
     assert.deepEqual(
       (await db.query('SELECT component, version FROM schema_migrations ORDER BY component, version')).rows.map(
         (r) => `${r.component}/${r.version}`,
       ),
-      ['probe/1', 'probe/2', 'registry/1', 'registry/2'],
+      ['probe/1', 'probe/2', 'registry/1', 'registry/2', 'registry/3'],
     );
     // A later start applies only what is new.
     assert.deepEqual(

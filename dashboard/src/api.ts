@@ -68,3 +68,21 @@ export async function loadDashboardConfig(): Promise<DashboardConfig> {
     return NO_TILES;
   }
 }
+
+/** A file from the API (CSV exports), with the session's token, saved by the browser under `filename`. */
+export async function download(path: string, filename: string): Promise<void> {
+  const res = await fetch(path, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+  if (!res.ok) {
+    const body = (await res.json().catch(() => ({}))) as { code?: string; detail?: string };
+    if (res.status === 401 && token) onUnauthorized?.();
+    throw new ApiError(res.status, body.code ?? 'CP_API_INTERNAL', body.detail ?? res.statusText);
+  }
+  const url = URL.createObjectURL(await res.blob());
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = filename;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}

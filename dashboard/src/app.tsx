@@ -11,6 +11,10 @@ import { AlarmConsole } from './alarm-console.tsx';
 import { AlarmPanel, Announcements, AppLink } from './alarms.tsx';
 import { CommandHistory } from './command-history.tsx';
 import { DevicePage } from './device-page.tsx';
+// devices page
+import { DevicesPage } from './devices.tsx';
+// operators and audit
+import { AuditPage, OperatorsPage } from './admin.tsx';
 import { navigate, useStore } from './hooks.ts';
 import type { Key } from './i18n.ts';
 import { CityMap, MapLegend, MapPage } from './map-view.tsx';
@@ -34,6 +38,11 @@ function route(path: string): (() => JSX.Element) | undefined {
   if (path === '/commands') return () => <CommandHistory />;
   const alarm = /^\/alarms\/(\d+)$/.exec(path);
   if (alarm) return () => <AlarmConsole id={Number(alarm[1])} />;
+  // devices page
+  if (path === '/devices') return () => <DevicesPage />;
+  // operators and audit
+  if (path === '/operators') return () => <OperatorsPage />;
+  if (path === '/audit') return () => <AuditPage />;
   const device = /^\/devices\/([^/]+)$/.exec(path);
   if (device) return () => <DevicePage id={decodeURIComponent(device[1] as string)} />;
   return undefined;
@@ -120,6 +129,11 @@ function Header() {
           </span>
         )}
         {link('/commands', 'navCommands', 'nav-commands')}
+        {/* devices page */}
+        {link('/devices', 'navDevices', 'nav-devices')}
+        {/* operators and audit */}
+        {s.can('admin') && link('/operators', 'navOperators', 'nav-operators')}
+        {s.can('admin') && link('/audit', 'navAudit', 'nav-audit')}
         <a href="/wall" data-testid="nav-wall">
           {s.t('navWall')}
         </a>

@@ -22,8 +22,17 @@ export function formatValue(s: Store, field: string | undefined, v: unknown): st
     const unit = field ? FIELD_UNITS[field] : undefined;
     return unit ? `${s.fmt.num(v, 2)} ${unit}` : s.fmt.num(v, 2);
   }
+  if (typeof v === 'string' && field) {
+    // An enum in words (powerState low → "Giảm sáng", status defectiveLamp → "Hỏng bóng"); unknown values as sent.
+    const key = `enum_${field}_${v}` as Key;
+    const t = s.t(key);
+    if (t !== key) return t;
+  }
   return String(v ?? '–');
 }
+
+/** Fields shown as a percentage (values 0..1): charts draw them ×100 in %, as the reading table shows them. */
+export const isPercentField = (field: string) => PERCENT_FIELDS.has(field);
 
 /** The value that raised an alarm, in words and units. */
 export function alarmValue(s: Store, a: AlarmRecord): string {

@@ -109,11 +109,11 @@ export async function openPage(
 }
 
 /** Logs in through the login form and waits for the connected overview. */
-export async function login(page: Page, username: string, password: string): Promise<void> {
+export async function login(page: Page, username: string, password: string, timeoutMs = 15_000): Promise<void> {
   await page.getByTestId('login-username').fill(username);
   await page.getByTestId('login-password').fill(password);
   await page.getByTestId('login-submit').click();
-  await page.locator('[data-testid="conn-state"][data-state="connected"]').waitFor({ timeout: 15_000 });
+  await page.locator('[data-testid="conn-state"][data-state="connected"]').waitFor({ timeout: timeoutMs });
 }
 
 /** Password of the operator `test-<role>` that test/helpers/platform.ts' loginAs creates. */
