@@ -145,7 +145,8 @@ describe('device page', () => {
     await page.locator(`[data-testid="device-page"][data-device="${d.id}"]`).waitFor();
     assert.equal(await page.getByTestId('reading-powerState').textContent(), 'Giảm sáng');
     assert.equal(await page.getByTestId('reading-status').textContent(), 'Hỏng bóng đèn');
-    assert.match((await page.getByTestId('device-last-seen').textContent()) ?? '', /giây trước$/);
+    // Seconds or, on a loaded machine where signing in beside 50,000 devices takes long, a minute or two.
+    assert.match((await page.getByTestId('device-last-seen').textContent()) ?? '', /(giây|phút) trước$/);
     const alarm = page.getByTestId('device-alarm').first();
     await alarm.waitFor();
     assert.match((await alarm.locator('a').getAttribute('href')) ?? '', /^\/alarms\/\d+$/);
