@@ -298,8 +298,13 @@ describe('commands to offline lights', () => {
     const done = await stateIs(p, longId, 'acknowledged');
     assert.ok(done.deliveredAt);
     assert.equal((await commandOf(p, shortId)).state, 'expired', 'an expired command is never sent');
-    const r = await readingAfter(p, id, reconnectAt);
-    assert.equal(r.fields.illuminanceLevel, 0.4);
+    // A light reports its state as it connects (before the waiting command reaches it), then its new state.
+    const r = await p.waitFor(
+      () => readings.find((x) => x.device === id && x.time >= reconnectAt && x.fields.illuminanceLevel === 0.4),
+      8000,
+      'the light reporting the level the waiting command set',
+    );
+    assert.equal((r as EnrichedReading).fields.illuminanceLevel, 0.4);
     assert.equal(second.progress().commands, 1, 'only the live command reached the light');
   });
 });
@@ -596,10 +601,11 @@ describe('restart', () => {
     const f2 = fleetOf(second, { streetLight: 1 }, 'rs', creds);
     await startFleet(t, f2, second, 1);
     await stateIs(second, c.id, 'acknowledged');
+    // A light reports its state as it connects (before the kept command reaches it), then its new state.
     const r = (await second.waitFor(
-      () => seen.find((x) => x.device === id && x.time >= since),
+      () => seen.find((x) => x.device === id && x.time >= since && x.fields.illuminanceLevel === 0.6),
       8000,
-      'reading after restart',
+      'the light reporting the level the kept command set after the restart',
     )) as EnrichedReading;
     assert.equal(r.fields.illuminanceLevel, 0.6);
   });
