@@ -1,7 +1,7 @@
 /**
  * Words of the house: every git-tracked text file speaks of the project (what it does and why), never of the
- * issue tracker or of how the work was organised. Fails naming file:line for an issue with its number
- * ("issue 5", "issues 4-5"), "(issue", "this session", "previous session", "next session" and "helper-" with a
+ * issue tracker or of how the work was organised. Fails naming file:line for the word issue followed by its
+ * number (singular or plural), "(issue", "this session", "previous session", "next session" and "helper-" with a
  * digit. Legitimate wording stays legal: "issues a new token" (the API's verb), an operator's login session
  * ("ends this session"), an MQTT session ("discard any previous session"). Skips package-lock.json, binary
  * files (a NUL byte in the first 8 KiB, as git decides) and this file.
@@ -38,10 +38,12 @@ function houseWordHits(file: string, text: string): string[] {
 }
 
 test('the rules catch tracker words and leave the API and session wording alone', () => {
+  // The tracker's word is spliced in, so that this file itself holds no such line.
+  const ISSUE = 'issue';
   for (const bad of [
-    'Target (issue 6): 40k readings/s',
-    'see issues 4-5',
-    'fixed in issue #12',
+    `Target (${ISSUE} 6): 40k readings/s`,
+    `see ${ISSUE}s 4-5`,
+    `fixed in ${ISSUE} #12`,
     'measured in this session',
     'the previous session’s figures',
     'left for the next session',
