@@ -247,10 +247,10 @@ export class SqliteDeviceStore implements DeviceStore {
 
   async checkToken(id: string, token: string): Promise<TokenCheck> {
     const row = this.stmt.get.get(id);
-    if (!row) return { result: 'unknown' };
-    if (!tokenMatches(row.token_salt, row.token_hash, token)) return { result: 'wrong' };
-    if (row.revoked_at) return { result: 'revoked', device: this.deviceOf(row) };
-    return { result: 'ok', device: this.deviceOf(row) };
+    return judgeToken(
+      row && { salt: row.token_salt, hash: row.token_hash, revoked: !!row.revoked_at, device: () => this.deviceOf(row) },
+      token,
+    );
   }
 
   async rotateToken(id: string): Promise<string> {
@@ -306,6 +306,16 @@ export function newToken(): { token: string; salt: Buffer; hash: Buffer } {
 /** True when `token` hashes to `hash` with `salt` (compared in constant time). */
 export function tokenMatches(salt: Buffer, hash: Buffer, token: string): boolean {
   return timingSafeEqual(hash, hashToken(salt, token));
+}
+
+/** The verdict on a device's login as every store gives it: a wrong token is judged before revocation. */
+export function judgeToken(
+  found: { salt: Buffer; hash: Buffer; revoked: boolean; device: () => Device } | undefined,
+  token: string,
+): TokenCheck {
+  if (!found) return { result: 'unknown' };
+  if (!tokenMatches(found.salt, found.hash, token)) return { result: 'wrong' };
+  return { result: found.revoked ? 'revoked' : 'ok', device: found.device() };
 }
 
 /**

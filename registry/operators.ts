@@ -171,6 +171,25 @@ export async function verifyUnknownUser(password: string): Promise<void> {
   await verifyPassword(password, await dummyHash);
 }
 
+/**
+ * The verdict on a login's password as every store gives it: an unknown username costs one scrypt verification
+ * too (no timing hint), a wrong password is judged before a disabled account (no hint that the account exists
+ * and is disabled without its password).
+ */
+export async function judgePassword(
+  found: { hash: string; disabled: boolean; operator: Operator } | undefined,
+  password: string,
+): Promise<PasswordCheck> {
+  if (!found) {
+    await verifyUnknownUser(password);
+    return { result: 'unknown-user' };
+  }
+  const { operator } = found;
+  if (!(await verifyPassword(password, found.hash))) return { result: 'wrong-password', operator };
+  if (found.disabled) return { result: 'disabled', operator };
+  return { result: 'ok', operator };
+}
+
 /** A session's id: SHA-256 of its token (the token itself is never stored). */
 export const sessionIdOf = (token: string) => createHash('sha256').update(token, 'utf8').digest();
 
@@ -306,15 +325,7 @@ export class SqliteOperatorStore implements OperatorStore {
 
   async checkPassword(username: string, password: string): Promise<PasswordCheck> {
     const row = this.stmt.get.get(username);
-    if (!row) {
-      await verifyUnknownUser(password);
-      return { result: 'unknown-user' };
-    }
-    const ok = await verifyPassword(password, row.password_hash);
-    const operator = toOperator(row);
-    if (!ok) return { result: 'wrong-password', operator };
-    if (row.disabled) return { result: 'disabled', operator };
-    return { result: 'ok', operator };
+    return judgePassword(row && { hash: row.password_hash, disabled: row.disabled === 1, operator: toOperator(row) }, password);
   }
 
   async setPassword(username: string, password: string): Promise<void> {

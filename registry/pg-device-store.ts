@@ -23,7 +23,7 @@ import {
   type ProvisionRequest,
   SEEN_FLUSH_MS,
   type TokenCheck,
-  tokenMatches,
+  judgeToken,
 } from './device-store.ts';
 import { changePayload, STATE_CHANNEL } from './pg-changes.ts';
 import { isoOf, type StateDb } from './pg-state.ts';
@@ -144,10 +144,10 @@ export class PgDeviceStore implements DeviceStore {
   async checkToken(id: string, token: string): Promise<TokenCheck> {
     const r = await this.db.read<Row>(`SELECT ${COLUMNS}, token_salt, token_hash FROM devices WHERE id = $1`, [id], 'check-token');
     const row = r.rows[0];
-    if (!row) return { result: 'unknown' };
-    if (!tokenMatches(row.token_salt, row.token_hash, token)) return { result: 'wrong' };
-    if (row.revoked_at) return { result: 'revoked', device: this.deviceOf(row) };
-    return { result: 'ok', device: this.deviceOf(row) };
+    return judgeToken(
+      row && { salt: row.token_salt, hash: row.token_hash, revoked: !!row.revoked_at, device: () => this.deviceOf(row) },
+      token,
+    );
   }
 
   /** The other nodes end the device's connection when the new token is committed (pg-changes.ts). */

@@ -27,8 +27,7 @@ import {
   type Role,
   type Session,
   sessionIdOf,
-  verifyPassword,
-  verifyUnknownUser,
+  judgePassword,
 } from './operators.ts';
 import { changePayload, STATE_CHANNEL } from './pg-changes.ts';
 import { isoOf, type Queryable, type StateDb } from './pg-state.ts';
@@ -101,15 +100,7 @@ export class PgOperatorStore implements OperatorStore {
 
   async checkPassword(username: string, password: string): Promise<PasswordCheck> {
     const row = await this.row(username);
-    if (!row) {
-      await verifyUnknownUser(password);
-      return { result: 'unknown-user' };
-    }
-    const ok = await verifyPassword(password, row.password_hash);
-    const operator = toOperator(row);
-    if (!ok) return { result: 'wrong-password', operator };
-    if (row.disabled) return { result: 'disabled', operator };
-    return { result: 'ok', operator };
+    return judgePassword(row && { hash: row.password_hash, disabled: row.disabled, operator: toOperator(row) }, password);
   }
 
   async setPassword(username: string, password: string): Promise<void> {

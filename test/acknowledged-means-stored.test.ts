@@ -30,16 +30,9 @@ import { compare, startLoad } from './helpers/load.ts';
 import { startTestPlatform, type TestPlatform } from './helpers/platform.ts';
 import { freePort, startPlatformProcess, type PlatformProcess } from './helpers/process.ts';
 import { connectPacket, rawConnect } from './helpers/raw-mqtt.ts';
+import { waitFor } from './helpers/wait.ts';
 
 const run = promisify(execFile);
-
-async function waitFor(fn: () => Promise<boolean> | boolean, ms: number, what: string): Promise<void> {
-  const until = Date.now() + ms;
-  while (!(await fn())) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** `intensity` of every traffic point in the database. */
 async function intensities(influx: TestInflux, db: string): Promise<number[]> {

@@ -14,19 +14,12 @@ import mqttPacket, { type Packet } from 'mqtt-packet';
 import { createBroker } from '../broker/index.ts';
 import { SqliteDeviceStore, leafZones, loadCityProfile } from '../registry/index.ts';
 import { connectPacket, rawConnect } from './helpers/raw-mqtt.ts';
+import { waitFor } from './helpers/wait.ts';
 
 const profile = loadCityProfile(fileURLToPath(new URL('../cities/bac-giang.json', import.meta.url)));
 const zones = leafZones(profile);
 const zone = zones[0] as (typeof zones)[number];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what: string, check: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
 
 test('PUBACKs leave in publish order whatever order the acknowledgements settle in; a refusal acknowledges nothing after it', async (t) => {
   const store = new SqliteDeviceStore(':memory:', (z) => zones.some((l) => l.id === z));
@@ -71,7 +64,7 @@ test('PUBACKs leave in publish order whatever order the acknowledgements settle 
 
   // 1 and 2 wait, 3 is answered at once, 4 and 5 wait: 3's PUBACK may not overtake 1's or 2's.
   raw.socket.write(Buffer.concat([publish(1), publish(2), publish(3), publish(4), publish(5)]));
-  await waitFor('messages 1–5 handled', () => handled.length === 5);
+  await waitFor(() => handled.length === 5, 5_000, 'messages 1–5 handled', { every: 10 });
   assert.deepEqual(handled, [1, 2, 3, 4, 5]);
   await sleep(200);
   assert.deepEqual(pubacks(), [], 'a PUBACK left while message 1 was not yet acknowledged');
@@ -81,18 +74,18 @@ test('PUBACKs leave in publish order whatever order the acknowledgements settle 
   await sleep(200);
   assert.deepEqual(pubacks(), []);
   held.get(1)?.resolve();
-  await waitFor('PUBACKs 1–4', () => pubacks().length === 4);
+  await waitFor(() => pubacks().length === 4, 5_000, 'PUBACKs 1–4', { every: 10 });
   assert.deepEqual(pubacks(), [1, 2, 3, 4]);
   // With nothing waiting, an answer at once leaves at once.
   held.get(5)?.resolve();
-  await waitFor('PUBACK 5', () => pubacks().length === 5);
+  await waitFor(() => pubacks().length === 5, 5_000, 'PUBACK 5', { every: 10 });
   raw.socket.write(publish(6));
-  await waitFor('PUBACK 6', () => pubacks().length === 6);
+  await waitFor(() => pubacks().length === 6, 5_000, 'PUBACK 6', { every: 10 });
   assert.deepEqual(pubacks(), [1, 2, 3, 4, 5, 6]);
 
   // A refused acknowledgement closes the connection without a PUBACK for it or for the one behind it.
   raw.socket.write(Buffer.concat([publish(7), publish(9)]));
-  await waitFor('messages 7 and 9 handled', () => handled.length === 8);
+  await waitFor(() => handled.length === 8, 5_000, 'messages 7 and 9 handled', { every: 10 });
   held.get(7)?.reject(new Error('disk failed'));
   assert.equal(await raw.closed(), true);
   assert.deepEqual(pubacks(), [1, 2, 3, 4, 5, 6]);

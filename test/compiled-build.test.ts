@@ -21,20 +21,11 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import mqtt from 'mqtt';
 import { freePort, startPlatformProcess } from './helpers/process.ts';
+import { waitFor } from './helpers/wait.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url)).replace(/\/$/, '');
 const run = promisify(execFile);
 const ADMIN_TOKEN = 'test-admin-token-000000000000';
-
-async function waitFor<T>(fn: () => Promise<T | undefined> | T | undefined, ms: number, what: string): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** Names (comm) of the live child processes of `pid`. */
 async function childNames(pid: number): Promise<string[]> {

@@ -16,28 +16,10 @@ import path from 'node:path';
 import mqtt from 'mqtt';
 import { compare, startLoad } from './helpers/load.ts';
 import { freePort, startPlatformProcess, type PlatformProcess } from './helpers/process.ts';
+import { waitFor, isAlive } from './helpers/wait.ts';
 
 const ADMIN_TOKEN = 'test-admin-token-000000000000';
 const LOOPBACK = 'http://127.0.0.1';
-
-async function waitFor<T>(fn: () => Promise<T | undefined> | T | undefined, ms: number, what: string): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** The pid in the data folder's influxd.pid, when that process is alive and is influxd. */
 async function influxdPid(dataDir: string): Promise<number | undefined> {

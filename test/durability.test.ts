@@ -24,19 +24,12 @@ import { startTestInflux, type TestInflux } from './helpers/influx.ts';
 import { compare, startLoad } from './helpers/load.ts';
 import { startTestPlatform, type TestPlatform } from './helpers/platform.ts';
 import { freePort, startPlatformProcess } from './helpers/process.ts';
+import { waitFor } from './helpers/wait.ts';
 
 /** `intensity` of every traffic point in the database. */
 async function storedIntensities(influx: TestInflux, db: string): Promise<number[]> {
   const out = await influx.query('SELECT "intensity" FROM "traffic"', db);
   return (out.results?.[0]?.series?.[0]?.values ?? []).map((v: unknown[]) => v[1] as number);
-}
-
-async function waitFor(fn: () => Promise<boolean> | boolean, ms: number, what: string): Promise<void> {
-  const until = Date.now() + ms;
-  while (!(await fn())) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 async function health(p: TestPlatform): Promise<any> {

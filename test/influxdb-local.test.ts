@@ -14,16 +14,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort, startLocalInflux, superviseLocalInflux } from '../platform/influxdb-local.ts';
 import { startTestInflux } from './helpers/influx.ts';
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
-    throw err;
-  }
-}
+import { isAlive } from './helpers/wait.ts';
 
 test('local influxd: write, read back, integer type, port clash, stop', async (t) => {
   const influx = await startTestInflux(t);

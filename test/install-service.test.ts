@@ -19,6 +19,7 @@ import { promisify } from 'node:util';
 import { existsSync } from 'node:fs';
 import { installService } from '../platform/service.ts';
 import { freePort } from './helpers/process.ts';
+import { waitFor, isAlive } from './helpers/wait.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url)).replace(/\/$/, '');
 const run = promisify(execFile);
@@ -47,25 +48,6 @@ function parseUnit(text: string): Map<string, string[]> {
 function splitWords(line: string): string[] {
   const words = line.match(/"(?:[^"\\]|\\.)*"|\S+/g) ?? [];
   return words.map((w) => (w.startsWith('"') ? w.slice(1, -1).replace(/\\(.)/g, '$1') : w).replace(/%%/g, '%').replace(/\$\$/g, '$'));
-}
-
-async function waitFor<T>(fn: () => Promise<T | undefined> | T | undefined, ms: number, what: string): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 test('install-service writes a unit that systemd accepts and whose ExecStart runs the platform', { timeout: 120_000 }, async (t) => {

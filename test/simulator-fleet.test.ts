@@ -21,6 +21,7 @@ import { FAMILIES, READING_SCHEMAS, TOPICS, type Family } from '../core/contract
 import type { DeviceMeta } from '../ingest/index.ts';
 import { SqliteDeviceStore, leafZones, loadCityProfile } from '../registry/index.ts';
 import { createFleet, formatProgress, planFleet, pointInPolygon, type Fleet, type FleetOptions } from '../simulators/fleet.ts';
+import { waitFor } from './helpers/wait.ts';
 
 const profile = loadCityProfile(fileURLToPath(new URL('../cities/bac-giang.json', import.meta.url)));
 const leafIds = new Set(leafZones(profile).map((z) => z.id));
@@ -34,14 +35,6 @@ const validators = Object.fromEntries(FAMILIES.map((f) => [f, ajv.compile(READIN
   Family,
   ReturnType<typeof ajv.compile>
 >;
-
-async function waitFor(what: string, check: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -169,7 +162,9 @@ test('fleet: publishes valid readings, reuses credentials, rotates lost ones, re
   // --- First run: provisions everything, publishes, writes the credentials file.
   const first = fleetFor(t, platform, credentialsFile);
   await first.fleet.start();
-  await waitFor('all devices online', () => first.fleet.progress().connected === 9 && platform.broker.onlineCount() === 9);
+  await waitFor(() => first.fleet.progress().connected === 9 && platform.broker.onlineCount() === 9, 5_000, 'all devices online', {
+    every: 20,
+  });
   assert.equal(first.calls.provision, 9);
   assert.equal(first.calls.rotate, 0);
   await sleep(1_500);
@@ -178,7 +173,7 @@ test('fleet: publishes valid readings, reuses credentials, rotates lost ones, re
     TOPICS.errors('sim-tf-0002'),
     JSON.stringify({ code: 'CP_INGEST_INVALID_READING', reason: 'test', at: new Date().toISOString() }),
   );
-  await waitFor('rejection counted', () => first.fleet.progress().rejected === 1);
+  await waitFor(() => first.fleet.progress().rejected === 1, 5_000, 'rejection counted', { every: 20 });
 
   const p = first.fleet.progress();
   assert.equal(p.devices, 9);
@@ -212,22 +207,27 @@ test('fleet: publishes valid readings, reuses credentials, rotates lost ones, re
 
   await first.fleet.stop();
   await first.fleet.stop(); // idempotent
-  await waitFor('devices offline', () => platform.broker.onlineCount() === 0);
+  await waitFor(() => platform.broker.onlineCount() === 0, 5_000, 'devices offline', { every: 20 });
   const creds1 = await readCredentials(credentialsFile);
   assert.deepEqual(Object.keys(creds1).sort(), ids);
   assert.equal((await stat(credentialsFile)).mode & 0o777, 0o600);
   for (const [id, token] of Object.entries(creds1)) assert.equal((await platform.store.checkToken(id, token)).result, 'ok');
 
   // No socket or timer of the fleet outlives stop() (the broker's own stay: it is still running).
-  await waitFor('fleet handles released', () => {
-    const now = process.getActiveResourcesInfo();
-    return count(now, 'TCPSocketWrap') <= count(baseline, 'TCPSocketWrap') && count(now, 'Timeout') <= count(baseline, 'Timeout');
-  });
+  await waitFor(
+    () => {
+      const now = process.getActiveResourcesInfo();
+      return count(now, 'TCPSocketWrap') <= count(baseline, 'TCPSocketWrap') && count(now, 'Timeout') <= count(baseline, 'Timeout');
+    },
+    5_000,
+    'fleet handles released',
+    { every: 20 },
+  );
 
   // --- Second run, same file: no provisioning, same tokens.
   const second = fleetFor(t, platform, credentialsFile);
   await second.fleet.start();
-  await waitFor('second run online', () => second.fleet.progress().connected === 9);
+  await waitFor(() => second.fleet.progress().connected === 9, 5_000, 'second run online', { every: 20 });
   assert.deepEqual(second.calls, { provision: 0, rotate: 0 });
   assert.equal(second.fleet.progress().connectErrors, 0);
   await second.fleet.stop();
@@ -237,7 +237,7 @@ test('fleet: publishes valid readings, reuses credentials, rotates lost ones, re
   await rm(credentialsFile);
   const third = fleetFor(t, platform, credentialsFile);
   await third.fleet.start();
-  await waitFor('third run online', () => third.fleet.progress().connected === 9);
+  await waitFor(() => third.fleet.progress().connected === 9, 5_000, 'third run online', { every: 20 });
   assert.deepEqual(third.calls, { provision: 9, rotate: 9 });
   await third.fleet.stop();
   const creds3 = await readCredentials(credentialsFile);
@@ -250,10 +250,12 @@ test('fleet: publishes valid readings, reuses credentials, rotates lost ones, re
   const wiped = await startPlatform(t);
   const fourth = fleetFor(t, wiped, credentialsFile);
   await fourth.fleet.start();
-  await waitFor('online after re-provisioning', () => fourth.fleet.progress().connected === 9 && wiped.broker.onlineCount() === 9);
+  await waitFor(() => fourth.fleet.progress().connected === 9 && wiped.broker.onlineCount() === 9, 5_000, 'online after re-provisioning', {
+    every: 20,
+  });
   assert.deepEqual(fourth.calls, { provision: 9, rotate: 0 });
   assert.equal(fourth.fleet.progress().connectErrors, 9, 'one refusal per device, then success');
-  await waitFor('telemetry on the new platform', () => new Set(wiped.received.map((m) => m.device.id)).size === 9);
+  await waitFor(() => new Set(wiped.received.map((m) => m.device.id)).size === 9, 5_000, 'telemetry on the new platform', { every: 20 });
   await fourth.fleet.stop();
   const creds4 = await readCredentials(credentialsFile);
   for (const id of ids) {
@@ -276,7 +278,7 @@ test('fleet: a device refused again after re-provisioning gives up instead of ha
     },
   });
   await fleet.start();
-  await waitFor('refused twice', () => fleet.progress().connectErrors >= 2);
+  await waitFor(() => fleet.progress().connectErrors >= 2, 5_000, 'refused twice', { every: 20 });
   await sleep(300);
   assert.equal(calls.provision, 2, 'provisioned once, re-provisioned once');
   assert.equal(fleet.progress().connected, 0);
