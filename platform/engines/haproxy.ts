@@ -21,14 +21,14 @@
  * Started with `-db` (foreground, no daemon) and ended by SIGTERM (HAProxy's hard stop: SIGUSR1's soft stop
  * would wait for every MQTT connection to close). HAProxy gets SIGTERM when its parent dies (setpriv).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
+import { spawnEngine } from './child.ts';
+import { mkdir, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PlatformError } from '../../core/errors.ts';
 import { openFileLimit } from '../descriptor-budget.ts';
-import { freePort, withParentDeathSignal } from '../influxdb-local.ts';
+import { freePort } from '../influxdb-local.ts';
 
 export interface EdgeBackend {
   host: string;
@@ -243,55 +243,22 @@ async function startOnce(
       checkIntervalMs: opts.checkIntervalMs ?? 1000,
     }),
   );
-  const logPath = join(dir, 'haproxy.log');
-  const logFile = await open(logPath, 'a');
-  const logStart = (await logFile.stat()).size;
-  let child: ChildProcess;
-  try {
-    const [cmd, args] = await withParentDeathSignal('haproxy', ['-db', '-f', configFile]);
-    // Its own process group: Ctrl-C on the terminal reaches the platform, which stops the edge in its order.
-    child = spawn(cmd, args, { stdio: ['ignore', logFile.fd, logFile.fd], detached: true });
-    child.unref();
-  } finally {
-    await logFile.close();
-  }
-  let exitInfo: string | undefined;
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => {
-    child.once('exit', (code, signal) => {
-      exitInfo = signal ? `signal ${signal}` : `code ${code}`;
-      res({ code, signal });
-    });
-    child.once('error', (err) => {
-      exitInfo ??= `spawn error: ${err.message} (install the Debian package haproxy: scripts/setup.sh)`;
-      res({ code: null, signal: null });
-    });
-  });
-  const signal = async (sig: NodeJS.Signals, graceMs: number) => {
-    if (exitInfo !== undefined) return;
-    child.kill(sig);
-    const done = new AbortController();
-    const ended = await Promise.race([exited.then(() => true), sleep(graceMs, false, { signal: done.signal }).catch(() => false)]);
-    done.abort();
-    if (!ended) {
-      child.kill('SIGKILL');
-      await exited;
-    }
-  };
+  // Its own process group: Ctrl-C on the terminal reaches the platform, which stops the edge in its order.
+  const engine = await spawnEngine('haproxy', ['-db', '-f', configFile], join(dir, 'haproxy.log'), 'haproxy');
+  const { child, exited } = engine;
+  const signal = engine.signal;
   let stopping: Promise<void> | undefined;
   const stop = () => (stopping ??= signal('SIGTERM', 5000));
-  const tail = async () => {
-    const text = (await readFile(logPath).catch(() => Buffer.alloc(0))).subarray(logStart).toString('utf8').trim();
-    return text ? text.split('\n').slice(-10).join('\n') : '(haproxy.log is empty)';
-  };
+  const tail = async () => (await engine.logTail(10)) || '(haproxy.log is empty)';
 
   const ports = [mqttPort, apiPort].filter((p) => p > 0);
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 10_000);
   for (;;) {
-    if (exitInfo !== undefined) throw new Error(`haproxy exited during start-up (${exitInfo}): ${await tail()}`);
+    if (engine.exitInfo() !== undefined) throw new Error(`haproxy exited during start-up (${engine.exitInfo()}): ${await tail()}`);
     // The admin socket answers once the config is read and every listener bound (HAProxy binds them all at
     // start or exits). Not a connection to a frontend: it would be relayed to a node as a client that fails.
     const info = await adminCommand(join(dir, 'admin.sock'), 'show info').catch(() => '');
-    if (info.includes(`Pid: ${child.pid}`) && exitInfo === undefined) break;
+    if (info.includes(`Pid: ${child.pid}`) && engine.exitInfo() === undefined) break;
     if (Date.now() > deadline) {
       await stop();
       throw new Error(`haproxy not accepting on ${ports.join(', ')} after ${opts.readyTimeoutMs ?? 10_000} ms: ${await tail()}`);

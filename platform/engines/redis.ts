@@ -5,12 +5,12 @@
  * connection sequence numbers). Ready when PING answers PONG. Stopped by SIGTERM, SIGKILL after 5 s; it gets
  * SIGTERM when its parent dies (setpriv).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
+import { spawnEngine } from './child.ts';
+import { mkdir, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { freePort, withParentDeathSignal } from '../influxdb-local.ts';
+import { freePort } from '../influxdb-local.ts';
 
 export interface StartRedisOptions {
   /** Folder of this instance (redis.conf, redis.log); created if missing. */
@@ -75,49 +75,18 @@ async function startOnce(opts: StartRedisOptions, dir: string, log: (msg: string
   const port = opts.port || (await freePort(host));
   const configFile = join(dir, 'redis.conf');
   await writeFile(configFile, renderRedisConfig({ dir, host, port, maxMemoryMb: opts.maxMemoryMb ?? 256 }));
-  const logPath = join(dir, 'redis.log');
-  const logFile = await open(logPath, 'a');
-  const logStart = (await logFile.stat()).size;
-  let child: ChildProcess;
-  try {
-    const [cmd, args] = await withParentDeathSignal('redis-server', [configFile]);
-    child = spawn(cmd, args, { stdio: ['ignore', logFile.fd, logFile.fd], detached: true });
-    child.unref();
-  } finally {
-    await logFile.close();
-  }
-  let exitInfo: string | undefined;
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => {
-    child.once('exit', (code, signal) => {
-      exitInfo = signal ? `signal ${signal}` : `code ${code}`;
-      res({ code, signal });
-    });
-    child.once('error', (err) => {
-      exitInfo ??= `spawn error: ${err.message} (install the Debian package redis-server: scripts/setup.sh)`;
-      res({ code: null, signal: null });
-    });
-  });
-  const signal = async (sig: NodeJS.Signals) => {
-    if (exitInfo !== undefined) return;
-    child.kill(sig);
-    const done = new AbortController();
-    const ended = await Promise.race([exited.then(() => true), sleep(5000, false, { signal: done.signal }).catch(() => false)]);
-    done.abort();
-    if (!ended) {
-      child.kill('SIGKILL');
-      await exited;
-    }
-  };
+  const engine = await spawnEngine('redis-server', [configFile], join(dir, 'redis.log'), 'redis-server');
+  const { child, exited } = engine;
+  const signal = (sig: NodeJS.Signals) => engine.signal(sig, 5000);
   let stopping: Promise<void> | undefined;
   const stop = () => (stopping ??= signal('SIGTERM'));
   const url = `redis://${host.includes(':') ? `[${host}]` : host}:${port}`;
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 10_000);
   for (;;) {
-    if (exitInfo !== undefined) {
-      const tail = (await readFile(logPath).catch(() => Buffer.alloc(0))).subarray(logStart).toString('utf8').trim();
-      throw new Error(`redis-server exited during start-up (${exitInfo}): ${tail.split('\n').slice(-5).join('\n')}`);
+    if (engine.exitInfo() !== undefined) {
+      throw new Error(`redis-server exited during start-up (${engine.exitInfo()}): ${await engine.logTail(5)}`);
     }
-    if ((await ping(host, port)) && exitInfo === undefined) break;
+    if ((await ping(host, port)) && engine.exitInfo() === undefined) break;
     if (Date.now() > deadline) {
       await stop();
       throw new Error(`redis-server not answering PING on ${url} after ${opts.readyTimeoutMs ?? 10_000} ms`);
