@@ -28,7 +28,7 @@ import { type DeviceStore, loadCityProfile, type CityProfile, type ProvisionRequ
 import { ROLES, type Role } from '../registry/index.ts';
 import { openStateStores } from '../platform/state.ts';
 import { FAMILIES, type Family } from '../ingest/index.ts';
-import { createFleet, formatProgress, type Fleet } from '../simulators/index.ts';
+import { createFleet, formatProgress, type Fleet, restRegistry } from '../simulators/index.ts';
 
 const [command = 'help', ...rest] = process.argv.slice(2);
 
@@ -191,7 +191,7 @@ async function simulate(): Promise<number> {
     },
   });
   const api = values.api.replace(/\/$/, '');
-  const headers = { authorization: `Bearer ${values.token}`, 'content-type': 'application/json' };
+  const headers = { authorization: `Bearer ${values.token}` };
   const profile = (await (await fetch(`${api}/api/v1/city`, { headers })).json()) as CityProfile;
   const mqttUrl = values.mqtt ?? `mqtt://${new URL(api).hostname}:1883`;
   const num = (v: string | undefined, f: Family) => (v === undefined ? (profile.fleet?.[f] ?? 0) : Number(v));
@@ -207,18 +207,7 @@ async function simulate(): Promise<number> {
     intervalScale: Number(values.scale),
     qos: Number(values.qos) === 0 ? 0 : 1,
     credentialsFile: values.credentials,
-    async provision(req) {
-      const res = await fetch(`${api}/api/v1/devices`, { method: 'POST', headers, body: JSON.stringify(req) });
-      const body = (await res.json()) as { token: string; code?: string; detail?: string };
-      if (res.status !== 201) throw Object.assign(new Error(body.detail ?? `HTTP ${res.status}`), { code: body.code });
-      return body;
-    },
-    async rotateToken(id) {
-      const res = await fetch(`${api}/api/v1/devices/${encodeURIComponent(id)}/token`, { method: 'POST', headers });
-      const body = (await res.json()) as { token: string; detail?: string };
-      if (res.status !== 200) throw new Error(body.detail ?? `HTTP ${res.status}`);
-      return body.token;
-    },
+    ...restRegistry(api, values.token),
   });
   const stop = async () => {
     await fleet.stop();
