@@ -208,6 +208,15 @@ export async function startCluster(opts: StartClusterOptions): Promise<ClusterHa
   if (entry === 'compiled' && !existsSync(nodeArgs[0] as string))
     throw new Error(`${nodeArgs[0]} is missing: build it (npm run build:platform) or use entry: 'sources'`);
 
+  // Fixed edge ports are checked before anything starts (HAProxy binds them last, after a minute of start-up).
+  for (const [what, port] of [
+    ['MQTT', opts.mqttPort],
+    ['API', opts.apiPort],
+  ] as const) {
+    if (port && (await reusablePort(port, host)) === undefined)
+      throw new Error(`the edge's ${what} port ${host}:${port} is taken by another process: choose another (broker.port, api.port)`);
+  }
+
   const nodeDirs = Array.from({ length: count }, (_, i) => path.join(dir, `node${i + 1}`));
   const ended = await endStaleNodes(dir);
   if (ended) log(`ended ${ended} platform node process(es) an earlier run left in ${dir}`);
