@@ -16,6 +16,8 @@
  *   two a connection: docs/cluster-edge.md), so the run is scaled down from 50,000 (see docs/benchmarks.md).
  */
 import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type ClusterHandle, startCluster } from '../platform/index.ts';
 import { CheckedFleet, checkStored } from '../test/helpers/cluster-fleet.ts';
@@ -163,8 +165,11 @@ interface Run {
 export async function runClusterBench(o: ClusterBenchOptions): Promise<ClusterFigure[]> {
   const env: BenchEnv = await startBenchEnv(o.client, 'traffic');
   let cluster: ClusterHandle | undefined;
+  // A folder of its own in the temp folder: the bench's (mode 700) would keep PostgreSQL's own user out.
+  const clusterDir = await mkdtemp(join(tmpdir(), 'citypulse-bench-cluster-'));
   const stopAll = async () => {
     await cluster?.stop();
+    await rm(clusterDir, { recursive: true, force: true });
     await env.close();
   };
   process.once('SIGINT', () => void stopAll().finally(() => process.exit(130)));
@@ -198,7 +203,7 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<ClusterFi
     // ---- the cluster ----
     const t0 = Date.now();
     cluster = await startCluster({
-      dir: join(env.dir, 'cluster'),
+      dir: clusterDir,
       nodes: 3,
       simulate: false,
       fresh: true,
