@@ -51,6 +51,7 @@ const DATABASE = 'citypulse';
 const TICKS = 100;
 
 type Component = 'platform nodes' | 'RabbitMQ' | 'InfluxDB' | 'HAProxy' | 'PostgreSQL' | 'Redis' | 'devices' | 'other';
+const COMPONENTS: readonly Component[] = ['platform nodes', 'RabbitMQ', 'InfluxDB', 'HAProxy', 'Redis', 'PostgreSQL', 'devices', 'other'];
 
 /** CPU time (ms) of every process below `root` (this bench), by component. */
 function processTree(
@@ -281,7 +282,7 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<ClusterFi
         value: `${spread(single.get(rpm), (r) => r.storedPerSecond)} / ${spread(clustered.get(rpm), (r) => r.storedPerSecond)}`,
         command: cmd,
       });
-      const comps = new Set<string>();
+      const comps = new Set<string>(COMPONENTS);
       for (const r of clustered.get(rpm) ?? []) for (const k of r.cpuPerReading.keys()) comps.add(k);
       figures.push({
         figure: `CPU µs per reading by component, cluster, ${rpm} reading(s)/message (single node's platform: ${med(single.get(rpm), (r) => r.cpuPerReading.get('platform nodes') as number).toFixed(1)})`,
@@ -345,7 +346,15 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<ClusterFi
       const provFrom = Date.now();
       const devices = await provisionThrough(c, ids, 16);
       console.log(`  ${devices.length} idle devices provisioned in ${((Date.now() - provFrom) / 1000).toFixed(0)} s`);
-      await sleep(5000);
+      // Fresh node processes: the heaps of the runs above would hide what the devices cost (V8 frees on its own
+      // schedule), so each node is stopped and started again, and measured idle first.
+      await Promise.all(
+        c.nodes.map(async (_, i) => {
+          await c.stopNode(i);
+          await c.startNode(i);
+        }),
+      );
+      await sleep(20_000);
       const rss0 = c.nodes.map((n) => rssKiB(n.pid));
       const { result } = await env.load.idle({ mqttUrl: c.mqtt, client: env.client, devices, concurrency: 100, keepaliveSeconds: 600 });
       await sleep(20_000);
@@ -358,11 +367,11 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<ClusterFi
       );
       const perNode = c.nodes.map((n, i) => {
         const grow = ((rss1[i] as number) - (rss0[i] as number)) * 1024;
-        return `${n.name}: ${int(online[i] as number)} devices, RSS ${int((rss1[i] as number) / 1024)} MiB (+${int(grow / 1048576)} MiB, ${int(grow / (online[i] as number))} B a device)`;
+        return `${n.name}: ${int(online[i] as number)} devices, RSS ${int((rss0[i] as number) / 1024)} → ${int((rss1[i] as number) / 1024)} MiB (${int(grow / (online[i] as number))} B a device)`;
       });
       console.log(`  ${result.connected} idle devices connected through HAProxy in ${result.seconds.toFixed(1)} s; ${perNode.join('; ')}`);
       figures.push({
-        figure: `idle devices held across 3 nodes through one HAProxy (scaled down from 50,000: ~8,900 connections per HAProxy process here), resident memory per node after 20 s`,
+        figure: `idle devices held across 3 nodes through one HAProxy (scaled down from 50,000: ~8,900 connections per HAProxy process here); resident memory per node, fresh and idle → 20 s after the devices connected`,
         value: `${int(result.connected)} connected in ${result.seconds.toFixed(1)} s; ${perNode.join('; ')}`,
         command: cmd,
       });
