@@ -13,7 +13,7 @@
  *     stops, the other takes over, nothing is lost;
  * (f) the launcher: a 1-node cluster left running by a crashed run is ended by the next start in the same folder,
  *     which starts again on its data (an acknowledged message is still in its queue);
- * (g) the edge's node stopped, twice, under appends to 8 partitions: every partition confirms again within 10 s and
+ * (g) the edge's node stopped, three times, under appends to 8 partitions: every partition confirms again within 10 s and
  *     nothing is refused (a channel that RabbitMQ 3.10 left nacking a partition is renewed: ingest/replicated-log.ts).
  * The 3-node start time and the confirm latency and throughput of (a) are printed as diagnostics
  * (docs/cluster.md quotes them).
@@ -431,7 +431,9 @@ test("(g) the edge's node stopped, twice: every partition confirms again within 
   }, 20);
   onCleanup(t, () => clearInterval(timer));
   const cycles: string[] = [];
-  for (let cycle = 0; cycle < 2; cycle++) {
+  // Three stops: whether a partition's first publish on the new channel races the queue record's update is
+  // chance (2 of 4 stops in a probe of the previous code), so one stop would rarely see it.
+  for (let cycle = 0; cycle < 3; cycle++) {
     await sleep(2000);
     const node = pub.state().node;
     const victim = rabbit.nodes.findIndex((x) => `127.0.0.1:${x.amqpPort}` === node);
