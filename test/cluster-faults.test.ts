@@ -145,12 +145,18 @@ test('(1) SIGKILL of a platform node: its devices are acknowledged again on the 
   // Processing: the killed node was the active consumer of some partitions; a reading of every partition
   // acknowledged after the kill must reach InfluxDB (the next consumer took those partitions over).
   const probe = new Map<number, { id: string; n: number }>();
-  for (const d of fleet.devices) {
-    const p = partitionOf(d.id, PARTITIONS);
-    const last = Math.max(-1, ...[...d.acked].slice(-READINGS_PER_MESSAGE));
-    if (!probe.has(p) && last >= 0 && d.firstAckAfter(killedAt + 3000) !== undefined) probe.set(p, { id: d.id, n: last });
-  }
-  assert.equal(probe.size, PARTITIONS, 'a device acknowledged after the kill in every partition');
+  await waitFor(
+    () => {
+      for (const d of fleet.devices) {
+        const p = partitionOf(d.id, PARTITIONS);
+        if (probe.has(p) || d.firstAckAfter(killedAt + 1000) === undefined) continue;
+        probe.set(p, { id: d.id, n: Math.max(...[...d.acked].slice(-READINGS_PER_MESSAGE)) });
+      }
+      return probe.size === PARTITIONS;
+    },
+    30_000,
+    'a device acknowledged after the kill in every partition',
+  );
   const servedMs = await waitFor(
     async () => {
       for (const { id, n } of probe.values()) {
