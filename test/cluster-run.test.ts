@@ -8,7 +8,7 @@
  * no process of its folder is left and every port it printed is free.
  *
  * Run: node --import tsx --test test/cluster-run.test.ts (3 RabbitMQ nodes start in 22-42 s here, more under
- * load; the whole file took 117 s at load average 18).
+ * load; the whole file took 67 to 117 s).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
