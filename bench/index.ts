@@ -1,11 +1,12 @@
 /**
  * citypulse end-to-end benchmark: MQTT devices → broker → ingest (durable log) → InfluxDB and the live socket.io API.
  *
- *   npm run bench [-- all|throughput|families|latency|fanout|connections|storm|drain] [--devices=50] [--seconds=6]
+ *   npm run bench [-- all|throughput|families|latency|fanout|connections|storm|drain|cluster] [--devices=50] [--seconds=6]
  *                 [--runs=3] [--window=20] [--rate=5000] [--latency-seconds=10] [--samples=20] [--warmup=3]
  *                 [--drain-readings=200000] [--idle-devices=15000] [--connect-concurrency=500] [--settle-seconds=90]
  *                 [--storm-devices=10000] [--storm-backlog=60] [--storm-sockets=0] [--sockets=200] [--client=lean|mqttjs]
- *                 [--family=mix|air|traffic|light]
+ *                 [--family=mix|air|traffic|light] [--cluster-idle-devices=6000] [--failover-devices=100]
+ *                 [--failover-rate=3000]
  *
  * Everything runs on this machine over loopback: a private InfluxDB in a temp folder, a fresh platform per run
  * on ephemeral ports, and the devices in a child process. Prints each run, the medians, and a markdown table
@@ -30,6 +31,8 @@
  * - storm: idle devices cut at once, reconnecting at once and flushing a backlog; cut → all stored, loss.
  * - drain: InfluxDB stopped, a fixed number of acknowledged readings published, InfluxDB restarted, time until
  *   the durable log is empty.
+ * - cluster (not part of `all`): a whole cluster through HAProxy against one node in the same run: throughput,
+ *   CPU per reading per component, failover of a killed node, idle devices held (bench/cluster.ts).
  *
  * Every run also prints the platform's event-loop delay (p50/p99/max). Node flags are printed with the machine
  * (NODE_OPTIONS=--max-semi-space-size=64 npm run bench -- throughput, say: see docs/benchmarks.md). Diagnostics:
@@ -63,10 +66,11 @@ import {
 import { describeFamilies, describeShares, deviceFamilies, LOADS, type Load } from './families.ts';
 import type { LoadClient } from './load.ts';
 import { somaxconn } from '../broker/index.ts';
+import { runClusterBench } from './cluster.ts';
 import { int, markdownTable, median, ms, percentileSorted, textTable } from './stats.ts';
 
 const REPO = fileURLToPath(new URL('..', import.meta.url));
-const COMMANDS = ['all', 'throughput', 'families', 'latency', 'connections', 'storm', 'fanout', 'drain'] as const;
+const COMMANDS = ['all', 'throughput', 'families', 'latency', 'connections', 'storm', 'fanout', 'drain', 'cluster'] as const;
 type Command = (typeof COMMANDS)[number];
 
 /** A mistake on the command line: the message is enough, no stack trace. */
@@ -92,6 +96,10 @@ const OPTIONS = {
   'storm-backlog': [60, 1, 1000],
   'storm-sockets': [0, 0, 1000],
   sockets: [200, 1, 1000],
+  // cluster: one HAProxy process holds ~8,900 MQTT connections on this machine (docs/cluster-edge.md).
+  'cluster-idle-devices': [6000, 0, 8800],
+  'failover-devices': [100, 1, 1000],
+  'failover-rate': [3000, 100, 20_000],
 } as const;
 type OptionName = keyof typeof OPTIONS;
 
@@ -104,6 +112,7 @@ const USES: Record<Exclude<Command, 'all'>, OptionName[]> = {
   storm: ['storm-devices', 'storm-backlog', 'storm-sockets', 'connect-concurrency', 'runs'],
   fanout: ['devices', 'rate', 'sockets', 'latency-seconds', 'runs', 'warmup'],
   drain: ['devices', 'drain-readings', 'window', 'runs', 'warmup'],
+  cluster: ['devices', 'seconds', 'window', 'runs', 'cluster-idle-devices', 'failover-devices', 'failover-rate'],
 };
 
 interface Options {
@@ -1029,6 +1038,22 @@ async function drainPhase(env: BenchEnv, o: Options): Promise<Figure[]> {
 async function main(): Promise<void> {
   const o = parseOptions(process.argv.slice(2));
   const started = Date.now();
+  if (o.command === 'cluster') {
+    // Its own engines and nodes (bench/cluster.ts); not part of `all`.
+    await runClusterBench({
+      devices: o.values.devices,
+      seconds: o.values.seconds,
+      window: o.values.window,
+      runs: o.values.runs,
+      client: o.client,
+      idleDevices: o.values['cluster-idle-devices'],
+      failoverDevices: o.values['failover-devices'],
+      failoverRate: o.values['failover-rate'],
+      command: commandFor(o, 'cluster'),
+    });
+    console.log(`\nbench finished in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    return;
+  }
   const env = await startBenchEnv(o.client, o.family);
   // Ctrl-C: stop a running platform, the device process and InfluxDB, and remove the temp folder.
   process.once('SIGINT', () => void env.close().finally(() => process.exit(130)));

@@ -3,6 +3,9 @@
  * citypulse command line.
  *
  *   citypulse start [--config FILE] [--no-simulate]   platform + (by default) a simulated city, in one process
+ *   citypulse cluster [--config FILE] [--dir DIR] [--nodes N] [--host ADDR] [--no-simulate] [--fresh]
+ *                                                    the whole cluster on this machine: engines, N nodes, HAProxy,
+ *                                                    a simulated city through HAProxy (docs/cluster-operations.md)
  *   citypulse simulate --api URL --token ADMIN_TOKEN [--mqtt URL] [--air N] [--traffic N] [--lights N]
  *                      [--seed N] [--scale X] [--qos 0|1] [--duration SECONDS]
  *                                                    a fleet against a running platform (REST provisioning)
@@ -22,13 +25,14 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig, describeOptions, type Config } from '../platform/config.ts';
 import { createPlatform } from '../platform/platform.ts';
+import { type ClusterHandle, startCluster } from '../platform/cluster.ts';
 import { PlatformError } from '../core/errors.ts';
 import { defaultServiceUser, installService, systemdUnit } from '../platform/service.ts';
 import { type DeviceStore, loadCityProfile, type CityProfile, type ProvisionRequest } from '../registry/index.ts';
 import { ROLES, type Role } from '../registry/index.ts';
 import { openStateStores } from '../platform/state.ts';
 import { FAMILIES, type Family } from '../ingest/index.ts';
-import { createFleet, formatProgress, type Fleet } from '../simulators/index.ts';
+import { createFleet, formatProgress, type Fleet, restRegistry } from '../simulators/index.ts';
 
 const [command = 'help', ...rest] = process.argv.slice(2);
 
@@ -36,6 +40,8 @@ async function main(): Promise<number> {
   switch (command) {
     case 'start':
       return start();
+    case 'cluster':
+      return cluster();
     case 'simulate':
       return simulate();
     case 'provision':
@@ -61,8 +67,11 @@ async function main(): Promise<number> {
   }
 }
 
-const HELP = `usage: citypulse <start|simulate|provision|devices|revoke|operator|options|install-service> [options]
+const HELP = `usage: citypulse <start|cluster|simulate|provision|devices|revoke|operator|options|install-service> [options]
   start      run the platform (broker, ingest, API; a local InfluxDB unless influx.url is set) and a simulated city
+  cluster    run a whole cluster on this machine: RabbitMQ (3 nodes), PostgreSQL, Redis, InfluxDB, --nodes platform
+             nodes (default 3), HAProxy on api.port and broker.port, a simulated city through it; --dir (default
+             dataDir/cluster) keeps it all for the next run (docs/cluster-operations.md)
   simulate   run a simulated fleet against a running platform (--api URL --token ADMIN_TOKEN)
   provision  add a device to the registry and print its token (shown once)
   devices    list devices
@@ -133,6 +142,96 @@ async function start(): Promise<number> {
   return new Promise<number>(() => undefined); // runs until a signal
 }
 
+async function cluster(): Promise<number> {
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      config: { type: 'string' },
+      dir: { type: 'string' },
+      nodes: { type: 'string', default: '3' },
+      host: { type: 'string', default: '127.0.0.1' },
+      'no-simulate': { type: 'boolean' },
+      fresh: { type: 'boolean' },
+    },
+  });
+  const nodes = Number(values.nodes);
+  if (!Number.isInteger(nodes) || nodes < 1 || nodes > 16) {
+    console.error(`--nodes must be a whole number from 1 to 16, got ${values.nodes}`);
+    return 2;
+  }
+  // The configuration every node starts from (file and CITYPULSE_* variables, as for start); api.port and
+  // broker.port are the edge's, where browsers and devices connect, as with one node.
+  const cfg = config(values);
+  const dir = path.resolve(values.dir ?? path.join(cfg.dataDir, 'cluster'));
+  const out = process.stderr;
+  const started = Date.now();
+  let handle: ClusterHandle | undefined;
+  let progressTimer: NodeJS.Timeout | undefined;
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    clearInterval(progressTimer);
+    if (!handle) {
+      // Still starting: every engine and node started so far gets SIGTERM as this process ends (their
+      // parent-death signal); the next run in the folder ends anything left.
+      out.write(`\n${signal} while starting: ending what was started\n`);
+      process.exit(130);
+    }
+    out.write(`\n${signal}: stopping the cluster (the nodes flush first)…\n`);
+    await handle.stop();
+    out.write('stopped\n');
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  out.write(`starting a cluster of ${nodes} node(s) in ${dir} (RabbitMQ alone takes 20-45 s) …\n`);
+  handle = await startCluster({
+    dir,
+    nodes,
+    host: values.host,
+    config: cfg,
+    mqttPort: cfg.broker.port,
+    apiPort: cfg.api.port,
+    simulate: cfg.simulate.enabled && !values['no-simulate'],
+    fresh: values.fresh,
+    log: (m) => out.write(`  ${m}\n`),
+  });
+  const c = handle;
+  const pg = new URL(c.postgres.url);
+  pg.password = '';
+  out.write(
+    `\ncitypulse cluster is running (${c.nodes.length} node(s), started in ${((Date.now() - started) / 1000).toFixed(1)} s; folder ${dir})\n` +
+      `${cfg.api.dashboard.enabled ? `  dashboard        ${c.api}/   (through HAProxy; wall screen: ${c.api}/wall)\n` : ''}` +
+      `  API + socket.io  ${c.api}   (through HAProxy; health: ${c.api}/api/v1/health)\n` +
+      `  MQTT             ${c.mqtt}   (through HAProxy)\n` +
+      c.nodes
+        .map(
+          (n) =>
+            `  ${n.name.padEnd(16)} API ${n.api}, MQTT ${n.mqtt}   (pid ${n.pid}; PROXY v2 only; config ${n.configFile}, log ${n.logFile})\n`,
+        )
+        .join('') +
+      `  RabbitMQ         ${c.rabbit.urls.join(' ')}\n` +
+      `  PostgreSQL       ${pg.href}   (the password is in the nodes' config files)\n` +
+      `  Redis            ${c.redis.url}\n` +
+      `  InfluxDB         ${c.influxUrl}   (database ${cfg.influx.database})\n` +
+      `  HAProxy          ${c.haproxy.dir}/haproxy.cfg   (admin socket ${c.haproxy.dir}/admin.sock)\n`,
+  );
+  if (c.adminTokenCreated) out.write(`  admin token      ${c.adminToken}   (shown once; kept in ${path.join(dir, 'admin-token')})\n`);
+  if (c.initialAdmin?.password)
+    out.write(`  operator login   ${c.initialAdmin.username} / ${c.initialAdmin.password}   (shown once: log in and change it)\n`);
+  const f = c.fleet;
+  if (f) {
+    out.write(`  simulated city   ${f.progress().devices} devices through HAProxy\n\n`);
+    progressTimer = setInterval(
+      () => out.write(`${out.isTTY ? '\r' : ''}${formatProgress(f.progress())}${out.isTTY ? '   ' : '\n'}`),
+      out.isTTY ? 1000 : 10000,
+    );
+  }
+  out.write('Ctrl+C to stop.\n');
+  return new Promise<number>(() => undefined); // runs until a signal
+}
+
 async function installSystemdService(): Promise<number> {
   const { values } = parseArgs({
     args: rest,
@@ -191,7 +290,7 @@ async function simulate(): Promise<number> {
     },
   });
   const api = values.api.replace(/\/$/, '');
-  const headers = { authorization: `Bearer ${values.token}`, 'content-type': 'application/json' };
+  const headers = { authorization: `Bearer ${values.token}` };
   const profile = (await (await fetch(`${api}/api/v1/city`, { headers })).json()) as CityProfile;
   const mqttUrl = values.mqtt ?? `mqtt://${new URL(api).hostname}:1883`;
   const num = (v: string | undefined, f: Family) => (v === undefined ? (profile.fleet?.[f] ?? 0) : Number(v));
@@ -207,18 +306,7 @@ async function simulate(): Promise<number> {
     intervalScale: Number(values.scale),
     qos: Number(values.qos) === 0 ? 0 : 1,
     credentialsFile: values.credentials,
-    async provision(req) {
-      const res = await fetch(`${api}/api/v1/devices`, { method: 'POST', headers, body: JSON.stringify(req) });
-      const body = (await res.json()) as { token: string; code?: string; detail?: string };
-      if (res.status !== 201) throw Object.assign(new Error(body.detail ?? `HTTP ${res.status}`), { code: body.code });
-      return body;
-    },
-    async rotateToken(id) {
-      const res = await fetch(`${api}/api/v1/devices/${encodeURIComponent(id)}/token`, { method: 'POST', headers });
-      const body = (await res.json()) as { token: string; detail?: string };
-      if (res.status !== 200) throw new Error(body.detail ?? `HTTP ${res.status}`);
-      return body.token;
-    },
+    ...restRegistry(api, values.token),
   });
   const stop = async () => {
     await fleet.stop();

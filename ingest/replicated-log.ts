@@ -9,12 +9,13 @@
  *   active consumer (partition-consumer.ts) processes them in that order.
  * - Batching: readings for one partition are gathered for `batchMs` (or up to MAX_BATCH_READINGS) into one AMQP
  *   message on a confirm channel: one replicated write for many devices' messages.
- * - Confirm, nack, timeout: a confirm resolves every message of the batch. A nack rejects them (the broker then
- *   closes each device's connection without acknowledging, and the device sends again), and so does a batch
- *   not confirmed within `confirmTimeoutMs` of its first reading: with the queue's quorum lost, RabbitMQ neither
- *   confirms nor nacks, and acknowledgements wait instead of lying. A resend overwrites its own point in
- *   InfluxDB: readings carry their observation time, and time-less ones get the time their first delivery got
- *   (resend-guard.ts, committed before the batch leaves through `beforeSend`).
+ * - Confirm, nack, timeout: a confirm resolves every message of the batch. A nack means the queue did not take
+ *   the batch (see `renewAfterNack`): it is published again, on a new connection, within its deadline. A batch
+ *   not confirmed within `confirmTimeoutMs` of its first reading is refused (the broker then closes each
+ *   device's connection without acknowledging, and the device sends again): with the queue's quorum lost,
+ *   RabbitMQ neither confirms nor nacks, and acknowledgements wait instead of lying. A resend overwrites its own
+ *   point in InfluxDB: readings carry their observation time, and time-less ones get the time their first
+ *   delivery got (resend-guard.ts, committed before the batch leaves through `beforeSend`).
  * - Node failure: batches published on a connection that closed before their confirm are published again, in
  *   order, on the connection to the next node (within their deadline): a point stored twice overwrites itself.
  * - A publish to a queue that does not exist (deleted by hand) would be confirmed and dropped by RabbitMQ: batches
@@ -38,6 +39,11 @@ export const BATCH_TYPE = 'citypulse.readings.v1';
 const MAX_BATCH_READINGS = 1000;
 /** Opening the channel and declaring the queues: past this, the connection is dropped and another node tried, ms. */
 const OPEN_TIMEOUT_MS = 5000;
+/**
+ * After a nack, how long the channel's other batches may still be confirmed before its connection is renewed, ms;
+ * also the shortest time between two renewals while nacks go on (a leader election of a few seconds).
+ */
+const NACK_RENEW_MS = 500;
 
 export interface ReplicatedLogOptions {
   /** AMQP URLs of the cluster's nodes. */
@@ -66,8 +72,10 @@ export interface ReplicatedLogState {
   unconfirmedReadings: number;
   /** Age of the oldest unconfirmed batch, ms. */
   oldestUnconfirmedMs: number;
-  /** Batches published again after a connection closed before their confirm, since start. */
+  /** Batches published again after a connection closed before their confirm, or after a nack, since start. */
   republishedBatches: number;
+  /** Batches RabbitMQ nacked since start (each published again within its deadline). */
+  nackedBatches: number;
   /** Confirm latency of the last batches (publish → confirm), ms: median and 99th percentile of the last 1,000. */
   confirmMs: { p50: number; p99: number };
 }
@@ -130,6 +138,10 @@ export class ReplicatedLogPublisher {
   private confirmed = 0;
   private refused = 0;
   private republished = 0;
+  private nacked = 0;
+  /** Set while a nacked channel waits to be renewed (renewAfterNack). */
+  private renewing: NodeJS.Timeout | undefined;
+  private lastRenewAt = 0;
   /** Batches returned as unroutable (their confirm follows the return). */
   private readonly returned = new Set<string>();
   private draining = false;
@@ -243,6 +255,7 @@ export class ReplicatedLogPublisher {
       unconfirmedReadings: this.unconfirmed,
       oldestUnconfirmedMs: Number.isFinite(oldest) ? Date.now() - oldest : 0,
       republishedBatches: this.republished,
+      nackedBatches: this.nacked,
       confirmMs: { p50: pct(0.5), p99: pct(0.99) },
     };
   }
@@ -252,6 +265,7 @@ export class ReplicatedLogPublisher {
     if (this.stopped) return;
     const settled = await this.settled(timeoutMs);
     this.stopped = true;
+    clearTimeout(this.renewing);
     if (!settled) {
       this.deps.logger.warn(
         { unconfirmed: this.unconfirmed },
@@ -337,9 +351,11 @@ export class ReplicatedLogPublisher {
     }
   }
 
-  /** The channel or its connection closed: batches published on it and not confirmed are published again. */
+  /**
+   * The channel or its connection closed: batches published on it and not confirmed are published again. Also
+   * after the channel was retired by renewAfterNack (then `this.channel` is already unset).
+   */
   private channelLost(): void {
-    if (!this.channel) return;
     this.channel = undefined;
     this.returned.clear(); // their confirms died with the channel
     for (const part of this.parts) {
@@ -405,13 +421,49 @@ export class ReplicatedLogPublisher {
       this.settle(b, new ReplicatedLogError(`partition queue ${queueName(this.opts.queuePrefix, b.partition)} missing: readings returned`));
       this.link.reset('a partition queue is missing: declaring the queues again');
     } else if (err?.message === 'message nacked') {
-      // amqplib's text for a basic.nack; the broker refused the batch: its devices send again.
-      this.settle(b, new ReplicatedLogError('the replicated log refused the readings (nack)'));
+      // amqplib's text for a basic.nack: the queue did not take the batch. Published again within its deadline.
+      this.nacked++;
+      b.state = 'queued';
+      b.channel = undefined;
+      this.renewAfterNack(ch);
     } else {
       // The channel closed before the confirm ('channel closed'): published again on the next channel.
       b.state = 'queued';
       b.channel = undefined;
     }
+  }
+
+  /**
+   * A nack from a quorum queue here means the channel could not hand the batch to the queue's leader, and on
+   * RabbitMQ 3.10 a channel can stay in that state for good: its queue client (rabbit_fifo_client) learns the
+   * queue's servers, leader first, from the queue's record at the channel's first publish to it. A channel opened
+   * while the old leader's node was going away (as ours are, on the next node, within milliseconds of that node
+   * closing our connection) can still read the dead node as leader; its first publish then asks that node for the
+   * queue's version over RPC, gets `nodedown`, and rejects the publish without remembering anything, so every
+   * later publish asks the dead node again and is nacked, long after a new leader was elected (measured: some
+   * partitions nacked for as long as the channel lived, over 30 s). Nothing on the channel mends it: a new channel
+   * reads the queue's record again. So the channel is retired at once (new batches wait for the next one), its
+   * other batches get `NACK_RENEW_MS` to be confirmed, then the connection is renewed (the next node, a new
+   * channel, the queues' records as they are now) and the nacked and unconfirmed batches are published again in
+   * order. While nacks go on (an election still running) renewals are at most one per `NACK_RENEW_MS`; a batch's
+   * deadline still bounds its device's wait.
+   */
+  private renewAfterNack(ch: ConfirmChannel): void {
+    if (this.channel === ch) this.channel = undefined;
+    if (this.renewing || this.stopped) return;
+    const model = this.link.current;
+    const wait = Math.max(NACK_RENEW_MS, this.lastRenewAt + 2 * NACK_RENEW_MS - Date.now());
+    this.deps.logger.warn(
+      { node: this.link.node, renewInMs: wait },
+      'the replicated log nacked a batch: renewing the connection, the batch is published again',
+    );
+    this.renewing = setTimeout(() => {
+      this.renewing = undefined;
+      this.lastRenewAt = Date.now();
+      if (this.stopped) return;
+      if (model && this.link.current === model) this.link.reset('a partition queue nacked a batch');
+      else if (!this.channel && this.link.current) this.opening ??= this.openChannel().finally(() => (this.opening = undefined));
+    }, wait);
   }
 
   private expire(b: Batch): void {

@@ -96,3 +96,30 @@ export function createCredentialStore(file: string | undefined): CredentialStore
     settled: () => writeChain.catch(() => undefined),
   };
 }
+
+/**
+ * The registry of a running platform over its REST API (`POST /api/v1/devices`, `POST /api/v1/devices/{id}/token`)
+ * with a service token: how a fleet outside the platform's process provisions its devices (`citypulse simulate`,
+ * a cluster's simulated city through the edge).
+ */
+export function restRegistry(
+  apiUrl: string,
+  token: string,
+): { provision: (req: ProvisionRequest) => Promise<{ token: string }>; rotateToken: (id: string) => Promise<string> } {
+  const api = apiUrl.replace(/\/$/, '');
+  const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+  return {
+    async provision(req) {
+      const res = await fetch(`${api}/api/v1/devices`, { method: 'POST', headers, body: JSON.stringify(req) });
+      const body = (await res.json()) as { token: string; code?: string; detail?: string };
+      if (res.status !== 201) throw Object.assign(new Error(body.detail ?? `HTTP ${res.status}`), { code: body.code });
+      return body;
+    },
+    async rotateToken(id) {
+      const res = await fetch(`${api}/api/v1/devices/${encodeURIComponent(id)}/token`, { method: 'POST', headers });
+      const body = (await res.json()) as { token: string; detail?: string };
+      if (res.status !== 200) throw new Error(body.detail ?? `HTTP ${res.status}`);
+      return body.token;
+    },
+  };
+}
