@@ -117,14 +117,20 @@ export function createCommands(opts: CommandsOptions, deps: CommandsDeps): Comma
   let closed = false;
 
   let expiring = false;
+  /** The last expiry failure logged: while the shared database is away, one line, not one a second. */
+  let expiryFailure = '';
   const expire = async () => {
     if (expiring) return;
     expiring = true;
     try {
       // Every node expires (conditional updates: each command once, reported by the node that changed it).
       for (const c of await store.expireDue(Date.now())) emit(c);
+      if (expiryFailure) log.info('command expiry works again');
+      expiryFailure = '';
     } catch (err) {
-      log.error({ err }, 'command expiry failed');
+      const what = (err as Error).message;
+      if (what !== expiryFailure) log.error({ err }, 'command expiry failed; tried again every expiryCheckMs');
+      expiryFailure = what;
     } finally {
       expiring = false;
     }

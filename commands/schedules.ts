@@ -40,6 +40,8 @@ export function createScheduleTicker(
   }
 
   let ticking = false;
+  /** The last failure logged: while the shared database is away, one line, not one a tick. */
+  let failure = '';
   async function tick(now = Date.now()): Promise<void> {
     if (ticking) return; // a slow tick (many devices) is not overlapped by the next one
     ticking = true;
@@ -51,8 +53,11 @@ export function createScheduleTicker(
         const e = latestEdge(edges, since, now, s.timeZone);
         if (e) await fire(s, e.edge, e.at);
       }
+      failure = '';
     } catch (err) {
-      log.error({ err }, 'schedule tick failed');
+      const what = (err as Error).message;
+      if (what !== failure) log.error({ err }, 'schedule tick failed; tried again at the next tick');
+      failure = what;
     } finally {
       ticking = false;
     }

@@ -244,7 +244,7 @@ test('a schedule fires once in the cluster; node A killed: its lights go offline
       name: 'cluster once',
       target: { devices: [stays.id, away.id] },
       from: formatTimeOfDay(now + 4000, tz),
-      to: formatTimeOfDay(now + 12_000, tz),
+      to: formatTimeOfDay(now + 20_000, tz),
       action: { powerState: 'on' },
       endAction: { powerState: 'off' },
     }),
@@ -261,8 +261,21 @@ test('a schedule fires once in the cluster; node A killed: its lights go offline
   assert.equal(fromEdge[0]?.size, 2);
   await c.waitFor(() => onA.received.length === 1, 5000, 'the light on A got its command');
   assert.equal(fromEdge[0]?.states.pending, 1, 'the offline light’s command waits');
+  // A light offline everywhere: its command waits, then expires once (whichever node's expiry got it first).
+  const short = await c.api('/api/v1/commands', {
+    method: 'POST',
+    admin: true,
+    body: json({ target: { devices: [away.id] }, action: { powerState: 'off' }, ttlMs: 1000 }),
+  });
+  assert.equal(short.status, 202);
+  const shortId = ((await short.json()) as { commands: CommandRecord[] }).commands[0]?.id as string;
+  await c.waitFor(async () => (await stateOf(c, shortId)) === 'expired', 10_000, 'the command to the offline light expired');
+  await b.waitFor(() => watcher.commands.some((x) => x.id === shortId && x.state === 'expired'), 5000, 'the screen hears it');
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.equal(watcher.commands.filter((x) => x.id === shortId && x.state === 'expired').length, 1, 'expired once in the cluster');
 
-  // Node A dies without a word.
+  // Node A dies without a word, before the `to` edge.
+  assert.equal((await batchesOf(c, { by })).length, 1, 'the to edge is not due yet');
   const killedAt = Date.now();
   a.child.kill('SIGKILL');
   await a.exited;
