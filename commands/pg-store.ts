@@ -96,8 +96,98 @@ const COLUMNS = 'id, device, zone, family, action, state, reason, created_at, cr
 const OPEN = `state IN ('pending', 'delivered')`;
 const FINISHED = `state IN ('acknowledged', 'failed', 'expired')`;
 
+/**
+ * Writes that come one per device (PUBACKs, answers) gathered into one statement: the first goes at once, and
+ * those arriving while it runs go together in the next. Each is a commit (an fsync) otherwise: a ward of 500
+ * lights answering at once would queue 500 commits; gathered, it is a few. Nothing waits on a timer, so a lone
+ * write is as fast as before. Hand-written: a dozen lines, where a batching library would add its own timer.
+ */
+class Gathered<I, R> {
+  private queue: { item: I; resolve: (r: R | undefined) => void; reject: (e: unknown) => void }[] = [];
+  private running = false;
+  constructor(
+    private readonly run: (items: I[]) => Promise<(R | undefined)[]>,
+    private readonly max = 1000,
+  ) {}
+
+  push(item: I): Promise<R | undefined> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ item, resolve, reject });
+      if (!this.running) void this.drain();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    this.running = true;
+    while (this.queue.length > 0) {
+      const batch = this.queue.splice(0, this.max);
+      try {
+        const out = await this.run(batch.map((b) => b.item));
+        for (const [i, b] of batch.entries()) b.resolve(out[i]);
+      } catch (err) {
+        for (const b of batch) b.reject(err);
+      }
+    }
+    this.running = false;
+  }
+}
+
+/** Each id's record to the first of `items` that asked for it (a repeated PUBACK or answer changes nothing). */
+function firstAsker<T extends { id: string }>(items: T[], rows: Row[]): (CommandRecord | undefined)[] {
+  const byId = new Map(rows.map((r) => [r.id, toRecord(r)]));
+  return items.map((x) => {
+    const c = byId.get(x.id);
+    byId.delete(x.id);
+    return c;
+  });
+}
+
+/** The first item per id (the first answer stands, as in SQLite where they run one after the other). */
+function firstPerId<T extends { id: string }>(items: T[]): T[] {
+  const seen = new Set<string>();
+  return items.filter((x) => !seen.has(x.id) && seen.add(x.id));
+}
+
 export class PgCommandStore implements CommandStore {
   private finishedSinceTrim = 0;
+
+  private readonly deliveries = new Gathered<{ id: string; device: string; at: number }, CommandRecord>(async (items) => {
+    const first = firstPerId(items);
+    const r = await this.db.query<Row>(
+      `UPDATE commands c SET state = 'delivered', delivered_at = u.at
+       FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u (id, device, at)
+       WHERE c.id = u.id AND c.device = u.device AND c.state = 'pending' AND c.expires_at > u.at
+       RETURNING ${COLUMNS.split(', ')
+         .map((x) => `c.${x}`)
+         .join(', ')}`,
+      [first.map((x) => x.id), first.map((x) => x.device), first.map((x) => new Date(x.at))],
+    );
+    return firstAsker(items, r.rows);
+  });
+
+  private readonly answers = new Gathered<
+    { id: string; device: string; state: 'acknowledged' | 'failed'; reason: string | null; at: number },
+    CommandRecord
+  >(async (items) => {
+    const first = firstPerId(items);
+    const r = await this.db.query<Row>(
+      `UPDATE commands c SET state = u.state, reason = u.reason, acknowledged_at = u.at, delivered_at = coalesce(c.delivered_at, u.at)
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) AS u (id, device, state, reason, at)
+       WHERE c.id = u.id AND c.device = u.device AND c.${OPEN}
+       RETURNING ${COLUMNS.split(', ')
+         .map((x) => `c.${x}`)
+         .join(', ')}`,
+      [
+        first.map((x) => x.id),
+        first.map((x) => x.device),
+        first.map((x) => x.state),
+        first.map((x) => x.reason),
+        first.map((x) => new Date(x.at)),
+      ],
+    );
+    await this.finished(r.rows.length);
+    return firstAsker(items, r.rows);
+  });
 
   /**
    * The schema must be migrated (COMMANDS_MIGRATIONS). `node` names this node in the notifications it sends,
@@ -219,31 +309,18 @@ export class PgCommandStore implements CommandStore {
     return r.rows.map((x) => x.device);
   }
 
-  async markDelivered(id: string, device: string, at: number): Promise<CommandRecord | undefined> {
-    const r = await this.db.query<Row>(
-      `UPDATE commands SET state = 'delivered', delivered_at = $1 WHERE id = $2 AND device = $3 AND state = 'pending' AND expires_at > $1
-       RETURNING ${COLUMNS}`,
-      [new Date(at), id, device],
-    );
-    return r.rows[0] && toRecord(r.rows[0]);
+  markDelivered(id: string, device: string, at: number): Promise<CommandRecord | undefined> {
+    return this.deliveries.push({ id, device, at });
   }
 
-  async markAnswered(
+  markAnswered(
     id: string,
     device: string,
     state: 'acknowledged' | 'failed',
     reason: string | null,
     at: number,
   ): Promise<CommandRecord | undefined> {
-    const r = await this.db.query<Row>(
-      `UPDATE commands SET state = $1, reason = $2, acknowledged_at = $3, delivered_at = coalesce(delivered_at, $3)
-       WHERE id = $4 AND device = $5 AND ${OPEN} RETURNING ${COLUMNS}`,
-      [state, reason, new Date(at), id, device],
-    );
-    const row = r.rows[0];
-    if (!row) return undefined;
-    await this.finished(1);
-    return toRecord(row);
+    return this.answers.push({ id, device, state, reason, at });
   }
 
   async expireDue(now: number): Promise<CommandRecord[]> {

@@ -188,6 +188,32 @@ for (const impl of [sqlite, postgres]) {
       assert.equal(await s.markDelivered(b1.id, 'sl-1', T0 + 61_001), undefined);
     });
 
+    test('PUBACKs and answers of many devices at once: each recorded once, the first answer stands', async (t) => {
+      const [s] = (await impl.open(t)).stores as [CommandStore];
+      const lights = Array.from({ length: 40 }, (_, i) => ({ id: `sl-${i}`, zone: 'centre' }));
+      const made = await s.insert(batchOf(lights, { powerState: 'off' }));
+      // Every PUBACK twice, at once: one of each pair changes the command.
+      const delivered = await Promise.all(
+        made.flatMap((c) => [s.markDelivered(c.id, c.device, T0 + 5), s.markDelivered(c.id, c.device, T0 + 6)]),
+      );
+      assert.equal(delivered.filter(Boolean).length, 40);
+      assert.ok(delivered.every((c) => !c || c.state === 'delivered'));
+      // Answers at once, each command answered ok then failed: the first (ok) stands.
+      const answered = await Promise.all(
+        made.flatMap((c) => [
+          s.markAnswered(c.id, c.device, 'acknowledged', null, T0 + 10),
+          s.markAnswered(c.id, c.device, 'failed', 'late', T0 + 11),
+          s.markAnswered(c.id, 'sl-other', 'acknowledged', null, T0 + 12),
+        ]),
+      );
+      assert.deepEqual(
+        answered.map((c) => c?.state ?? null),
+        made.flatMap(() => ['acknowledged', null, null]),
+      );
+      const [batch] = await s.batches({ limit: 1 });
+      assert.deepEqual(batch?.states, { pending: 0, delivered: 0, acknowledged: 40, failed: 0, expired: 0 });
+    });
+
     test('expiry: every open command past its expiresAt, once, oldest first, with its reason', async (t) => {
       const [s] = (await impl.open(t)).stores as [CommandStore];
       const short = await s.insert(batchOf([L1, L2], { powerState: 'off' }, { ttl: 1000 }));
