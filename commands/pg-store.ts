@@ -110,11 +110,21 @@ class Gathered<I, R> {
     private readonly max = 1000,
   ) {}
 
+  /** The last write pushed: written in order, so once it settles every earlier one has. */
+  private last: Promise<unknown> = Promise.resolve();
+
   push(item: I): Promise<R | undefined> {
-    return new Promise((resolve, reject) => {
+    const p = new Promise<R | undefined>((resolve, reject) => {
       this.queue.push({ item, resolve, reject });
       if (!this.running) void this.drain();
     });
+    this.last = p.catch(() => undefined);
+    return p;
+  }
+
+  /** Resolves once every write pushed so far is done (later ones are not waited for). */
+  settled(): Promise<unknown> {
+    return this.last;
   }
 
   private async drain(): Promise<void> {
@@ -169,6 +179,8 @@ export class PgCommandStore implements CommandStore {
     { id: string; device: string; state: 'acknowledged' | 'failed'; reason: string | null; at: number },
     CommandRecord
   >(async (items) => {
+    // A device's PUBACK comes before its answer: recorded first, so the command is seen delivered, then answered.
+    await this.deliveries.settled();
     const first = firstPerId(items);
     const r = await this.db.query<Row>(
       `UPDATE commands c SET state = u.state, reason = u.reason, acknowledged_at = u.at, delivered_at = coalesce(c.delivered_at, u.at)
