@@ -58,6 +58,11 @@ export interface Broker {
   onlineCount(): number;
   /** The ids of the devices connected now. */
   onlineIds(): string[];
+  /**
+   * The ids of the devices connected now to any node of the cluster (broker.redisUrl: cluster-presence.ts); this
+   * node's alone on one node, or while Redis is unreachable.
+   */
+  clusterOnlineIds(): Promise<string[]>;
   readonly events: EventEmitter<BrokerEvents>;
   readonly aedes: Aedes;
 }
@@ -160,7 +165,7 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
   let cluster: ClusterTakeover | undefined;
   aedes.on('client', (client) => {
     const device = devices.get(client);
-    if (device) cluster?.connected(device.id, client);
+    if (device) cluster?.connected(device, client);
   });
   aedes.on('clientDisconnect', (client) => {
     acks.abortWaiting(client);
@@ -250,9 +255,30 @@ export async function createBroker(options: BrokerOptions, deps: BrokerDeps): Pr
     isSubscribed: sessions.isSubscribed,
     onlineCount: sessions.onlineCount,
     onlineIds: sessions.onlineIds,
+    async clusterOnlineIds() {
+      if (!cluster) return sessions.onlineIds();
+      try {
+        return await cluster.onlineIds();
+      } catch (err) {
+        log.debug({ err: (err as Error).message }, 'cluster presence unreadable (Redis): devices of this node only');
+        return sessions.onlineIds();
+      }
+    },
     disconnect: sessions.disconnect,
     async start() {
-      if (opts.redisUrl) cluster = await startClusterTakeover({ redisUrl: opts.redisUrl }, { logger: log });
+      if (opts.redisUrl) {
+        cluster = await startClusterTakeover(
+          { redisUrl: opts.redisUrl, presenceTtlMs: opts.presenceTtlMs },
+          {
+            logger: log,
+            // A node died without a word: its devices are offline for every screen and alarm (said once, from here).
+            onGone: (entries) => {
+              const at = new Date().toISOString();
+              for (const e of entries) deps.bus?.emit('status', { device: e.device, family: e.family, zone: e.zone, state: 'offline', at });
+            },
+          },
+        );
+      }
       const tcp = await new Promise<{ host: string; port: number }>((resolve, reject) => {
         server.once('error', reject);
         // A deep accept queue: after an outage thousands of devices connect within a second, and SYNs dropped

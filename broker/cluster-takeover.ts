@@ -17,6 +17,8 @@ import { randomBytes } from 'node:crypto';
 import type { Client } from 'aedes';
 import { createClient } from 'redis';
 import type { Logger } from '../core/logger.ts';
+import type { DeviceMeta } from '../ingest/index.ts';
+import { type ClusterPresence, startClusterPresence } from './cluster-presence.ts';
 
 /** The pub/sub channel of logins and the counter that orders them. */
 export const TAKEOVER_CHANNEL = 'citypulse:broker:logins';
@@ -26,9 +28,11 @@ export interface ClusterTakeover {
   /** This node's id in the announcements. */
   readonly node: string;
   /** A device's connection was accepted (after its CONNACK) on this node. */
-  connected(deviceId: string, client: Client): void;
+  connected(device: DeviceMeta, client: Client): void;
   /** That connection ended. */
   disconnected(deviceId: string, client: Client): void;
+  /** The devices connected to any node of the cluster (cluster-presence.ts); throws when Redis is unreachable. */
+  onlineIds(): Promise<string[]>;
   stop(): Promise<void>;
 }
 
@@ -42,8 +46,13 @@ interface Local {
 
 /** Connects (bounded by `connectTimeoutMs`; on failure the node starts alone and keeps trying). */
 export async function startClusterTakeover(
-  opts: { redisUrl: string; connectTimeoutMs?: number },
-  deps: { logger: Logger; onTakenOver?: (deviceId: string) => void },
+  opts: { redisUrl: string; connectTimeoutMs?: number; presenceTtlMs?: number },
+  deps: {
+    logger: Logger;
+    onTakenOver?: (deviceId: string) => void;
+    /** Devices of a node that died without a word, reported offline by this node (once in the cluster). */
+    onGone?: (entries: { device: string; family: string; zone: string }[]) => void;
+  },
 ): Promise<ClusterTakeover> {
   const log = deps.logger;
   const node = randomBytes(6).toString('hex');
@@ -65,8 +74,10 @@ export async function startClusterTakeover(
   sub.on('error', onError);
   pub.on('ready', () => (lastError = ''));
 
+  let presence: ClusterPresence | undefined;
   const takeOver = (deviceId: string, l: Local) => {
     local.delete(deviceId);
+    // Its presence entry is the newer connection's already (or will be: a lower number never overwrites it).
     log.info({ device: deviceId }, 'device connected to another node: its connection here is closed (takeover)');
     deps.onTakenOver?.(deviceId);
     l.client.close();
@@ -101,11 +112,13 @@ export async function startClusterTakeover(
   } else {
     log.info({ node }, 'broker cluster: takeover across nodes through Redis');
   }
+  presence = startClusterPresence({ node, ttlMs: opts.presenceTtlMs ?? 5000 }, { redis: pub, logger: log, onGone: deps.onGone });
 
   return {
     node,
-    connected(deviceId, client) {
+    connected(device, client) {
       if (stopped) return;
+      const deviceId = device.id;
       const l: Local = { client };
       local.set(deviceId, l);
       pub
@@ -114,15 +127,21 @@ export async function startClusterTakeover(
           if (local.get(deviceId) !== l) return; // closed or replaced meanwhile
           l.seq = seq;
           if ((l.newerSeen ?? 0) > seq) return takeOver(deviceId, l);
+          presence?.set(device, seq);
           await pub.publish(TAKEOVER_CHANNEL, JSON.stringify({ device: deviceId, seq, node }));
         })
         .catch((err: Error) => onError(err));
     },
     disconnected(deviceId, client) {
-      if (local.get(deviceId)?.client === client) local.delete(deviceId);
+      const l = local.get(deviceId);
+      if (l?.client !== client) return;
+      local.delete(deviceId);
+      if (l.seq !== undefined) presence?.clear(deviceId, l.seq);
     },
+    onlineIds: () => (presence as ClusterPresence).onlineIds(),
     async stop() {
       if (stopped) return;
+      await presence?.stop();
       stopped = true;
       local.clear();
       // destroy, not close: close waits for queued commands, which never end while Redis is unreachable.

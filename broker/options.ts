@@ -80,6 +80,14 @@ export const BROKER_OPTIONS = section({
     description:
       'Several broker nodes behind the edge: the Redis (redis://host:port) through which a device that connects to this node closes its older connection on another node (MQTT takeover across nodes). Empty = a single node. Redis unreachable: logged, takeover within each node only',
   },
+  presenceTtlMs: {
+    type: 'integer',
+    minimum: 300,
+    maximum: 600000,
+    default: 5000,
+    description:
+      "With broker.redisUrl: how long a node's presence heartbeat in Redis lives (renewed every third of it), ms; the devices of a node silent that long (killed, cut off) are shown offline by every node and reported offline once",
+  },
   proxyProtocol: section({
     enabled: {
       type: 'boolean',

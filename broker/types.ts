@@ -50,6 +50,11 @@ export interface BrokerOptions {
    * its older connection on another (cluster-takeover.ts). Empty or absent = a single node.
    */
   redisUrl?: string;
+  /**
+   * With redisUrl: the time to live of this node's presence heartbeat, ms; the devices of a node silent that long
+   * are offline for the cluster (cluster-presence.ts). Default 5000.
+   */
+  presenceTtlMs?: number;
 }
 
 export interface BrokerDeps {

@@ -10,16 +10,16 @@ import type { DeviceMeta } from '../ingest/validate.ts';
 import type { CommandRecord } from '../core/bus.ts';
 import type { ErrorCode } from '../core/errors.ts';
 import type { Logger } from '../core/logger.ts';
-import type { SqliteCommandStore } from './store.ts';
+import type { CommandStore } from './store.ts';
 import type { CommandTransport } from './types.ts';
 
 /** A message of a device on its acks topic. */
 export function createAckHandler(
-  store: SqliteCommandStore,
+  store: CommandStore,
   transport: CommandTransport,
   emit: (c: CommandRecord) => void,
   log: Logger,
-): (device: DeviceMeta, payload: Buffer) => void {
+): (device: DeviceMeta, payload: Buffer) => Promise<void> {
   const ajv = new Ajv({ allErrors: true, strict: true });
   addFormats.default(ajv, ['date-time']);
   const validateAck = ajv.compile<CommandAck>(commandAckSchema);
@@ -29,7 +29,7 @@ export function createAckHandler(
     transport.publish(TOPICS.errors(device), JSON.stringify(err), { qos: 1 }).catch(() => undefined);
   }
 
-  function handleAck(device: DeviceMeta, payload: Buffer): void {
+  async function handleAck(device: DeviceMeta, payload: Buffer): Promise<void> {
     let ack: unknown;
     try {
       ack = JSON.parse(payload.toString('utf8'));
@@ -44,7 +44,7 @@ export function createAckHandler(
       tellDevice(device.id, 'CP_COMMAND_BAD_ACK', `ack breaks its schema: ${why}`);
       return;
     }
-    const known = store.get(ack.id);
+    const known = await store.get(ack.id);
     if (!known || known.device !== device.id) {
       log.info({ device: device.id, command: ack.id }, 'ack for an unknown command');
       tellDevice(device.id, 'CP_COMMAND_NOT_FOUND', `no command ${ack.id} for ${device.id}`);
@@ -52,7 +52,7 @@ export function createAckHandler(
     }
     const ok = ack.status === 'ok';
     const reason = ok ? (ack.reason ?? null) : (ack.reason ?? 'the device gave no reason');
-    const c = store.markAnswered(ack.id, device.id, ok ? 'acknowledged' : 'failed', reason, Date.now());
+    const c = await store.markAnswered(ack.id, device.id, ok ? 'acknowledged' : 'failed', reason, Date.now());
     if (c) emit(c);
     // else: already finished (a repeated ack, or one after expiry): the first answer stands.
     else log.debug({ device: device.id, command: ack.id, state: known.state }, 'ack for a finished command ignored');

@@ -9,7 +9,7 @@ import { TOPICS } from '../core/contract.ts';
 import type { CommandRecord } from '../core/bus.ts';
 import type { Logger } from '../core/logger.ts';
 import type { Device } from '../registry/index.ts';
-import type { CommandTarget, SqliteCommandStore } from './store.ts';
+import type { CommandStore, CommandTarget } from './store.ts';
 import type { CommandTransport } from './types.ts';
 
 export interface CommandDelivery {
@@ -21,9 +21,9 @@ export interface CommandDelivery {
     actor: string,
     batch: string,
     target: CommandTarget,
-  ): CommandRecord[];
-  /** Sends every pending command of a device whose subscription is in place, oldest first. */
-  dispatch(device: string): void;
+  ): Promise<CommandRecord[]>;
+  /** Sends every pending command of a device whose subscription is in place (on this node), oldest first. */
+  dispatch(device: string): Promise<void>;
   /** The transport's `subscribed` event: a device now listens to a topic. */
   onSubscribed(device: string, topic: string): void;
   /** The transport's `delivered` event: a device PUBACKed a publish. */
@@ -31,7 +31,7 @@ export interface CommandDelivery {
 }
 
 export function createCommandDelivery(
-  store: SqliteCommandStore,
+  store: CommandStore,
   transport: CommandTransport,
   emit: (c: CommandRecord) => void,
   log: Logger,
@@ -44,12 +44,17 @@ export function createCommandDelivery(
     });
   }
 
-  function dispatch(device: string): void {
+  async function dispatch(device: string): Promise<void> {
     if (!transport.isSubscribed(device, TOPICS.commands(device))) return;
-    for (const c of store.pendingOf(device, Date.now())) send(c);
+    try {
+      for (const c of await store.pendingOf(device, Date.now())) send(c);
+    } catch (err) {
+      // Stay pending: sent at the device's next subscription (or the next notice of the cluster).
+      log.warn({ err: (err as Error).message, device }, 'pending commands not read');
+    }
   }
 
-  function insertAndSend(
+  async function insertAndSend(
     devices: Device[],
     action: Record<string, unknown>,
     ttl: number,
@@ -58,7 +63,7 @@ export function createCommandDelivery(
     target: CommandTarget,
   ) {
     const now = Date.now();
-    const created = store.insert(
+    const created = await store.insert(
       devices.map((d) => ({
         id: randomUUID(),
         device: d.id,
@@ -73,13 +78,14 @@ export function createCommandDelivery(
       target,
     );
     for (const c of created) emit(c);
-    // Synchronously after the insert: a subscription coming in later finds them in the store.
+    // After the insert: a subscription coming in later finds them in the store. In a cluster the node holding the
+    // device (when another) hears of them once they are committed (cluster.ts).
     for (const c of created) if (transport.isSubscribed(c.device, TOPICS.commands(c.device))) send(c);
     return created;
   }
 
   const onSubscribed = (device: string, topic: string) => {
-    if (topic === TOPICS.commands(device)) dispatch(device);
+    if (topic === TOPICS.commands(device)) void dispatch(device);
   };
   const onDelivered = (device: string, topic: string, payload: Buffer) => {
     if (topic !== TOPICS.commands(device)) return;
@@ -90,8 +96,10 @@ export function createCommandDelivery(
       return;
     }
     if (typeof id !== 'string') return;
-    const c = store.markDelivered(id, device, Date.now());
-    if (c) emit(c);
+    store.markDelivered(id, device, Date.now()).then(
+      (c) => c && emit(c),
+      (err: Error) => log.warn({ err: err.message, command: id, device }, 'delivery not recorded'),
+    );
   };
 
   return { insertAndSend, dispatch, onSubscribed, onDelivered };

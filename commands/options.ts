@@ -28,6 +28,14 @@ export const COMMANDS_OPTIONS = section({
     default: 1000,
     description: 'How often schedules are checked for an edge (from/to time passed), ms; schedules take HH:MM or HH:MM:SS',
   },
+  leaderRetryMs: {
+    type: 'integer',
+    minimum: 100,
+    maximum: 60000,
+    default: 2000,
+    description:
+      'Cluster mode (state.postgresUrl): how often a node asks for the lock of the schedule runner, and the runner checks it still holds it, ms; a dead runner is replaced within about this time',
+  },
   historyLimit: {
     type: 'integer',
     minimum: 1000,

@@ -1,8 +1,11 @@
 /**
- * Commands and schedules kept in one embedded SQLite file (`dataDir/commands.db`, better-sqlite3: synchronous,
- * microseconds a query), so that pending commands and schedules survive a restart. State changes are
- * conditional updates (`WHERE state IN (...)`): a change that lost a race (a late ack after expiry, a PUBACK
- * after the ack) changes nothing and reports so.
+ * Where commands and schedules are kept: the CommandStore interface, and its single-node implementation in one
+ * embedded SQLite file (`dataDir/commands.db`, better-sqlite3: synchronous, microseconds a query), so that
+ * pending commands and schedules survive a restart. The cluster's implementation (PostgreSQL, shared by every
+ * node) is pg-store.ts; both answer alike (test/state-stores.test.ts runs one suite on both), so the interface
+ * is asynchronous. State changes are conditional updates (`WHERE state IN (...)`): a change that lost a race (a
+ * late ack after expiry, a PUBACK after the ack, another node expiring the same command) changes nothing and
+ * reports so.
  */
 import Database from 'better-sqlite3';
 import type { CommandRecord, CommandState } from '../core/bus.ts';
@@ -115,7 +118,8 @@ export interface BatchSummary {
   finishedAt: string | null;
 }
 
-interface BatchRow {
+/** A batch as both stores' queries return it (times in ms). */
+export interface BatchRow {
   batch: string;
   created_at: number;
   created_by: string;
@@ -132,10 +136,56 @@ interface BatchRow {
   last_at: number | null;
 }
 
+/** The reason an expired command carries. */
+export const EXPIRED_REASON = 'not acknowledged before expiresAt';
+
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 const OPEN: CommandState[] = ['pending', 'delivered'];
 
-export class SqliteCommandStore {
+/** A new command, before the store gives it its state. */
+export type NewCommand = Omit<CommandRecord, 'state' | 'reason' | 'deliveredAt' | 'acknowledgedAt'>;
+
+export interface CommandStore {
+  /**
+   * Inserts commands (state pending) in one transaction; `target`, what the batch was asked for, is kept for the
+   * command history (commands of one batch share their batch id and creation time).
+   */
+  insert(commands: NewCommand[], target?: CommandTarget): Promise<CommandRecord[]>;
+  get(id: string): Promise<CommandRecord | undefined>;
+  /** Newest first. */
+  list(f: CommandFilter): Promise<CommandRecord[]>;
+  /** Batches (one per request or schedule edge), newest first, with their commands' states. */
+  batches(f: BatchFilter): Promise<BatchSummary[]>;
+  /** Pending, unexpired commands of a device, oldest first (the order to send them in). */
+  pendingOf(device: string, now: number): Promise<CommandRecord[]>;
+  /** Devices with pending, unexpired commands; of one batch when given. */
+  devicesWithPending(now: number, batch?: string): Promise<string[]>;
+  /** pending → delivered; undefined when the command was not pending (or expired meanwhile). */
+  markDelivered(id: string, device: string, at: number): Promise<CommandRecord | undefined>;
+  /** pending | delivered → acknowledged | failed; undefined when it was already finished. */
+  markAnswered(
+    id: string,
+    device: string,
+    state: 'acknowledged' | 'failed',
+    reason: string | null,
+    at: number,
+  ): Promise<CommandRecord | undefined>;
+  /** Every open command whose expiresAt passed becomes expired; returns those this call changed, oldest first. */
+  expireDue(now: number): Promise<CommandRecord[]>;
+  insertSchedule(s: Schedule): Promise<Schedule>;
+  getSchedule(id: string): Promise<Schedule | undefined>;
+  /** By creation time, then id. */
+  listSchedules(): Promise<Schedule[]>;
+  deleteSchedule(id: string): Promise<boolean>;
+  /**
+   * Records that the schedule's edge at `at` fires; false when that edge (or a later one) was recorded already,
+   * or the schedule is gone: then the caller does not fire it. So an edge fires once, whoever asks.
+   */
+  claimScheduleEdge(id: string, edge: 'from' | 'to', at: number): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+export class SqliteCommandStore implements CommandStore {
   private readonly db: Database.Database;
   private readonly stmt;
   private finishedSinceTrim = 0;
@@ -180,6 +230,9 @@ export class SqliteCommandStore {
       pendingDevices: this.db.prepare<[number], { device: string }>(
         `SELECT DISTINCT device FROM commands WHERE state = 'pending' AND expires_at > ?`,
       ),
+      pendingDevicesOfBatch: this.db.prepare<[string, number], { device: string }>(
+        `SELECT DISTINCT device FROM commands WHERE batch = ? AND state = 'pending' AND expires_at > ?`,
+      ),
       delivered: this.db.prepare(
         `UPDATE commands SET state = 'delivered', delivered_at = ? WHERE id = ? AND device = ? AND state = 'pending' AND expires_at > ?`,
       ),
@@ -202,7 +255,9 @@ export class SqliteCommandStore {
       getSchedule: this.db.prepare<[string], ScheduleRow>('SELECT * FROM schedules WHERE id = ?'),
       allSchedules: this.db.prepare<[], ScheduleRow>('SELECT * FROM schedules ORDER BY created_at, id'),
       deleteSchedule: this.db.prepare('DELETE FROM schedules WHERE id = ?'),
-      edgeFired: this.db.prepare('UPDATE schedules SET last_edge = ?, last_edge_at = ? WHERE id = ?'),
+      edgeFired: this.db.prepare(
+        'UPDATE schedules SET last_edge = ?, last_edge_at = ? WHERE id = ? AND (last_edge_at IS NULL OR last_edge_at < ?)',
+      ),
       insertBatch: this.db.prepare('INSERT OR IGNORE INTO batches (batch, created_at, target) VALUES (?, ?, ?)'),
       trimBatches: this.db.prepare(
         'DELETE FROM batches WHERE NOT EXISTS (SELECT 1 FROM commands c WHERE c.batch = batches.batch AND c.created_at = batches.created_at)',
@@ -210,11 +265,7 @@ export class SqliteCommandStore {
     };
   }
 
-  /**
-   * Inserts commands (state pending) in one transaction; `target`, what the batch was asked for, is kept for the
-   * command history (commands of one batch share their batch id and creation time).
-   */
-  insert(commands: Omit<CommandRecord, 'state' | 'reason' | 'deliveredAt' | 'acknowledgedAt'>[], target?: CommandTarget): CommandRecord[] {
+  async insert(commands: NewCommand[], target?: CommandTarget): Promise<CommandRecord[]> {
     this.db.transaction(() => {
       const first = commands[0];
       if (target && first?.batch) this.stmt.insertBatch.run(first.batch, Date.parse(first.createdAt), JSON.stringify(target));
@@ -232,21 +283,23 @@ export class SqliteCommandStore {
         });
       }
     })();
-    return commands.map((c) => this.get(c.id) as CommandRecord);
+    return commands.map((c) => this.getNow(c.id) as CommandRecord);
   }
 
-  get(id: string): CommandRecord | undefined {
+  async get(id: string): Promise<CommandRecord | undefined> {
+    return this.getNow(id);
+  }
+
+  private getNow(id: string): CommandRecord | undefined {
     const row = this.stmt.get.get(id);
     return row && toRecord(row);
   }
 
-  /** Newest first. */
-  list(f: CommandFilter): CommandRecord[] {
+  async list(f: CommandFilter): Promise<CommandRecord[]> {
     return this.stmt.list.all({ device: f.device ?? null, state: f.state ?? null, batch: f.batch ?? null, limit: f.limit }).map(toRecord);
   }
 
-  /** Batches (one per request or schedule edge), newest first, with their commands' states. */
-  batches(f: BatchFilter): BatchSummary[] {
+  async batches(f: BatchFilter): Promise<BatchSummary[]> {
     const where = ['c.batch IS NOT NULL'];
     const having: string[] = [];
     const params: Record<string, unknown> = { limit: f.limit, offset: f.offset ?? 0 };
@@ -289,42 +342,44 @@ export class SqliteCommandStore {
     return this.db.prepare<Record<string, unknown>, BatchRow>(sql).all(params).map(toBatch);
   }
 
-  /** Pending, unexpired commands of a device, oldest first (the order to send them in). */
-  pendingOf(device: string, now: number): CommandRecord[] {
+  async pendingOf(device: string, now: number): Promise<CommandRecord[]> {
     return this.stmt.pendingOf.all(device, now).map(toRecord);
   }
 
-  /** Devices with pending, unexpired commands. */
-  devicesWithPending(now: number): string[] {
+  async devicesWithPending(now: number, batch?: string): Promise<string[]> {
+    if (batch !== undefined) return this.stmt.pendingDevicesOfBatch.all(batch, now).map((r) => r.device);
     return this.stmt.pendingDevices.all(now).map((r) => r.device);
   }
 
-  /** pending → delivered; undefined when the command was not pending (or expired meanwhile). */
-  markDelivered(id: string, device: string, at: number): CommandRecord | undefined {
-    return this.stmt.delivered.run(at, id, device, at).changes ? this.get(id) : undefined;
+  async markDelivered(id: string, device: string, at: number): Promise<CommandRecord | undefined> {
+    return this.stmt.delivered.run(at, id, device, at).changes ? this.getNow(id) : undefined;
   }
 
-  /** pending | delivered → acknowledged | failed; undefined when it was already finished. */
-  markAnswered(id: string, device: string, state: 'acknowledged' | 'failed', reason: string | null, at: number): CommandRecord | undefined {
+  async markAnswered(
+    id: string,
+    device: string,
+    state: 'acknowledged' | 'failed',
+    reason: string | null,
+    at: number,
+  ): Promise<CommandRecord | undefined> {
     const changed = this.stmt.answered.run({ id, device, state, reason, at }).changes;
     if (!changed) return undefined;
     this.finished(1);
-    return this.get(id);
+    return this.getNow(id);
   }
 
-  /** Every open command whose expiresAt passed becomes expired; returns them. */
-  expireDue(now: number): CommandRecord[] {
+  async expireDue(now: number): Promise<CommandRecord[]> {
     const out: CommandRecord[] = [];
     this.db.transaction(() => {
       for (const { id } of this.stmt.dueToExpire.all(now)) {
-        if (this.stmt.expire.run('not acknowledged before expiresAt', id).changes) out.push(this.get(id) as CommandRecord);
+        if (this.stmt.expire.run(EXPIRED_REASON, id).changes) out.push(this.getNow(id) as CommandRecord);
       }
     })();
     this.finished(out.length);
     return out;
   }
 
-  insertSchedule(s: Schedule): Schedule {
+  async insertSchedule(s: Schedule): Promise<Schedule> {
     this.stmt.insertSchedule.run({
       id: s.id,
       name: s.name,
@@ -339,27 +394,27 @@ export class SqliteCommandStore {
       created_at: Date.parse(s.createdAt),
       created_by: s.createdBy,
     });
-    return this.getSchedule(s.id) as Schedule;
+    return (await this.getSchedule(s.id)) as Schedule;
   }
 
-  getSchedule(id: string): Schedule | undefined {
+  async getSchedule(id: string): Promise<Schedule | undefined> {
     const row = this.stmt.getSchedule.get(id);
     return row && toSchedule(row);
   }
 
-  listSchedules(): Schedule[] {
+  async listSchedules(): Promise<Schedule[]> {
     return this.stmt.allSchedules.all().map(toSchedule);
   }
 
-  deleteSchedule(id: string): boolean {
+  async deleteSchedule(id: string): Promise<boolean> {
     return this.stmt.deleteSchedule.run(id).changes > 0;
   }
 
-  scheduleEdgeFired(id: string, edge: 'from' | 'to', at: number): void {
-    this.stmt.edgeFired.run(edge, at, id);
+  async claimScheduleEdge(id: string, edge: 'from' | 'to', at: number): Promise<boolean> {
+    return this.stmt.edgeFired.run(edge, at, id, at).changes > 0;
   }
 
-  close(): void {
+  async close(): Promise<void> {
     if (this.db.open) this.db.close();
   }
 
@@ -394,7 +449,7 @@ function toRecord(r: CommandRow): CommandRecord {
   };
 }
 
-function toBatch(r: BatchRow): BatchSummary {
+export function toBatch(r: BatchRow): BatchSummary {
   const open = r.pending + r.delivered;
   return {
     batch: r.batch,

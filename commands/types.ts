@@ -5,7 +5,7 @@
 import type { EventEmitter } from 'node:events';
 import type { LiveBus } from '../core/bus.ts';
 import type { Logger } from '../core/logger.ts';
-import type { AuditEntry, CityProfile, DeviceStore } from '../registry/index.ts';
+import type { AuditEntry, CityProfile, DeviceStore, StateDb } from '../registry/index.ts';
 import type { CommandTarget } from './store.ts';
 
 export interface CommandsOptions {
@@ -21,6 +21,8 @@ export interface CommandsOptions {
   scheduleTickMs?: number;
   /** Finished commands kept, default 100 000. */
   historyLimit?: number;
+  /** Cluster mode: how often a node asks for the schedules' lock (and the leader checks it still holds it), ms. Default 2000. */
+  leaderRetryMs?: number;
 }
 
 /** What commands need from the broker (broker/broker.ts implements it). */
@@ -39,6 +41,11 @@ export interface CommandsDeps {
   profile: Pick<CityProfile, 'zones' | 'timezone'>;
   transport: CommandTransport;
   bus?: LiveBus;
+  /**
+   * Cluster mode: the nodes' shared PostgreSQL (state.postgresUrl). Commands and schedules are kept there instead
+   * of `file`, and schedules run on the one node holding their lock.
+   */
+  state?: StateDb;
   /** The operator audit log (commands created by schedules are recorded as `(system)`). */
   audit?: (entry: Omit<AuditEntry, 'at'>) => Promise<void>;
   logger?: Logger;

@@ -25,8 +25,11 @@ export interface ApiDeps {
   latest: LatestValues;
   history: HistoryTarget;
   deadLetters: DeadLetterStore;
-  /** Online state and forced disconnect, from the broker. */
-  presence: { isOnline(id: string): boolean; onlineIds(): string[]; disconnect(id: string): boolean };
+  /**
+   * Online state and forced disconnect, from the broker. `onlineIds`: the devices connected to any node (a
+   * cluster's presence, broker/cluster-presence.ts), or to this one on a single node.
+   */
+  presence: { onlineIds(): string[] | Promise<string[]>; disconnect(id: string): boolean };
   health: () => HealthReport;
   /** Sessions, the service token, operator accounts and the audit log. */
   auth: Auth;

@@ -147,7 +147,7 @@ export function commandRoutes(commands: Commands | undefined): RouteDef[] {
         },
       },
       responses: { 200: { description: 'commands', schema: { type: 'array', items: commandSchema } } },
-      handler: (req, res) => res.json(commands.list(req.query as unknown as Parameters<Commands['list']>[0])),
+      handler: async (req, res) => res.json(await commands.list(req.query as unknown as Parameters<Commands['list']>[0])),
     },
     {
       method: 'get',
@@ -176,7 +176,7 @@ export function commandRoutes(commands: Commands | undefined): RouteDef[] {
         },
       },
       responses: { 200: { description: 'batches', schema: { type: 'array', items: batchSchema } }, 400: problem },
-      handler: (req, res) => res.json(commands.batches(req.query as unknown as Parameters<Commands['batches']>[0])),
+      handler: async (req, res) => res.json(await commands.batches(req.query as unknown as Parameters<Commands['batches']>[0])),
     },
     {
       method: 'get',
@@ -186,8 +186,8 @@ export function commandRoutes(commands: Commands | undefined): RouteDef[] {
       role: 'viewer',
       params: commandParams,
       responses: { 200: { description: 'command', schema: commandSchema }, 404: problem },
-      handler: (req, res) => {
-        const c = commands.get(req.params.id as string);
+      handler: async (req, res) => {
+        const c = await commands.get(req.params.id as string);
         if (!c) throw new PlatformError('CP_COMMAND_NOT_FOUND', `no command ${req.params.id}`);
         res.json(c);
       },
@@ -199,7 +199,7 @@ export function commandRoutes(commands: Commands | undefined): RouteDef[] {
       tag: 'commands',
       role: 'viewer',
       responses: { 200: { description: 'schedules', schema: { type: 'array', items: scheduleSchema } } },
-      handler: (_req, res) => res.json(commands.listSchedules()),
+      handler: async (_req, res) => res.json(await commands.listSchedules()),
     },
     {
       method: 'get',
@@ -209,8 +209,8 @@ export function commandRoutes(commands: Commands | undefined): RouteDef[] {
       role: 'viewer',
       params: commandParams,
       responses: { 200: { description: 'schedule', schema: scheduleSchema }, 404: problem },
-      handler: (req, res) => {
-        const s = commands.getSchedule(req.params.id as string);
+      handler: async (req, res) => {
+        const s = await commands.getSchedule(req.params.id as string);
         if (!s) throw new PlatformError('CP_COMMAND_SCHEDULE_NOT_FOUND', `no schedule ${req.params.id}`);
         res.json(s);
       },
@@ -254,7 +254,7 @@ export function commandRoutes(commands: Commands | undefined): RouteDef[] {
       audit: 'schedule.delete',
       params: commandParams,
       responses: { 200: { description: 'the deleted schedule', schema: scheduleSchema }, 404: problem },
-      handler: (req, res) => res.json(commands.deleteSchedule(req.params.id as string)),
+      handler: async (req, res) => res.json(await commands.deleteSchedule(req.params.id as string)),
     },
   ];
 }

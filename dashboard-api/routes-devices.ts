@@ -55,16 +55,16 @@ export function devicesCsv(list: readonly (Device & { online: boolean })[]): str
 }
 
 export function deviceRoutes(d: ApiDeps): RouteDef[] {
-  const withOnline = (dev: Device) => ({ ...dev, online: d.presence.isOnline(dev.id) });
+  const onlineSet = async () => new Set(await d.presence.onlineIds());
+  const withOnline = (online: Set<string>) => (dev: Device) => ({ ...dev, online: online.has(dev.id) });
   /**
    * Online state (broker) and open alarms (alarm engine) as sets of ids the store joins in SQL: a page with
    * these filters is still one query, counted and cut by the database.
    */
-  const idSets = (q: { online?: boolean; openAlarm?: boolean }): { onlyIds?: string[]; exceptIds?: string[] } => {
+  const idSets = (q: { online?: boolean; openAlarm?: boolean }, online: Set<string>): { onlyIds?: string[]; exceptIds?: string[] } => {
     let only: Set<string> | undefined;
     const except: string[] = [];
     if (q.online !== undefined) {
-      const online = d.presence.onlineIds();
       if (q.online) only = new Set(online);
       else except.push(...online);
     }
@@ -122,8 +122,9 @@ export function deviceRoutes(d: ApiDeps): RouteDef[] {
           offset?: number;
           format?: 'json' | 'csv';
         };
-        const out = await d.devices.query({ ...q, ...idSets(q) });
-        const list = out.devices.map(withOnline);
+        const online = await onlineSet();
+        const out = await d.devices.query({ ...q, ...idSets(q, online) });
+        const list = out.devices.map(withOnline(online));
         res.setHeader('X-Total-Count', String(out.total));
         if (q.format === 'csv') {
           res.type('text/csv; charset=utf-8');
@@ -154,7 +155,7 @@ export function deviceRoutes(d: ApiDeps): RouteDef[] {
         const out = await d.devices.provision(req.body);
         res.locals.auditTarget = out.device.id;
         noStore(res);
-        res.status(201).json({ device: withOnline(out.device), token: out.token });
+        res.status(201).json({ device: withOnline(await onlineSet())(out.device), token: out.token });
       },
     },
     {
@@ -175,7 +176,7 @@ export function deviceRoutes(d: ApiDeps): RouteDef[] {
             lastReading = { device: dev.id, family: dev.family, zone: dev.zone, time, fields };
           }
         }
-        res.json({ ...withOnline(dev), lastReading });
+        res.json({ ...withOnline(await onlineSet())(dev), lastReading });
       },
     },
     {
@@ -191,7 +192,7 @@ export function deviceRoutes(d: ApiDeps): RouteDef[] {
         await mustGetDevice(d.devices, req.params.id as string);
         const dev = await d.devices.revoke(req.params.id as string);
         d.presence.disconnect(dev.id);
-        res.json(withOnline(dev));
+        res.json(withOnline(await onlineSet())(dev));
       },
     },
     {

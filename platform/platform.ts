@@ -239,11 +239,13 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
         profile,
         transport: broker,
         bus,
+        // Cluster mode: commands and schedules in the shared PostgreSQL, schedules run by one node.
+        state: state.db,
         audit: (e) => operators.audit(e),
         logger: logs.forComponent('commands'),
       },
     );
-    commands.start();
+    await commands.start();
     started.push({ name: 'commands', stop: () => (commands as Commands).stop() });
     const mqttAddr = await broker.start();
     started.push({ name: 'broker', stop: () => (broker as Broker).stop() });
@@ -267,7 +269,8 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
         tiers,
         tiersBehind: (m, a, b) => ingest.downsampler?.isBehind(m, a, b) ?? false,
       },
-      presence: { isOnline: (id) => b.isOnline(id), onlineIds: () => b.onlineIds(), disconnect: (id) => b.disconnect(id) },
+      // Cluster mode (broker.redisUrl): online anywhere in the cluster.
+      presence: { onlineIds: () => b.clusterOnlineIds(), disconnect: (id) => b.disconnect(id) },
       adminToken,
       operators,
       analytics,

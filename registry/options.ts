@@ -11,7 +11,7 @@ export const STATE_OPTIONS = section({
     pattern: '^(postgres(ql)?://.+)?$',
     default: '',
     description:
-      'PostgreSQL URL (postgres://user:password@host:port/database) whose database the nodes of a cluster share: devices, operators, sessions, audit log, dead letters; empty = SQLite files in dataDir (one node). The password is never logged',
+      'PostgreSQL URL (postgres://user:password@host:port/database) whose database the nodes of a cluster share: devices, operators, sessions, audit log, dead letters, commands and their schedules; empty = SQLite files in dataDir (one node). The password is never logged',
   },
   queryTimeoutMs: {
     type: 'integer',
