@@ -60,7 +60,7 @@ export function deviceRoutes(d: ApiDeps): RouteDef[] {
    * Online state (broker) and open alarms (alarm engine) as sets of ids the store joins in SQL: a page with
    * these filters is still one query, counted and cut by the database.
    */
-  const idSets = (q: { online?: boolean; openAlarm?: boolean }): { onlyIds?: string[]; exceptIds?: string[] } => {
+  const idSets = async (q: { online?: boolean; openAlarm?: boolean }): Promise<{ onlyIds?: string[]; exceptIds?: string[] }> => {
     let only: Set<string> | undefined;
     const except: string[] = [];
     if (q.online !== undefined) {
@@ -70,8 +70,9 @@ export function deviceRoutes(d: ApiDeps): RouteDef[] {
     }
     if (q.openAlarm !== undefined) {
       const withAlarm = new Set<string>();
-      const n = d.alarms?.count({ state: 'open' }) ?? 0;
-      if (n > 0) for (const a of d.alarms?.list({ state: 'open', limit: n }) ?? []) if (a.scope === 'device') withAlarm.add(a.subject);
+      const n = (await d.alarms?.count({ state: 'open' })) ?? 0;
+      if (n > 0)
+        for (const a of (await d.alarms?.list({ state: 'open', limit: n })) ?? []) if (a.scope === 'device') withAlarm.add(a.subject);
       if (q.openAlarm) only = only ? new Set([...only].filter((id) => withAlarm.has(id))) : withAlarm;
       else except.push(...withAlarm);
     }
@@ -122,7 +123,7 @@ export function deviceRoutes(d: ApiDeps): RouteDef[] {
           offset?: number;
           format?: 'json' | 'csv';
         };
-        const out = await d.devices.query({ ...q, ...idSets(q) });
+        const out = await d.devices.query({ ...q, ...(await idSets(q)) });
         const list = out.devices.map(withOnline);
         res.setHeader('X-Total-Count', String(out.total));
         if (q.format === 'csv') {

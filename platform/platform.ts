@@ -148,6 +148,8 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
           defaults: config.alarms.defaults as Record<string, Partial<RuleInput>>,
           tickMs: config.alarms.tickMs,
           historyLimit: config.alarms.historyLimit,
+          // Cluster mode: one table of alarms for every node (state.postgresUrl).
+          ...(state.alarms ? { store: state.alarms } : {}),
         },
         { bus, devices, profile, operators, logger: logs.forComponent('alarms') },
       );
@@ -190,6 +192,8 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
         metrics,
         logger: logs.forComponent('ingest'),
         deadLetters: state.deadLetters,
+        // Cluster mode: a replicated log message is acknowledged once the alarms its readings raise are committed.
+        settled: () => alarms?.settled(),
         publishError: (id, err) => {
           broker?.publish(`devices/${id}/errors`, JSON.stringify(err), { qos: 1 }).catch(() => undefined);
         },
@@ -329,7 +333,9 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
     stopping ??= (async () => {
       // Graceful order: stop taking devices' messages, write the log to InfluxDB (bounded), then
       // close dashboard sockets, the registry and the local InfluxDB.
-      const order = ['broker', 'analytics', 'ingest', 'api', 'commands', 'registry', 'influxdb'];
+      // Alarms after ingest: in cluster mode what ingest still hands over is evaluated (and committed) before the
+      // queue is acknowledged.
+      const order = ['broker', 'analytics', 'ingest', 'alarms', 'api', 'commands', 'registry', 'influxdb'];
       started.sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
       for (const part of started) {
         try {
