@@ -9,6 +9,7 @@ import type { Logger } from '../core/logger.ts';
 import type { CityProfile, Device } from '../registry/index.ts';
 import type { CityClock } from './city-time.ts';
 import type { DerivedOutput } from './output.ts';
+import type { ZoneShare } from './zone-share.ts';
 
 export interface CongestionThresholds {
   /** Occupancy (0..1) at or above which a junction is moderate / heavy / congested. */
@@ -62,6 +63,8 @@ export interface AnalyticsDeps {
   logger?: Logger;
   /** Awaited before the state is restored (the platform flushes ingest's durable log into InfluxDB). */
   beforeRestore?: () => Promise<unknown>;
+  /** Cluster mode: how the nodes share their wards' results (zone-share.ts); absent on one node. */
+  share?: ZoneShare;
 }
 
 /** Current index values of a subject, for the API. */

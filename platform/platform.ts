@@ -21,6 +21,7 @@ import { ensureInfluxInstalled, superviseLocalInflux, type LocalInflux } from '.
 import { createLogger, type Logger } from '../core/logger.ts';
 import { createMetrics, type Metrics } from '../core/metrics.ts';
 import { followOtherNodes, openStateStores } from './state.ts';
+import { createRedisZoneShare } from './zone-share-redis.ts';
 
 export const VERSION = '0.1.0';
 
@@ -214,6 +215,15 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
         devices,
         logger: logs.forComponent('analytics'),
         beforeRestore: () => ingest.flush(10000),
+        // Cluster mode: the wards' results shared between the nodes, so zone and city figures cover every ward.
+        ...(config.analytics.redisUrl
+          ? {
+              share: createRedisZoneShare(config.analytics.redisUrl, {
+                database: influxTarget.database,
+                logger: logs.forComponent('analytics'),
+              }),
+            }
+          : {}),
       },
     );
     await analytics.start();
