@@ -43,7 +43,6 @@ const splitKey = (k: string) => k.split('\u0000') as [string, Family];
 
 export function createZoneAggregates(
   ctx: FamilyContext,
-  // biome-ignore lint/suspicious/noExplicitAny: each family has its own sums; they only meet their own family's functions
   families: Partial<Record<Family, FamilyParts<any>>>,
   /** Cluster mode: zones other nodes serve, and the zones they know of (zone-share.ts). */
   view?: () => ClusterView | undefined,

@@ -58,7 +58,11 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
   let stopped = false;
 
   let view: ClusterView | undefined;
-  const air = createAirQuality(ctx, () => stopped, (zone) => view?.changed(zone));
+  const air = createAirQuality(
+    ctx,
+    () => stopped,
+    (zone) => view?.changed(zone),
+  );
   const traffic = createTraffic(ctx, (zone) => {
     view?.changed(zone);
     aggregates.touch(zone, 'traffic');

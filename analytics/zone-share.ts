@@ -13,33 +13,9 @@
  * moved to another node keeps its last result until the new node processes a reading of it.
  */
 import type { Logger } from '../core/logger.ts';
-import type { Family } from '../ingest/index.ts';
-import type { CurrentAqi } from './types.ts';
+import type { ZoneResult, ZoneShare } from './types.ts';
 
-/** What a node computed for one ward. */
-export interface ZoneResult {
-  /** The node that computed it (unique in the cluster). */
-  node: string;
-  zone: string;
-  /** When it was computed, ms (the newest result of a ward wins). */
-  at: number;
-  /** The ward's mergeable sums per family (aggregates.ts); a family the ward has no device of is absent. */
-  parts: Partial<Record<Family, unknown>>;
-  /** The ward's air-quality index and its stations' (absent without stations). */
-  aqi?: CurrentAqi;
-  stations: CurrentAqi[];
-}
-
-/** How results travel between the nodes of a cluster (the platform implements it on Redis). */
-export interface ZoneShare {
-  /** This node's name, unique in the cluster. */
-  readonly node: string;
-  /** Sends a result to every node (this one hears it back, or not: it keeps its own anyway). */
-  publish(r: ZoneResult): void;
-  /** Calls `onResult` for each result published from now on; resolves with the newest result of each ward so far. */
-  subscribe(onResult: (r: ZoneResult) => void): Promise<ZoneResult[]>;
-  close(): Promise<void>;
-}
+export type { ZoneResult, ZoneShare } from './types.ts';
 
 export interface ClusterView {
   /**
