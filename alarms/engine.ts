@@ -23,6 +23,13 @@
  * ingest, analytics (restoring its windows from InfluxDB) and the broker start after it, and a slow start must
  * not count against devices that could not connect yet.
  *
+ * Store: SQLite in dataDir on one node, or a given shared store (PostgreSQL, alarms/pg-store.ts) in a cluster,
+ * where a node's engine follows the rules of the devices and zones whose readings it processes, every node shows
+ * every alarm, raising is idempotent across nodes, and an operator's clear through another node is followed here
+ * too. `settled()` resolves once the store committed what the events handed so far raise or clear: cluster mode
+ * waits for it before it acknowledges a replicated log message, so a failover that delivers the message again
+ * to another node finds the alarm raised (and raises nothing twice).
+ *
  * This file wires the engine and owns its lifecycle; the parts: the order of events (event-queue.ts), what an
  * event means for the rules (evaluation.ts), the per-(rule, subject) state machine and alarm states (lifecycle.ts).
  */
@@ -34,11 +41,16 @@ import { createRuleEvaluation } from './evaluation.ts';
 import { createEventQueue } from './event-queue.ts';
 import { createAlarmLifecycle } from './lifecycle.ts';
 import { resolveRules, type AlarmsRuleConfig, type EffectiveRule } from './rules.ts';
-import { SqliteAlarmStore, type AlarmFilter, type AlarmNote } from './store.ts';
+import { SqliteAlarmStore, type AlarmFilter, type AlarmNote, type AlarmStore } from './store.ts';
 
 export interface AlarmsOptions extends AlarmsRuleConfig {
-  /** SQLite file (dataDir/alarms.db) or ':memory:'. */
+  /** SQLite file (dataDir/alarms.db) or ':memory:'; not used when `store` is given. */
   file: string;
+  /**
+   * A store shared by the nodes of a cluster (PostgreSQL), opened and migrated by the caller, closed by the engine;
+   * `follow` hears the operator clears other nodes make.
+   */
+  store?: AlarmStore & { follow?(onOperatorClear: (id: number) => void): Promise<void> };
   /** How often durations are checked between events, ms (default 1000). */
   tickMs?: number;
   /** Cleared alarms kept (default 100,000). */
@@ -65,14 +77,19 @@ export interface Alarms {
    */
   devicesReachable(): Promise<void>;
   stop(): Promise<void>;
-  list(filter: AlarmFilter): AlarmRecord[];
+  list(filter: AlarmFilter): Promise<AlarmRecord[]>;
   /** How many alarms match (limit and offset aside). */
-  count(filter: Omit<AlarmFilter, 'limit'>): number;
-  get(id: number): (AlarmRecord & { notes: AlarmNote[] }) | undefined;
+  count(filter: Omit<AlarmFilter, 'limit'>): Promise<number>;
+  get(id: number): Promise<(AlarmRecord & { notes: AlarmNote[] }) | undefined>;
   /** Throws CP_ALARM_NOT_FOUND, or CP_ALARM_WRONG_STATE unless the alarm is active. */
-  acknowledge(id: number, by: string, note?: string): AlarmRecord;
+  acknowledge(id: number, by: string, note?: string): Promise<AlarmRecord>;
   /** Throws CP_ALARM_NOT_FOUND, or CP_ALARM_WRONG_STATE when the alarm is already cleared. */
-  clear(id: number, by: string, note?: string): AlarmRecord;
+  clear(id: number, by: string, note?: string): Promise<AlarmRecord>;
+  /**
+   * Resolves once the raises and clears of every event handed to the engine so far are committed to the store;
+   * undefined when nothing waits (the common case).
+   */
+  settled(): Promise<void> | undefined;
   /** The effective rules (defaults tuned by config, then own rules). */
   rules(): EffectiveRule[];
 }
@@ -82,7 +99,7 @@ export function createAlarms(opts: AlarmsOptions, deps: AlarmsDeps): Alarms {
   const log = deps.logger ?? silentLogger;
   const now = deps.now ?? Date.now;
   const tickMs = opts.tickMs ?? 1000;
-  let store: SqliteAlarmStore | undefined;
+  let store: AlarmStore | undefined;
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
 
@@ -91,7 +108,7 @@ export function createAlarms(opts: AlarmsOptions, deps: AlarmsDeps): Alarms {
     return store;
   };
   const events = createEventQueue(log);
-  const lifecycle = createAlarmLifecycle(must, deps, log);
+  const lifecycle = createAlarmLifecycle(must, deps, log, opts.store !== undefined);
   const evaluation = createRuleEvaluation(rules, lifecycle, deps, now);
 
   const listeners = {
@@ -106,28 +123,38 @@ export function createAlarms(opts: AlarmsOptions, deps: AlarmsDeps): Alarms {
 
   return {
     async start() {
-      store = new SqliteAlarmStore(opts.file, opts.historyLimit);
+      store = opts.store ?? new SqliteAlarmStore(opts.file, opts.historyLimit);
       const s = store;
-      lifecycle.reload(ruleById);
+      await lifecycle.reload(ruleById);
       evaluation.knowDevices(await deps.devices.list());
       deps.bus.on('reading', listeners.reading);
       deps.bus.on('status', listeners.status);
       deps.bus.on('aqi', listeners.aqi);
+      // Operator clears through other nodes: the condition this node follows counts anew (in the events' order).
+      await opts.store?.follow?.((id) => {
+        const at = now();
+        events.call(() => lifecycle.clearedElsewhere(id, at)).catch(() => undefined);
+      });
+      let ticking = false;
       timer = setInterval(() => {
-        try {
-          evaluation.tick();
-        } catch (err) {
-          log.error({ err }, 'alarm tick failed');
-        }
+        // In the events' order; a tick waiting for the store (a raise) is not queued twice.
+        if (ticking) return;
+        ticking = true;
+        events
+          .call(() => evaluation.tick())
+          .catch((err) => {
+            if (!stopped) log.error({ err }, 'alarm tick failed');
+          })
+          .finally(() => (ticking = false));
       }, tickMs);
       timer.unref();
-      log.info({ rules: rules.map((r) => r.rule.id), open: s.open().length }, 'alarm engine started');
+      log.info({ rules: rules.map((r) => r.rule.id), open: (await s.open()).length }, 'alarm engine started');
     },
     async devicesReachable() {
       const at = now();
       for (const d of await deps.devices.list()) {
         if (!d.lastSeenAt || deps.isOnline?.(d.id)) continue;
-        evaluation.unreachableSince(d, at);
+        events.run(() => evaluation.unreachableSince(d, at), undefined);
       }
     },
     async stop() {
@@ -138,16 +165,18 @@ export function createAlarms(opts: AlarmsOptions, deps: AlarmsDeps): Alarms {
       deps.bus.off('status', listeners.status);
       deps.bus.off('aqi', listeners.aqi);
       await events.stop();
-      store?.close();
+      await store?.close();
     },
     list: (f) => must().list(f),
     count: (f) => must().count(f),
-    get(id) {
-      const a = must().get(id);
-      return a && { ...a, notes: must().notes(id) };
+    async get(id) {
+      const a = await must().get(id);
+      return a && { ...a, notes: await must().notes(id) };
     },
-    acknowledge: (id, by, note) => lifecycle.acknowledge(id, by, note, now()),
-    clear: (id, by, note) => lifecycle.clear(id, by, note, now()),
+    // In the events' order: an operator's clear and the engine's own steps never interleave on one alarm.
+    acknowledge: (id, by, note) => events.call(() => lifecycle.acknowledge(id, by, note, now())),
+    clear: (id, by, note) => events.call(() => lifecycle.clear(id, by, note, now())),
+    settled: () => events.barrier(),
     rules: () => rules.map((r) => r.rule),
   };
 }

@@ -9,21 +9,24 @@ import { isDaylight } from '../analytics/sun.ts';
 import type { EnrichedReading } from '../core/contract.ts';
 import type { AlarmRecord, AqiEvent, StatusEvent } from '../core/bus.ts';
 import type { CityProfile, Device, DeviceStore } from '../registry/index.ts';
-import type { AlarmLifecycle } from './lifecycle.ts';
+import { allOf, type AlarmLifecycle } from './lifecycle.ts';
 import type { CompiledRule, Fields } from './rules.ts';
 
 export interface RuleEvaluation {
   /** Whether any reading rule watches the family (a reading of another family is not even queued). */
   watches(family: string): boolean;
-  /** Synchronous unless the device's location must be looked up first (then a promise). */
+  /**
+   * Synchronous unless the device's location must be looked up first or an alarm is raised or cleared (then a
+   * promise, resolved once the store committed it); the same for the others.
+   */
   onReading(ev: EnrichedReading): void | Promise<void>;
-  onStatus(ev: Pick<StatusEvent, 'device' | 'family' | 'zone' | 'state' | 'at'>): void;
-  onAqi(ev: AqiEvent): void;
-  tick(): void;
+  onStatus(ev: Pick<StatusEvent, 'device' | 'family' | 'zone' | 'state' | 'at'>): void | Promise<void>;
+  onAqi(ev: AqiEvent): void | Promise<void>;
+  tick(): void | Promise<void>;
   /** The registry's devices, for their locations (a reading of one not listed looks it up). */
   knowDevices(devices: readonly Device[]): void;
   /** A device seen before is not connected when devices become reachable: offline, and silent, from `at`. */
-  unreachableSince(d: Pick<Device, 'id' | 'family' | 'zone'>, at: number): void;
+  unreachableSince(d: Pick<Device, 'id' | 'family' | 'zone'>, at: number): void | Promise<void>;
 }
 
 /** What a no-data rule sees when a reading arrives (shared: not one object per reading). */
@@ -71,10 +74,10 @@ export function createRuleEvaluation(
   function onReading(ev: EnrichedReading): void | Promise<void> {
     if (!relevantRules(ev.family).length) return;
     if (needsLocation && !deviceMeta.has(ev.device)) return ensureMeta(ev.device).then(() => evaluateReading(ev));
-    evaluateReading(ev);
+    return evaluateReading(ev);
   }
 
-  function evaluateReading(ev: EnrichedReading): void {
+  function evaluateReading(ev: EnrichedReading): void | Promise<void> {
     const at = now();
     const relevant = relevantRules(ev.family);
     const prevState = deviceState.get(ev.device);
@@ -88,12 +91,17 @@ export function createRuleEvaluation(
       prevState.time = ev.time;
       fields = Object.assign(prevState.fields, ev.fields);
     }
+    let writes: (void | Promise<void>)[] | undefined;
     for (const c of relevant) {
       const kind = c.rule.kind;
       const t = tracker(c, ev.device, 'device', ev.family, ev.zone);
       if (kind === 'noData') {
         t.lastDataAt = at;
-        observe(t, NOT_SILENT, at);
+        const w = observe(t, NOT_SILENT, at);
+        if (w !== undefined) {
+          writes ??= [];
+          writes.push(w);
+        }
         continue;
       }
       if (!fields) continue;
@@ -112,44 +120,55 @@ export function createRuleEvaluation(
         f = { ...f, ratePerMinute: ((v - prev.v) / (ev.time - prev.t)) * 60_000 };
       }
       if (c.where && !c.where(f)) continue;
-      observe(t, f, at);
+      const w = observe(t, f, at);
+      if (w !== undefined) {
+        writes ??= [];
+        writes.push(w);
+      }
     }
+    return writes && allOf(writes);
   }
 
-  function onStatus(ev: Pick<StatusEvent, 'device' | 'family' | 'zone' | 'state' | 'at'>): void {
+  function onStatus(ev: Pick<StatusEvent, 'device' | 'family' | 'zone' | 'state' | 'at'>): void | Promise<void> {
     const at = now();
     const f: Fields = { state: ev.state, online: ev.state === 'online', at: ev.at, device: ev.device, zone: ev.zone };
+    const writes: (void | Promise<void>)[] = [];
     for (const c of rules) {
       if (c.rule.source !== 'status' || (c.rule.family && c.rule.family !== ev.family)) continue;
       if (c.where && !c.where(f)) continue;
-      observe(tracker(c, ev.device, 'device', ev.family as AlarmRecord['family'], ev.zone), f, at);
+      writes.push(observe(tracker(c, ev.device, 'device', ev.family as AlarmRecord['family'], ev.zone), f, at));
     }
+    return allOf(writes);
   }
 
-  function onAqi(ev: AqiEvent): void {
+  function onAqi(ev: AqiEvent): void | Promise<void> {
     const at = now();
     const f = ev as unknown as Fields;
+    const writes: (void | Promise<void>)[] = [];
     for (const c of rules) {
       if (c.rule.source !== 'aqi' || (c.rule.scope ?? 'station') !== ev.scope) continue;
       if (c.where && !c.where(f)) continue;
       const scope = ev.scope === 'station' ? ('device' as const) : ('zone' as const);
-      observe(tracker(c, ev.id, scope, scope === 'device' ? 'airQuality' : undefined, ev.zone), f, at);
+      writes.push(observe(tracker(c, ev.id, scope, scope === 'device' ? 'airQuality' : undefined, ev.zone), f, at));
     }
+    return allOf(writes);
   }
 
-  function tick(): void {
+  function tick(): void | Promise<void> {
     const at = now();
+    const writes: (void | Promise<void>)[] = [];
     for (const t of lifecycle.trackers()) {
       const r = t.rule;
       if (r.rule.kind === 'noData') {
         if (t.lastDataAt === undefined) continue;
         const silentMs = at - t.lastDataAt;
-        observe(t, { silentMs, silentS: Math.round(silentMs / 1000) }, at);
+        writes.push(observe(t, { silentMs, silentS: Math.round(silentMs / 1000) }, at));
       } else if (r.usesDaylight && t.fields && t.location) {
         // The sun moves without readings: re-evaluate at the current time.
-        observe(t, { ...t.fields, daylight: daylightAt(at, t.location) }, at);
-      } else if (t.raiseSince !== null || t.clearSince !== null) lifecycle.step(t, at);
+        writes.push(observe(t, { ...t.fields, daylight: daylightAt(at, t.location) }, at));
+      } else if (t.raiseSince !== null || t.clearSince !== null) writes.push(lifecycle.step(t, at));
     }
+    return allOf(writes);
   }
 
   return {
@@ -162,12 +181,13 @@ export function createRuleEvaluation(
       for (const d of devices) deviceMeta.set(d.id, { location: d.location, zone: d.zone, family: d.family });
     },
     unreachableSince(d, at) {
-      onStatus({ device: d.id, family: d.family, zone: d.zone, state: 'offline', at: new Date(at).toISOString() });
+      const w = onStatus({ device: d.id, family: d.family, zone: d.zone, state: 'offline', at: new Date(at).toISOString() });
       for (const c of readingRules) {
         if (c.rule.kind !== 'noData' || (c.rule.family && c.rule.family !== d.family)) continue;
         const t = tracker(c, d.id, 'device', d.family, d.zone);
         t.lastDataAt ??= at;
       }
+      return w;
     },
   };
 }

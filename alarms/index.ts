@@ -1,6 +1,7 @@
 /**
  * Public face of the alarm engine: declarative rules over readings, device statuses and AQI
- * indices; alarms with a lifecycle (active → acknowledged → cleared), kept in SQLite and streamed on the bus.
+ * indices; alarms with a lifecycle (active → acknowledged → cleared), kept in SQLite (one node) or the cluster's
+ * PostgreSQL, and streamed on the bus.
  */
 export { createAlarms } from './engine.ts';
 export type { Alarms, AlarmsDeps, AlarmsOptions } from './engine.ts';
@@ -19,4 +20,5 @@ export {
 } from './rules.ts';
 export type { CompiledRule, Condition, DefaultRuleId, EffectiveRule, RuleInput } from './rules.ts';
 export { ALARM_SORTS, SqliteAlarmStore } from './store.ts';
-export type { AlarmFilter, AlarmNote, AlarmSort } from './store.ts';
+export type { AlarmFilter, AlarmNote, AlarmSort, AlarmStore, NewAlarm } from './store.ts';
+export { ALARM_CHANNEL, ALARM_COMPONENT, ALARM_MIGRATIONS, PgAlarmStore } from './pg-store.ts';

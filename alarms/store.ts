@@ -1,9 +1,13 @@
 /**
- * Alarms kept in one embedded SQLite file (`dataDir/alarms.db`, better-sqlite3 like the registry): the alarms
- * and each alarm's timeline (raise, acknowledge, clear, with who, when and the operator's note).
+ * Where alarms are kept: the alarms and each alarm's timeline (raise, acknowledge, clear, with who, when and the
+ * operator's note), behind the `AlarmStore` interface. Two stores: one embedded SQLite file per node
+ * (`dataDir/alarms.db`, better-sqlite3 like the registry; the default) and the cluster's PostgreSQL
+ * (pg-store.ts, `state.postgresUrl`), with the same behaviour (test/alarm-stores.test.ts runs on both).
  *
- * At most one open (active or acknowledged) alarm per (rule, subject) is also enforced by a partial unique
- * index. History is bounded: cleared alarms beyond `historyLimit` are removed, oldest first (open ones never).
+ * At most one open (active or acknowledged) alarm per (rule, subject), enforced by a partial unique index, and
+ * raising is idempotent: `insert` of a (rule, subject) that has an open alarm creates nothing and returns that
+ * alarm (`created: false`), so two nodes, or one node processing a reading again after a failover, raise an
+ * alarm once. History is bounded: cleared alarms beyond `historyLimit` are removed, oldest first (open ones never).
  */
 import Database from 'better-sqlite3';
 import type { AlarmRecord, AlarmSeverity, AlarmState } from '../core/bus.ts';
@@ -45,7 +49,35 @@ export interface AlarmFilter {
   offset?: number;
 }
 
-interface Row {
+/** A new alarm (its id and state are the store's). */
+export type NewAlarm = Omit<AlarmRecord, 'id' | 'state'>;
+
+export interface AlarmStore {
+  /**
+   * Raises an alarm and records its 'raise' note, in one commit. When (rule, subject) has an open alarm already,
+   * nothing is written: that alarm is returned with `created: false`.
+   */
+  insert(a: NewAlarm, actor: string): Promise<{ alarm: AlarmRecord; created: boolean }>;
+  get(id: number): Promise<AlarmRecord | undefined>;
+  notes(id: number): Promise<AlarmNote[]>;
+  /** Active and acknowledged alarms, oldest first. */
+  open(): Promise<AlarmRecord[]>;
+  /** The newest alarm of each (rule, subject), when an operator cleared it and its condition has not ended yet. */
+  clearedWhileHolding(): Promise<AlarmRecord[]>;
+  /** False when the alarm is not active. */
+  acknowledge(id: number, by: string, at: string, note: string | null): Promise<boolean>;
+  /** False when the alarm is already cleared. `conditionEnded`: the condition is over too (a system clear). */
+  clear(id: number, by: string, at: string, note: string | null, conditionEnded: boolean): Promise<boolean>;
+  /** Records the end of the condition of an alarm an operator cleared; false when recorded already. */
+  conditionCleared(id: number, at: string, actor: string): Promise<boolean>;
+  /** One page of the alarms that match, in the order asked for. */
+  list(f: AlarmFilter): Promise<AlarmRecord[]>;
+  /** How many alarms match (limit and offset aside). */
+  count(f: Omit<AlarmFilter, 'limit'>): Promise<number>;
+  close(): Promise<void>;
+}
+
+export interface Row {
   id: number;
   rule: string;
   subject: string;
@@ -79,7 +111,7 @@ const SORT_SQL: Record<Exclude<AlarmSort, 'default'>, string> = {
   duration: `(julianday(coalesce(cleared_at, @now)) - julianday(raised_at))`,
 };
 
-export class SqliteAlarmStore {
+export class SqliteAlarmStore implements AlarmStore {
   private readonly db: Database.Database;
   private readonly stmt;
   private inserts = 0;
@@ -104,10 +136,13 @@ export class SqliteAlarmStore {
         action TEXT NOT NULL, note TEXT);
       CREATE INDEX IF NOT EXISTS alarm_notes_alarm ON alarm_notes (alarm_id, id);`);
     this.stmt = {
+      // Nothing when (rule, subject) has an open alarm (the partial unique index): raising is idempotent.
       insert: this.db.prepare(
         `INSERT INTO alarms (rule, subject, scope, family, zone, severity, state, message, value, raised_at)
-         VALUES (@rule, @subject, @scope, @family, @zone, @severity, 'active', @message, @value, @raised_at)`,
+         VALUES (@rule, @subject, @scope, @family, @zone, @severity, 'active', @message, @value, @raised_at)
+         ON CONFLICT DO NOTHING`,
       ),
+      openOf: this.db.prepare<[string, string], Row>(`SELECT * FROM alarms WHERE rule = ? AND subject = ? AND state != 'cleared'`),
       get: this.db.prepare<[number], Row>('SELECT * FROM alarms WHERE id = ?'),
       open: this.db.prepare<[], Row>(`SELECT * FROM alarms WHERE state != 'cleared' ORDER BY id`),
       // Cleared by an operator while the condition still held: the condition's end is still to be recorded.
@@ -133,8 +168,8 @@ export class SqliteAlarmStore {
     this.trim();
   }
 
-  insert(a: Omit<AlarmRecord, 'id' | 'state'>, actor: string): AlarmRecord {
-    const id = this.db.transaction(() => {
+  async insert(a: NewAlarm, actor: string): Promise<{ alarm: AlarmRecord; created: boolean }> {
+    const id = this.db.transaction((): number | undefined => {
       const r = this.stmt.insert.run({
         rule: a.rule,
         subject: a.subject,
@@ -146,33 +181,37 @@ export class SqliteAlarmStore {
         value: a.value === undefined ? null : JSON.stringify(a.value),
         raised_at: a.raisedAt,
       });
+      if (r.changes === 0) return undefined;
       this.stmt.note.run(r.lastInsertRowid, a.raisedAt, actor, 'raise', null);
       return Number(r.lastInsertRowid);
     })();
+    if (id === undefined) {
+      const open = this.stmt.openOf.get(a.rule, a.subject);
+      if (open) return { alarm: toRecord(open), created: false };
+      throw new Error(`alarm ${a.rule}/${a.subject} neither raised nor open`);
+    }
     if (++this.inserts % 100 === 0) this.trim();
-    return this.get(id) as AlarmRecord;
+    return { alarm: (await this.get(id)) as AlarmRecord, created: true };
   }
 
-  get(id: number): AlarmRecord | undefined {
+  async get(id: number): Promise<AlarmRecord | undefined> {
     const r = this.stmt.get.get(id);
     return r && toRecord(r);
   }
 
-  notes(id: number): AlarmNote[] {
+  async notes(id: number): Promise<AlarmNote[]> {
     return this.stmt.notes.all(id);
   }
 
-  open(): AlarmRecord[] {
+  async open(): Promise<AlarmRecord[]> {
     return this.stmt.open.all().map(toRecord);
   }
 
-  /** The newest alarm of each (rule, subject), when an operator cleared it and its condition has not ended yet. */
-  clearedWhileHolding(): AlarmRecord[] {
+  async clearedWhileHolding(): Promise<AlarmRecord[]> {
     return this.stmt.clearedWhileHolding.all().map(toRecord);
   }
 
-  /** False when the alarm is not active. */
-  acknowledge(id: number, by: string, at: string, note: string | null): boolean {
+  async acknowledge(id: number, by: string, at: string, note: string | null): Promise<boolean> {
     return this.db.transaction(() => {
       if (this.stmt.ack.run(at, by, id).changes === 0) return false;
       this.stmt.note.run(id, at, by, 'acknowledge', note);
@@ -180,8 +219,7 @@ export class SqliteAlarmStore {
     })();
   }
 
-  /** False when the alarm is already cleared. `conditionEnded`: the condition is over too (a system clear). */
-  clear(id: number, by: string, at: string, note: string | null, conditionEnded: boolean): boolean {
+  async clear(id: number, by: string, at: string, note: string | null, conditionEnded: boolean): Promise<boolean> {
     return this.db.transaction(() => {
       if (this.stmt.clear.run({ id, at, by, conditionAt: conditionEnded ? at : null }).changes === 0) return false;
       this.stmt.note.run(id, at, by, 'clear', note);
@@ -189,7 +227,7 @@ export class SqliteAlarmStore {
     })();
   }
 
-  conditionCleared(id: number, at: string, actor: string): boolean {
+  async conditionCleared(id: number, at: string, actor: string): Promise<boolean> {
     return this.db.transaction(() => {
       if (this.stmt.conditionCleared.run(at, id).changes === 0) return false;
       this.stmt.note.run(id, at, actor, 'condition-cleared', null);
@@ -197,8 +235,7 @@ export class SqliteAlarmStore {
     })();
   }
 
-  /** One page of the alarms that match, in the order asked for. */
-  list(f: AlarmFilter): AlarmRecord[] {
+  async list(f: AlarmFilter): Promise<AlarmRecord[]> {
     const { where, params } = this.where(f);
     let order = ORDER;
     if (f.sort && f.sort !== 'default') {
@@ -212,8 +249,7 @@ export class SqliteAlarmStore {
     return this.db.prepare<Record<string, unknown>, Row>(sql).all(params).map(toRecord);
   }
 
-  /** How many alarms match (limit and offset aside). */
-  count(f: Omit<AlarmFilter, 'limit'>): number {
+  async count(f: Omit<AlarmFilter, 'limit'>): Promise<number> {
     const { where, params } = this.where(f);
     return (
       this.db.prepare<Record<string, unknown>, { n: number }>(`SELECT count(*) AS n FROM alarms ${where}`).get(params) as { n: number }
@@ -256,12 +292,13 @@ export class SqliteAlarmStore {
     })();
   }
 
-  close(): void {
+  async close(): Promise<void> {
     if (this.db.open) this.db.close();
   }
 }
 
-function toRecord(r: Row): AlarmRecord {
+/** A stored row as an alarm (both stores: PostgreSQL's times and ids converted to SQLite's forms first). */
+export function toRecord(r: Row): AlarmRecord {
   const a: AlarmRecord = {
     id: r.id,
     rule: r.rule,

@@ -21,6 +21,8 @@ export interface AirQuality {
   restore(source: RestoreSource, now: number, future: number): Promise<void>;
   /** Current indices per station and per zone (a station with readings not yet in its index is computed first). */
   currentAqi(): { stations: CurrentAqi[]; zones: CurrentAqi[] };
+  /** Current indices of a zone and of its stations (pending computations of them done first). */
+  zoneAqi(zone: string): { aqi?: CurrentAqi; stations: CurrentAqi[] };
   /** Computations of a station's indices since start. */
   computations(): number;
   stations(): number;
@@ -28,7 +30,8 @@ export interface AirQuality {
   stop(): void;
 }
 
-export function createAirQuality(ctx: FamilyContext, isStopped: () => boolean): AirQuality {
+/** `changed(zone)`: a zone's live index was computed anew (cluster mode shares it). */
+export function createAirQuality(ctx: FamilyContext, isStopped: () => boolean, changed?: (zone: string) => void): AirQuality {
   const { opts, bus, log, clock, output } = ctx;
   const stations = new Map<string, Station>();
   const zoneAqi = new Map<string, CurrentAqi>();
@@ -154,6 +157,7 @@ export function createAirQuality(ctx: FamilyContext, isStopped: () => boolean): 
       if (emit) output.throttled(`aqi|zone|${zone}|${period}`, opts.aqiEmitIntervalMs, () => bus.emit('aqi', e));
     }
     zoneAqi.set(zone, cur);
+    if (emit) changed?.(zone);
   }
 
   /**
@@ -209,6 +213,16 @@ export function createAirQuality(ctx: FamilyContext, isStopped: () => boolean): 
           .filter((s) => s.hour || s.day)
           .map((s) => ({ scope: 'station' as const, id: s.id, zone: s.zone, hour: s.hour, day: s.day })),
         zones: [...zoneAqi.values()],
+      };
+    },
+    zoneAqi(zone) {
+      if (!isStopped()) for (const st of stations.values()) if (st.zone === zone && st.timer) computeStation(st);
+      const aqi = zoneAqi.get(zone);
+      return {
+        ...(aqi ? { aqi } : {}),
+        stations: [...stations.values()]
+          .filter((s) => s.zone === zone && (s.hour || s.day))
+          .map((s) => ({ scope: 'station' as const, id: s.id, zone: s.zone, hour: s.hour, day: s.day })),
       };
     },
     computations: () => airComputations,

@@ -18,6 +18,9 @@
  *   replaying the raw readings of the last window, lamps from their last stored `indicators` point (a
  *   checkpoint with the energy counter) plus the raw readings after it. So a restart keeps an hour's NowCast
  *   and a day's energy.
+ * - Cluster mode (`deps.share`, zone-share.ts): a ward's devices are all processed by one node; each node shares
+ *   its wards' results, and zone and city figures (API, events) are served over every node's wards. Device
+ *   indicators stay with the node processing the device.
  */
 import type { EnrichedReading, Family } from '../ingest/index.ts';
 import type { IndicatorEvent } from '../core/bus.ts';
@@ -31,6 +34,7 @@ import { createRestoreSource } from './restore-query.ts';
 import { createStreetLights } from './street-lights.ts';
 import { createTraffic } from './traffic.ts';
 import type { AnalyticsDeps, AnalyticsOptions, CurrentAqi, FamilyContext } from './types.ts';
+import { createClusterView, type ClusterView, type ZoneResult } from './zone-share.ts';
 
 export type { AnalyticsDeps, AnalyticsOptions, CongestionThresholds, CurrentAqi } from './types.ts';
 
@@ -53,10 +57,34 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
   let started = false;
   let stopped = false;
 
-  const air = createAirQuality(ctx, () => stopped);
-  const traffic = createTraffic(ctx, (zone) => aggregates.touch(zone, 'traffic'));
-  const lights = createStreetLights(ctx, deps, (zone) => aggregates.touch(zone, 'streetLight'));
-  const aggregates = createZoneAggregates(ctx, { traffic: traffic.summary, streetLight: lights.summary });
+  let view: ClusterView | undefined;
+  const air = createAirQuality(
+    ctx,
+    () => stopped,
+    (zone) => view?.changed(zone),
+  );
+  const traffic = createTraffic(ctx, (zone) => {
+    view?.changed(zone);
+    aggregates.touch(zone, 'traffic');
+  });
+  const lights = createStreetLights(ctx, deps, (zone) => {
+    view?.changed(zone);
+    aggregates.touch(zone, 'streetLight');
+  });
+  const aggregates = createZoneAggregates(
+    ctx,
+    { traffic: traffic.parts, streetLight: lights.parts },
+    () => view,
+    (family) => (family === 'traffic' ? traffic.zones() : family === 'streetLight' ? lights.zones() : []),
+  );
+  /** This node's result for a ward it processes (cluster mode). */
+  const zoneResult = (zone: string): ZoneResult => ({
+    node: deps.share?.node as string,
+    zone,
+    at: Date.now(),
+    parts: aggregates.zoneParts(zone),
+    ...air.zoneAqi(zone),
+  });
 
   function flushStore(): void {
     aggregates.storeChanged();
@@ -103,6 +131,19 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
         // Not fatal: the indices and indicators build up again from new readings.
         log.warn({ err: (err as Error).message }, 'analytics could not restore its state from InfluxDB');
       }
+      if (deps.share) {
+        // Another node's ward changed: the city's figures of its families go out again from here too.
+        const v = createClusterView(deps.share, zoneResult, log, (r) => {
+          for (const family of Object.keys(r.parts) as Family[]) aggregates.touchCity(family);
+        });
+        try {
+          await v.start();
+        } catch (err) {
+          // Not fatal: results of other nodes arrive once the share answers; until then this node's own wards.
+          log.warn({ err: (err as Error).message }, 'results of the other nodes not read at start');
+        }
+        view = v;
+      }
       deps.bus.on('reading', onReading);
       if (opts.storeIntervalMs > 0) storeTimer = setInterval(flushStore, opts.storeIntervalMs);
     },
@@ -115,9 +156,29 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
       aggregates.stop();
       output.cancelEmits();
       flushStore(); // the last state of every subject, so that the next start goes on from it
+      await view?.stop();
       await output.stop();
     },
-    currentAqi: () => air.currentAqi(),
+    currentAqi() {
+      const here = air.currentAqi();
+      const v = view;
+      if (!v) return here;
+      // Cluster mode: every ward, from the node serving it.
+      const zones = new Set([...here.zones.map((z) => z.id), ...here.stations.map((s) => s.zone), ...v.zones()]);
+      const out: { stations: CurrentAqi[]; zones: CurrentAqi[] } = { stations: [], zones: [] };
+      for (const zone of zones) {
+        const r = v.remote(zone);
+        if (r) {
+          if (r.aqi) out.zones.push(r.aqi);
+          out.stations.push(...r.stations);
+        } else {
+          const z = here.zones.find((x) => x.id === zone);
+          if (z) out.zones.push(z);
+          out.stations.push(...here.stations.filter((s) => s.zone === zone));
+        }
+      }
+      return out;
+    },
     airComputations: () => air.computations(),
     indicators(filter = {}) {
       const out: IndicatorEvent[] = [];
@@ -126,7 +187,7 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
         if (fam('traffic')) for (const e of traffic.devices(filter.zone)) out.push(e);
         if (fam('streetLight')) for (const e of lights.devices(filter.zone)) out.push(e);
       }
-      const zones = new Set([...traffic.zones(), ...lights.zones()]);
+      const zones = new Set([...traffic.zones(), ...lights.zones(), ...(view?.zones() ?? [])]);
       for (const f of ['traffic', 'streetLight'] as const) {
         if (!fam(f)) continue;
         if (!filter.scope || filter.scope === 'zone') {

@@ -6,3 +6,4 @@ export { AQI_MEASUREMENT, INDICATORS_MEASUREMENT, INTEGER_INDICATORS } from './p
 export { createCityClock } from './city-time.ts';
 export type { CityClock } from './city-time.ts';
 export { isDaylight, sunTimes } from './sun.ts';
+export type { ZoneResult, ZoneShare } from './zone-share.ts';

@@ -111,4 +111,11 @@ export const ANALYTICS_OPTIONS = section({
     default: 1000,
     description: 'A stored index or indicator waits at most this long before its batch is written to InfluxDB, ms',
   },
+  redisUrl: {
+    type: 'string',
+    default: '',
+    pattern: '^(|rediss?://.+)$',
+    description:
+      'Cluster mode: the Redis (redis://host:port) through which each node shares the results of the wards it processes, so that the zone and city figures of every node cover every ward (see docs/cluster.md). Empty = a single node, or each node its own wards. Redis unreachable: logged, each node serves the wards it last heard of',
+  },
 });

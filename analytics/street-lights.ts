@@ -6,7 +6,7 @@
 import type { EnrichedReading } from '../ingest/index.ts';
 import type { IndicatorEvent } from '../core/bus.ts';
 import type { CityProfile, Device } from '../registry/index.ts';
-import type { FamilySummary } from './aggregates.ts';
+import type { FamilyParts } from './aggregates.ts';
 import { HOUR_MS } from './city-time.ts';
 import { indicatorLine, INDICATORS_MEASUREMENT } from './points.ts';
 import { rowToReading, type RestoreSource } from './restore-query.ts';
@@ -42,8 +42,37 @@ export interface StreetLights {
   /** The zones that have lamps. */
   zones(): string[];
   lamps(): number;
-  summary: FamilySummary;
+  parts: FamilyParts<LightsPartial>;
 }
+
+/** A zone's (or the city's) street-light indicators: sums that add up across zones, and whether it has lamps. */
+export interface LightsPartial {
+  values: {
+    powerNowW: number;
+    energyTodayKWh: number;
+    energyMonthKWh: number;
+    lampsOn: number;
+    lampsDimmed: number;
+    lampsFaulty: number;
+    lampsOnInDaylight: number;
+    burningHoursToday: number;
+  };
+  any: boolean;
+}
+
+const noLights = (): LightsPartial => ({
+  values: {
+    powerNowW: 0,
+    energyTodayKWh: 0,
+    energyMonthKWh: 0,
+    lampsOn: 0,
+    lampsDimmed: 0,
+    lampsFaulty: 0,
+    lampsOnInDaylight: 0,
+    burningHoursToday: 0,
+  },
+  any: false,
+});
 
 const isOn = (l: Lamp) => l.powerState === 'on' || l.powerState === 'low';
 
@@ -198,35 +227,37 @@ export function createStreetLights(
     },
     zones: () => [...lamps.values()].map((l) => l.zone),
     lamps: () => lamps.size,
-    summary(id, inScope, now) {
-      const today = clock.dayKey(now);
-      const month = clock.monthKey(now);
-      const values = {
-        powerNowW: 0,
-        energyTodayKWh: 0,
-        energyMonthKWh: 0,
-        lampsOn: 0,
-        lampsDimmed: 0,
-        lampsFaulty: 0,
-        lampsOnInDaylight: 0,
-        burningHoursToday: 0,
-      };
-      let any = false;
-      for (const l of lamps.values()) {
-        if (!inScope(l.zone)) continue;
-        any = true;
-        const v = lampValues(l, today);
-        values.powerNowW += l.powerW ?? 0;
-        if (l.energyDay.key === today) values.energyTodayKWh += l.energyDay.kwh;
-        if (l.energyMonth.key === month) values.energyMonthKWh += l.energyMonth.kwh;
-        if (v.on) values.lampsOn++;
-        if (v.dimmed) values.lampsDimmed++;
-        if (v.fault) values.lampsFaulty++;
-        if (v.onInDaylight) values.lampsOnInDaylight++;
-        values.burningHoursToday += v.burningHoursToday as number;
-      }
-      if (!any && id !== 'city') return undefined;
-      return values;
+    parts: {
+      partial(inScope, now) {
+        const today = clock.dayKey(now);
+        const month = clock.monthKey(now);
+        const p = noLights();
+        const values = p.values;
+        for (const l of lamps.values()) {
+          if (!inScope(l.zone)) continue;
+          p.any = true;
+          const v = lampValues(l, today);
+          values.powerNowW += l.powerW ?? 0;
+          if (l.energyDay.key === today) values.energyTodayKWh += l.energyDay.kwh;
+          if (l.energyMonth.key === month) values.energyMonthKWh += l.energyMonth.kwh;
+          if (v.on) values.lampsOn++;
+          if (v.dimmed) values.lampsDimmed++;
+          if (v.fault) values.lampsFaulty++;
+          if (v.onInDaylight) values.lampsOnInDaylight++;
+          values.burningHoursToday += v.burningHoursToday as number;
+        }
+        return p;
+      },
+      present: (p) => p.any,
+      merge(ps) {
+        const m = noLights();
+        for (const p of ps) {
+          m.any ||= p.any;
+          for (const k of Object.keys(m.values) as (keyof LightsPartial['values'])[]) m.values[k] += p.values[k];
+        }
+        return m;
+      },
+      values: (p) => ({ ...p.values }),
     },
   };
 }

@@ -5,7 +5,7 @@
  */
 import type { EnrichedReading } from '../ingest/index.ts';
 import type { IndicatorEvent } from '../core/bus.ts';
-import type { FamilySummary } from './aggregates.ts';
+import type { FamilyParts } from './aggregates.ts';
 import { HOUR_MS } from './city-time.ts';
 import { indicatorLine } from './points.ts';
 import { rowToReading, type RestoreSource } from './restore-query.ts';
@@ -40,7 +40,23 @@ export interface Traffic {
   /** The zones that have junctions. */
   zones(): string[];
   junctions(): number;
-  summary: FamilySummary;
+  parts: FamilyParts<TrafficPartial>;
+}
+
+/**
+ * What a zone's (or the city's) traffic indicators are made of: sums that add up across zones, so the city's
+ * figure is the merge of its zones' (cluster mode merges zones computed on different nodes).
+ */
+export interface TrafficPartial {
+  /** Junctions that reported within the window. */
+  n: number;
+  vph: number;
+  congested: number;
+  /** Average speeds weighted by vehicles per hour, and the weights. */
+  speedSum: number;
+  speedW: number;
+  /** The scope has junctions (reporting or not). */
+  known: boolean;
 }
 
 function addToSums(s: Junction['sums'], x: { intensity: number; speed?: number }, sign: 1 | -1): void {
@@ -166,29 +182,44 @@ export function createTraffic(ctx: FamilyContext, changed: (zone: string) => voi
     },
     zones: () => [...junctions.values()].map((j) => j.zone),
     junctions: () => junctions.size,
-    summary(id, inScope, now) {
-      let n = 0;
-      let vph = 0;
-      let speedW = 0;
-      let speedSum = 0;
-      let congested = 0;
-      for (const j of junctions.values()) {
-        // A junction that has not reported within the window no longer counts.
-        if (!inScope(j.zone) || j.latestT <= now - opts.trafficWindowMs) continue;
-        const v = junctionValues(j);
-        n++;
-        vph += v.vehiclesPerHour as number;
-        if (v.averageSpeed !== undefined) {
-          const w = Math.max(v.vehiclesPerHour as number, 1e-9);
-          speedSum += v.averageSpeed * w;
-          speedW += w;
+    parts: {
+      partial(inScope, now) {
+        const p: TrafficPartial = { n: 0, vph: 0, congested: 0, speedSum: 0, speedW: 0, known: false };
+        for (const j of junctions.values()) {
+          if (!inScope(j.zone)) continue;
+          p.known = true;
+          // A junction that has not reported within the window no longer counts.
+          if (j.latestT <= now - opts.trafficWindowMs) continue;
+          const v = junctionValues(j);
+          p.n++;
+          p.vph += v.vehiclesPerHour as number;
+          if (v.averageSpeed !== undefined) {
+            const w = Math.max(v.vehiclesPerHour as number, 1e-9);
+            p.speedSum += v.averageSpeed * w;
+            p.speedW += w;
+          }
+          if (v.congestionLevel === 3) p.congested++;
         }
-        if (v.congestionLevel === 3) congested++;
-      }
-      if (!n && id !== 'city' && ![...junctions.values()].some((j) => j.zone === id)) return undefined;
-      const values: Record<string, number> = { vehiclesPerHour: vph, congestedJunctions: congested };
-      if (speedW > 0) values.averageSpeed = speedSum / speedW;
-      return values;
+        return p;
+      },
+      present: (p) => p.n > 0 || p.known,
+      merge(ps) {
+        const m: TrafficPartial = { n: 0, vph: 0, congested: 0, speedSum: 0, speedW: 0, known: false };
+        for (const p of ps) {
+          m.n += p.n;
+          m.vph += p.vph;
+          m.congested += p.congested;
+          m.speedSum += p.speedSum;
+          m.speedW += p.speedW;
+          m.known ||= p.known;
+        }
+        return m;
+      },
+      values(p) {
+        const values: Record<string, number> = { vehiclesPerHour: p.vph, congestedJunctions: p.congested };
+        if (p.speedW > 0) values.averageSpeed = p.speedSum / p.speedW;
+        return values;
+      },
     },
   };
 }

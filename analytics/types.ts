@@ -3,7 +3,7 @@
  * import, so that none of them has to import another for its types.
  */
 import type { InfluxDB } from 'influx';
-import type { InfluxTarget } from '../ingest/index.ts';
+import type { Family, InfluxTarget } from '../ingest/index.ts';
 import type { AqiEvent, LiveBus } from '../core/bus.ts';
 import type { Logger } from '../core/logger.ts';
 import type { CityProfile, Device } from '../registry/index.ts';
@@ -62,6 +62,8 @@ export interface AnalyticsDeps {
   logger?: Logger;
   /** Awaited before the state is restored (the platform flushes ingest's durable log into InfluxDB). */
   beforeRestore?: () => Promise<unknown>;
+  /** Cluster mode: how the nodes share their wards' results (zone-share.ts); absent on one node. */
+  share?: ZoneShare;
 }
 
 /** Current index values of a subject, for the API. */
@@ -80,4 +82,30 @@ export interface FamilyContext {
   log: Logger;
   clock: CityClock;
   output: DerivedOutput;
+}
+
+/** Cluster mode (zone-share.ts): */
+/** What a node computed for one ward. */
+export interface ZoneResult {
+  /** The node that computed it (unique in the cluster). */
+  node: string;
+  zone: string;
+  /** When it was computed, ms (the newest result of a ward wins). */
+  at: number;
+  /** The ward's mergeable sums per family (aggregates.ts); a family the ward has no device of is absent. */
+  parts: Partial<Record<Family, unknown>>;
+  /** The ward's air-quality index and its stations' (absent without stations). */
+  aqi?: CurrentAqi;
+  stations: CurrentAqi[];
+}
+
+/** How results travel between the nodes of a cluster (the platform implements it on Redis). */
+export interface ZoneShare {
+  /** This node's name, unique in the cluster. */
+  readonly node: string;
+  /** Sends a result to every node (this one hears it back, or not: it keeps its own anyway). */
+  publish(r: ZoneResult): void;
+  /** Calls `onResult` for each result published from now on; resolves with the newest result of each ward so far. */
+  subscribe(onResult: (r: ZoneResult) => void): Promise<ZoneResult[]>;
+  close(): Promise<void>;
 }

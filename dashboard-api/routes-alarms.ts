@@ -84,15 +84,16 @@ export function alarmRoutes(alarms: Alarms | undefined): RouteDef[] {
         },
       },
       responses: { 200: { description: 'alarms', schema: { type: 'array', items: ALARM_SCHEMA } }, 400: problem },
-      handler: (req, res) => {
+      handler: async (req, res) => {
         const q = req.query as unknown as AlarmFilter & { device?: string };
         const { device, ...filter } = q;
         if (device && filter.subject && device !== filter.subject) {
           throw new PlatformError('CP_API_VALIDATION', '`device` and `subject` name different subjects');
         }
         const f = { ...filter, subject: filter.subject ?? device };
-        res.set('x-total-count', String(alarms.count(f)));
-        res.json(alarms.list(f));
+        const [n, list] = await Promise.all([alarms.count(f), alarms.list(f)]);
+        res.set('x-total-count', String(n));
+        res.json(list);
       },
     },
     {
@@ -155,9 +156,9 @@ export function alarmRoutes(alarms: Alarms | undefined): RouteDef[] {
         400: problem,
         404: problem,
       },
-      handler: (req, res) => {
+      handler: async (req, res) => {
         const id = Number(req.params.id);
-        const a = alarms.get(id);
+        const a = await alarms.get(id);
         if (!a) throw new PlatformError('CP_ALARM_NOT_FOUND', `no alarm ${id}`);
         res.json(a);
       },
@@ -172,10 +173,10 @@ export function alarmRoutes(alarms: Alarms | undefined): RouteDef[] {
       params: idParams,
       body: { type: 'object', additionalProperties: false, properties: { note } },
       responses: changed,
-      handler: (req, res) => {
+      handler: async (req, res) => {
         const id = Number(req.params.id);
         res.locals.auditTarget = `alarm:${id}`;
-        res.json(alarms.acknowledge(id, principalOf(res).username, (req.body as { note?: string }).note));
+        res.json(await alarms.acknowledge(id, principalOf(res).username, (req.body as { note?: string }).note));
       },
     },
     {
@@ -189,10 +190,10 @@ export function alarmRoutes(alarms: Alarms | undefined): RouteDef[] {
       params: idParams,
       body: { type: 'object', additionalProperties: false, required: ['note'], properties: { note } },
       responses: changed,
-      handler: (req, res) => {
+      handler: async (req, res) => {
         const id = Number(req.params.id);
         res.locals.auditTarget = `alarm:${id}`;
-        res.json(alarms.clear(id, principalOf(res).username, (req.body as { note: string }).note));
+        res.json(await alarms.clear(id, principalOf(res).username, (req.body as { note: string }).note));
       },
     },
   ];

@@ -61,7 +61,10 @@ export function deviceRoutes(d: ApiDeps): RouteDef[] {
    * Online state (broker) and open alarms (alarm engine) as sets of ids the store joins in SQL: a page with
    * these filters is still one query, counted and cut by the database.
    */
-  const idSets = (q: { online?: boolean; openAlarm?: boolean }, online: Set<string>): { onlyIds?: string[]; exceptIds?: string[] } => {
+  const idSets = async (
+    q: { online?: boolean; openAlarm?: boolean },
+    online: Set<string>,
+  ): Promise<{ onlyIds?: string[]; exceptIds?: string[] }> => {
     let only: Set<string> | undefined;
     const except: string[] = [];
     if (q.online !== undefined) {
@@ -70,8 +73,9 @@ export function deviceRoutes(d: ApiDeps): RouteDef[] {
     }
     if (q.openAlarm !== undefined) {
       const withAlarm = new Set<string>();
-      const n = d.alarms?.count({ state: 'open' }) ?? 0;
-      if (n > 0) for (const a of d.alarms?.list({ state: 'open', limit: n }) ?? []) if (a.scope === 'device') withAlarm.add(a.subject);
+      const n = (await d.alarms?.count({ state: 'open' })) ?? 0;
+      if (n > 0)
+        for (const a of (await d.alarms?.list({ state: 'open', limit: n })) ?? []) if (a.scope === 'device') withAlarm.add(a.subject);
       if (q.openAlarm) only = only ? new Set([...only].filter((id) => withAlarm.has(id))) : withAlarm;
       else except.push(...withAlarm);
     }
@@ -123,7 +127,7 @@ export function deviceRoutes(d: ApiDeps): RouteDef[] {
           format?: 'json' | 'csv';
         };
         const online = await onlineSet();
-        const out = await d.devices.query({ ...q, ...idSets(q, online) });
+        const out = await d.devices.query({ ...q, ...(await idSets(q, online)) });
         const list = out.devices.map(withOnline(online));
         res.setHeader('X-Total-Count', String(out.total));
         if (q.format === 'csv') {

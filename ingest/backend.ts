@@ -23,8 +23,11 @@ export interface BackendHooks {
   late(family: string, time: number): void;
   /** Right before accepted readings can become durable: what must be durable before them is written. */
   beforeSend(): void;
-  /** Hands readings to the live bus (analytics, alarms, dashboards). */
-  live(readings: EnrichedReading[]): void;
+  /**
+   * Hands readings to the live bus (analytics, alarms, dashboards); a promise when its listeners still commit
+   * what the readings caused (alarms raised): cluster mode acknowledges the queue once it resolves.
+   */
+  live(readings: EnrichedReading[]): Promise<void> | undefined;
   /** Cluster mode: a replicated log message that is not a batch of readings (dead-lettered, never retried). */
   unreadable(payload: string, reason: string): void;
 }
@@ -64,4 +67,6 @@ export interface ReadingBackend {
   state(): { writer: WriterState; log: BacklogState; cluster?: ClusterState };
   /** The store worker's thread id (single node, Linux, after start). */
   osThreadId(): number | undefined;
+  /** Cluster mode: hands the partitions this node is active for over to another node (partition-consumer.ts). */
+  handOver?(partitions: readonly number[]): Promise<void>;
 }

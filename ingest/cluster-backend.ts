@@ -152,5 +152,6 @@ export function createClusterBackend(
       };
     },
     osThreadId: () => undefined,
+    handOver: (partitions) => consumer.handOver(partitions),
   };
 }

@@ -62,6 +62,11 @@ export interface IngestDeps {
   logger?: Logger;
   /** Where dead letters go instead of `deadLetterFile` (cluster mode: the shared PostgreSQL); ingest closes it at stop. */
   deadLetters?: DeadLetterStore;
+  /**
+   * After readings were handed to the live bus: what its listeners must have committed first (the alarms they
+   * raise), or undefined when nothing waits. Cluster mode acknowledges a replicated log message only after it.
+   */
+  settled?: () => Promise<void> | undefined;
 }
 
 export interface IngestState {
@@ -104,6 +109,11 @@ export interface Ingest {
   readonly downsampler: Downsampler | undefined;
   /** The store worker's thread id in the operating system (Linux, after start), for per-thread CPU figures. */
   storeThreadId(): number | undefined;
+  /**
+   * Cluster mode: hands the given partitions, where this node's consumer is the active one, over to the next
+   * node consuming them (spreads processing after a node joined). Nothing on one node.
+   */
+  handOverPartitions(partitions: readonly number[]): Promise<void>;
 }
 
 export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
@@ -144,8 +154,9 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
       deadLetters.add({ device: '', code: 'CP_INGEST_LOG_UNREADABLE', reason, payload });
     },
     // The one way readings reach the live bus; each backend calls it once per reading (backend.ts says when).
-    live(readings: EnrichedReading[]) {
+    live(readings: EnrichedReading[]): Promise<void> | undefined {
       for (const r of readings) deps.bus.emit('reading', r);
+      return deps.settled?.();
     },
   };
   const backendOpts = {
@@ -278,5 +289,8 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
     flush,
     state,
     storeThreadId: () => backend.osThreadId(),
+    handOverPartitions: async (partitions) => {
+      await backend.handOver?.(partitions);
+    },
   };
 }

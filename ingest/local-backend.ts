@@ -48,7 +48,8 @@ export function createLocalBackend(
     sink: {
       append(readings: EnrichedReading[]) {
         const durable = store.append(readings.map((r) => ({ line: toLine(r), family: r.family, device: r.device })));
-        hooks.live(readings);
+        // One node: the durable log, not the live bus's listeners, is what a restart goes on from.
+        void hooks.live(readings);
         return durable;
       },
       whenSpace(closed) {

@@ -14,6 +14,11 @@
  *
  * A message acknowledged by nobody (the node died while writing it) is delivered again to the next active
  * consumer: its readings are written again and overwrite themselves (same series, same time).
+ *
+ * What the live bus's listeners commit because of a message (the alarms its readings raise, in the cluster's
+ * shared store) is committed before the message is acknowledged: when `live` returns a promise, the partition's
+ * acknowledgement (and its next messages' hand-over) waits for it. A failover between that commit and the
+ * acknowledgement delivers the message again, and raising the alarm again finds it open: raised once.
  */
 import type { Channel, ConsumeMessage } from 'amqplib';
 import { FAMILIES, type EnrichedReading } from '../core/contract.ts';
@@ -45,8 +50,11 @@ export interface PartitionConsumerHooks {
   unreadable(payload: string, reason: string): void;
   /** A stored reading older than the continuous queries look back. */
   late(family: string, time: number): void;
-  /** A message's readings, stored (or dead-lettered) and acknowledged to the queue, in the partition's order. */
-  live(readings: EnrichedReading[]): void;
+  /**
+   * A message's readings, stored (or dead-lettered), in the partition's order; the message is acknowledged to
+   * the queue after it returned, or once the promise it returns settled.
+   */
+  live(readings: EnrichedReading[]): Promise<void> | undefined;
 }
 
 export interface PartitionConsumerState {
@@ -80,6 +88,8 @@ interface PartitionSlot {
   consumerTag: string | undefined;
   /** Deliveries on `channel` in order, waiting for their readings to be stored. */
   fifo: Entry[];
+  /** A message's live hand-over is being committed: acknowledging and handing over wait for it. */
+  committing: boolean;
   reopen: NodeJS.Timeout | undefined;
 }
 
@@ -111,6 +121,7 @@ export class PartitionConsumer {
       channel: undefined,
       consumerTag: undefined,
       fifo: [],
+      committing: false,
       reopen: undefined,
     }));
     this.delivered = new Array(opts.partitions).fill(0);
@@ -181,7 +192,31 @@ export class PartitionConsumer {
 
   /** True while this node holds no delivered message that is not yet acknowledged. */
   idle(): boolean {
-    return this.slots.every((s) => s.fifo.length === 0);
+    return this.slots.every((s) => s.fifo.length === 0 && !s.committing);
+  }
+
+  /**
+   * Hands partitions this node is active for over to another node: their consumers are cancelled (RabbitMQ makes
+   * the next waiting consumer active, and delivers it what this node did not acknowledge) and start again as
+   * waiting ones. Spreads processing after a node joined; what this node holds of them is written first.
+   */
+  async handOver(partitions: readonly number[]): Promise<void> {
+    await Promise.all(
+      partitions.map(async (i) => {
+        const slot = this.slots[i];
+        if (!slot?.channel) return;
+        const ch = slot.channel;
+        const tag = slot.consumerTag;
+        slot.consumerTag = undefined;
+        if (tag) await within(ch.cancel(tag), OPEN_TIMEOUT_MS, `cancelling partition ${i}`).catch(() => undefined);
+        // What was delivered before the cancel is written and acknowledged on this channel, then it is closed
+        // and the partition consumed again, behind the consumer RabbitMQ made active.
+        const until = Date.now() + 30_000;
+        while ((slot.fifo.length || slot.committing) && slot.channel === ch && Date.now() < until)
+          await new Promise((r) => setTimeout(r, 20));
+        if (slot.channel === ch) await within(ch.close(), OPEN_TIMEOUT_MS, `closing partition ${i}`).catch(() => undefined);
+      }),
+    );
   }
 
   /** Ready messages in the partition queues (not counting those delivered to a consumer); undefined when unknown. */
@@ -370,32 +405,53 @@ export class PartitionConsumer {
     for (const i of partitions) this.release(i);
   }
 
-  /** Acknowledges the complete messages at the head of partition `i`, in order, and hands their readings on. */
+  /**
+   * Acknowledges the complete messages at the head of partition `i`, in order, and hands their readings on; when
+   * the hand-over of one returns a promise (alarms being committed), that message and the ones before it are
+   * acknowledged once it settled, and the rest waits for it.
+   */
   private release(i: number): void {
     const slot = this.slots[i] as PartitionSlot;
+    if (slot.committing) return; // the hand-over that commits goes on with the rest once done
     let last: Entry | undefined;
     while (slot.fifo.length && (slot.fifo[0] as Entry).remaining === 0) {
       const e = slot.fifo.shift() as Entry;
       this.forget(e);
       this.processed += e.readings.length;
       last = e;
-      if (e.readings.length) {
-        try {
-          this.hooks.live(e.readings);
-        } catch (err) {
-          this.deps.logger.error({ err: (err as Error).message }, 'live bus listener failed');
-        }
-      }
-    }
-    // One acknowledgement for all of them: every earlier delivery on this channel is released already.
-    if (last && slot.channel === last.channel) {
+      if (!e.readings.length) continue;
+      let pending: Promise<void> | undefined;
       try {
-        last.channel.ack(last.msg, true);
-      } catch {
-        /* the channel closed meanwhile: the messages are delivered again */
+        pending = this.hooks.live(e.readings);
+      } catch (err) {
+        this.deps.logger.error({ err: (err as Error).message }, 'live bus listener failed');
+      }
+      if (pending !== undefined) {
+        slot.committing = true;
+        const done = () => {
+          slot.committing = false;
+          this.ack(slot, e);
+          this.release(i);
+        };
+        pending.then(done, (err: Error) => {
+          this.deps.logger.error({ err: err.message }, 'live bus listener failed');
+          done();
+        });
+        return;
       }
     }
+    if (last) this.ack(slot, last);
     this.notifyIdle();
+  }
+
+  /** One acknowledgement for `e` and every delivery before it on its channel (all released already). */
+  private ack(slot: PartitionSlot, e: Entry): void {
+    if (slot.channel !== e.channel) return; // the channel closed meanwhile: the messages are delivered again
+    try {
+      e.channel.ack(e.msg, true);
+    } catch {
+      /* the channel closed meanwhile: the messages are delivered again */
+    }
   }
 
   private forget(e: Entry): void {

@@ -4,9 +4,13 @@
  * resolves only on the broker's publisher confirm. A quorum queue confirms once a majority of its replicas
  * wrote and fsynced the message, so a PUBACK means: on disk on two of three machines.
  *
- * - Partitions: a device's readings always go to queue `hash(device id) % partitions` (FNV-1a, the same on every
- *   node), so one partition holds a device's readings in the order they were accepted, and the partition's single
- *   active consumer (partition-consumer.ts) processes them in that order.
+ * - Partitions: a device's readings go to queue `hash(its zone) % partitions` (FNV-1a, the same on every node;
+ *   a device without a zone by its id: `partitionKey`), so one partition holds a device's readings in the order
+ *   they were accepted, and the partition's single active consumer (partition-consumer.ts) processes them in that
+ *   order. Every device of a ward is in the ward's partition, so one node computes the ward's indicators and
+ *   alarms over all its devices (analytics' zone results are then merged across nodes for the city). A device
+ *   moved to another ward goes to that ward's partition from its next reading: readings still waiting in the old
+ *   partition may be processed after newer ones in the new one (each is stored at its own time all the same).
  * - Batching: readings for one partition are gathered for `batchMs` (or up to MAX_BATCH_READINGS) into one AMQP
  *   message on a confirm channel: one replicated write for many devices' messages.
  * - Confirm, nack, timeout: a confirm resolves every message of the batch. A nack means the queue did not take
@@ -85,14 +89,19 @@ export function queueName(prefix: string, i: number): string {
   return `${prefix}.${i}`;
 }
 
-/** The partition of a device: FNV-1a (32 bit) of its id, modulo `partitions`. Stable across nodes and versions. */
-export function partitionOf(device: string, partitions: number): number {
+/** The partition of a key: FNV-1a (32 bit) of it, modulo `partitions`. Stable across nodes and versions. */
+export function partitionOf(key: string, partitions: number): number {
   let h = 0x811c9dc5;
-  for (let i = 0; i < device.length; i++) {
-    h ^= device.charCodeAt(i);
+  for (let i = 0; i < key.length; i++) {
+    h ^= key.charCodeAt(i);
     h = Math.imul(h, 0x01000193);
   }
   return (h >>> 0) % partitions;
+}
+
+/** What a reading is partitioned by: its device's zone (a ward's devices together), else its device id. */
+export function partitionKey(r: Pick<EnrichedReading, 'device' | 'zone'>): string {
+  return r.zone || r.device;
 }
 
 /** A batch's readings could not be made durable in the replicated log. */
@@ -181,7 +190,7 @@ export class ReplicatedLogPublisher {
   append(readings: EnrichedReading[]): Promise<void> {
     if (this.stopped) return Promise.reject(new ReplicatedLogError('replicated log stopped'));
     if (!readings.length) return Promise.resolve();
-    const p = partitionOf((readings[0] as EnrichedReading).device, this.opts.partitions);
+    const p = partitionOf(partitionKey(readings[0] as EnrichedReading), this.opts.partitions);
     const part = this.parts[p] as Partition;
     let batch = part.open;
     if (!batch) {

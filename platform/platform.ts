@@ -21,6 +21,7 @@ import { ensureInfluxInstalled, superviseLocalInflux, type LocalInflux } from '.
 import { createLogger, type Logger } from '../core/logger.ts';
 import { createMetrics, type Metrics } from '../core/metrics.ts';
 import { followOtherNodes, openStateStores } from './state.ts';
+import { createRedisZoneShare } from './zone-share-redis.ts';
 
 export const VERSION = '0.1.0';
 
@@ -148,6 +149,8 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
           defaults: config.alarms.defaults as Record<string, Partial<RuleInput>>,
           tickMs: config.alarms.tickMs,
           historyLimit: config.alarms.historyLimit,
+          // Cluster mode: one table of alarms for every node (state.postgresUrl).
+          ...(state.alarms ? { store: state.alarms } : {}),
         },
         { bus, devices, profile, operators, logger: logs.forComponent('alarms') },
       );
@@ -190,6 +193,8 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
         metrics,
         logger: logs.forComponent('ingest'),
         deadLetters: state.deadLetters,
+        // Cluster mode: a replicated log message is acknowledged once the alarms its readings raise are committed.
+        settled: () => alarms?.settled(),
         publishError: (id, err) => {
           broker?.publish(`devices/${id}/errors`, JSON.stringify(err), { qos: 1 }).catch(() => undefined);
         },
@@ -210,6 +215,15 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
         devices,
         logger: logs.forComponent('analytics'),
         beforeRestore: () => ingest.flush(10000),
+        // Cluster mode: the wards' results shared between the nodes, so zone and city figures cover every ward.
+        ...(config.analytics.redisUrl
+          ? {
+              share: createRedisZoneShare(config.analytics.redisUrl, {
+                database: influxTarget.database,
+                logger: logs.forComponent('analytics'),
+              }),
+            }
+          : {}),
       },
     );
     await analytics.start();
@@ -332,7 +346,9 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
     stopping ??= (async () => {
       // Graceful order: stop taking devices' messages, write the log to InfluxDB (bounded), then
       // close dashboard sockets, the registry and the local InfluxDB.
-      const order = ['broker', 'analytics', 'ingest', 'api', 'commands', 'registry', 'influxdb'];
+      // Alarms after ingest: in cluster mode what ingest still hands over is evaluated (and committed) before the
+      // queue is acknowledged.
+      const order = ['broker', 'analytics', 'ingest', 'alarms', 'api', 'commands', 'registry', 'influxdb'];
       started.sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
       for (const part of started) {
         try {

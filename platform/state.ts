@@ -20,6 +20,7 @@ import {
   STATE_CHANNEL,
   StateDb,
 } from '../registry/index.ts';
+import { ALARM_COMPONENT, ALARM_MIGRATIONS, PgAlarmStore } from '../alarms/index.ts';
 import type { Broker } from '../broker/index.ts';
 import type { DashboardApi } from '../dashboard-api/index.ts';
 import type { Config } from './config.ts';
@@ -31,6 +32,8 @@ export interface StateStores {
   deadLetters: DeadLetterStore | undefined;
   /** Cluster mode only: the shared database's connection pool. */
   db: StateDb | undefined;
+  /** Cluster mode only: alarms shared by every node (else the engine keeps dataDir/alarms.db). */
+  alarms: PgAlarmStore | undefined;
   /**
    * Cluster mode: acts on the changes other nodes make (registry/pg-changes.ts) from now on; nothing on one
    * node, where every change is made (and acted on) here.
@@ -46,7 +49,7 @@ export interface StateStores {
 }
 
 export async function openStateStores(
-  config: Pick<Readonly<Config>, 'state' | 'dataDir' | 'api' | 'ingest'>,
+  config: Pick<Readonly<Config>, 'state' | 'dataDir' | 'api' | 'ingest'> & { alarms?: { historyLimit: number } },
   opts: { zoneExists?: (zone: string) => boolean; logger?: Logger } = {},
 ): Promise<StateStores> {
   const dataDir = path.resolve(config.dataDir);
@@ -59,6 +62,7 @@ export async function openStateStores(
       operators,
       deadLetters: undefined,
       db: undefined,
+      alarms: undefined,
       follow: async () => undefined,
       async close() {
         await devices.close();
@@ -70,6 +74,8 @@ export async function openStateStores(
   try {
     await db.migrate(REGISTRY_COMPONENT, REGISTRY_MIGRATIONS);
     await db.migrate(DEAD_LETTER_COMPONENT, DEAD_LETTER_MIGRATIONS);
+    await db.migrate(ALARM_COMPONENT, ALARM_MIGRATIONS);
+    const alarms = new PgAlarmStore(db, config.alarms?.historyLimit, opts.logger);
     const deadLetters = new PgDeadLetterStore(db, config.ingest.deadLetterLimit, opts.logger);
     await deadLetters.start();
     const devices = new PgDeviceStore(db, opts.zoneExists, opts.logger);
@@ -79,6 +85,7 @@ export async function openStateStores(
       operators,
       deadLetters,
       db,
+      alarms,
       follow: (on) =>
         db.listen(
           STATE_CHANNEL,

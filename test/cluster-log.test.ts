@@ -157,14 +157,16 @@ function edgeNode(p: TestPlatform): number {
   return i;
 }
 
-/** Device ids of a family, one per partition, provisioned on `p`. */
+/** Devices of a family, one per partition (each in a ward of that partition: readings go by ward), provisioned on `p`. */
 async function devicesOverPartitions(p: TestPlatform, tag: string): Promise<{ id: string; token: string }[]> {
-  const ids: string[] = [];
-  for (let n = 0; ids.length < PARTITIONS; n++) {
-    const id = `${tag}-${n}`;
-    if (!ids.some((x) => partitionOf(x, PARTITIONS) === partitionOf(id, PARTITIONS))) ids.push(id);
-  }
-  return Promise.all(ids.map((id) => p.provision('traffic', { id })));
+  const zones = p.platform.parts.profile.zones.map((z) => z.id);
+  return Promise.all(
+    Array.from({ length: PARTITIONS }, (_, i) => {
+      const zone = zones.find((z) => partitionOf(z, PARTITIONS) === i);
+      assert.ok(zone, `a ward of the city in partition ${i}`);
+      return p.provision('traffic', { id: `${tag}-${i}`, zone });
+    }),
+  );
 }
 
 test(`a 3-node RabbitMQ cluster formed (${PARTITIONS} partitions a platform in these tests)`, (t) => {

@@ -135,7 +135,7 @@ describe('device page', () => {
       'the reading stored',
     );
     await p.waitFor(
-      () => p.platform.parts.alarms?.list({ state: 'open', subject: d.id, limit: 1 }).length,
+      async () => (await p.platform.parts.alarms?.list({ state: 'open', subject: d.id, limit: 1 }))?.length,
       10_000,
       'the lamp fault raised',
     );

@@ -36,7 +36,7 @@ before(async () => {
   await p.connect(online.id, online.token);
   const c = await p.connect(faulty.id, faulty.token);
   const until = Date.now() + 10_000;
-  while (!p.platform.parts.alarms?.list({ state: 'open', subject: faulty.id, limit: 1 }).length) {
+  while (!(await p.platform.parts.alarms?.list({ state: 'open', subject: faulty.id, limit: 1 }))?.length) {
     assert.ok(Date.now() < until, 'the lamp fault raised');
     await c.publishAsync(`devices/${faulty.id}/telemetry`, JSON.stringify({ powerState: 'on', powerConsumption: 0.2, status: 'ok' }), {
       qos: 1,
