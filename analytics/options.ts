@@ -5,6 +5,12 @@
 import { section } from '../core/options.ts';
 
 export const ANALYTICS_OPTIONS = section({
+  offMainThread: {
+    type: 'boolean',
+    default: true,
+    description:
+      'Single-node mode: compute indices and indicators on the store worker thread, from the readings it makes durable, instead of on the main thread (which speaks MQTT and validates); cluster mode always computes on the main thread',
+  },
   aqiEmitIntervalMs: {
     type: 'integer',
     minimum: 0,

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { DestinationStream } from 'pino';
-import { createAnalytics, type Analytics } from '../analytics/index.ts';
+import { createAnalytics, createWorkerAnalytics, type Analytics, type WorkerAnalytics } from '../analytics/index.ts';
 import { createAlarms, type Alarms, type RuleInput } from '../alarms/index.ts';
 import { createBroker, type Broker } from '../broker/index.ts';
 import { createCommands, type Commands } from '../commands/index.ts';
@@ -156,6 +156,15 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
       alarms = a;
     }
 
+    // Single-node mode: analytics on the store worker thread, handed every reading it makes durable; created
+    // before ingest (which starts the worker with it), started after it like analytics on the main thread.
+    const cluster = config.ingest.cluster.amqpUrls.length > 0;
+    const analyticsOpts = { ...config.analytics, timezone: profile.timezone };
+    const workerAnalytics: WorkerAnalytics | undefined =
+      config.analytics.offMainThread && !cluster
+        ? createWorkerAnalytics(analyticsOpts, { bus, target: influxTarget, profile, devices, logger: logs.forComponent('analytics') })
+        : undefined;
+
     // The broker is created after ingest but ingest reports errors through it: late binding.
     let broker: Broker | undefined;
     const ingest = createIngest(
@@ -178,7 +187,7 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
         },
         stopFlushTimeoutMs: config.ingest.stopFlushTimeoutMs,
         // Cluster mode: with RabbitMQ nodes given, the replicated log (quorum queues) replaces the durable log above.
-        ...(config.ingest.cluster.amqpUrls.length > 0 ? { cluster: config.ingest.cluster } : {}),
+        ...(cluster ? { cluster: config.ingest.cluster } : {}),
         downsample: {
           tiers,
           lateAfterMs: config.influx.downsample.lateAfterMs,
@@ -190,6 +199,7 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
         metrics,
         logger: logs.forComponent('ingest'),
         deadLetters: state.deadLetters,
+        ...(workerAnalytics ? { processor: () => workerAnalytics.processor() } : {}),
         publishError: (id, err) => {
           broker?.publish(`devices/${id}/errors`, JSON.stringify(err), { qos: 1 }).catch(() => undefined);
         },
@@ -200,9 +210,9 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
 
     // Analytics: after ingest (database ready, durable log flushed into InfluxDB before it restores
     // its state) and before the broker takes devices' readings.
-    const analytics = createAnalytics(
-      { ...config.analytics, timezone: profile.timezone },
-      {
+    const analytics: Analytics =
+      workerAnalytics ??
+      createAnalytics(analyticsOpts, {
         bus,
         influx: ingest.influx,
         target: influxTarget,
@@ -210,8 +220,7 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
         devices,
         logger: logs.forComponent('analytics'),
         beforeRestore: () => ingest.flush(10000),
-      },
-    );
+      });
     await analytics.start();
     started.push({ name: 'analytics', stop: () => analytics.stop() });
 
