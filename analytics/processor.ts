@@ -95,12 +95,15 @@ export const createProcessor: ProcessorFactory = (ctx) => {
         );
         break;
       case 'stop':
+        drain();
         void analytics.stop().finally(() => send({ t: 'done', id: m.id }));
         break;
       case 'currentAqi':
+        drain();
         send({ t: 'done', id: m.id, value: analytics.currentAqi() });
         break;
       case 'indicators':
+        drain();
         send({ t: 'done', id: m.id, value: analytics.indicators(m.filter) });
         break;
       case 'location':
@@ -110,15 +113,39 @@ export const createProcessor: ProcessorFactory = (ctx) => {
     }
   });
 
+  /**
+   * Readings wait for the check phase of the worker's event loop: the log's group commits that completed meanwhile
+   * (the devices' acknowledgements) are answered first, analytics after them. A read from the API computes what
+   * waits before it answers.
+   */
+  let queued: EnrichedReading[][] = [];
+  let drainScheduled = false;
+  function drain(): void {
+    drainScheduled = false;
+    const batches = queued;
+    queued = [];
+    try {
+      for (const batch of batches) for (const r of batch) bus.emit('reading', r);
+    } catch (err) {
+      // Off the store worker's append path now: a failure here must not end the thread (and its log).
+      log.error({ err: (err as Error).message }, 'analytics failed on readings');
+    }
+  }
+
   return {
     readings(readings, firstSeq) {
       if (waiting) {
         for (let i = 0; i < readings.length; i++) waiting.push({ r: readings[i] as EnrichedReading, seq: firstSeq + i, inInflux: false });
         return;
       }
-      for (const r of readings) bus.emit('reading', r);
+      queued.push(readings);
+      if (!drainScheduled) {
+        drainScheduled = true;
+        setImmediate(drain);
+      }
     },
     async close() {
+      drain();
       await analytics.stop();
       port.close();
     },
