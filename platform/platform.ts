@@ -156,8 +156,9 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
       alarms = a;
     }
 
-    // Single-node mode: analytics on the store worker thread, handed every reading it makes durable; created
-    // before ingest (which starts the worker with it), started after it like analytics on the main thread.
+    // Single-node mode with analytics.offMainThread: analytics on the store worker thread, handed every reading it
+    // makes durable; created before ingest (which starts the worker with it), started after it like analytics on the
+    // main thread.
     const cluster = config.ingest.cluster.amqpUrls.length > 0;
     const analyticsOpts = { ...config.analytics, timezone: profile.timezone };
     const workerAnalytics: WorkerAnalytics | undefined =

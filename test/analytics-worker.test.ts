@@ -1,5 +1,5 @@
 /**
- * Analytics off the main thread (single-node mode): the store worker hands analytics every reading it makes
+ * Analytics off the main thread (single-node mode, `analytics.offMainThread`): the store worker hands analytics every reading it makes
  * durable, read back from the log's own lines; the indices and indicators come back to the main thread's live bus
  * and API. A real platform (broker over TCP, MQTT.js device, real InfluxDB) computes them on the store thread; a
  * real store worker with a real InfluxDB is made to die under appends, and the new one restores analytics from
@@ -50,7 +50,7 @@ test('a reading goes back from its line to the same reading, escapes and field k
 
 test('on a platform, analytics run on the store worker thread and their indices reach the bus and the API', async (t) => {
   const lines: string[] = [];
-  const p = await startTestPlatform(t, { analytics: FAST, log: { level: 'info' } }, { logLines: lines });
+  const p = await startTestPlatform(t, { analytics: { ...FAST, offMainThread: true }, log: { level: 'info' } }, { logLines: lines });
   const events: AqiEvent[] = [];
   p.platform.bus.on('aqi', (e) => events.push(e));
   const dev = await p.provision('airQuality', { zone: 'tran-phu' });
