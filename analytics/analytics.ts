@@ -38,18 +38,29 @@ import { createClusterView, type ClusterView, type ZoneResult } from './zone-sha
 
 export type { AnalyticsDeps, AnalyticsOptions, CongestionThresholds, CurrentAqi } from './types.ts';
 
+export type IndicatorFilter = { scope?: IndicatorEvent['scope']; zone?: string; family?: Family };
+
+/** Analytics as the API and the platform use it: in this thread, or on the store worker (worker-host.ts). */
 export interface Analytics {
   start(): Promise<void>;
   stop(): Promise<void>;
   /** Current indices per station and per zone (a station with readings not yet in its index is computed first). */
-  currentAqi(): { stations: CurrentAqi[]; zones: CurrentAqi[] };
+  currentAqi(): CurrentAqiList | Promise<CurrentAqiList>;
   /** Computations of a station's indices since start: at most one per station per `aqiEmitIntervalMs` while readings arrive. */
   airComputations(): number;
   /** Current indicators (computed now), filtered. */
-  indicators(filter?: { scope?: IndicatorEvent['scope']; zone?: string; family?: Family }): IndicatorEvent[];
+  indicators(filter?: IndicatorFilter): IndicatorEvent[] | Promise<IndicatorEvent[]>;
 }
 
-export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): Analytics {
+export type CurrentAqiList = { stations: CurrentAqi[]; zones: CurrentAqi[] };
+
+/** Analytics in this thread: its reads answer at once. */
+export interface LocalAnalytics extends Analytics {
+  currentAqi(): CurrentAqiList;
+  indicators(filter?: IndicatorFilter): IndicatorEvent[];
+}
+
+export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): LocalAnalytics {
   const log = deps.logger ?? silentLogger;
   const output = createDerivedOutput(deps.target, opts, log);
   const ctx: FamilyContext = { opts, bus: deps.bus, log, clock: createCityClock(opts.timezone), output };

@@ -1,6 +1,8 @@
 /** Public face of analytics: air-quality indices (VN_AQI, US EPA) and derived indicators of traffic and street lights. */
 export { createAnalytics } from './analytics.ts';
-export type { Analytics, AnalyticsDeps, AnalyticsOptions, CongestionThresholds, CurrentAqi } from './analytics.ts';
+export type { Analytics, AnalyticsDeps, AnalyticsOptions, CongestionThresholds, CurrentAqi, LocalAnalytics } from './analytics.ts';
+export { createWorkerAnalytics } from './worker-host.ts';
+export type { WorkerAnalytics } from './worker-host.ts';
 export * from './aqi.ts';
 export { AQI_MEASUREMENT, INDICATORS_MEASUREMENT, INTEGER_INDICATORS } from './points.ts';
 export { createCityClock } from './city-time.ts';

@@ -5,6 +5,14 @@
 import { section } from '../core/options.ts';
 
 export const ANALYTICS_OPTIONS = section({
+  offMainThread: {
+    type: 'boolean',
+    // Off by default: back to back on the bench machine it cost more CPU a reading than it took off the main thread
+    // at 10 readings/message, and stored fewer readings/s (docs/benchmarks.md).
+    default: false,
+    description:
+      'Single-node mode: compute indices and indicators on the store worker thread, from the readings it makes durable, instead of on the main thread (which speaks MQTT and validates); cluster mode always computes on the main thread',
+  },
   aqiEmitIntervalMs: {
     type: 'integer',
     minimum: 0,

@@ -51,6 +51,9 @@ export function benchOverrides(influxUrl: string, dataDir: string, database: str
     // fsync comparison and the per-device rate limit (RATE_LIMIT_OFF). The durable log is in dataDir/wal, on the file system of the temp folder.
     ...(opts.fsync === undefined ? {} : { durability: { fsync: opts.fsync } }),
     ...(opts.rateLimit ? {} : { ingest: benchIngest }),
+    // CITYPULSE_BENCH_ANALYTICS_OFF_MAIN_THREAD=1: analytics on the store worker thread (analytics.offMainThread), to
+    // compare with the default back to back.
+    ...(process.env.CITYPULSE_BENCH_ANALYTICS_OFF_MAIN_THREAD === '1' ? { analytics: { offMainThread: true } } : {}),
   };
 }
 

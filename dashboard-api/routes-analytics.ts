@@ -148,9 +148,10 @@ export function analyticsRoutes(analytics: Analytics | undefined, history: Histo
         },
         400: problem,
       },
-      handler: (req, res) => {
+      // Analytics may run on the store worker thread: its reads are then answered by a message.
+      handler: async (req, res) => {
         const zone = (req.query as { zone?: string }).zone;
-        const cur = analytics?.currentAqi() ?? { stations: [], zones: [] };
+        const cur = (await analytics?.currentAqi()) ?? { stations: [], zones: [] };
         const keep = (c: CurrentAqi) => !zone || c.zone === zone;
         const describe = (c: CurrentAqi) => describeCurrent(c, clock);
         res.json({ stations: cur.stations.filter(keep).map(describe), zones: cur.zones.filter(keep).map(describe) });
@@ -351,9 +352,9 @@ export function analyticsRoutes(analytics: Analytics | undefined, history: Histo
         },
       },
       responses: { 200: { description: 'indicators', schema: { type: 'array', items: indicatorSchema } }, 400: problem },
-      handler: (req, res) => {
+      handler: async (req, res) => {
         const q = req.query as { scope?: 'device' | 'zone' | 'city'; zone?: string; family?: Family };
-        res.json(analytics?.indicators(q) ?? []);
+        res.json((await analytics?.indicators(q)) ?? []);
       },
     },
   ];

@@ -326,6 +326,17 @@ export class DurableLog {
     };
   }
 
+  /** Points with a seq below `seq` not yet confirmed (stored or dead-lettered). */
+  unconfirmedBefore(seq: number): number {
+    let n = 0;
+    for (const s of this.segments) {
+      if (s.base >= seq) break;
+      const upTo = Math.min(s.count, seq - s.base);
+      for (let i = 0; i < upTo; i++) if (!s.confirmed[i]) n++;
+    }
+    return n;
+  }
+
   /** The seq the next appended point gets. */
   get end(): number {
     return this.nextSeq;

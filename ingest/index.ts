@@ -8,6 +8,7 @@ export type { InfluxTarget, PendingPoint, WriterOptions, WriterState } from './i
 export type { DeadLetter, DeadLetterStore } from './dead-letters.ts';
 export type { DeviceMeta } from './validate.ts';
 export type { Delivery } from './resend-guard.ts';
-export { toLine } from './line-protocol.ts';
+export { fromLine, toLine } from './line-protocol.ts';
+export type { ProcessorContext, ProcessorFactory, ProcessorSpec, ReadingProcessor } from './processor.ts';
 export { LAST_VALUE_FIELDS, Downsampler, ensureTiers, tierSelect } from './downsample.ts';
 export type { DownsampledMeasurements, Tier } from './downsample.ts';

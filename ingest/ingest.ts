@@ -15,6 +15,7 @@ import { dispatch, type HandlerResult, type IngestContext } from './handlers/ind
 import { createInfluxClient, ensureDatabase } from './influx-admin.ts';
 import { RETENTION_MARGIN_MS, type InfluxTarget, type PendingPoint, type WriterOptions, type WriterState } from './influx-writer.ts';
 import { createLocalBackend } from './local-backend.ts';
+import type { ProcessorSpec } from './processor.ts';
 import { ReadingRateLimiter, durationMs } from './rate-limit.ts';
 import { ResendGuard, type Delivery } from './resend-guard.ts';
 import { createReadingParser, type DeviceMeta } from './validate.ts';
@@ -67,6 +68,11 @@ export interface IngestDeps {
    * raise), or undefined when nothing waits. Cluster mode acknowledges a replicated log message only after it.
    */
   settled?: () => Promise<void> | undefined;
+  /**
+   * Single-node mode: a processor on the store worker thread, given every accepted reading there (processor.ts;
+   * the platform runs analytics this way). Cluster mode has no store worker and ignores it.
+   */
+  processor?: () => ProcessorSpec;
 }
 
 export interface IngestState {
@@ -170,7 +176,11 @@ export function createIngest(opts: IngestOptions, deps: IngestDeps): Ingest {
   const backend: ReadingBackend =
     opts.cluster && opts.cluster.amqpUrls.length > 0
       ? createClusterBackend({ ...backendOpts, cluster: opts.cluster }, hooks, { metrics, logger })
-      : createLocalBackend({ ...backendOpts, log: opts.log }, hooks, { metrics, logger });
+      : createLocalBackend({ ...backendOpts, log: opts.log }, hooks, {
+          metrics,
+          logger,
+          ...(deps.processor ? { processor: deps.processor } : {}),
+        });
 
   const ctx: IngestContext = {
     parse: createReadingParser({

@@ -9,6 +9,7 @@ import type { Metrics } from '../core/metrics.ts';
 import type { BackendHooks, ReadingBackend } from './backend.ts';
 import type { InfluxTarget, WriterOptions } from './influx-writer.ts';
 import { toLine } from './line-protocol.ts';
+import type { ProcessorSpec } from './processor.ts';
 import { ReadingStore } from './store.ts';
 
 export interface LocalBackendOptions {
@@ -23,7 +24,7 @@ export interface LocalBackendOptions {
 export function createLocalBackend(
   opts: LocalBackendOptions,
   hooks: BackendHooks,
-  deps: { metrics?: Metrics; logger: Logger },
+  deps: { metrics?: Metrics; logger: Logger; processor?: () => ProcessorSpec },
 ): ReadingBackend {
   const logger = deps.logger;
   const store = new ReadingStore(
@@ -40,6 +41,7 @@ export function createLocalBackend(
       // The times a resend must reproduce are saved before the readings they stamp can reach the disk.
       beforeSend: hooks.beforeSend,
       deadLetter: hooks.deadLetter,
+      ...(deps.processor ? { processor: deps.processor } : {}),
     },
     deps,
   );

@@ -25,6 +25,8 @@ export class LogShipper {
   private preferBacklog = true;
   private pumping = false;
   private stopped = false;
+  /** Set while shipping is held (what InfluxDB holds must not change: analytics reads it back). */
+  private held = false;
 
   constructor(
     private readonly log: DurableLog,
@@ -38,15 +40,32 @@ export class LogShipper {
     this.pump();
   }
 
-  /** Appends to the log; the returned promise resolves once the points are durable. */
-  append(points: LogPoint[]): Promise<void> {
+  /** Appends to the log; `durable` resolves once the points are durable; `first` is the first point's seq. */
+  append(points: LogPoint[]): { first: number; durable: Promise<void> } {
     const { seqs, durable } = this.log.append(points);
     for (let i = 0; i < points.length; i++) {
       const p = points[i] as LogPoint;
       this.tail.push({ line: p.line, family: p.family, device: p.device, seq: seqs[i] as number });
     }
     this.evict();
-    return durable;
+    return { first: seqs[0] ?? this.log.end, durable };
+  }
+
+  /** Holds shipping (points keep being appended and made durable) until `release`. */
+  hold(): void {
+    this.held = true;
+  }
+
+  release(): void {
+    this.held = false;
+    this.pump();
+  }
+
+  /** True once the point of `seq` was handed to the writer (it is not waiting in the tail or the disk backlog). */
+  handedOver(seq: number): boolean {
+    for (const r of this.backlog) if (seq >= r.from && seq < r.to) return false;
+    const next = this.tail[this.tailHead];
+    return !next || seq < next.seq;
   }
 
   /** Readings appended and not yet handed to the writer (memory tail + disk backlog). */
@@ -75,7 +94,7 @@ export class LogShipper {
 
   /** Hands batches to the writer while it has room: backlog and live alternate. */
   pump(): void {
-    if (this.pumping || this.stopped) return;
+    if (this.pumping || this.stopped || this.held) return;
     this.pumping = true;
     try {
       const high = this.opts.chunk * 2;

@@ -4,6 +4,7 @@
  */
 import type { DurableLogOptions } from './durable-log.ts';
 import type { InfluxTarget, PendingPoint, WriterOptions, WriterState } from './influx-writer.ts';
+import type { ProcessorSpec } from './processor.ts';
 import type { ShipperOptions } from './shipper.ts';
 
 export interface StoreWorkerData {
@@ -17,6 +18,8 @@ export interface StoreWorkerData {
   logLevel: string;
   /** Module to load (the boot file loads TypeScript through tsx). */
   entry: string;
+  /** A processor of appended readings loaded in the worker (its port is transferred). */
+  processor?: ProcessorSpec;
 }
 
 /** What the log and the writer look like from the main thread; sent with every batch of worker messages. */

@@ -16,6 +16,8 @@ import { pino } from 'pino';
 import type { Family } from '../core/contract.ts';
 import { DurableLog, type LogPoint } from './durable-log.ts';
 import { InfluxWriter, type PendingPoint } from './influx-writer.ts';
+import { fromLine } from './line-protocol.ts';
+import type { ProcessorFactory, ReadingProcessor } from './processor.ts';
 import { LogShipper } from './shipper.ts';
 import type { FromWorker, StoreWorkerData, ToWorker, WorkerPost } from './store-protocol.ts';
 import type { Metrics } from '../core/metrics.ts';
@@ -113,6 +115,35 @@ log.onFlushed = () => shipper.pump();
 
 /** Points appended since the worker started, and how many of them were answered (durable or failed). */
 let appended = 0;
+/** The log's end when it was opened: points below it were left by an earlier worker or run. */
+let openedEnd = 0;
+
+/**
+ * The processor the platform named (analytics in single-node mode), given every appended reading. Loaded before
+ * this thread reads its first message (the port queues them meanwhile).
+ */
+let processor: ReadingProcessor | undefined;
+if (data.processor) {
+  const spec = data.processor;
+  const mod = (await import(spec.module)) as { createProcessor: ProcessorFactory };
+  processor = await mod.createProcessor({
+    data: spec.data,
+    port: spec.port,
+    logger,
+    async quiesce(timeoutMs) {
+      const until = Date.now() + timeoutMs;
+      while (log.unconfirmedBefore(openedEnd) > 0 && Date.now() < until) {
+        shipper.pump();
+        await writer.flush(Math.max(1, Math.min(200, until - Date.now())));
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      shipper.hold();
+      await writer.flush(Math.max(1, until - Date.now()));
+    },
+    shipped: (seq) => shipper.handedOver(seq),
+    resume: () => shipper.release(),
+  });
+}
 
 function append(text: string, lens: Uint32Array): void {
   const points: LogPoint[] = new Array(lens.length);
@@ -128,7 +159,19 @@ function append(text: string, lens: Uint32Array): void {
   const upTo = appended;
   let durable: Promise<void>;
   try {
-    durable = shipper.append(points);
+    const r = shipper.append(points);
+    durable = r.durable;
+    if (processor) {
+      try {
+        processor.readings(
+          points.map((p) => fromLine(p.line, p.family)),
+          r.first,
+        );
+      } catch (err) {
+        // The processor's bug must never take the durable log down with it.
+        logger.error({ err: (err as Error).message }, 'processor failed on appended readings');
+      }
+    }
   } catch (err) {
     durable = Promise.reject(err as Error); // the log is closed: refused, not acknowledged
   }
@@ -166,6 +209,7 @@ port.on('message', (m: ToWorker) => {
       break;
     case 'open': {
       const r = log.open();
+      openedEnd = r.to;
       send({ t: 'opened', id: m.id, ...r, osThreadId: osThreadId() });
       break;
     }
@@ -186,6 +230,7 @@ port.on('message', (m: ToWorker) => {
       break;
     case 'close':
       void (async () => {
+        await processor?.close().catch((err: Error) => logger.error({ err: err.message }, 'processor failed to close'));
         shipper.stop();
         await writer.stop(1000);
         await log.close();

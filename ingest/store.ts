@@ -10,6 +10,7 @@
 import { Worker } from 'node:worker_threads';
 import type { LogPoint } from './durable-log.ts';
 import type { PendingPoint } from './influx-writer.ts';
+import type { ProcessorSpec } from './processor.ts';
 import type { FromWorker, StoreState, StoreWorkerData, ToWorker, WorkerPost } from './store-protocol.ts';
 import { silentLogger, type Logger } from '../core/logger.ts';
 import type { Metrics } from '../core/metrics.ts';
@@ -23,6 +24,8 @@ export interface StoreHooks {
   late(family: string, time: number): void;
   /** Right before appended points leave for the worker's disk: what must be durable before them is written. */
   beforeSend?(): void;
+  /** A processor for each (re)start of the worker, given every appended reading there (processor.ts). */
+  processor?(): ProcessorSpec;
 }
 
 const LEVELS: Record<number, 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'> = {
@@ -93,9 +96,10 @@ export class ReadingStore {
     // store-worker.ts under tsx, loaded through the boot file that registers tsx in the thread.
     const compiled = import.meta.url.endsWith('.js');
     const entry = new URL(compiled ? './store-worker.js' : './store-worker.ts', import.meta.url);
-    const workerData: StoreWorkerData = { ...this.data, entry: entry.href, logLevel: this.log.level };
+    const processor = this.hooks.processor?.();
+    const workerData: StoreWorkerData = { ...this.data, entry: entry.href, logLevel: this.log.level, ...(processor ? { processor } : {}) };
     const main = compiled ? entry : new URL('./store-worker-boot.mjs', import.meta.url);
-    const worker = new Worker(main, { workerData, name: 'citypulse-store' });
+    const worker = new Worker(main, { workerData, name: 'citypulse-store', transferList: processor ? [processor.port] : [] });
     this.worker = worker;
     worker.on('message', (post: WorkerPost) => this.receive(post));
     const died = (err: Error) => {

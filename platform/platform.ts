@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { DestinationStream } from 'pino';
-import { createAnalytics, type Analytics } from '../analytics/index.ts';
+import { createAnalytics, createWorkerAnalytics, type Analytics, type WorkerAnalytics } from '../analytics/index.ts';
 import { createAlarms, type Alarms, type RuleInput } from '../alarms/index.ts';
 import { createBroker, type Broker } from '../broker/index.ts';
 import { createCommands, type Commands } from '../commands/index.ts';
@@ -159,6 +159,16 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
       alarms = a;
     }
 
+    // Single-node mode with analytics.offMainThread: analytics on the store worker thread, handed every reading it
+    // makes durable; created before ingest (which starts the worker with it), started after it like analytics on the
+    // main thread.
+    const cluster = config.ingest.cluster.amqpUrls.length > 0;
+    const analyticsOpts = { ...config.analytics, timezone: profile.timezone };
+    const workerAnalytics: WorkerAnalytics | undefined =
+      config.analytics.offMainThread && !cluster
+        ? createWorkerAnalytics(analyticsOpts, { bus, target: influxTarget, profile, devices, logger: logs.forComponent('analytics') })
+        : undefined;
+
     // The broker is created after ingest but ingest reports errors through it: late binding.
     let broker: Broker | undefined;
     const ingest = createIngest(
@@ -181,7 +191,7 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
         },
         stopFlushTimeoutMs: config.ingest.stopFlushTimeoutMs,
         // Cluster mode: with RabbitMQ nodes given, the replicated log (quorum queues) replaces the durable log above.
-        ...(config.ingest.cluster.amqpUrls.length > 0 ? { cluster: config.ingest.cluster } : {}),
+        ...(cluster ? { cluster: config.ingest.cluster } : {}),
         downsample: {
           tiers,
           lateAfterMs: config.influx.downsample.lateAfterMs,
@@ -195,6 +205,7 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
         deadLetters: state.deadLetters,
         // Cluster mode: a replicated log message is acknowledged once the alarms its readings raise are committed.
         settled: () => alarms?.settled(),
+        ...(workerAnalytics ? { processor: () => workerAnalytics.processor() } : {}),
         publishError: (id, err) => {
           broker?.publish(`devices/${id}/errors`, JSON.stringify(err), { qos: 1 }).catch(() => undefined);
         },
@@ -205,9 +216,9 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
 
     // Analytics: after ingest (database ready, durable log flushed into InfluxDB before it restores
     // its state) and before the broker takes devices' readings.
-    const analytics = createAnalytics(
-      { ...config.analytics, timezone: profile.timezone },
-      {
+    const analytics: Analytics =
+      workerAnalytics ??
+      createAnalytics(analyticsOpts, {
         bus,
         influx: ingest.influx,
         target: influxTarget,
@@ -224,8 +235,7 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
               }),
             }
           : {}),
-      },
-    );
+      });
     await analytics.start();
     started.push({ name: 'analytics', stop: () => analytics.stop() });
 
