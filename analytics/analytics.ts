@@ -27,6 +27,7 @@ import { createAirQuality } from './air.ts';
 import { createCityClock } from './city-time.ts';
 import { createDerivedOutput } from './output.ts';
 import { AQI_MEASUREMENT, INDICATORS_MEASUREMENT } from './points.ts';
+import { createReports, type Reports } from './reports.ts';
 import { createRestoreSource } from './restore-query.ts';
 import { createStreetLights } from './street-lights.ts';
 import { createTraffic } from './traffic.ts';
@@ -43,6 +44,8 @@ export interface Analytics {
   airComputations(): number;
   /** Current indicators (computed now), filtered. */
   indicators(filter?: { scope?: IndicatorEvent['scope']; zone?: string; family?: Family }): IndicatorEvent[];
+  /** Daily and monthly operator reports, aggregated in InfluxDB from the raw readings (reports.ts). */
+  reports: Reports;
 }
 
 export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): Analytics {
@@ -118,6 +121,7 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): An
       await output.stop();
     },
     currentAqi: () => air.currentAqi(),
+    reports: createReports(opts, { source: createRestoreSource(deps.influx, deps.target), profile: deps.profile, clock: ctx.clock }),
     airComputations: () => air.computations(),
     indicators(filter = {}) {
       const out: IndicatorEvent[] = [];

@@ -6,3 +6,15 @@ export { AQI_MEASUREMENT, INDICATORS_MEASUREMENT, INTEGER_INDICATORS } from './p
 export { createCityClock } from './city-time.ts';
 export type { CityClock } from './city-time.ts';
 export { isDaylight, sunTimes } from './sun.ts';
+export { COUNTER_LOOKBACK_MS, createReports, REPORT_KINDS, reportCsv } from './reports.ts';
+export type {
+  AqiDay,
+  AqiReport,
+  CongestionReport,
+  EnergyReport,
+  LightingReport,
+  Report,
+  ReportKind,
+  ReportPeriod,
+  Reports,
+} from './reports.ts';
