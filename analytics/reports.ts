@@ -50,6 +50,10 @@ export type ReportKind = (typeof REPORT_KINDS)[number];
 
 /** How far before a period's start the counter it starts from is looked for (a lamp silent longer starts anew). */
 export const COUNTER_LOOKBACK_MS = 7 * 86_400_000;
+/** How long the report of a period that has ended is kept and answered again without querying, ms. */
+export const REPORT_CACHE_MS = 300_000;
+/** Reports (one per period, ward and kind) kept at most. */
+export const REPORT_CACHE_ENTRIES = 64;
 /** The earliest period a report covers. */
 export const REPORT_EARLIEST = '2000-01-01';
 
@@ -152,6 +156,7 @@ export function createReports(opts: ReportOptions, deps: { source: RestoreSource
   const tz = opts.timezone;
   const zoneById = new Map(profile.zones.map((z) => [z.id, z]));
   const zoneName = (id: string): Names => zoneById.get(id)?.name ?? { vi: id, en: id };
+  const cache = new Map<string, { until: number; value: unknown }>();
 
   /** The city's midnight starting the local date y-m-d (m from 1; days past the month's end roll over). */
   const localMidnight = (y: number, m: number, d: number): number => {
@@ -245,6 +250,30 @@ export function createReports(opts: ReportOptions, deps: { source: RestoreSource
       generatedAt: new Date().toISOString(),
     };
     const jobs: Promise<void>[] = [];
+    // A period that has ended is kept for REPORT_CACHE_MS: the dashboard's CSV exports and a data-sharing
+    // platform pulling the same month again do not repeat its queries.
+    const closed = p.to <= Date.now();
+    const run = (kind: ReportKind, job: () => Promise<void>) => {
+      if (!kinds.has(kind)) return;
+      const key = `${p.key}|${q.ward ?? ''}|${kind}`;
+      const hit = closed ? cache.get(key) : undefined;
+      if (hit && hit.until > Date.now()) {
+        Object.assign(report, { [kind]: hit.value });
+        return;
+      }
+      jobs.push(
+        job().then(() => {
+          if (!closed) return;
+          cache.delete(key);
+          cache.set(key, { until: Date.now() + REPORT_CACHE_MS, value: report[kind] });
+          // Oldest first in a Map: drop beyond the bound.
+          for (const k of cache.keys()) {
+            if (cache.size <= REPORT_CACHE_ENTRIES) break;
+            cache.delete(k);
+          }
+        }),
+      );
+    };
 
     /** Rows of GROUP BY time(...), "device", "zone": per device its zone and (bucket time, row). */
     const byDevice = (rows: Record<string, unknown>[]) => {
@@ -272,266 +301,250 @@ export function createReports(opts: ReportOptions, deps: { source: RestoreSource
     const sortItems = <T extends { zone: string; id: string }>(xs: T[]) =>
       xs.sort((a, b) => a.zone.localeCompare(b.zone) || a.id.localeCompare(b.id));
 
-    if (kinds.has('energy')) {
-      jobs.push(
-        (async () => {
-          // (start, end] buckets: a +1 ms offset, the time column is then the bucket's start + 1 ms.
-          const off = offsetOf(bucketMs, p.from) + 1;
-          const [base, rows] = await Promise.all([
-            source.query(
-              `SELECT last("energyConsumed") AS e FROM ${source.from('streetLight')} WHERE time > ${p.from - COUNTER_LOOKBACK_MS}ms AND time <= ${p.from}ms${zoneFilter} GROUP BY "device", "zone"`,
-            ),
-            source.query(
-              `SELECT first("energyConsumed") AS f, last("energyConsumed") AS e FROM ${source.from('streetLight')} WHERE time > ${p.from}ms AND time <= ${p.to}ms${zoneFilter} GROUP BY time(${bucketMs}ms, ${off}ms), "device", "zone" fill(none)`,
-            ),
-          ]);
-          const start = new Map(base.map((r) => [r.device as string, r.e as number]));
-          const series = p.buckets.map(() => 0);
-          const lamps: EnergyReport['lamps'] = [];
-          for (const [id, d] of byDevice(rows)) {
-            let sum = 0;
-            d.rows.sort((a, b) => (a.time as number) - (b.time as number));
-            // Without a counter before the period, its first reading in the period is where it starts.
-            let prev = start.get(id) ?? (d.rows[0]?.f as number | undefined);
-            for (const r of d.rows) {
-              const e = r.e as number;
-              if (prev !== undefined) {
-                const used = e < prev ? e : e - prev;
-                sum += used;
-                series[bucketOf((r.time as number) - 1)]! += used;
-              }
-              prev = e;
-            }
-            lamps.push({ id, name: nameOf(id), zone: d.zone, energyKWh: kwh(sum) });
+    run('energy', async () => {
+      // (start, end] buckets: a +1 ms offset, the time column is then the bucket's start + 1 ms.
+      const off = offsetOf(bucketMs, p.from) + 1;
+      const [base, rows] = await Promise.all([
+        source.query(
+          `SELECT last("energyConsumed") AS e FROM ${source.from('streetLight')} WHERE time > ${p.from - COUNTER_LOOKBACK_MS}ms AND time <= ${p.from}ms${zoneFilter} GROUP BY "device", "zone"`,
+        ),
+        source.query(
+          `SELECT first("energyConsumed") AS f, last("energyConsumed") AS e FROM ${source.from('streetLight')} WHERE time > ${p.from}ms AND time <= ${p.to}ms${zoneFilter} GROUP BY time(${bucketMs}ms, ${off}ms), "device", "zone" fill(none)`,
+        ),
+      ]);
+      const start = new Map(base.map((r) => [r.device as string, r.e as number]));
+      const series = p.buckets.map(() => 0);
+      const lamps: EnergyReport['lamps'] = [];
+      for (const [id, d] of byDevice(rows)) {
+        let sum = 0;
+        d.rows.sort((a, b) => (a.time as number) - (b.time as number));
+        // Without a counter before the period, its first reading in the period is where it starts.
+        let prev = start.get(id) ?? (d.rows[0]?.f as number | undefined);
+        for (const r of d.rows) {
+          const e = r.e as number;
+          if (prev !== undefined) {
+            const used = e < prev ? e : e - prev;
+            sum += used;
+            series[bucketOf((r.time as number) - 1)]! += used;
           }
-          sortItems(lamps);
-          report.energy = {
-            unit: 'kWh',
-            method: 'energyCounter',
-            wards: wardsOf(lamps, (zone, its) => ({
-              zone,
-              name: zoneName(zone),
-              lamps: its.length,
-              energyKWh: kwh(its.reduce((a, l) => a + l.energyKWh, 0)),
-            })) as EnergyReport['wards'],
-            lamps,
-            series: p.buckets.map((t, i) => ({ time: t, label: label(t), energyKWh: kwh(series[i] as number) })),
-            total: { lamps: lamps.length, energyKWh: kwh(lamps.reduce((a, l) => a + l.energyKWh, 0)) },
-          };
-        })(),
-      );
-    }
+          prev = e;
+        }
+        lamps.push({ id, name: nameOf(id), zone: d.zone, energyKWh: kwh(sum) });
+      }
+      sortItems(lamps);
+      report.energy = {
+        unit: 'kWh',
+        method: 'energyCounter',
+        wards: wardsOf(lamps, (zone, its) => ({
+          zone,
+          name: zoneName(zone),
+          lamps: its.length,
+          energyKWh: kwh(its.reduce((a, l) => a + l.energyKWh, 0)),
+        })) as EnergyReport['wards'],
+        lamps,
+        series: p.buckets.map((t, i) => ({ time: t, label: label(t), energyKWh: kwh(series[i] as number) })),
+        total: { lamps: lamps.length, energyKWh: kwh(lamps.reduce((a, l) => a + l.energyKWh, 0)) },
+      };
+    });
 
-    if (kinds.has('lighting')) {
-      jobs.push(
-        (async () => {
-          const on = `("powerState" = 'on' OR "powerState" = 'low')`;
-          const fault = `("status" <> 'ok' OR (${on} AND "powerConsumption" < ${Number(opts.lampMinPowerW)}))`;
-          const q3 = (where: string) =>
-            source.query(
-              `SELECT count("powerState") AS n FROM ${source.from('streetLight')} WHERE ${range}${where} GROUP BY time(1h, ${hourOff}ms), "device", "zone" fill(none)`,
-            );
-          const [all, lit, bad] = await Promise.all([q3(''), q3(` AND ${on}`), q3(` AND ${fault}`)]);
-          const key = (r: Record<string, unknown>) => `${r.device}|${r.time}`;
-          const total = new Map(all.map((r) => [key(r), r.n as number]));
-          const burnSeries = p.buckets.map(() => 0);
-          const faultSeries = p.buckets.map(() => 0);
-          const lamps = new Map<string, LightingReport['lamps'][number]>();
-          const lamp = (r: Record<string, unknown>) => {
-            const id = r.device as string;
-            let l = lamps.get(id);
-            if (!l) {
-              l = { id, name: nameOf(id), zone: r.zone as string, burningHours: 0, faultHours: 0, faulty: false };
-              lamps.set(id, l);
-            }
-            return l;
-          };
-          for (const r of all) lamp(r);
-          for (const [rows, field] of [
-            [lit, 'burningHours'],
-            [bad, 'faultHours'],
-          ] as const) {
-            for (const r of rows) {
-              const n = total.get(key(r));
-              if (!n) continue;
-              const share = (r.n as number) / n;
-              lamp(r)[field] += share;
-              (field === 'burningHours' ? burnSeries : faultSeries)[bucketOf(r.time as number)]! += share;
-              if (field === 'faultHours') lamp(r).faulty = true;
-            }
-          }
-          const list = sortItems([...lamps.values()]).map((l) => ({
-            ...l,
-            burningHours: hrs(l.burningHours),
-            faultHours: hrs(l.faultHours),
-          }));
-          const sum = (its: typeof list, f: 'burningHours' | 'faultHours') => hrs(its.reduce((a, l) => a + l[f], 0));
-          report.lighting = {
-            wards: wardsOf(list, (zone, its) => ({
-              zone,
-              name: zoneName(zone),
-              lamps: its.length,
-              burningHours: sum(its, 'burningHours'),
-              faultyLamps: its.filter((l) => l.faulty).length,
-              faultHours: sum(its, 'faultHours'),
-            })) as LightingReport['wards'],
-            lamps: list,
-            series: p.buckets.map((t, i) => ({
-              time: t,
-              label: label(t),
-              burningHours: hrs(burnSeries[i] as number),
-              faultHours: hrs(faultSeries[i] as number),
-            })),
-            total: {
-              lamps: list.length,
-              burningHours: sum(list, 'burningHours'),
-              faultyLamps: list.filter((l) => l.faulty).length,
-              faultHours: sum(list, 'faultHours'),
-            },
-          };
-        })(),
-      );
-    }
+    run('lighting', async () => {
+      const on = `("powerState" = 'on' OR "powerState" = 'low')`;
+      const fault = `("status" <> 'ok' OR (${on} AND "powerConsumption" < ${Number(opts.lampMinPowerW)}))`;
+      const q3 = (where: string) =>
+        source.query(
+          `SELECT count("powerState") AS n FROM ${source.from('streetLight')} WHERE ${range}${where} GROUP BY time(1h, ${hourOff}ms), "device", "zone" fill(none)`,
+        );
+      const [all, lit, bad] = await Promise.all([q3(''), q3(` AND ${on}`), q3(` AND ${fault}`)]);
+      const key = (r: Record<string, unknown>) => `${r.device}|${r.time}`;
+      const total = new Map(all.map((r) => [key(r), r.n as number]));
+      const burnSeries = p.buckets.map(() => 0);
+      const faultSeries = p.buckets.map(() => 0);
+      const lamps = new Map<string, LightingReport['lamps'][number]>();
+      const lamp = (r: Record<string, unknown>) => {
+        const id = r.device as string;
+        let l = lamps.get(id);
+        if (!l) {
+          l = { id, name: nameOf(id), zone: r.zone as string, burningHours: 0, faultHours: 0, faulty: false };
+          lamps.set(id, l);
+        }
+        return l;
+      };
+      for (const r of all) lamp(r);
+      for (const [rows, field] of [
+        [lit, 'burningHours'],
+        [bad, 'faultHours'],
+      ] as const) {
+        for (const r of rows) {
+          const n = total.get(key(r));
+          if (!n) continue;
+          const share = (r.n as number) / n;
+          lamp(r)[field] += share;
+          (field === 'burningHours' ? burnSeries : faultSeries)[bucketOf(r.time as number)]! += share;
+          if (field === 'faultHours') lamp(r).faulty = true;
+        }
+      }
+      const list = sortItems([...lamps.values()]).map((l) => ({
+        ...l,
+        burningHours: hrs(l.burningHours),
+        faultHours: hrs(l.faultHours),
+      }));
+      const sum = (its: typeof list, f: 'burningHours' | 'faultHours') => hrs(its.reduce((a, l) => a + l[f], 0));
+      report.lighting = {
+        wards: wardsOf(list, (zone, its) => ({
+          zone,
+          name: zoneName(zone),
+          lamps: its.length,
+          burningHours: sum(its, 'burningHours'),
+          faultyLamps: its.filter((l) => l.faulty).length,
+          faultHours: sum(its, 'faultHours'),
+        })) as LightingReport['wards'],
+        lamps: list,
+        series: p.buckets.map((t, i) => ({
+          time: t,
+          label: label(t),
+          burningHours: hrs(burnSeries[i] as number),
+          faultHours: hrs(faultSeries[i] as number),
+        })),
+        total: {
+          lamps: list.length,
+          burningHours: sum(list, 'burningHours'),
+          faultyLamps: list.filter((l) => l.faulty).length,
+          faultHours: sum(list, 'faultHours'),
+        },
+      };
+    });
 
-    if (kinds.has('aqi')) {
-      jobs.push(
-        (async () => {
-          const pollutants: VnPollutant[] = ['pm25', 'pm10', 'o3', 'no2', 'so2', 'co'];
-          const sel = pollutants.map((x) => `mean("${x}") AS "${x}"`).join(', ');
-          const evening = O3_8H_PREVIOUS_HOURS * HOUR_MS;
-          const rows = await source.query(
-            `SELECT ${sel} FROM ${source.from('airQuality')} WHERE time >= ${p.from - evening}ms AND time < ${p.to}ms${zoneFilter} GROUP BY time(1h, ${hourOff}ms), "device", "zone" fill(none)`,
+    run('aqi', async () => {
+      const pollutants: VnPollutant[] = ['pm25', 'pm10', 'o3', 'no2', 'so2', 'co'];
+      const sel = pollutants.map((x) => `mean("${x}") AS "${x}"`).join(', ');
+      const evening = O3_8H_PREVIOUS_HOURS * HOUR_MS;
+      const rows = await source.query(
+        `SELECT ${sel} FROM ${source.from('airQuality')} WHERE time >= ${p.from - evening}ms AND time < ${p.to}ms${zoneFilter} GROUP BY time(1h, ${hourOff}ms), "device", "zone" fill(none)`,
+      );
+      // The days counted: those begun by now (a month in progress does not count its future days).
+      const now = Date.now();
+      const days = (p.period === 'day' ? [p.from] : p.buckets).filter((t) => t <= now);
+      const stations: AqiReport['stations'] = [];
+      /** Per ward and day index: the worst station's VN_AQI and EPA AQI. */
+      const wardDays = new Map<string, { stations: number; vn: (number | null)[]; epa: (number | null)[] }>();
+      for (const [id, d] of byDevice(rows)) {
+        const hourly = new Map<number, Record<string, unknown>>();
+        for (const r of d.rows) hourly.set(r.time as number, r);
+        const vn = emptyCounts(VN_CATEGORIES);
+        const epa = emptyCounts(EPA_CATEGORIES);
+        const daily: AqiDay[] = [];
+        let w = wardDays.get(d.zone);
+        if (!w) {
+          w = { stations: 0, vn: days.map(() => null), epa: days.map(() => null) };
+          wardDays.set(d.zone, w);
+        }
+        w.stations++;
+        days.forEach((dayStart, i) => {
+          const series: Record<string, MaybeNumber[]> = {};
+          for (const x of pollutants)
+            series[x] = Array.from({ length: 24 }, (_, h) => hourly.get(dayStart + h * HOUR_MS)?.[x] as MaybeNumber);
+          const before = Array.from(
+            { length: O3_8H_PREVIOUS_HOURS },
+            (_, h) => hourly.get(dayStart - evening + h * HOUR_MS)?.o3 as MaybeNumber,
           );
-          // The days counted: those begun by now (a month in progress does not count its future days).
-          const now = Date.now();
-          const days = (p.period === 'day' ? [p.from] : p.buckets).filter((t) => t <= now);
-          const stations: AqiReport['stations'] = [];
-          /** Per ward and day index: the worst station's VN_AQI and EPA AQI. */
-          const wardDays = new Map<string, { stations: number; vn: (number | null)[]; epa: (number | null)[] }>();
-          for (const [id, d] of byDevice(rows)) {
-            const hourly = new Map<number, Record<string, unknown>>();
-            for (const r of d.rows) hourly.set(r.time as number, r);
-            const vn = emptyCounts(VN_CATEGORIES);
-            const epa = emptyCounts(EPA_CATEGORIES);
-            const daily: AqiDay[] = [];
-            let w = wardDays.get(d.zone);
-            if (!w) {
-              w = { stations: 0, vn: days.map(() => null), epa: days.map(() => null) };
-              wardDays.set(d.zone, w);
-            }
-            w.stations++;
-            days.forEach((dayStart, i) => {
-              const series: Record<string, MaybeNumber[]> = {};
-              for (const x of pollutants)
-                series[x] = Array.from({ length: 24 }, (_, h) => hourly.get(dayStart + h * HOUR_MS)?.[x] as MaybeNumber);
-              const before = Array.from(
-                { length: O3_8H_PREVIOUS_HOURS },
-                (_, h) => hourly.get(dayStart - evening + h * HOUR_MS)?.o3 as MaybeNumber,
-              );
-              const day: DaySeries = { ...series, o3PreviousEvening: before };
-              const hours = dayPmHours(day);
-              const v = hours >= DAY_MIN_HOURS ? vnDailyAqi(day) : null;
-              const e = hours >= DAY_MIN_HOURS ? epaDailyAqi(day) : null;
-              const show = (x: typeof v) => (x ? { aqi: x.aqi, level: x.level, category: x.category } : null);
-              daily.push({ date: clock.dayKey(dayStart), hours, vn: show(v), epa: show(e) });
-              (vn[v ? v.category : 'noData'] as number)++;
-              (epa[e ? e.category : 'noData'] as number)++;
-              const wv = w.vn[i];
-              if (v && (wv === null || wv === undefined || v.aqi > wv)) w.vn[i] = v.aqi;
-              const we = w.epa[i];
-              if (e && (we === null || we === undefined || e.aqi > we)) w.epa[i] = e.aqi;
-            });
-            stations.push({ id, name: nameOf(id), zone: d.zone, vn, epa, daily });
-          }
-          sortItems(stations);
-          const countDays = (values: (number | null)[], cats: typeof VN_CATEGORIES) => {
-            const c = emptyCounts(cats);
-            for (const a of values) {
-              const k = a === null ? 'noData' : (cats.find((x) => a <= x.max) ?? cats[cats.length - 1])?.key;
-              (c[k as string] as number)++;
-            }
-            return c;
-          };
-          const sumCounts = (xs: CategoryCounts[], cats: typeof VN_CATEGORIES) => {
-            const c = emptyCounts(cats);
-            for (const x of xs) for (const k of Object.keys(c)) (c[k] as number) += x[k] ?? 0;
-            return c;
-          };
-          report.aqi = {
-            days: days.length,
-            minHours: DAY_MIN_HOURS,
-            categories: { vn: VN_CATEGORIES.map((c) => c.key), epa: EPA_CATEGORIES.map((c) => c.key) },
-            stations,
-            wards: [...wardDays.entries()]
-              .sort(([a], [b]) => a.localeCompare(b))
-              .map(([zone, w]) => ({
-                zone,
-                name: zoneName(zone),
-                stations: w.stations,
-                vn: countDays(w.vn, VN_CATEGORIES),
-                epa: countDays(w.epa, EPA_CATEGORIES),
-              })),
-            total: {
-              stations: stations.length,
-              vn: sumCounts(
-                stations.map((s) => s.vn),
-                VN_CATEGORIES,
-              ),
-              epa: sumCounts(
-                stations.map((s) => s.epa),
-                EPA_CATEGORIES,
-              ),
-            },
-          };
-        })(),
-      );
-    }
+          const day: DaySeries = { ...series, o3PreviousEvening: before };
+          const hours = dayPmHours(day);
+          const v = hours >= DAY_MIN_HOURS ? vnDailyAqi(day) : null;
+          const e = hours >= DAY_MIN_HOURS ? epaDailyAqi(day) : null;
+          const show = (x: typeof v) => (x ? { aqi: x.aqi, level: x.level, category: x.category } : null);
+          daily.push({ date: clock.dayKey(dayStart), hours, vn: show(v), epa: show(e) });
+          (vn[v ? v.category : 'noData'] as number)++;
+          (epa[e ? e.category : 'noData'] as number)++;
+          const wv = w.vn[i];
+          if (v && (wv === null || wv === undefined || v.aqi > wv)) w.vn[i] = v.aqi;
+          const we = w.epa[i];
+          if (e && (we === null || we === undefined || e.aqi > we)) w.epa[i] = e.aqi;
+        });
+        stations.push({ id, name: nameOf(id), zone: d.zone, vn, epa, daily });
+      }
+      sortItems(stations);
+      const countDays = (values: (number | null)[], cats: typeof VN_CATEGORIES) => {
+        const c = emptyCounts(cats);
+        for (const a of values) {
+          const k = a === null ? 'noData' : (cats.find((x) => a <= x.max) ?? cats[cats.length - 1])?.key;
+          (c[k as string] as number)++;
+        }
+        return c;
+      };
+      const sumCounts = (xs: CategoryCounts[], cats: typeof VN_CATEGORIES) => {
+        const c = emptyCounts(cats);
+        for (const x of xs) for (const k of Object.keys(c)) (c[k] as number) += x[k] ?? 0;
+        return c;
+      };
+      report.aqi = {
+        days: days.length,
+        minHours: DAY_MIN_HOURS,
+        categories: { vn: VN_CATEGORIES.map((c) => c.key), epa: EPA_CATEGORIES.map((c) => c.key) },
+        stations,
+        wards: [...wardDays.entries()]
+          .sort(([a], [b]) => a.localeCompare(b))
+          .map(([zone, w]) => ({
+            zone,
+            name: zoneName(zone),
+            stations: w.stations,
+            vn: countDays(w.vn, VN_CATEGORIES),
+            epa: countDays(w.epa, EPA_CATEGORIES),
+          })),
+        total: {
+          stations: stations.length,
+          vn: sumCounts(
+            stations.map((s) => s.vn),
+            VN_CATEGORIES,
+          ),
+          epa: sumCounts(
+            stations.map((s) => s.epa),
+            EPA_CATEGORIES,
+          ),
+        },
+      };
+    });
 
-    if (kinds.has('congestion')) {
-      jobs.push(
-        (async () => {
-          const c = opts.congestion;
-          const congested = `("congested" = true OR "occupancy" >= ${Number(c.occupancyCongested)} OR ("averageVehicleSpeed" <= ${Number(c.speedCongestedKmh)} AND "intensity" > 0))`;
-          const q2 = (where: string) =>
-            source.query(
-              `SELECT count("intensity") AS n FROM ${source.from('traffic')} WHERE ${range}${where} GROUP BY time(1h, ${hourOff}ms), "device", "zone" fill(none)`,
-            );
-          const [all, jam] = await Promise.all([q2(''), q2(` AND ${congested}`)]);
-          const total = new Map(all.map((r) => [`${r.device}|${r.time}`, r.n as number]));
-          const junctions = new Map<string, CongestionReport['junctions'][number]>();
-          const junction = (r: Record<string, unknown>) => {
-            const id = r.device as string;
-            let j = junctions.get(id);
-            if (!j) {
-              j = { id, name: nameOf(id), zone: r.zone as string, congestedHours: 0 };
-              junctions.set(id, j);
-            }
-            return j;
-          };
-          for (const r of all) junction(r);
-          const series = p.buckets.map(() => 0);
-          for (const r of jam) {
-            const n = total.get(`${r.device}|${r.time}`);
-            // An hour is congested when at least half of its readings were.
-            if (!n || (r.n as number) * 2 < n) continue;
-            junction(r).congestedHours++;
-            series[bucketOf(r.time as number)]!++;
-          }
-          const list = sortItems([...junctions.values()]);
-          report.congestion = {
-            junctions: list,
-            wards: wardsOf(list, (zone, its) => ({
-              zone,
-              name: zoneName(zone),
-              junctions: its.length,
-              congestedHours: its.reduce((a, j) => a + j.congestedHours, 0),
-            })) as CongestionReport['wards'],
-            series: p.buckets.map((t, i) => ({ time: t, label: label(t), congestedHours: series[i] as number })),
-            total: { junctions: list.length, congestedHours: list.reduce((a, j) => a + j.congestedHours, 0) },
-          };
-        })(),
-      );
-    }
+    run('congestion', async () => {
+      const c = opts.congestion;
+      const congested = `("congested" = true OR "occupancy" >= ${Number(c.occupancyCongested)} OR ("averageVehicleSpeed" <= ${Number(c.speedCongestedKmh)} AND "intensity" > 0))`;
+      const q2 = (where: string) =>
+        source.query(
+          `SELECT count("intensity") AS n FROM ${source.from('traffic')} WHERE ${range}${where} GROUP BY time(1h, ${hourOff}ms), "device", "zone" fill(none)`,
+        );
+      const [all, jam] = await Promise.all([q2(''), q2(` AND ${congested}`)]);
+      const total = new Map(all.map((r) => [`${r.device}|${r.time}`, r.n as number]));
+      const junctions = new Map<string, CongestionReport['junctions'][number]>();
+      const junction = (r: Record<string, unknown>) => {
+        const id = r.device as string;
+        let j = junctions.get(id);
+        if (!j) {
+          j = { id, name: nameOf(id), zone: r.zone as string, congestedHours: 0 };
+          junctions.set(id, j);
+        }
+        return j;
+      };
+      for (const r of all) junction(r);
+      const series = p.buckets.map(() => 0);
+      for (const r of jam) {
+        const n = total.get(`${r.device}|${r.time}`);
+        // An hour is congested when at least half of its readings were.
+        if (!n || (r.n as number) * 2 < n) continue;
+        junction(r).congestedHours++;
+        series[bucketOf(r.time as number)]!++;
+      }
+      const list = sortItems([...junctions.values()]);
+      report.congestion = {
+        junctions: list,
+        wards: wardsOf(list, (zone, its) => ({
+          zone,
+          name: zoneName(zone),
+          junctions: its.length,
+          congestedHours: its.reduce((a, j) => a + j.congestedHours, 0),
+        })) as CongestionReport['wards'],
+        series: p.buckets.map((t, i) => ({ time: t, label: label(t), congestedHours: series[i] as number })),
+        total: { junctions: list.length, congestedHours: list.reduce((a, j) => a + j.congestedHours, 0) },
+      };
+    });
     await Promise.all(jobs);
     return report;
   }

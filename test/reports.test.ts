@@ -587,7 +587,7 @@ describe('a month of a city of ~300 devices', () => {
     }
     console.log(
       `# month report of ${M}: ${points.toLocaleString('en')} readings of 298 devices (written in ${(wrote / 1000).toFixed(1)} s); ` +
-        `answered in ${timings.map((x) => `${(x / 1000).toFixed(2)} s`).join(', ')}`,
+        `answered in ${((timings[0] as number) / 1000).toFixed(2)} s, again (kept, the month has ended) in ${((timings[1] as number) / 1000).toFixed(3)} s`,
     );
     assert.equal(r.energy.total.lamps, 250);
     // Each lamp: 12 h lit a day at 100 W = 1.2 kWh a day, less the first reading of the month (no counter before it).
@@ -597,7 +597,8 @@ describe('a month of a city of ~300 devices', () => {
     assert.equal(r.aqi.total.vn.noData, 0);
     assert.equal(r.aqi.stations.length, 8);
     // Generous: a loaded 2-core machine; the figure itself is the printed one.
-    assert.ok(Math.min(...timings) < 30_000, `a month report took ${timings} ms`);
+    assert.ok((timings[0] as number) < 60_000, `a month report took ${timings[0]} ms`);
+    assert.ok((timings[1] as number) < (timings[0] as number), 'an ended month is kept');
   });
 });
 
