@@ -30,6 +30,7 @@ import { createAirQuality } from './air.ts';
 import { createCityClock } from './city-time.ts';
 import { createDerivedOutput } from './output.ts';
 import { AQI_MEASUREMENT, INDICATORS_MEASUREMENT } from './points.ts';
+import { createReports, type Reports } from './reports.ts';
 import { createRestoreSource } from './restore-query.ts';
 import { createStreetLights } from './street-lights.ts';
 import { createTraffic } from './traffic.ts';
@@ -50,6 +51,8 @@ export interface Analytics {
   airComputations(): number;
   /** Current indicators (computed now), filtered. */
   indicators(filter?: IndicatorFilter): IndicatorEvent[] | Promise<IndicatorEvent[]>;
+  /** Daily and monthly operator reports, aggregated in InfluxDB from the raw readings (reports.ts). */
+  reports: Reports;
 }
 
 export type CurrentAqiList = { stations: CurrentAqi[]; zones: CurrentAqi[] };
@@ -170,6 +173,7 @@ export function createAnalytics(opts: AnalyticsOptions, deps: AnalyticsDeps): Lo
       await view?.stop();
       await output.stop();
     },
+    reports: createReports(opts, { source: createRestoreSource(deps.influx, deps.target), profile: deps.profile, clock: ctx.clock }),
     currentAqi() {
       const here = air.currentAqi();
       const v = view;

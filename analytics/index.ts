@@ -9,3 +9,15 @@ export { createCityClock } from './city-time.ts';
 export type { CityClock } from './city-time.ts';
 export { isDaylight, sunTimes } from './sun.ts';
 export type { ZoneResult, ZoneShare } from './zone-share.ts';
+export { COUNTER_LOOKBACK_MS, createReports, REPORT_KINDS, reportCsv } from './reports.ts';
+export type {
+  AqiDay,
+  AqiReport,
+  CongestionReport,
+  EnergyReport,
+  LightingReport,
+  Report,
+  ReportKind,
+  ReportPeriod,
+  Reports,
+} from './reports.ts';

@@ -8,7 +8,11 @@
  */
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import type { ProcessorSpec } from '../ingest/index.ts';
+import type { InfluxDB } from 'influx';
 import { silentLogger } from '../core/logger.ts';
+import { createCityClock } from './city-time.ts';
+import { createReports } from './reports.ts';
+import { createRestoreSource } from './restore-query.ts';
 import type { Analytics, CurrentAqiList, IndicatorFilter } from './analytics.ts';
 import type { AnalyticsDeps, AnalyticsOptions } from './types.ts';
 import type { FromProcessor, ProcessorData, ProcessorPost, ToProcessor } from './worker-protocol.ts';
@@ -28,7 +32,11 @@ const READ_TIMEOUT_MS = 15_000;
 
 export function createWorkerAnalytics(
   opts: AnalyticsOptions,
-  deps: Pick<AnalyticsDeps, 'bus' | 'profile' | 'devices' | 'logger'> & { target: InfluxTarget },
+  deps: Pick<AnalyticsDeps, 'bus' | 'profile' | 'devices' | 'logger'> & {
+    target: InfluxTarget;
+    /** The InfluxDB client the reports query, known once ingest is created (after this). */
+    influx: () => InfluxDB;
+  },
 ): WorkerAnalytics {
   const log = deps.logger ?? silentLogger;
   // The module beside this one: processor.js when compiled (dist/), processor.ts under tsx.
@@ -143,5 +151,14 @@ export function createWorkerAnalytics(
       return (await read({ t: 'indicators', id: id(), filter })) as IndicatorEvent[];
     },
     airComputations: () => computations,
+    // Reports are read from InfluxDB on request, on this thread: nothing of them lives in the worker.
+    reports: createReports(opts, {
+      source: {
+        query: (sql) => createRestoreSource(deps.influx(), deps.target).query(sql),
+        from: (m) => createRestoreSource(deps.influx(), deps.target).from(m),
+      },
+      profile: deps.profile,
+      clock: createCityClock(opts.timezone),
+    }),
   };
 }

@@ -30,7 +30,12 @@ export function buildOpenApi(routes: RouteDef[], info: { version: string }): obj
           {
             description: resp.description,
             ...(resp.schema
-              ? { content: { [Number(code) >= 400 ? 'application/problem+json' : 'application/json']: { schema: resp.schema } } }
+              ? {
+                  content: {
+                    [Number(code) >= 400 ? 'application/problem+json' : 'application/json']: { schema: resp.schema },
+                    ...Object.fromEntries(Object.entries(resp.also ?? {}).map(([type, schema]) => [type, { schema }])),
+                  },
+                }
               : {}),
           },
         ]),

@@ -54,7 +54,8 @@ export interface RouteDef {
   params?: object;
   query?: object;
   body?: object;
-  responses: Record<number, { description: string; schema?: object }>;
+  /** `also`: other media types of the same answer (e.g. text/csv), with their schemas, for the OpenAPI document. */
+  responses: Record<number, { description: string; schema?: object; also?: Record<string, object> }>;
   handler: (req: Request, res: Response) => unknown;
 }
 

@@ -11,6 +11,7 @@ import { commandRoutes } from './routes-commands.ts';
 import { deviceRoutes } from './routes-devices.ts';
 import { platformRoutes } from './routes-platform.ts';
 import { readingRoutes } from './routes-readings.ts';
+import { reportRoutes } from './routes-reports.ts';
 
 export function createRoutes(d: ApiDeps): RouteDef[] {
   return [
@@ -21,5 +22,6 @@ export function createRoutes(d: ApiDeps): RouteDef[] {
     ...alarmRoutes(d.alarms),
     ...commandRoutes(d.commands),
     ...analyticsRoutes(d.analytics, d.history),
+    ...reportRoutes(d.analytics, d.devices),
   ];
 }

@@ -1,6 +1,6 @@
 /**
  * Serves the operations dashboard: the Vite build in dashboard/dist, and index.html for every
- * dashboard path (/, /map, /alarms, /alarms/:id, /commands, /wall, /devices, /devices/:id, /operators, /audit) so that client-side routes
+ * dashboard path (/, /map, /alarms, /alarms/:id, /commands, /wall, /devices, /devices/:id, /operators, /audit, /reports) so that client-side routes
  * survive a reload. Any other path a browser asks for as a page (Accept: text/html) gets index.html too, with
  * status 404: the app shows its own "page not found" in the operator's language, not a JSON problem document.
  * Paths of the API (/api, /socket.io, /metrics, MQTT over WebSocket) never get the page: they are routed first,
@@ -30,7 +30,7 @@ export interface DashboardOptions {
 export const DEFAULT_DASHBOARD_DIR = path.join(PROJECT_ROOT, 'dashboard', 'dist');
 
 /** Paths the dashboard answers with index.html. */
-const APP_PATHS = /^\/(?:|map|alarms|alarms\/\d+|commands|wall|devices|devices\/[^/]+|operators|audit)\/?$/;
+const APP_PATHS = /^\/(?:|map|alarms|alarms\/\d+|commands|wall|devices|devices\/[^/]+|operators|audit|reports)\/?$/;
 /** Paths that are never a page of the app, whatever the browser accepts. */
 const NOT_PAGES = /^\/(?:api|socket\.io|metrics|mqtt|assets)(?:\/|$)/;
 

@@ -166,7 +166,14 @@ export function createPlatform(config: Readonly<Config>, opts: { logDestination?
     const analyticsOpts = { ...config.analytics, timezone: profile.timezone };
     const workerAnalytics: WorkerAnalytics | undefined =
       config.analytics.offMainThread && !cluster
-        ? createWorkerAnalytics(analyticsOpts, { bus, target: influxTarget, profile, devices, logger: logs.forComponent('analytics') })
+        ? createWorkerAnalytics(analyticsOpts, {
+            bus,
+            target: influxTarget,
+            influx: () => ingest.influx,
+            profile,
+            devices,
+            logger: logs.forComponent('analytics'),
+          })
         : undefined;
 
     // The broker is created after ingest but ingest reports errors through it: late binding.

@@ -109,7 +109,7 @@ test('a store worker that dies is restarted with analytics restored from InfluxD
       daylightMarginMs: 1_800_000,
       restoreMaxReplayMs: 86_400_000,
     },
-    { bus, target, profile, devices: { get: async () => undefined }, logger },
+    { bus, target, influx: () => createInfluxClient(target), profile, devices: { get: async () => undefined }, logger },
   );
   const writer = { batchSize: 20, batchMaxAgeMs: 20, writeConcurrency: 2, maxBufferedPoints: 100_000, retryMaxDelayMs: 200 };
   const store = new ReadingStore(

@@ -19,6 +19,7 @@ import { navigate, useStore } from './hooks.ts';
 import type { Key } from './i18n.ts';
 import { CityMap, MapLegend, MapPage } from './map-view.tsx';
 import { AirTables, EventFeed, FamilyCards, WardRanking } from './overview.tsx';
+import { ReportsPage } from './reports.tsx';
 import { blocked as soundBlocked } from './sound.ts';
 import type { Store } from './store.ts';
 
@@ -36,6 +37,7 @@ function route(path: string): (() => JSX.Element) | undefined {
   if (path === '/map') return () => <MapPage />;
   if (path === '/alarms') return () => <AlarmConsole />;
   if (path === '/commands') return () => <CommandHistory />;
+  if (path === '/reports') return () => <ReportsPage />;
   const alarm = /^\/alarms\/(\d+)$/.exec(path);
   if (alarm) return () => <AlarmConsole id={Number(alarm[1])} />;
   // devices page
@@ -129,6 +131,7 @@ function Header() {
           </span>
         )}
         {link('/commands', 'navCommands', 'nav-commands')}
+        {link('/reports', 'navReports', 'nav-reports')}
         {/* devices page */}
         {link('/devices', 'navDevices', 'nav-devices')}
         {/* operators and audit */}
