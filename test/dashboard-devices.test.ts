@@ -40,6 +40,8 @@ before(async () => {
   [p, browser] = await Promise.all([
     startTestPlatform(scope, {
       alarms: { tickMs: 50, defaults: { 'lamp-fault': { forMs: 200, clearForMs: 500 } } } as ConfigInput['alarms'],
+      // Indices computed and stored as readings arrive (the air station's history below).
+      analytics: { aqiEmitIntervalMs: 0, storeIntervalMs: 0 } as ConfigInput['analytics'],
     }),
     launchBrowser(scope),
   ]);
@@ -391,6 +393,95 @@ describe('device page', () => {
     await page.getByTestId('range-to').fill(today);
     await page.getByTestId('range-apply').click();
     await page.locator('[data-testid="history-info"][data-range="custom"]').waitFor();
+    assert.deepEqual(errors, []);
+  });
+  test('an air station: hourly and daily VN_AQI and US EPA AQI over the range, category colours, the readout equal to the API', async () => {
+    const d = await p.provision('airQuality', { id: 'dp-air-01', zone: 'tran-phu' });
+    const c = await p.connect(d.id, d.token);
+    const HOUR = 3_600_000;
+    const h0 = Math.floor(Date.now() / HOUR) * HOUR;
+    // 47 hourly readings up to now, PM2.5 climbing through the categories and back (VN_AQI about 20 … 200).
+    const pm25 = [8, 15, 22, 30, 40, 48, 55, 65, 80, 100, 130, 100, 70, 45, 30, 18];
+    const readings = Array.from({ length: 47 }, (_, i) => ({
+      dateObserved: new Date(h0 - (46 - i) * HOUR + 5 * 60_000).toISOString(),
+      pm25: pm25[i % pm25.length],
+      pm10: 40,
+    }));
+    await c.publishAsync(`devices/${d.id}/telemetry`, JSON.stringify(readings), { qos: 1 });
+    const aqiHistory = async (period: string, from: string, to: string) => {
+      const q = new URLSearchParams({ scope: 'station', id: d.id, period, from, to });
+      const res = await p.api(`/api/v1/aqi/history?${q}`);
+      assert.equal(res.status, 200);
+      return ((await res.json()) as { points: { time: number; vn: { aqi: number; color: string } | null; epa: { aqi: number } | null }[] })
+        .points;
+    };
+    const iso = (t: number) => new Date(t).toISOString();
+    await p.waitFor(
+      async () => (await aqiHistory('hour', iso(Date.now() - 24 * HOUR), iso(Date.now()))).length >= 20,
+      30_000,
+      'hourly indices stored',
+    );
+    await p.waitFor(
+      async () => (await aqiHistory('day', iso(Date.now() - 7 * 24 * HOUR), iso(Date.now()))).length >= 1,
+      30_000,
+      'a daily index stored',
+    );
+
+    const { page, errors } = await openPage(browser, `${p.addr.api}/devices/${d.id}`);
+    await login(page, 'test-viewer', passwordOf('viewer'), 60_000);
+    await page.locator(`[data-testid="device-page"][data-device="${d.id}"]`).waitFor();
+    await page.getByTestId('range-24h').click();
+    const info = page.locator('[data-testid="history-info"][data-range="24h"]');
+    await info.waitFor();
+    const hourly = await aqiHistory(
+      'hour',
+      (await info.getAttribute('data-from')) as string,
+      (await info.getAttribute('data-to')) as string,
+    );
+    const chart = page.getByTestId('aqi-history');
+    await page.locator(`[data-testid="aqi-history"][data-period="hour"][data-points="${hourly.length}"]`).waitFor();
+    const bands = await page.getByTestId('aqi-band').evaluateAll((els) => els.map((e) => e.getAttribute('data-colour')));
+    assert.equal(bands.length, 6);
+    assert.equal(new Set(bands).size, 6, 'six category colours');
+
+    /** Moves the pointer across the plot; every readout must be the API's point of its time. */
+    const sweep = async (points: typeof hourly) => {
+      const byTime = new Map(points.map((x) => [x.time, x]));
+      const over = chart.locator('.u-over');
+      const box = await over.boundingBox();
+      assert.ok(box);
+      const seen = new Set<number>();
+      const readout = page.getByTestId('aqi-readout');
+      for (let x = box.x + 2; x < box.x + box.width; x += Math.max(3, box.width / 60)) {
+        await page.mouse.move(x, box.y + box.height / 2);
+        const time = Number(await readout.getAttribute('data-time'));
+        if (!time || seen.has(time)) continue;
+        seen.add(time);
+        const api = byTime.get(time);
+        assert.ok(api, `a point at ${time}`);
+        assert.equal(await readout.getAttribute('data-vn'), String(api.vn?.aqi ?? ''));
+        assert.equal(await readout.getAttribute('data-epa'), String(api.epa?.aqi ?? ''));
+        assert.equal(await readout.getAttribute('data-vn-colour'), api.vn?.color ?? '');
+      }
+      return seen.size;
+    };
+    const readHourly = await sweep(hourly);
+    assert.ok(readHourly >= Math.min(10, hourly.length), `${readHourly} hourly points read out`);
+    assert.match((await page.getByTestId('aqi-readout').textContent()) ?? '', /VN_AQI \d+ – .+ · .*AQI theo US EPA \d+ – /);
+    // Several categories, each in its colour.
+    assert.ok(new Set(hourly.map((x) => x.vn?.color)).size >= 3);
+    await screenshot(page, 'device-air');
+
+    // Daily over 7 days: the API's days, read out the same way.
+    await page.getByTestId('range-7d').click();
+    await page.getByTestId('aqi-period-day').click();
+    const week = page.locator('[data-testid="history-info"][data-range="7d"]');
+    await week.waitFor();
+    const daily = await aqiHistory('day', (await week.getAttribute('data-from')) as string, (await week.getAttribute('data-to')) as string);
+    assert.ok(daily.length >= 1);
+    await page.locator(`[data-testid="aqi-history"][data-period="day"][data-points="${daily.length}"]`).waitFor();
+    assert.ok((await sweep(daily)) >= 1);
+    await c.endAsync();
     assert.deepEqual(errors, []);
   });
 });
