@@ -131,7 +131,11 @@ export function deviceRoutes(d: ApiDeps): RouteDef[] {
         type: 'object',
         additionalProperties: false,
         properties: {
-          q: { type: 'string', maxLength: 200, description: 'Words found in the id or the name (case-insensitive for ASCII)' },
+          q: {
+            type: 'string',
+            maxLength: 200,
+            description: 'Words found in the id or the name, in any case, with or without diacritics ("tran phu" finds "Trần Phú")',
+          },
           family: { type: 'string', enum: FAMILIES },
           zone: { type: 'string' },
           online: { type: 'boolean' },
