@@ -530,6 +530,47 @@ describe('operators and audit', () => {
     await page.locator('[data-testid="audit-table"][data-query*="action=operator.disable"]').waitFor();
     assert.equal(await created.count(), 0, 'filtered by the server');
     assert.equal(await disabled.count(), 1);
+
+    // Paging and a time filter, by the server: 60 records of one actor, 20 on each of three city days.
+    const DAY = 86_400_000;
+    const noon = (daysAgo: number) => Math.floor((Date.now() + 7 * 3_600_000) / DAY) * DAY - daysAgo * DAY + 5 * 3_600_000; // 12:00 in UTC+7
+    const cityDate = (t: number) => new Date(t + 7 * 3_600_000).toISOString().slice(0, 10);
+    for (let i = 0; i < 60; i++) {
+      await p.platform.parts.operators.audit({
+        actor: 'kiem-tra',
+        role: 'admin',
+        action: 'device.provision',
+        target: `aq-${i}`,
+        address: '127.0.0.1',
+        outcome: 'ok',
+        at: new Date(noon(1 + Math.floor(i / 20)) + i * 1000).toISOString(),
+      });
+    }
+    await page.getByTestId('audit-action').fill('');
+    await page.getByTestId('audit-actor').fill('kiem-tra');
+    const range = page.getByTestId('audit-range');
+    await page.locator('[data-testid="audit-range"][data-total="60"]').waitFor();
+    assert.equal(await page.getByTestId('audit-row').count(), 50, 'one page');
+    assert.equal(await range.textContent(), '1–50 trên 60');
+    await page.getByTestId('audit-next').click();
+    await page.locator('[data-testid="audit-table"][data-query*="offset=50"]').waitFor();
+    assert.equal(await page.getByTestId('audit-row').count(), 10);
+    assert.equal(await range.textContent(), '51–60 trên 60');
+    // One city day: its 20 records, from the first page again.
+    const day = cityDate(noon(2));
+    await page.getByTestId('audit-from').fill(day);
+    await page.getByTestId('audit-until').fill(day);
+    await page.locator('[data-testid="audit-range"][data-total="20"]').waitFor();
+    await page.locator('[data-testid="audit-table"][data-query*="offset=0"][data-query*="until="]').waitFor();
+    const targets = await page.getByTestId('audit-row').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-target')));
+    assert.deepEqual(
+      targets,
+      Array.from({ length: 20 }, (_, i) => `aq-${39 - i}`),
+    );
+    const q = new URLSearchParams({ actor: 'kiem-tra', since: `${day}T00:00:00+07:00`, until: `${day}T23:59:59.999+07:00`, limit: '100' });
+    const res = await p.api(`/api/v1/audit?${q}`, { admin: true });
+    assert.equal(res.headers.get('x-total-count'), '20');
+    await screenshot(page, 'audit');
     assert.deepEqual(errors, []);
 
     // A viewer has neither page in the navigation.

@@ -470,6 +470,22 @@ for (const impl of [sqlite, postgres]) {
         ['aq-1'],
       );
       assert.equal((await s.listAudit({ limit: 2 })).length, 2);
+      // Time bounds (both included), paging and the count of all matches.
+      assert.deepEqual(
+        (await s.listAudit({ limit: 100, since: at(10), until: at(20) })).map((e) => [e.action, e.actor]),
+        [
+          ['device.revoke', 'ana'],
+          ['login', '(various)'],
+        ],
+      );
+      assert.equal(await s.countAudit({ since: at(10), until: at(20) }), 2);
+      assert.equal(await s.countAudit({}), 7);
+      assert.equal(await s.countAudit({ actor: 'ana', since: at(3) }), 2);
+      assert.deepEqual(
+        (await s.listAudit({ limit: 2, offset: 5 })).map((e) => e.action),
+        ['device.revoke', 'device.provision'],
+      );
+      assert.equal((await s.listAudit({ limit: 100, until: at(0) })).length, 0);
     });
 
     test('audit bounds: actions and refused attempts each capped apart, the oldest removed', async (t) => {
