@@ -90,6 +90,13 @@ describe('devices page', () => {
     assert.equal(ids[0], 'fleet-04999');
     assert.equal(ids.length, 15);
 
+    // Vietnamese names in any case, with or without diacritics (names "Đèn chợ số 7", "Đèn chợ số 1007", …).
+    await page.getByTestId('devices-search').fill('ĐÈN CHỢ');
+    await totalIs(N / 1000);
+    await page.getByTestId('devices-search').fill('den cho so 7');
+    await totalIs(2);
+    await screenshot(page, 'devices');
+
     await page.getByTestId('devices-search').fill('');
     await totalIs(N);
     const t1 = Date.now();
