@@ -104,7 +104,7 @@ test(`${N.toLocaleString('en')} devices on the map stay responsive`, async (t) =
   const clickAt = Date.now();
   await page.getByTestId('lang-switch').click();
   await page.getByTestId('nav-map').filter({ hasText: 'Map' }).waitFor({ timeout: 5000 });
-  console.log(`# language switch shown ${Date.now() - clickAt} ms after the click, with ${N} markers and a live burst`);
+  console.log(`# language switch shown ${Date.now() - clickAt} ms after the click, with ${N} devices on the map and a live burst`);
   const longest = await page.evaluate(() => (globalThis as unknown as InPage).__longest ?? 0);
   console.log(`# longest main-thread task during the burst: ${Math.round(longest)} ms`);
   await screenshot(page, 'map-5000');
