@@ -12,6 +12,7 @@
 import Database from 'better-sqlite3';
 import type { AlarmRecord, AlarmSeverity, AlarmState } from '../core/bus.ts';
 import type { Family } from '../core/contract.ts';
+import { foldForSearch } from '../core/search-text.ts';
 
 export interface AlarmNote {
   /** ISO 8601 */
@@ -39,7 +40,7 @@ export interface AlarmFilter {
   since?: string;
   /** ISO 8601: alarms raised at or before. */
   until?: string;
-  /** Words found (case-insensitive, as typed) in the subject, rule, zone, message, who acted, or a note. */
+  /** Words found (any case, with or without diacritics) in the subject, rule, zone, message, who acted, or a note. */
   q?: string;
   sort?: AlarmSort;
   /** asc or desc (default desc); ignored by the default sort. */
@@ -122,6 +123,7 @@ export class SqliteAlarmStore implements AlarmStore {
   ) {
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
+    this.db.function('fold_search', { deterministic: true }, (v: unknown) => (typeof v === 'string' ? foldForSearch(v) : v));
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS alarms (
         id INTEGER PRIMARY KEY AUTOINCREMENT, rule TEXT NOT NULL, subject TEXT NOT NULL,
@@ -272,12 +274,15 @@ export class SqliteAlarmStore implements AlarmStore {
     if (f.until) add('raised_at <= @until', 'until', new Date(f.until).toISOString());
     const q = f.q?.trim();
     if (q) {
-      // LIKE with its wildcards escaped: the words are matched as typed (ASCII case-insensitive).
-      const like = `%${q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+      // LIKE with its wildcards escaped, on both sides folded (any case, with or without diacritics: "den" finds
+      // "Đèn"). The columns are folded as they are read: the alarm history is bounded (historyLimit), so a scan
+      // costs little, and the table keeps its columns.
+      const folded = foldForSearch(q);
+      const like = `%${folded.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
       const cols = ['subject', 'rule', 'zone', 'message', 'acknowledged_by', 'cleared_by'];
       add(
-        `(${cols.map((c) => `${c} LIKE @q ESCAPE '\\'`).join(' OR ')}
-          OR id IN (SELECT alarm_id FROM alarm_notes WHERE note LIKE @q ESCAPE '\\'))`,
+        `(${cols.map((c) => `fold_search(${c}) LIKE @q ESCAPE '\\'`).join(' OR ')}
+          OR id IN (SELECT alarm_id FROM alarm_notes WHERE fold_search(note) LIKE @q ESCAPE '\\'))`,
         'q',
         like,
       );

@@ -172,13 +172,16 @@ export function accessRoutes(d: ApiDeps): RouteDef[] {
         additionalProperties: false,
         properties: {
           limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
+          offset: { type: 'integer', minimum: 0, default: 0, description: 'Records skipped (paging; X-Total-Count has how many match)' },
           actor: { type: 'string', maxLength: 64 },
           action: { type: 'string', maxLength: 64 },
+          since: { type: 'string', format: 'date-time', description: 'Records from this time (of the first attempt), included' },
+          until: { type: 'string', format: 'date-time', description: 'Records up to this time, included' },
         },
       },
       responses: {
         200: {
-          description: 'audit entries',
+          description: 'audit entries (X-Total-Count: how many match in all)',
           schema: {
             type: 'array',
             items: {
@@ -204,8 +207,17 @@ export function accessRoutes(d: ApiDeps): RouteDef[] {
         },
       },
       handler: async (req, res) => {
-        const q = req.query as unknown as { limit: number; actor?: string; action?: string };
-        res.json(await ops.listAudit(q));
+        const q = req.query as unknown as {
+          limit: number;
+          offset: number;
+          actor?: string;
+          action?: string;
+          since?: string;
+          until?: string;
+        };
+        const [list, total] = await Promise.all([ops.listAudit(q), ops.countAudit(q)]);
+        res.setHeader('X-Total-Count', String(total));
+        res.json(list);
       },
     },
   ];

@@ -70,7 +70,8 @@ export function alarmRoutes(alarms: Alarms | undefined): RouteDef[] {
             type: 'string',
             minLength: 1,
             maxLength: 200,
-            description: 'Text found in the subject, rule, zone, message, who acknowledged or cleared, or a note',
+            description:
+              'Text found in the subject, rule, zone, message, who acknowledged or cleared, or a note; in any case, with or without diacritics',
           },
           sort: {
             type: 'string',

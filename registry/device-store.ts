@@ -14,6 +14,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import Database from 'better-sqlite3';
 import { DEVICE_ID_PATTERN, FAMILIES, type Family } from '../core/contract.ts';
 import { PlatformError } from '../core/errors.ts';
+import { foldForSearch } from '../core/search-text.ts';
 import type { GeoPoint } from './city-profile.ts';
 
 export interface Device {
@@ -61,7 +62,10 @@ export const DEVICE_SORTS: readonly DeviceSort[] = ['id', 'name', 'family', 'zon
  * one query whatever the filter.
  */
 export interface DeviceQuery extends DeviceFilter {
-  /** Words found (case-insensitive for ASCII) in the id or the name. */
+  /**
+   * Words found in the id or the name, in any case and with or without diacritics ("tran phu" finds "Trần
+   * Phú", "đèn" finds "Đèn"): compared with the name's folded form (core/search-text.ts), kept at write time.
+   */
   q?: string;
   /** Only these devices. */
   onlyIds?: readonly string[];
@@ -149,10 +153,20 @@ export class SqliteDeviceStore implements DeviceStore {
       CREATE INDEX IF NOT EXISTS devices_zone ON devices (zone);
       CREATE INDEX IF NOT EXISTS devices_name ON devices (name);
       CREATE INDEX IF NOT EXISTS devices_last_seen ON devices (last_seen_at)`);
+    // The name's folded form, for searches; added to a file written before it and filled for its rows.
+    const columns = this.db.prepare<[], { name: string }>('PRAGMA table_info(devices)').all();
+    if (!columns.some((c) => c.name === 'name_search')) {
+      this.db.exec('ALTER TABLE devices ADD COLUMN name_search TEXT');
+      const fill = this.db.prepare('UPDATE devices SET name_search = ? WHERE id = ?');
+      this.db.transaction(() => {
+        const named = this.db.prepare<[], { id: string; name: string }>('SELECT id, name FROM devices WHERE name IS NOT NULL').all();
+        for (const r of named) fill.run(foldForSearch(r.name), r.id);
+      })();
+    }
     this.stmt = {
       insert: this.db.prepare(
-        `INSERT INTO devices (id, family, zone, lat, lon, name, created_at, token_salt, token_hash)
-         VALUES (@id, @family, @zone, @lat, @lon, @name, @created_at, @token_salt, @token_hash)`,
+        `INSERT INTO devices (id, family, zone, lat, lon, name, name_search, created_at, token_salt, token_hash)
+         VALUES (@id, @family, @zone, @lat, @lon, @name, @name_search, @created_at, @token_salt, @token_hash)`,
       ),
       get: this.db.prepare<[string], Row>('SELECT * FROM devices WHERE id = ?'),
       all: this.db.prepare<[], Row>('SELECT * FROM devices ORDER BY id'),
@@ -172,6 +186,7 @@ export class SqliteDeviceStore implements DeviceStore {
         lat: req.location.lat,
         lon: req.location.lon,
         name: req.name ?? null,
+        name_search: req.name ? foldForSearch(req.name) : null,
         created_at: n.createdAt,
         token_salt: n.salt,
         token_hash: n.hash,
@@ -224,8 +239,10 @@ export class SqliteDeviceStore implements DeviceStore {
     if (!q.includeRevoked) where.push('revoked_at IS NULL');
     const words = q.q?.trim();
     if (words) {
-      where.push(`(id LIKE @q ESCAPE '\\' OR name LIKE @q ESCAPE '\\')`);
+      // Ids are ASCII (LIKE folds their case); names are compared in their folded form.
+      where.push(`(id LIKE @q ESCAPE '\\' OR name_search LIKE @qf ESCAPE '\\')`);
       params.q = likePattern(words);
+      params.qf = likePattern(foldForSearch(words));
     }
     if (q.onlyIds) {
       where.push('id IN (SELECT value FROM json_each(@only))');

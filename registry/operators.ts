@@ -80,6 +80,10 @@ export interface AuditEntry {
   lastAt?: string;
 }
 
+/** The SQLite audit filter (times are ISO 8601 text, which sorts as time). */
+const AUDIT_WHERE = `(@actor IS NULL OR actor = @actor) AND (@action IS NULL OR action = @action)
+  AND (@since IS NULL OR at >= @since) AND (@until IS NULL OR at <= @until)`;
+
 /** Refused attempts are aggregated per this window, ms (see AuditEntry.count). */
 export const AUDIT_REFUSAL_WINDOW_MS = 60_000;
 
@@ -89,6 +93,22 @@ export const AUDIT_VARIOUS = '(various)';
 /** Refused attempts: aggregated and kept apart from the other records (see AuditEntry.count). */
 export function isRefusal(e: Pick<AuditEntry, 'action' | 'outcome'>): boolean {
   return (e.action === 'login' && e.outcome !== 'ok') || e.outcome === 'CP_API_FORBIDDEN';
+}
+
+/** Which audit records: by actor, by action, and by time (of the first attempt, `at`), both ends included. */
+export interface AuditFilter {
+  actor?: string;
+  action?: string;
+  /** ISO 8601 */
+  since?: string;
+  /** ISO 8601 */
+  until?: string;
+}
+
+/** A filter's values as both stores bind them (null = not filtered; times in the stored ISO form). */
+export function auditParams(f: AuditFilter): { actor: string | null; action: string | null; since: string | null; until: string | null } {
+  const iso = (t: string | undefined) => (t ? new Date(t).toISOString() : null);
+  return { actor: f.actor ?? null, action: f.action ?? null, since: iso(f.since), until: iso(f.until) };
 }
 
 export interface OperatorStore {
@@ -114,7 +134,9 @@ export interface OperatorStore {
    */
   audit(entry: Omit<AuditEntry, 'at'> & { at?: string }): Promise<void>;
   /** Newest first. */
-  listAudit(filter: { limit: number; actor?: string; action?: string }): Promise<AuditEntry[]>;
+  listAudit(filter: AuditFilter & { limit: number; offset?: number }): Promise<AuditEntry[]>;
+  /** How many records match (the audit page's X-Total-Count). */
+  countAudit(filter: AuditFilter): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -290,10 +312,11 @@ export class SqliteOperatorStore implements OperatorStore {
       trimAudit: this.db.prepare<[string, string, number]>(
         'DELETE FROM audit WHERE kind = ? AND id < (SELECT id FROM audit WHERE kind = ? ORDER BY id DESC LIMIT 1 OFFSET ?)',
       ),
-      listAudit: this.db.prepare<{ limit: number; actor: string | null; action: string | null }, AuditEntry>(
+      listAudit: this.db.prepare<ReturnType<typeof auditParams> & { limit: number; offset: number }, AuditEntry>(
         `SELECT at, actor, role, action, target, address, outcome, count, coalesce(last_at, at) AS lastAt FROM audit
-         WHERE (@actor IS NULL OR actor = @actor) AND (@action IS NULL OR action = @action) ORDER BY id DESC LIMIT @limit`,
+         WHERE ${AUDIT_WHERE} ORDER BY id DESC LIMIT @limit OFFSET @offset`,
       ),
+      countAudit: this.db.prepare<ReturnType<typeof auditParams>, { n: number }>(`SELECT count(*) AS n FROM audit WHERE ${AUDIT_WHERE}`),
     };
   }
 
@@ -383,8 +406,12 @@ export class SqliteOperatorStore implements OperatorStore {
     if (++this.auditInserts[kind] % AUDIT_TRIM_EVERY === 0) this.stmt.trimAudit.run(kind, kind, this.auditLimit - 1);
   }
 
-  async listAudit(f: { limit: number; actor?: string; action?: string }): Promise<AuditEntry[]> {
-    return this.stmt.listAudit.all({ limit: f.limit, actor: f.actor ?? null, action: f.action ?? null });
+  async listAudit(f: AuditFilter & { limit: number; offset?: number }): Promise<AuditEntry[]> {
+    return this.stmt.listAudit.all({ ...auditParams(f), limit: f.limit, offset: f.offset ?? 0 });
+  }
+
+  async countAudit(f: AuditFilter): Promise<number> {
+    return this.stmt.countAudit.get(auditParams(f))?.n ?? 0;
   }
 
   async close(): Promise<void> {

@@ -9,6 +9,7 @@
  * newest time wins, whichever node saw the device.
  */
 import type { Logger } from '../core/logger.ts';
+import { foldForSearch } from '../core/search-text.ts';
 import {
   type Device,
   type DeviceFilter,
@@ -63,9 +64,20 @@ export class PgDeviceStore implements DeviceStore {
     const n = newDevice(req, this.zoneExists);
     try {
       const r = await this.db.query<Row>(
-        `INSERT INTO devices (id, family, zone, lat, lon, name, created_at, token_salt, token_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ${COLUMNS}`,
-        [n.id, req.family, req.zone, req.location.lat, req.location.lon, req.name ?? null, n.createdAt, n.salt, n.hash],
+        `INSERT INTO devices (id, family, zone, lat, lon, name, name_search, created_at, token_salt, token_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING ${COLUMNS}`,
+        [
+          n.id,
+          req.family,
+          req.zone,
+          req.location.lat,
+          req.location.lon,
+          req.name ?? null,
+          req.name ? foldForSearch(req.name) : null,
+          n.createdAt,
+          n.salt,
+          n.hash,
+        ],
       );
       return { device: this.deviceOf(r.rows[0] as Row), token: n.token };
     } catch (err) {
@@ -122,7 +134,11 @@ export class PgDeviceStore implements DeviceStore {
     if (q.zone) add((n) => `zone = ${n}`, q.zone);
     if (!q.includeRevoked) where.push('revoked_at IS NULL');
     const words = q.q?.trim();
-    if (words) add((n) => `(id ILIKE ${n} OR name ILIKE ${n})`, likePattern(words));
+    if (words) {
+      // Ids are ASCII; names are compared in their folded form (core/search-text.ts), as SQLite does.
+      params.push(likePattern(words), likePattern(foldForSearch(words)));
+      where.push(`(id ILIKE $${params.length - 1} OR name_search LIKE $${params.length})`);
+    }
     if (q.onlyIds) add((n) => `id = ANY(${n}::text[])`, q.onlyIds);
     if (q.exceptIds?.length) add((n) => `NOT (id = ANY(${n}::text[]))`, q.exceptIds);
     const w = where.length ? `WHERE ${where.join(' AND ')}` : '';

@@ -13,6 +13,8 @@ import {
   AUDIT_TRIM_EVERY,
   AUDIT_VARIOUS,
   type AuditEntry,
+  type AuditFilter,
+  auditParams,
   checkNewOperator,
   checkPasswordRules,
   exists,
@@ -196,11 +198,12 @@ export class PgOperatorStore implements OperatorStore {
     }
   }
 
-  async listAudit(f: { limit: number; actor?: string; action?: string }): Promise<AuditEntry[]> {
+  async listAudit(f: AuditFilter & { limit: number; offset?: number }): Promise<AuditEntry[]> {
+    const a = auditParams(f);
     const r = await this.db.read<AuditRow>(
       `SELECT at, actor, role, action, target, address, outcome, count, coalesce(last_at, at) AS last_at FROM audit
-       WHERE ($1::text IS NULL OR actor = $1) AND ($2::text IS NULL OR action = $2) ORDER BY id DESC LIMIT $3`,
-      [f.actor ?? null, f.action ?? null, f.limit],
+       WHERE ${PG_AUDIT_WHERE} ORDER BY id DESC LIMIT $5 OFFSET $6`,
+      [a.actor, a.action, a.since, a.until, f.limit, f.offset ?? 0],
     );
     return r.rows.map((a) => ({
       at: isoOf(a.at) as string,
@@ -215,9 +218,23 @@ export class PgOperatorStore implements OperatorStore {
     }));
   }
 
+  async countAudit(f: AuditFilter): Promise<number> {
+    const a = auditParams(f);
+    const r = await this.db.read<{ n: number }>(`SELECT count(*)::int AS n FROM audit WHERE ${PG_AUDIT_WHERE}`, [
+      a.actor,
+      a.action,
+      a.since,
+      a.until,
+    ]);
+    return r.rows[0]?.n ?? 0;
+  }
+
   /** Nothing of its own to close: the shared pool is closed by its owner. */
   async close(): Promise<void> {}
 }
+
+const PG_AUDIT_WHERE = `($1::text IS NULL OR actor = $1) AND ($2::text IS NULL OR action = $2)
+  AND ($3::timestamptz IS NULL OR at >= $3) AND ($4::timestamptz IS NULL OR at <= $4)`;
 
 /** Tells every node (when the transaction commits) that the sessions of `who` ended: their sockets close. */
 async function notifyEnded(q: Queryable, who: { username: string }): Promise<void> {

@@ -6,7 +6,10 @@
  * timestamptz, hashes and salts bytea, flags boolean. Ids and usernames sort as bytes (COLLATE "C" where
  * listed), as in SQLite, whatever the database's default collation.
  */
+import { foldTranslation } from '../core/search-text.ts';
 import type { Migration } from './pg-state.ts';
+
+const fold = foldTranslation();
 
 export const REGISTRY_COMPONENT = 'registry';
 
@@ -51,5 +54,14 @@ export const REGISTRY_MIGRATIONS: readonly Migration[] = [
       CREATE INDEX devices_zone ON devices (zone);
       CREATE INDEX devices_name ON devices (name);
       CREATE INDEX devices_last_seen ON devices (last_seen_at);`,
+  },
+  {
+    version: 4,
+    name: 'device names folded for search',
+    // Written by the stores from now on (core/search-text.ts); the rows already there are folded here: every
+    // Vietnamese letter to its base, then lower() of what is ASCII.
+    sql: `
+      ALTER TABLE devices ADD COLUMN name_search text;
+      UPDATE devices SET name_search = lower(translate(name, '${fold.from}', '${fold.to}')) WHERE name IS NOT NULL;`,
   },
 ];

@@ -169,7 +169,7 @@ test('three nodes starting at once on an empty database: migrated once, one firs
   );
   assert.deepEqual(
     rows.map((r: { component: string; version: number; n: number }) => `${r.component}/${r.version}×${r.n}`),
-    ['alarms/1×1', 'commands/1×1', 'ingest/1×1', 'registry/1×1', 'registry/2×1', 'registry/3×1'],
+    ['alarms/1×1', 'commands/1×1', 'ingest/1×1', 'registry/1×1', 'registry/2×1', 'registry/3×1', 'registry/4×1'],
   );
   for (const n of nodes) assert.equal((await login(n)).status, 200);
 });

@@ -135,3 +135,36 @@ describe('GET /api/v1/devices', () => {
     }
   });
 });
+
+describe('GET /api/v1/map/devices', () => {
+  test('every device in compact rows, the same as the full list says, gzipped for a client that accepts it', async () => {
+    const res = await p.api('/api/v1/map/devices', { headers: { 'accept-encoding': 'gzip' } });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-encoding'), 'gzip');
+    const m = (await res.json()) as { fields: string[]; families: string[]; zones: string[]; devices: unknown[][] };
+    assert.deepEqual(m.fields, ['id', 'family', 'zone', 'lat', 'lon', 'online', 'name', 'lastSeenAt']);
+    const full = (await get('')).body as unknown as {
+      id: string;
+      family: string;
+      zone: string;
+      location: { lat: number; lon: number };
+      online: boolean;
+      name?: string;
+      lastSeenAt?: string;
+    }[];
+    assert.equal(m.devices.length, full.length);
+    const byId = new Map(m.devices.map((r) => [r[0] as string, r]));
+    for (const d of full) {
+      const [, f, z, lat, lon, online, name, seen] = byId.get(d.id) ?? [];
+      assert.equal(m.families[f as number], d.family, d.id);
+      assert.equal(m.zones[z as number], d.zone, d.id);
+      assert.deepEqual([lat, lon], [d.location.lat, d.location.lon], d.id);
+      assert.equal(online, d.online ? 1 : 0, d.id);
+      assert.equal(name ?? undefined, d.name, d.id);
+      assert.equal(seen === undefined ? undefined : new Date(seen as number).toISOString(), d.lastSeenAt, d.id);
+    }
+    const plain = await p.api('/api/v1/map/devices', { headers: { 'accept-encoding': 'identity' } });
+    assert.equal(plain.headers.get('content-encoding'), null);
+    assert.equal(((await plain.json()) as { devices: unknown[] }).devices.length, full.length);
+  });
+});

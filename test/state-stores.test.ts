@@ -12,9 +12,11 @@ import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { LocalPostgres } from '../platform/engines/postgres.ts';
+import { SqliteAlarmStore } from '../alarms/index.ts';
 import { SqliteDeadLetterStore, type DeadLetterStore } from '../ingest/dead-letters.ts';
 import { DEAD_LETTER_COMPONENT, DEAD_LETTER_MIGRATIONS, PgDeadLetterStore } from '../ingest/pg-dead-letters.ts';
 import {
@@ -223,6 +225,69 @@ for (const impl of [sqlite, postgres]) {
       assert.deepEqual(await page({ limit: 2, offset: 10 }), { ids: [], total: 4 }, 'the total past the last page');
     });
 
+    test('search in Vietnamese: any case, with or without diacritics, also in names written before the folded form was kept', async (t) => {
+      const s = await (await impl.backing(t)).devices();
+      for (const [id, name] of [
+        ['sl-1', 'Đèn đường Trần Phú số 1'],
+        ['sl-2', 'ĐÈN CHỢ THỌ XƯƠNG'],
+        ['sl-3', 'Đen trắng'],
+        ['sl-4', undefined],
+      ] as const) {
+        await s.provision({ id, family: 'streetLight', zone: 'centre', location: where, name });
+      }
+      const ids = async (q: string) => (await s.query({ q })).devices.map((d) => d.id);
+      // Marks are left out on both sides: what is typed with them finds the same as without.
+      assert.deepEqual(await ids('đèn'), ['sl-1', 'sl-2', 'sl-3'], 'đèn finds Đèn and ĐÈN (and Đen)');
+      assert.deepEqual(await ids('ĐÈN CHỢ'), ['sl-2']);
+      assert.deepEqual(await ids('tran phu'), ['sl-1'], 'without diacritics');
+      assert.deepEqual(await ids('Trần Phú'), ['sl-1'], 'as written');
+      assert.deepEqual(await ids('den'), ['sl-1', 'sl-2', 'sl-3'], 'd finds đ, e finds è');
+      assert.deepEqual(await ids('tho xuong'), ['sl-2']);
+      assert.deepEqual(await ids('SL-4'), ['sl-4'], 'ids still found');
+
+      // A registry written before names were kept folded: folded when the store opens (SQLite) or by the
+      // migration (PostgreSQL).
+      let legacy: DeviceStore;
+      if (impl.name === 'SQLite') {
+        const dir = await mkdtemp(join(tmpdir(), 'citypulse-legacy-'));
+        t.after(() => rm(dir, { recursive: true, force: true }));
+        const file = join(dir, 'registry.db');
+        const old = new Database(file);
+        old.exec(`CREATE TABLE devices (
+          id TEXT PRIMARY KEY, family TEXT NOT NULL, zone TEXT NOT NULL, lat REAL NOT NULL, lon REAL NOT NULL,
+          name TEXT, created_at TEXT NOT NULL, revoked_at TEXT, last_seen_at TEXT,
+          token_salt BLOB NOT NULL, token_hash BLOB NOT NULL)`);
+        old
+          .prepare(
+            `INSERT INTO devices VALUES ('old-1', 'streetLight', 'centre', 21.27, 106.19, 'Cột đèn Hoàng Văn Thụ', '2026-01-01T00:00:00.000Z', NULL, NULL, x'00', x'00')`,
+          )
+          .run();
+        old.close();
+        legacy = new SqliteDeviceStore(file, zoneExists);
+        t.after(() => legacy.close());
+      } else {
+        const url = await freshDatabase(server);
+        const db = new StateDb({ url, queryTimeoutMs: 5000, poolSize: 2 });
+        t.after(() => db.close());
+        await db.migrate(REGISTRY_COMPONENT, REGISTRY_MIGRATIONS.slice(0, 3));
+        await db.query(
+          `INSERT INTO devices (id, family, zone, lat, lon, name, created_at, token_salt, token_hash)
+           VALUES ('old-1', 'streetLight', 'centre', 21.27, 106.19, 'Cột đèn Hoàng Văn Thụ', now(), '\\x00', '\\x00')`,
+          [],
+        );
+        await db.migrate(REGISTRY_COMPONENT, REGISTRY_MIGRATIONS);
+        legacy = new PgDeviceStore(db, zoneExists);
+        t.after(() => legacy.close());
+      }
+      for (const q of ['hoang van thu', 'CỘT ĐÈN', 'cot den hoàng']) {
+        assert.deepEqual(
+          (await legacy.query({ q })).devices.map((d) => d.id),
+          ['old-1'],
+          q,
+        );
+      }
+    });
+
     test('last seen: shown at once, the newest kept, written within the batching interval and at close', async (t) => {
       const b = await impl.backing(t);
       const s = await b.devices();
@@ -405,6 +470,22 @@ for (const impl of [sqlite, postgres]) {
         ['aq-1'],
       );
       assert.equal((await s.listAudit({ limit: 2 })).length, 2);
+      // Time bounds (both included), paging and the count of all matches.
+      assert.deepEqual(
+        (await s.listAudit({ limit: 100, since: at(10), until: at(20) })).map((e) => [e.action, e.actor]),
+        [
+          ['device.revoke', 'ana'],
+          ['login', '(various)'],
+        ],
+      );
+      assert.equal(await s.countAudit({ since: at(10), until: at(20) }), 2);
+      assert.equal(await s.countAudit({}), 7);
+      assert.equal(await s.countAudit({ actor: 'ana', since: at(3) }), 2);
+      assert.deepEqual(
+        (await s.listAudit({ limit: 2, offset: 5 })).map((e) => e.action),
+        ['device.revoke', 'device.provision'],
+      );
+      assert.equal((await s.listAudit({ limit: 100, until: at(0) })).length, 0);
     });
 
     test('audit bounds: actions and refused attempts each capped apart, the oldest removed', async (t) => {
@@ -580,14 +661,14 @@ describe('PostgreSQL: what a cluster adds', () => {
       [0, 0, 0, 2],
       'one node applied the probe migrations, the others found them applied',
     );
-    assert.deepEqual(runs.flatMap((r) => r.registry).sort(), [1, 2, 3], 'each registry migration applied once');
+    assert.deepEqual(runs.flatMap((r) => r.registry).sort(), [1, 2, 3, 4], 'each registry migration applied once');
     const db = dbs[0] as StateDb;
     assert.equal((await db.query('SELECT count(*)::int AS n FROM probe_runs')).rows[0].n, 1);
     assert.deepEqual(
       (await db.query('SELECT component, version FROM schema_migrations ORDER BY component, version')).rows.map(
         (r) => `${r.component}/${r.version}`,
       ),
-      ['probe/1', 'probe/2', 'registry/1', 'registry/2', 'registry/3'],
+      ['probe/1', 'probe/2', 'registry/1', 'registry/2', 'registry/3', 'registry/4'],
     );
     // A later start applies only what is new.
     assert.deepEqual(
@@ -595,5 +676,35 @@ describe('PostgreSQL: what a cluster adds', () => {
       [3],
     );
     await assert.rejects(db.migrate('probe', [probe[0] as (typeof probe)[0], { ...(probe[0] as (typeof probe)[0]) }]), /twice/);
+  });
+});
+
+describe('SQLite: alarm store', () => {
+  test('search in Vietnamese: any case, with or without diacritics, in messages, notes and operators', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'citypulse-alarms-'));
+    const store = new SqliteAlarmStore(join(dir, 'alarms.db'));
+    t.after(async () => {
+      store.close();
+      await rm(dir, { recursive: true, force: true });
+    });
+    const at = '2026-12-03T01:00:00.000Z';
+    const raise = (subject: string, message: string) =>
+      store.insert(
+        { rule: 'lamp-fault', subject, scope: 'device', family: 'streetLight', zone: 'tran-phu', severity: 'major', message, raisedAt: at },
+        'system',
+      );
+    await raise('sl-1', 'Đèn hỏng ở Trần Phú');
+    const b = (await raise('sl-2', 'Lamp fault')).alarm;
+    await raise('sl-3', 'Mất kết nối');
+    await store.acknowledge(b.id, 'Nguyễn Đức', at, 'Đã báo đội sửa chữa');
+    const ids = async (q: string) => (await store.list({ q, limit: 100 })).map((x) => x.subject).sort();
+    assert.deepEqual(await ids('đèn'), ['sl-1']);
+    assert.deepEqual(await ids('ĐÈN HỎNG'), ['sl-1'], 'upper case finds lower case');
+    assert.deepEqual(await ids('tran phu'), ['sl-1'], 'without diacritics');
+    assert.deepEqual(await ids('doi sua chua'), ['sl-2'], 'a note');
+    assert.deepEqual(await ids('nguyen duc'), ['sl-2'], 'who acknowledged');
+    assert.deepEqual(await ids('MẤT'), ['sl-3']);
+    assert.deepEqual(await ids('%'), [], 'wildcards as typed');
+    assert.equal(store.count({ q: 'den' }), 1);
   });
 });

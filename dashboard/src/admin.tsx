@@ -4,11 +4,12 @@
  * from where and how it ended, filtered by the server by actor and action).
  */
 import { useEffect, useState } from 'preact/hooks';
-import { api, ApiError } from './api.ts';
+import { api, ApiError, apiWithTotal } from './api.ts';
 import { Dialog } from './dialog.tsx';
 import { useStore } from './hooks.ts';
 import type { Key } from './i18n.ts';
 import type { Store } from './store.ts';
+import { cityDay } from './time-range.ts';
 
 type Role = 'viewer' | 'operator' | 'admin';
 const ROLES: Role[] = ['viewer', 'operator', 'admin'];
@@ -226,21 +227,32 @@ function AccountDialog(props: { what: 'disable' | 'password'; op: Operator; onDo
   );
 }
 
+/** Audit records a page. */
+const AUDIT_PAGE = 50;
+
 export function AuditPage() {
   const s = useStore();
-  const [f, setF] = useState({ actor: '', action: '' });
-  const [page, setPage] = useState<{ list: AuditEntry[]; query: string }>();
+  const [f, setF] = useState({ actor: '', action: '', from: '', until: '', offset: 0 });
+  const [page, setPage] = useState<{ list: AuditEntry[]; total: number; query: string }>();
   const [error, setError] = useState<string>();
-  const q = new URLSearchParams({ limit: '200' });
+  const tz = s.city?.timezone ?? 'Asia/Ho_Chi_Minh';
+  // A filter changed starts at the first page again.
+  const filter = (patch: Partial<typeof f>) => setF({ ...f, ...patch, offset: 0 });
+  const q = new URLSearchParams({ limit: String(AUDIT_PAGE), offset: String(f.offset) });
   if (f.actor.trim()) q.set('actor', f.actor.trim());
   if (f.action.trim()) q.set('action', f.action.trim());
+  // Days of the city, both included.
+  const since = cityDay(f.from, tz);
+  const until = cityDay(f.until, tz, true);
+  if (since) q.set('since', since);
+  if (until) q.set('until', until);
   const query = q.toString();
   useEffect(() => {
     if (!s.can('admin')) return;
     const timer = setTimeout(() => {
-      api<AuditEntry[]>(`/api/v1/audit?${query}`).then(
-        (list) => {
-          setPage({ list, query });
+      apiWithTotal<AuditEntry[]>(`/api/v1/audit?${query}`).then(
+        (out) => {
+          setPage({ list: out.body, total: out.total, query });
           setError(undefined);
         },
         (err) => setError(failed(s, err)),
@@ -248,6 +260,7 @@ export function AuditPage() {
     }, 200);
     return () => clearTimeout(timer);
   }, [query]);
+  const total = page?.total ?? 0;
   if (!s.can('admin')) return <AdminOnly />;
   return (
     <section class="panel" data-testid="audit-page">
@@ -255,7 +268,7 @@ export function AuditPage() {
       <div class="filters">
         <label class="filter">
           {s.t('auditActor')}
-          <input data-testid="audit-actor" value={f.actor} onInput={(e) => setF({ ...f, actor: (e.target as HTMLInputElement).value })} />
+          <input data-testid="audit-actor" value={f.actor} onInput={(e) => filter({ actor: (e.target as HTMLInputElement).value })} />
         </label>
         <label class="filter">
           {s.t('auditAction')}
@@ -263,7 +276,7 @@ export function AuditPage() {
             data-testid="audit-action"
             list="audit-actions"
             value={f.action}
-            onInput={(e) => setF({ ...f, action: (e.target as HTMLInputElement).value })}
+            onInput={(e) => filter({ action: (e.target as HTMLInputElement).value })}
           />
           <datalist id="audit-actions">
             {[
@@ -279,6 +292,24 @@ export function AuditPage() {
               <option key={a} value={a} />
             ))}
           </datalist>
+        </label>
+        <label class="filter">
+          {s.t('auditFrom')}
+          <input
+            type="date"
+            data-testid="audit-from"
+            value={f.from}
+            onInput={(e) => filter({ from: (e.target as HTMLInputElement).value })}
+          />
+        </label>
+        <label class="filter">
+          {s.t('auditUntil')}
+          <input
+            type="date"
+            data-testid="audit-until"
+            value={f.until}
+            onInput={(e) => filter({ until: (e.target as HTMLInputElement).value })}
+          />
         </label>
       </div>
       {error && <p class="error">{error}</p>}
@@ -314,6 +345,32 @@ export function AuditPage() {
           </tbody>
         </table>
         {page && page.list.length === 0 && <p class="muted">{s.t('auditNone')}</p>}
+      </div>
+      <div class="pager">
+        <button
+          type="button"
+          data-testid="audit-prev"
+          disabled={f.offset === 0}
+          onClick={() => setF({ ...f, offset: Math.max(0, f.offset - AUDIT_PAGE) })}
+        >
+          {s.t('prevPage')}
+        </button>
+        <span class="muted" data-testid="audit-range" data-total={page ? total : undefined}>
+          {total > 0 &&
+            s.t('devicesRange', {
+              a: s.fmt.num(f.offset + 1, 0),
+              b: s.fmt.num(Math.min(total, f.offset + AUDIT_PAGE), 0),
+              n: s.fmt.num(total, 0),
+            })}
+        </span>
+        <button
+          type="button"
+          data-testid="audit-next"
+          disabled={f.offset + AUDIT_PAGE >= total}
+          onClick={() => setF({ ...f, offset: f.offset + AUDIT_PAGE })}
+        >
+          {s.t('nextPage')}
+        </button>
       </div>
     </section>
   );

@@ -4,13 +4,15 @@
  * 7 d, 30 d, 1 year or days picked (GET /api/v1/devices/:id/readings with window=auto: the server aggregates,
  * so a year is a few hundred points; the window and storage tier it read are in a tooltip), a value read out
  * under the pointer, extended live by the readings that arrive while the page is open, and the shown range as
- * CSV (the API's points as they came). Street lights also get their commands.
+ * CSV (the API's points as they came). Street lights also get their commands; air stations their hourly and
+ * daily indices over the same range (aqi-history.tsx).
  */
 import { useEffect, useRef, useState } from 'preact/hooks';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import { AppLink, severityLabel, stateLabel } from './alarms.tsx';
 import { api, ApiError } from './api.ts';
+import { AqiHistory } from './aqi-history.tsx';
 import { describeAction } from './commands.tsx';
 import { ageText } from './devices.tsx';
 import { CommandControls } from './commands.tsx';
@@ -375,6 +377,7 @@ function Charts(props: { id: string; family: string }) {
           {s.fmt.dateTime(hist.from)} – {s.fmt.dateTime(hist.to)} · {s.t('chartHint')}
         </p>
       )}
+      {hist && props.family === 'airQuality' && <AqiHistory id={props.id} from={hist.from} to={hist.to} />}
       {hist && hist.points.length === 0 && <p class="muted">{s.t('noData')}</p>}
       <div ref={box} class="chart-grid" />
     </section>

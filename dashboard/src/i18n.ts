@@ -362,6 +362,16 @@ export const vi = {
   reportCongestionTitle: 'Giờ ùn tắc theo nút giao',
   reportCongestedHours: 'Giờ ùn tắc',
   reportJunction: 'Nút giao',
+  mapGroupZoom: 'Nhấn để phóng to',
+  mapGroupsNote:
+    'Ở mức thu nhỏ, mỗi dấu gộp các thiết bị cùng loại ở gần nhau: số là số thiết bị, màu là trạng thái xấu nhất của chúng. Phóng to để thấy từng thiết bị.',
+  aqiHistoryTitle: 'Lịch sử chỉ số chất lượng không khí',
+  aqiHourly: 'Theo giờ',
+  aqiDaily: 'Theo ngày',
+  aqiHistoryNone: 'Chưa có chỉ số trong khoảng thời gian này',
+  auditFrom: 'Từ ngày',
+  auditUntil: 'Đến ngày',
+  stationsMore: '{shown} trạm có chỉ số cao nhất trong {n} trạm; danh sách đầy đủ ở trang Thiết bị',
 };
 
 export type Dict = typeof vi;
@@ -723,6 +733,16 @@ export const en: Dict = {
   reportCongestionTitle: 'Congestion hours per junction',
   reportCongestedHours: 'Congestion hours',
   reportJunction: 'Junction',
+  mapGroupZoom: 'Click to zoom in',
+  mapGroupsNote:
+    'Zoomed out, each mark groups nearby devices of one type: the number counts them, the colour is their worst state. Zoom in to see each device.',
+  aqiHistoryTitle: 'Air quality index history',
+  aqiHourly: 'Hourly',
+  aqiDaily: 'Daily',
+  aqiHistoryNone: 'No index in this range yet',
+  auditFrom: 'From',
+  auditUntil: 'Until',
+  stationsMore: 'The {shown} stations with the highest index of {n}; the Devices page lists them all',
 };
 
 export const DICTIONARIES = { vi, en } as const;

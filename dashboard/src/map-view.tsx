@@ -14,7 +14,7 @@ import 'leaflet/dist/leaflet.css';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { loadDashboardConfig } from './api.ts';
 import { CommandControls } from './commands.tsx';
-import { COLOURS, lookOf, type MarkerShape, SHAPES } from './device-state.ts';
+import { COLOURS, type DeviceLook, lookOf, type MarkerShape, SHAPES } from './device-state.ts';
 import { navigate, useStore } from './hooks.ts';
 import { FIELD_UNITS, type Key } from './i18n.ts';
 import { type Store, store, zoneName } from './store.ts';
@@ -25,7 +25,12 @@ declare global {
     /** Test hooks: where a device's marker is on screen, how many markers are drawn, a ward's fill colour. */
     citypulseMap?: {
       markerCount(): number;
+      markerIds(): string[];
+      view(): { lat: number; lon: number; zoom: number };
+      groupCount(): number;
+      mode(): 'markers' | 'groups';
       pointOf(id: string): { x: number; y: number } | undefined;
+      groups(): { family: Family; count: number; colour: string; x: number; y: number }[];
       zoneFill(id: string): string | undefined;
     };
   }
@@ -47,7 +52,92 @@ function radiusOf(family: Family, zoom: number): number {
   return zoom >= 16 ? 5 : zoom >= 15 ? 4 : 3;
 }
 
-type ShapeOptions = L.CircleMarkerOptions & { shape: MarkerShape };
+/**
+ * Up to this many devices in the shown layers are all drawn, one marker each; with more, the devices in view are
+ * drawn when they are no more than this, and aggregates otherwise. Leaflet's canvas redraws every marker at each
+ * pan frame: a few thousand keep a pan smooth on an operations-centre PC, 50,000 do not.
+ */
+export const MARKER_BUDGET = 2500;
+/** Side of an aggregate's grid cell, screen pixels. */
+const GROUP_CELL_PX = 80;
+/** Where a family's aggregate sits from its devices' centre, pixels: the three of one cell side by side. */
+const GROUP_OFFSET: Record<Family, [number, number]> = { airQuality: [0, -14], traffic: [14, 10], streetLight: [-14, 10] };
+const FAMILY_OF: readonly Family[] = ['airQuality', 'traffic', 'streetLight'];
+
+/** The devices of one cell and family at the current zoom: how many, where, their worst state and every state counted. */
+interface Group {
+  family: Family;
+  count: number;
+  /** Sums of world-pixel positions, for the centre. */
+  sx: number;
+  sy: number;
+  worst: number;
+  look: DeviceLook | undefined;
+  states: Map<string, number>;
+}
+
+/**
+ * Positions as Web Mercator fractions of the world (what Leaflet projects to, times 256 · 2^zoom) in typed
+ * arrays: binning 50,000 devices at a zoom is then arithmetic, not 50,000 Leaflet projections. Rebuilt when the
+ * store's device list is replaced (at every (re)connect).
+ */
+function deviceIndex(devices: Map<string, DeviceInfo>) {
+  const n = devices.size;
+  const ids: string[] = new Array(n);
+  const mx = new Float64Array(n);
+  const my = new Float64Array(n);
+  const fam = new Uint8Array(n);
+  let i = 0;
+  for (const d of devices.values()) {
+    const lat = Math.max(-85.0511, Math.min(85.0511, d.location.lat));
+    const s = Math.sin((lat * Math.PI) / 180);
+    ids[i] = d.id;
+    mx[i] = 0.5 + d.location.lon / 360;
+    my[i] = 0.5 - Math.log((1 + s) / (1 - s)) / (4 * Math.PI);
+    fam[i] = FAMILY_OF.indexOf(d.family);
+    i++;
+  }
+  return { source: devices, ids, mx, my, fam };
+}
+
+/**
+ * How bad a state is, for an aggregate's colour: a lamp fault, a bad AQI category or heavy congestion above
+ * a device offline, offline above a state that is normal, anything known above unknown.
+ */
+function rankOf(s: Store, look: DeviceLook): number {
+  switch (look.kind) {
+    case 'unknown':
+      return 0;
+    case 'offline':
+      return 5;
+    case 'lamp':
+      return look.colour === COLOURS.lampFault ? 8 : 1;
+    case 'congestion':
+      return [1, 3, 6, 7][COLOURS.congestion.indexOf(look.colour as (typeof COLOURS.congestion)[number])] ?? 1;
+    case 'aqi': {
+      const level = s.scales?.[s.scale].categories.findIndex((c) => c.color === look.colour) ?? 0;
+      return [1, 3, 6, 7, 8, 9][level] ?? 1;
+    }
+  }
+}
+
+/** An aggregate grows with the log of its count: 1 device 9 px, 100 about 15 px, 10,000 about 21 px. */
+const groupRadius = (n: number) => Math.round(9 + 3 * Math.log10(Math.max(1, n)));
+
+/** An aggregate's hover card: the family and count, then every state with its count, worst first. */
+function groupText(s: Store, g: Group): string {
+  const esc = (t: string) => t.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
+  const states = [...g.states].sort((a, b) => b[1] - a[1]).map(([label, n]) => `${esc(label)}: ${s.fmt.num(n, 0)}`);
+  if (g.look) {
+    const i = states.findIndex((x) => x.startsWith(`${esc(g.look?.label ?? '')}:`));
+    if (i > 0) states.unshift(...states.splice(i, 1));
+  }
+  return [`<strong>${esc(s.t(FAMILY_KEYS[g.family]))}: ${s.fmt.num(g.count, 0)}</strong>`, ...states, esc(s.t('mapGroupZoom'))].join(
+    '<br>',
+  );
+}
+
+type ShapeOptions = L.CircleMarkerOptions & { shape: MarkerShape; count?: number };
 interface CanvasInternals {
   _drawing: boolean;
   _ctx: CanvasRenderingContext2D;
@@ -61,12 +151,32 @@ interface MarkerInternals {
   _empty(): boolean;
 }
 
+/** An aggregate's count, written on its marker in black or white, whichever reads on its fill. */
+function drawCount(ctx: CanvasRenderingContext2D, p: L.Point, o: ShapeOptions): void {
+  if (o.count === undefined) return;
+  const hex = String(o.fillColor ?? '#000000').replace('#', '');
+  const [r, g, b] = [0, 2, 4].map((i) => Number.parseInt(hex.slice(i, i + 2), 16) || 0) as [number, number, number];
+  const light = 0.299 * r + 0.587 * g + 0.114 * b > 140;
+  const text = o.count >= 10_000 ? `${Math.round(o.count / 1000)}k` : String(o.count);
+  ctx.save();
+  ctx.font = `bold ${text.length > 3 ? 10 : 11}px system-ui, sans-serif`;
+  ctx.textAlign = 'center';
+  ctx.textBaseline = 'middle';
+  ctx.fillStyle = light ? '#111111' : '#ffffff';
+  ctx.fillText(text, p.x, p.y + 0.5);
+  ctx.restore();
+}
+
 /** A circle marker that draws itself as a square or a diamond on the canvas (same hit area as its circle). */
 const ShapeMarker = L.CircleMarker.extend({
   _updatePath(this: MarkerInternals) {
     const shape = this.options.shape;
-    if (shape === 'circle') return (L.CircleMarker.prototype as unknown as { _updatePath(): void })._updatePath.call(this);
     const r = this._renderer;
+    if (shape === 'circle') {
+      (L.CircleMarker.prototype as unknown as { _updatePath(): void })._updatePath.call(this);
+      if (r._drawing && !this._empty()) drawCount(r._ctx, this._point, this.options);
+      return;
+    }
     if (!r._drawing || this._empty()) return;
     const p = this._point;
     const ctx = r._ctx;
@@ -82,6 +192,7 @@ const ShapeMarker = L.CircleMarker.extend({
       ctx.closePath();
     }
     r._fillStroke(ctx, this);
+    drawCount(ctx, p, this.options);
   },
 }) as unknown as new (
   latlng: L.LatLngExpression,
@@ -237,39 +348,181 @@ export function CityMap(props: { interactive?: boolean; testid?: string; control
     map.setMaxBounds(bounds.pad(0.6));
 
     let current = controls;
-    const markers = new Map<string, L.CircleMarker>();
-    const families = new Map<string, Family>();
     let lang = store.lang;
+    /** Device markers drawn now: every device when few, those in view when zoomed in, none at city zoom. */
+    const markers = new Map<string, L.CircleMarker>();
+    /** Aggregate markers drawn now, by cell and family. */
+    const groups = new Map<string, { marker: L.CircleMarker; group: Group }>();
+    let mode: 'markers' | 'groups' = 'markers';
+    let renders = 0;
+    let index = deviceIndex(store.devices);
     const styleOf = (d: DeviceInfo) => {
       const look = lookOf(store, d);
       return { fillColor: look.colour, color: look.kind === 'offline' ? '#5f6368' : interactive ? '#1d2733' : '#e8eef5' };
     };
-    const upsert = (d: DeviceInfo) => {
-      let m = markers.get(d.id);
-      if (!m) {
-        m = new ShapeMarker([d.location.lat, d.location.lon], {
-          renderer,
-          shape: SHAPES[d.family],
-          radius: radiusOf(d.family, map.getZoom()),
-          weight: d.family === 'streetLight' ? 0.8 : 1.5,
-          fillOpacity: 0.95,
-          ...styleOf(d),
+    const addMarker = (d: DeviceInfo) => {
+      const m = new ShapeMarker([d.location.lat, d.location.lon], {
+        renderer,
+        shape: SHAPES[d.family],
+        radius: radiusOf(d.family, map.getZoom()),
+        weight: d.family === 'streetLight' ? 0.8 : 1.5,
+        fillOpacity: 0.95,
+        ...styleOf(d),
+      });
+      if (interactive) {
+        m.on('click', () => {
+          // The page goes: its hover card must not follow the mouse onto a removed map.
+          m.closeTooltip();
+          navigate(`/devices/${d.id}`);
         });
-        if (interactive) {
-          const marker = m;
-          m.on('click', () => {
-            // The page goes: its hover card must not follow the mouse onto a removed map.
-            marker.closeTooltip();
-            navigate(`/devices/${d.id}`);
-          });
-          m.bindTooltip(() => hoverText(store, store.devices.get(d.id) ?? d), { direction: 'top', className: 'device-hover' });
-        }
-        if (current.layers[d.family]) m.addTo(map);
-        markers.set(d.id, m);
-        families.set(d.id, d.family);
-      } else {
-        m.setStyle(styleOf(d));
+        m.bindTooltip(() => hoverText(store, store.devices.get(d.id) ?? d), { direction: 'top', className: 'device-hover' });
       }
+      m.addTo(map);
+      markers.set(d.id, m);
+      return m;
+    };
+    const dropMarker = (id: string) => {
+      const m = markers.get(id);
+      if (!m) return;
+      m.unbindTooltip();
+      m.remove();
+      markers.delete(id);
+    };
+    const dropGroups = () => {
+      for (const { marker } of groups.values()) {
+        marker.unbindTooltip();
+        marker.remove();
+      }
+      groups.clear();
+    };
+    /** The view in world pixels at the current zoom, a fifth wider on every side (a short pan needs no redraw). */
+    const viewBox = () => {
+      const z = map.getZoom();
+      const b = map.getBounds().pad(0.2);
+      const nw = map.project(b.getNorthWest(), z);
+      const se = map.project(b.getSouthEast(), z);
+      return { z, scale: 256 * 2 ** z, x0: nw.x, y0: nw.y, x1: se.x, y1: se.y };
+    };
+    /**
+     * Level of detail. Few devices (MARKER_BUDGET) in the shown layers: one marker each, as before. More: the
+     * devices in view, if that is few enough; otherwise one aggregate per grid cell (GROUP_CELL_PX) and family,
+     * sized by its count and coloured by its worst state. One pass over the position arrays (a few ms at
+     * 50,000 devices) decides and bins; only what is drawn becomes a Leaflet layer.
+     */
+    const render = () => {
+      if (index.source !== store.devices) index = deviceIndex(store.devices);
+      const v = viewBox();
+      const shown = (i: number) => current.layers[FAMILY_OF[index.fam[i] as number] as Family];
+      let total = 0;
+      let inView = 0;
+      for (let i = 0; i < index.ids.length; i++) {
+        if (!shown(i)) continue;
+        total++;
+        const x = (index.mx[i] as number) * v.scale;
+        const y = (index.my[i] as number) * v.scale;
+        if (x >= v.x0 && x <= v.x1 && y >= v.y0 && y <= v.y1) inView++;
+      }
+      const all = total <= MARKER_BUDGET;
+      if (all || inView <= MARKER_BUDGET) {
+        if (mode === 'groups') dropGroups();
+        mode = 'markers';
+        const want = new Set<string>();
+        for (let i = 0; i < index.ids.length; i++) {
+          if (!shown(i)) continue;
+          const x = (index.mx[i] as number) * v.scale;
+          const y = (index.my[i] as number) * v.scale;
+          if (all || (x >= v.x0 && x <= v.x1 && y >= v.y0 && y <= v.y1)) want.add(index.ids[i] as string);
+        }
+        for (const id of [...markers.keys()]) if (!want.has(id)) dropMarker(id);
+        // Added bottom to top (lamps, junctions, stations): the canvas draws in the order layers were added.
+        const added: L.CircleMarker[] = [];
+        for (const f of DRAW_ORDER)
+          for (const id of want) {
+            const d = store.devices.get(id);
+            if (d && d.family === f && !markers.has(id)) added.push(addMarker(d));
+          }
+        if (added.length && markers.size > added.length) {
+          // New lamps go under the markers already drawn, new stations over them.
+          for (const m of added) {
+            const f = (m.options as ShapeOptions).shape;
+            if (f === SHAPES.streetLight) m.bringToBack();
+            else if (f === SHAPES.airQuality) m.bringToFront();
+          }
+        }
+      } else {
+        for (const id of [...markers.keys()]) dropMarker(id);
+        mode = 'groups';
+        const cells = new Map<string, Group>();
+        for (let i = 0; i < index.ids.length; i++) {
+          if (!shown(i)) continue;
+          const x = (index.mx[i] as number) * v.scale;
+          const y = (index.my[i] as number) * v.scale;
+          if (x < v.x0 || x > v.x1 || y < v.y0 || y > v.y1) continue;
+          const f = index.fam[i] as number;
+          const key = `${Math.floor(x / GROUP_CELL_PX)}:${Math.floor(y / GROUP_CELL_PX)}:${f}`;
+          let g = cells.get(key);
+          if (!g) {
+            g = { family: FAMILY_OF[f] as Family, count: 0, sx: 0, sy: 0, worst: -1, look: undefined, states: new Map() };
+            cells.set(key, g);
+          }
+          const d = store.devices.get(index.ids[i] as string);
+          if (!d) continue;
+          const look = lookOf(store, d);
+          const rank = rankOf(store, look);
+          g.count++;
+          g.sx += x;
+          g.sy += y;
+          g.states.set(look.label, (g.states.get(look.label) ?? 0) + 1);
+          if (rank > g.worst) {
+            g.worst = rank;
+            g.look = look;
+          }
+        }
+        for (const [key, old] of groups)
+          if (!cells.has(key)) {
+            old.marker.unbindTooltip();
+            old.marker.remove();
+            groups.delete(key);
+          }
+        const byOrder = [...cells].sort((a, b) => DRAW_ORDER.indexOf(a[1].family) - DRAW_ORDER.indexOf(b[1].family));
+        for (const [key, g] of byOrder) {
+          const off = GROUP_OFFSET[g.family];
+          const at = map.unproject([g.sx / g.count + off[0], g.sy / g.count + off[1]], v.z);
+          const style = {
+            radius: groupRadius(g.count),
+            fillColor: g.look?.colour ?? COLOURS.unknown,
+            color: g.look?.kind === 'offline' ? '#5f6368' : interactive ? '#1d2733' : '#e8eef5',
+          };
+          const have = groups.get(key);
+          if (have) {
+            have.group = g;
+            (have.marker.options as ShapeOptions).count = g.count;
+            have.marker.setLatLng(at);
+            have.marker.setStyle(style);
+            have.marker.setRadius(style.radius);
+            continue;
+          }
+          const m = new ShapeMarker(at, { renderer, shape: SHAPES[g.family], count: g.count, weight: 1.5, fillOpacity: 0.95, ...style });
+          const entry = { marker: m, group: g };
+          if (interactive) {
+            m.bindTooltip(() => groupText(store, entry.group), { direction: 'top', className: 'device-hover' });
+            // A click zooms into the cell: two steps, towards its devices.
+            m.on('click', () => {
+              m.closeTooltip();
+              map.setView(m.getLatLng(), Math.min(map.getMaxZoom(), map.getZoom() + 2));
+            });
+          }
+          m.addTo(map);
+          if (g.family === 'streetLight') m.bringToBack();
+          else if (g.family === 'airQuality') m.bringToFront();
+          groups.set(key, entry);
+        }
+      }
+      container.dataset.mode = mode;
+      container.dataset.markers = String(markers.size);
+      container.dataset.groups = String(groups.size);
+      container.dataset.devicesInView = String(all ? total : inView);
+      container.dataset.renders = String(++renders);
     };
     const fillZones = () => {
       for (const [id, poly] of zoneLayers) {
@@ -281,30 +534,28 @@ export function CityMap(props: { interactive?: boolean; testid?: string; control
       }
     };
     let firstRender = false;
+    /** Aggregates follow live states at most once a second: a pass over every device is not for every frame. */
+    let regroupTimer: ReturnType<typeof setTimeout> | undefined;
     const sync = () => {
       const dirty = store.takeDirty();
-      if (dirty === 'all') {
-        for (const [id, m] of markers) {
-          if (!store.devices.has(id)) {
-            m.remove();
-            markers.delete(id);
-            families.delete(id);
-          }
-        }
-        const all = [...store.devices.values()].sort((a, b) => DRAW_ORDER.indexOf(a.family) - DRAW_ORDER.indexOf(b.family));
-        for (const d of all) upsert(d);
-      } else {
+      if (dirty === 'all' || index.source !== store.devices) render();
+      else if (mode === 'markers') {
         for (const id of dirty) {
           const d = store.devices.get(id);
-          if (d) upsert(d);
+          const m = markers.get(id);
+          if (d && m) m.setStyle(styleOf(d));
         }
+      } else if (dirty.size && !regroupTimer) {
+        regroupTimer = setTimeout(() => {
+          regroupTimer = undefined;
+          if (!disposed && mode === 'groups') render();
+        }, 1000);
       }
       fillZones();
       if (lang !== store.lang) {
         lang = store.lang;
         for (const z of city.zones) zoneLayers.get(z.id)?.setTooltipContent(z.name[lang]);
       }
-      container.dataset.markers = String(markers.size);
       if (!firstRender && store.ready) {
         firstRender = true;
         // The canvas renderer draws on the next animation frame: that is when the markers are on screen.
@@ -315,23 +566,15 @@ export function CityMap(props: { interactive?: boolean; testid?: string; control
     };
     map.on('zoomend', () => {
       const z = map.getZoom();
-      for (const [id, m] of markers) if (families.get(id) === 'streetLight') m.setRadius(radiusOf('streetLight', z));
+      for (const [id, m] of markers) if (store.devices.get(id)?.family === 'streetLight') m.setRadius(radiusOf('streetLight', z));
+    });
+    map.on('moveend', () => {
+      if (store.ready) render();
     });
     api.current = {
       apply(c) {
-        const before = current;
         current = c;
-        for (const f of DRAW_ORDER) {
-          if (before.layers[f] === c.layers[f]) continue;
-          for (const [id, m] of markers) {
-            if (families.get(id) !== f) continue;
-            if (c.layers[f]) {
-              m.addTo(map);
-              if (f === 'streetLight') m.bringToBack();
-              else if (f === 'airQuality') m.bringToFront();
-            } else m.remove();
-          }
-        }
+        render();
         fillZones();
       },
       reset: () => {
@@ -345,6 +588,10 @@ export function CityMap(props: { interactive?: boolean; testid?: string; control
     const off = store.subscribe(sync);
     window.citypulseMap = {
       markerCount: () => markers.size,
+      markerIds: () => [...markers.keys()],
+      view: () => ({ lat: map.getCenter().lat, lon: map.getCenter().lng, zoom: map.getZoom() }),
+      groupCount: () => groups.size,
+      mode: () => mode,
       pointOf: (id) => {
         const m = markers.get(id);
         if (!m) return undefined;
@@ -352,13 +599,21 @@ export function CityMap(props: { interactive?: boolean; testid?: string; control
         const r = container.getBoundingClientRect();
         return { x: r.left + p.x, y: r.top + p.y };
       },
+      groups: () =>
+        [...groups.values()].map(({ marker, group }) => {
+          const p = map.latLngToContainerPoint(marker.getLatLng());
+          const r = container.getBoundingClientRect();
+          return { family: group.family, count: group.count, colour: String(marker.options.fillColor), x: r.left + p.x, y: r.top + p.y };
+        }),
       zoneFill: (id) => zoneLayers.get(id)?.options.fillColor,
     };
     return () => {
       disposed = true;
       resize.disconnect();
       off();
+      clearTimeout(regroupTimer);
       for (const m of markers.values()) m.unbindTooltip();
+      for (const { marker } of groups.values()) marker.unbindTooltip();
       map.remove();
       api.current = undefined;
       window.citypulseMap = undefined;
@@ -420,6 +675,11 @@ export function MapPage() {
           {s.t('mapDevices', { n: s.fmt.num(s.devices.size, 0) })}
         </p>
         <MapLegend />
+        {s.devices.size > MARKER_BUDGET && (
+          <p class="muted" data-testid="map-groups-note">
+            {s.t('mapGroupsNote')}
+          </p>
+        )}
         <h2>{s.t('commandsZone')}</h2>
         <select value={zone} data-testid="zone-select" onChange={(e) => setZone((e.target as HTMLSelectElement).value)}>
           {wards.map((z) => (

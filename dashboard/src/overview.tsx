@@ -27,6 +27,8 @@ function counts(s: Store): Record<Family, { online: number; offline: number }> {
 
 /** A figure older than this is greyed out and says so: the data behind it stopped coming. */
 export const STALE_MS = 10 * 60_000;
+/** Stations listed on the overview at most (the worst first when there are more). */
+const STATIONS_SHOWN = 100;
 
 /** "2 phút trước", or "–" when there is no time. */
 export function ageText(s: Store, at: number | undefined, now = Date.now()): string {
@@ -142,7 +144,17 @@ export function AirTables(props: { compact?: boolean; stationsOnly?: boolean }) 
     return (s.scale === 'epa' ? a?.epa : a?.vn)?.aqi ?? -1;
   };
   const wards = (s.city?.zones.filter((z) => z.shape) ?? []).sort((a, b) => aqiOf(b.id) - aqiOf(a.id));
-  const stations = [...s.devices.values()].filter((d) => d.family === 'airQuality').sort((a, b) => a.id.localeCompare(b.id));
+  const allStations = [...s.devices.values()].filter((d) => d.family === 'airQuality');
+  const stationAqi = (id: string) => {
+    const a = s.stationAqi.get(id);
+    return (s.scale === 'epa' ? a?.epa : a?.vn)?.aqi ?? -1;
+  };
+  // A city of tens of stations lists them all by id; a fleet of thousands (a table of thousands of rows would
+  // hold the page for seconds) lists the worst STATIONS_SHOWN, and the devices page has the rest.
+  const stations =
+    allStations.length > STATIONS_SHOWN
+      ? allStations.sort((a, b) => stationAqi(b.id) - stationAqi(a.id) || a.id.localeCompare(b.id)).slice(0, STATIONS_SHOWN)
+      : allStations.sort((a, b) => a.id.localeCompare(b.id));
   const scaleLabel = s.t(s.scale === 'epa' ? 'aqiEpa' : 'aqiVn');
   return (
     <section class="panel air" data-testid="air-panel">
@@ -205,6 +217,11 @@ export function AirTables(props: { compact?: boolean; stationsOnly?: boolean }) 
           </tbody>
         </table>
       </div>
+      {allStations.length > STATIONS_SHOWN && (
+        <p class="muted" data-testid="stations-more">
+          {s.t('stationsMore', { shown: STATIONS_SHOWN, n: s.fmt.num(allStations.length, 0) })}
+        </p>
+      )}
     </section>
   );
 }

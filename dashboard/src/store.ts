@@ -407,7 +407,9 @@ class Store {
       const [city, scales, devices, aqi, indicators, open, rules, commands] = await Promise.all([
         this.city ? Promise.resolve(this.city) : api<CityProfile>('/api/v1/city'),
         this.scales ? Promise.resolve(this.scales) : api<Scales>('/api/v1/aqi/scales').catch(() => undefined),
-        api<DeviceInfo[]>('/api/v1/devices'),
+        // The compact list (about a tenth of /api/v1/devices on the wire): the map, the overview and the feed
+        // need no more; a device's page and the devices page ask the server for the rest.
+        api<MapDevices>('/api/v1/map/devices').then(unpackMapDevices),
         api<{ stations: CurrentAqi[]; zones: CurrentAqi[] }>('/api/v1/aqi').catch(() => ({ stations: [], zones: [] })),
         api<IndicatorEvent[]>('/api/v1/indicators').catch(() => []),
         apiWithTotal<AlarmRecord[]>(`/api/v1/alarms?state=open&limit=${OPEN_ALARMS_LOADED}`).catch(() => ({ body: [], total: 0 })),
@@ -555,6 +557,28 @@ class Store {
     if (!v) return this.t('unknown');
     return this.scales?.[this.scale].categories.find((c) => c.level === v.level)?.name[this.lang] ?? v.category;
   }
+}
+
+/** GET /api/v1/map/devices: one array per device (id, family, zone, lat, lon, online, [name, lastSeen]). */
+interface MapDevices {
+  families: DeviceInfo['family'][];
+  zones: string[];
+  devices: [string, number, number, number, number, 0 | 1, (string | null)?, number?][];
+}
+
+function unpackMapDevices(m: MapDevices): DeviceInfo[] {
+  return m.devices.map(([id, f, z, lat, lon, online, name, seen]) => {
+    const d: DeviceInfo = {
+      id,
+      family: m.families[f] as DeviceInfo['family'],
+      zone: m.zones[z] as string,
+      location: { lat, lon },
+      online: online === 1,
+    };
+    if (name) d.name = name;
+    if (seen) d.lastSeenAt = new Date(seen).toISOString();
+    return d;
+  });
 }
 
 interface CurrentAqi {
