@@ -684,7 +684,7 @@ describe('SQLite: alarm store', () => {
     const dir = await mkdtemp(join(tmpdir(), 'citypulse-alarms-'));
     const store = new SqliteAlarmStore(join(dir, 'alarms.db'));
     t.after(async () => {
-      store.close();
+      await store.close();
       await rm(dir, { recursive: true, force: true });
     });
     const at = '2026-12-03T01:00:00.000Z';
