@@ -705,6 +705,6 @@ describe('SQLite: alarm store', () => {
     assert.deepEqual(await ids('nguyen duc'), ['sl-2'], 'who acknowledged');
     assert.deepEqual(await ids('MẤT'), ['sl-3']);
     assert.deepEqual(await ids('%'), [], 'wildcards as typed');
-    assert.equal(store.count({ q: 'den' }), 1);
+    assert.equal(await store.count({ q: 'den' }), 1);
   });
 });
